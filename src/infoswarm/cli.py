@@ -1,0 +1,229 @@
+"""Command-line interface: a thin layer over the library.
+
+Every command validates its input before doing work, writes its outputs atomically (see
+:mod:`infoswarm.runs`) and reports bad input as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from . import __version__
+from .errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
+def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    g = p.add_argument_group("common options")
+    g.add_argument("--out", required=out_required, help="output folder (written atomically)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+
+def _data_args(p: argparse.ArgumentParser, default_split: str = "test") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help="mnist, fashion-mnist, cifar10, or a path to an .npz / image folder")
+    g.add_argument("--split", default=default_split, choices=["train", "test"])
+    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
+    g.add_argument("--download", action="store_true",
+                   help="download the official files (checked by SHA-256) if no local copy exists")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mnist-cnn",
+                   help="zoo name, path/to/file.py:ClassName (with --weights), or a TorchScript file")
+    g.add_argument("--weights", default=None, help=".safetensors weights for --model")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``infoswarm`` argument parser (commands: influence, train)."""
+    parser = _Parser(prog="infoswarm", description="Find where image classifiers are fragile, "
+                     "attack them with a particle swarm, and harden them.")
+    parser.add_argument("--version", action="version", version=f"infoswarm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "influence", help="rank vulnerable images and map vulnerable pixels (Fisher influence)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Image-level and pixel-level first-order influence (FI) of a model.",
+        epilog="example:\n  infoswarm influence --dataset mnist --model mnist-cnn --split test "
+               "--limit 1000 --top 20 --out runs/fi")
+    _data_args(p)
+    _model_args(p)
+    g = p.add_argument_group("influence")
+    g.add_argument("--top", type=int, default=20, help="heatmaps for the N most vulnerable images")
+    g.add_argument("--map-class", default="pred", choices=["pred", "true", "second"],
+                   help="class c of the pixel maps' objective log p_c (default pred)")
+    g.add_argument("--unit", default="pixel", choices=["pixel", "element"],
+                   help="pixel: all channels of a location together; element: one channel")
+    g.add_argument("--window", type=int, default=1, choices=[1, 3, 5, 7], help="block width")
+    g.add_argument("--eps", type=float, default=None,
+                   help="authors' regularised variant with this epsilon (e.g. 1e-3); default exact")
+    g.add_argument("--tau", type=float, default=0.01,
+                   help="vulnerability threshold on image FI, reported in the summary (default 0.01)")
+    _common(p)
+    p.set_defaults(func=cmd_influence, dataset="mnist")
+
+    p = sub.add_parser(
+        "train", help="train a zoo architecture with its recorded recipe",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a zoo model; writes model.safetensors, card.json and history.csv.",
+        epilog="example:\n  infoswarm train --dataset mnist --model mnist-cnn --out runs/mnist-cnn")
+    _data_args(p, default_split="train")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help="zoo architecture name")
+    g.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    g.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown --device {name!r}", "use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda but no CUDA device is available", "use --device cpu")
+    return dev
+
+
+def _positive(value: int | None, flag: str) -> None:
+    if value is not None and value <= 0:
+        raise InputError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
+
+
+def _load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    from . import data
+
+    _positive(args.limit, "--limit")
+    x, y = data.load(args.dataset, split or args.split, root=args.data_root, download=args.download)
+    if args.limit is not None:
+        x, y = x[: args.limit], y[: args.limit]
+    if len(x) == 0:
+        raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
+    return x, y
+
+
+def _print_summary(args: argparse.Namespace, summary: dict[str, Any], lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        print("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from . import data, runs, training, zoo
+
+    if args.model not in zoo.ZOO:
+        zoo.build(args.model)  # raises the unknown-name error
+    entry = zoo.ZOO[args.model]
+    args.dataset = args.dataset or entry.dataset
+    recipe = entry.recipe
+    _positive(args.epochs, "--epochs")
+    _positive(args.batch_size, "--batch-size")
+    if args.epochs:
+        recipe = replace(recipe, epochs=args.epochs)
+    if args.lr:
+        recipe = replace(recipe, lr=args.lr)
+    if args.batch_size:
+        recipe = replace(recipe, batch_size=args.batch_size)
+    runs.check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    x, y = _load_data(args, "train")
+    xt, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    want = zoo.ZOO[args.model].dataset
+    if data.is_named(args.dataset) and data.INFO[want].shape != data.INFO[args.dataset].shape:
+        raise InputError(f"{args.model} is built for {want}-shaped images, not {args.dataset}",
+                         "pick the model made for this dataset")
+    torch.manual_seed(args.seed)
+    model = zoo.build(args.model).to(device)
+    t0 = time.perf_counter()
+
+    def log(row: dict[str, Any]) -> None:
+        if not args.json:
+            print(f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
+                  f"train {row['train_acc']:.4f}  test {row.get('test_acc', float('nan')):.4f}  "
+                  f"{row['seconds']:.0f}s", flush=True)
+
+    history = training.train(model, x.to(device), y.to(device), recipe, seed=args.seed,
+                             x_test=xt.to(device), y_test=yt.to(device), log=log)
+    model = model.cpu().eval()
+    test_acc = training.accuracy(model, xt, yt)
+    card = {
+        "name": args.model, "architecture": type(model).__name__, "dataset": args.dataset,
+        "train_images": len(x), "recipe": training.recipe_dict(recipe), "seed": args.seed,
+        "test_accuracy": test_acc, "train_seconds": round(time.perf_counter() - t0, 1),
+        "torch": torch.__version__, "infoswarm": __version__,
+        "command": "infoswarm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+    }
+    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"),
+                  metadata={"name": args.model, "dataset": args.dataset})
+        runs.write_json(tmp / "card.json", card)
+        runs.write_csv(tmp / "history.csv", history, list(history[0]))
+    _print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",
+                                f"wrote {Path(args.out) / 'model.safetensors'} and card.json"])
+    return 0
+
+
+def cmd_influence(args: argparse.Namespace) -> int:
+    from .influence_run import run_influence
+
+    return run_influence(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``infoswarm`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        torch.manual_seed(args.seed)
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Network architectures of the model zoo. Every model takes images in [0, 1] shaped
+[N, C, H, W] and returns logits [N, K]; per-channel standardisation happens inside the model
+(:class:`Normalize`), so attacks and influence work in [0, 1] pixel units."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; x in [0, 1] [N, C, H, W]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks (32 and 64 filters, 3x3, batch norm, ReLU, 2x2 max-pool) and a
+    128-unit hidden layer: the zoo's ``mnist-cnn`` and ``fashion-cnn`` (1x28x28 inputs)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28,
+                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.fc1 = nn.Linear(64 * (size // 4) ** 2, 128)
+        self.dropout = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = self.dropout(F.relu(self.fc1(x.flatten(1))))
+        return self.fc2(x)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation residual block (BN-ReLU-conv twice), 1x1 projection when the shape
+    changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.shortcut = (nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+                         if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + skip
+
+
+class PreActResNet(nn.Module):
+    """Pre-activation ResNet for 32x32 images (He et al. 2016): depth 6n+2, stages of 16/32/64
+    filters, global average pooling. Depth 32 (n = 5) is the paper's ResNet-32."""
+
+    def __init__(self, depth: int = 32, num_classes: int = 10, in_channels: int = 3,
+                 mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
+                 std: Sequence[float] = (0.2470, 0.2435, 0.2616)) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError("depth must be 6n + 2")
+        n = (depth - 2) // 6
+        self.normalize = Normalize(mean, std)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        blocks: list[nn.Module] = []
+        cin = 16
+        for stage, cout in enumerate((16, 32, 64)):
+            for i in range(n):
+                blocks.append(PreActBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(64)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.conv1(self.normalize(x)))
+        x = F.relu(self.bn(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))

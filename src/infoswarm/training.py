@@ -1,0 +1,108 @@
+"""Standard training of zoo models (SGD with Nesterov momentum, a recorded recipe).
+
+Runs are seeded; on CPU the same seed, data and recipe give bitwise the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .zoo import Recipe
+
+
+def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random crops (zero padding ``recipe.crop_pad``) and, for "flip-crop", horizontal flips
+    of a float batch [N, C, H, W]; the identity for ``augment="none"``."""
+    if recipe.augment == "none":
+        return x
+    n, _, h, w = x.shape
+    if recipe.augment == "flip-crop":
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    p = recipe.crop_pad
+    padded = F.pad(x, (p, p, p, p))
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+    rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1))  # [N, H]
+    cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1))  # [N, W]
+    idx_n = torch.arange(n).view(-1, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def lr_at(recipe: Recipe, epoch: float) -> float:
+    """Learning rate at a (fractional) epoch: step decay at ``milestones`` or cosine to 0."""
+    if recipe.milestones:
+        return recipe.lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    return 0.5 * recipe.lr * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on uint8 or float [0,1] images."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i: i + batch_size]
+        xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+        correct += (model(xb).argmax(1) == y[i: i + batch_size]).sum().item()
+    return correct / max(len(x), 1)
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int = 0,
+          x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
+          log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` in place on uint8 images ``x`` [N,C,H,W] with labels ``y`` [N].
+
+    Returns one dict per epoch (epoch, lr, train_loss, train_acc, test_acc when a test set is
+    given, seconds); ``log`` is called with each as it is made."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=recipe.momentum > 0, weight_decay=recipe.weight_decay)
+    n = len(x)
+    steps = math.ceil(n / recipe.batch_size)
+    history = []
+    for epoch in range(recipe.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum, correct = 0.0, 0
+        for s in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(recipe, epoch + s / steps)
+            idx = perm[s * recipe.batch_size: (s + 1) * recipe.batch_size]
+            xb = augment(x[idx].float() / 255.0, recipe, gen)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y[idx]).sum().item()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(recipe, epoch),
+                               "train_loss": loss_sum / n, "train_acc": correct / n}
+        if x_test is not None and y_test is not None:
+            row["test_acc"] = accuracy(model, x_test, y_test)
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if log is not None:
+            log(row)
+    model.eval()
+    return history
+
+
+def recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a JSON-ready dict (as recorded in model cards)."""
+    d = asdict(recipe)
+    d["milestones"] = list(recipe.milestones)
+    d["optimizer"] = "SGD, Nesterov momentum"
+    return d

@@ -1,0 +1,181 @@
+"""Model zoo: named models with shipped weights, and a user's own models.
+
+``load(name)`` returns an ``nn.Module`` in eval mode that takes [0, 1] images [N, C, H, W] and
+returns logits [N, K]. Names:
+
+* ``mnist-cnn``, ``fashion-cnn``: :class:`~infoswarm.models.SmallCNN` on 1x28x28;
+* ``cifar10-resnet32``: the paper's pre-activation ResNet-32 on 3x32x32;
+* ``path/to/file.py:ClassName`` with ``weights="file.safetensors"``: a user's architecture
+  (constructed without arguments) and its weights;
+* ``path/to/model.pt``: a TorchScript file (``torch.jit.save``).
+
+Shipped weights live in ``infoswarm/weights/<name>.safetensors`` with a JSON card beside them
+(dataset, recipe, seed, test accuracy); ``infoswarm train`` makes both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .models import PreActResNet, SmallCNN
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a zoo model is trained: SGD (Nesterov momentum), a learning-rate schedule and
+    augmentation. ``milestones`` empty means a cosine schedule from ``lr`` to 0."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    augment: str = "none"  # "none" | "crop" | "flip-crop"
+    crop_pad: int = 2
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named architecture, the dataset it is made for, and its training recipe."""
+
+    build: Callable[[], nn.Module]
+    dataset: str
+    recipe: Recipe
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ZOO: dict[str, ZooEntry] = {
+    "mnist-cnn": ZooEntry(
+        build=lambda: SmallCNN(1, 10, 28, (0.1307,), (0.3081,)),
+        dataset="mnist",
+        recipe=Recipe(epochs=6, lr=0.05, weight_decay=5e-4, augment="none"),
+    ),
+    "fashion-cnn": ZooEntry(
+        build=lambda: SmallCNN(1, 10, 28, (0.2860,), (0.3530,)),
+        dataset="fashion-mnist",
+        recipe=Recipe(epochs=15, lr=0.05, weight_decay=5e-4, augment="flip-crop", crop_pad=2),
+    ),
+    "cifar10-resnet32": ZooEntry(
+        build=lambda: PreActResNet(32, 10),
+        dataset="cifar10",
+        recipe=Recipe(epochs=180, lr=0.1, weight_decay=1e-4, milestones=(90, 135),
+                      augment="flip-crop", crop_pad=4),
+        notes="The paper's pre-activation ResNet-32 (16/32/64 filters, weight decay 1e-4).",
+    ),
+}
+
+
+def names() -> list[str]:
+    """The zoo's model names."""
+    return list(ZOO)
+
+
+def weights_path(name: str) -> Path:
+    """Where the shipped weights of a zoo model live (they may be absent)."""
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def card(name: str) -> dict[str, Any] | None:
+    """The JSON card shipped beside a zoo model's weights, or None."""
+    p = WEIGHTS_DIR / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def build(name: str) -> nn.Module:
+    """A freshly initialised zoo architecture (train mode, random weights)."""
+    if name not in ZOO:
+        raise InputError(f"unknown model {name!r}",
+                         f"use one of {', '.join(ZOO)}, path/to/file.py:ClassName with --weights, "
+                         "or a TorchScript file")
+    return ZOO[name].build()
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors weights into ``model`` (strict); bad files give an InputError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights file {path} not found", "check the --weights path")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"cannot read weights {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+                         "pass a .safetensors file written by infoswarm train or safetensors.torch.save_file") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise InputError(f"weights {path} do not fit the model ({first})",
+                         "use the weights trained for this architecture") from None
+    return model
+
+
+def _user_class(spec: str) -> type[nn.Module]:
+    file, _, cls_name = spec.rpartition(":")
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise InputError(f"model file {path} not found", "pass --model path/to/file.py:ClassName")
+    mod_name = f"infoswarm_user_{abs(hash(str(path.resolve())))}"
+    spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+    if spec_obj is None or spec_obj.loader is None:
+        raise InputError(f"cannot import {path}", "pass a Python source file")
+    module = importlib.util.module_from_spec(spec_obj)
+    sys.modules[mod_name] = module
+    try:
+        spec_obj.loader.exec_module(module)
+    except Exception as e:  # a user's file can fail in any way; report it in one line
+        raise InputError(f"importing {path} failed ({type(e).__name__}: {e})", "fix the model file") from None
+    cls = getattr(module, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise InputError(f"{path} has no nn.Module class {cls_name!r}",
+                         "pass --model path/to/file.py:ClassName naming an nn.Module subclass")
+    return cls
+
+
+def load(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """A ready model in eval mode: a zoo name, ``file.py:Class`` (+ ``weights``) or a
+    TorchScript file. Inputs [0, 1] [N, C, H, W]; output logits [N, K]."""
+    if name in ZOO:
+        model = ZOO[name].build()
+        path = Path(weights) if weights is not None else weights_path(name)
+        if not path.is_file():
+            if weights is None:
+                raise InputError(f"no shipped weights for {name!r}",
+                                 f"train them with `infoswarm train --model {name} --out DIR` "
+                                 "and pass --weights DIR/model.safetensors")
+        load_state(model, path)
+    elif ":" in name and name.rpartition(":")[0].endswith(".py"):
+        model = _user_class(name)()
+        if weights is None:
+            raise InputError(f"no weights given for {name}", "pass --weights file.safetensors")
+        load_state(model, weights)
+    elif Path(name).expanduser().is_file():
+        try:
+            model = torch.jit.load(str(Path(name).expanduser()), map_location="cpu")
+        except Exception as e:  # TorchScript raises many kinds of errors for a bad file
+            raise InputError(f"cannot load {name} as TorchScript ({type(e).__name__})",
+                             "pass a file saved with torch.jit.save, or file.py:Class with --weights") from None
+        if weights is not None:
+            raise InputError("--weights is not used with a TorchScript model",
+                             "drop --weights; a TorchScript file carries its weights")
+    else:
+        build(name)  # raises the unknown-name error
+        raise AssertionError("unreachable")
+    return model.to(device).eval()

@@ -1,0 +1,35 @@
+"""Shared fixtures: small random networks (float64) for brute-force references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """conv(C->4, 3x3) -> act -> linear(K): small enough for explicit Jacobians."""
+
+    def __init__(self, channels: int = 3, size: int = 5, classes: int = 6, act: str = "tanh") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.act = nn.Tanh() if act == "tanh" else nn.ReLU()
+        self.fc = nn.Linear(4 * size * size, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def tiny():
+    """Factory: tiny(channels, size, classes, act, seed) -> (float64 model in eval, images)."""
+
+    def make(channels=3, size=5, classes=6, act="tanh", seed=0, n=3):
+        torch.manual_seed(seed)
+        model = TinyNet(channels, size, classes, act).double().eval()
+        with torch.no_grad():  # larger weights: logits spread, probabilities far from uniform
+            model.fc.weight.mul_(4.0)
+        x = torch.rand(n, channels, size, size, dtype=torch.float64)
+        return model, x
+
+    return make
