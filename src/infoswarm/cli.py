@@ -201,10 +201,96 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_influence(args: argparse.Namespace) -> int:
-    from .influence_run import run_influence
+def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device) -> torch.nn.Module:
+    """Load --model/--weights and check that it takes the dataset's images."""
+    from . import zoo
+    from .checks import check_logits
 
-    return run_influence(args)
+    model = zoo.load(args.model, args.weights, device=device)
+    try:
+        with torch.no_grad():
+            out = model(x_probe.to(device))
+    except RuntimeError as e:
+        raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
+                         f"{tuple(x_probe.shape[1:])} ({str(e).splitlines()[0][:120]})",
+                         "use the model made for this dataset") from None
+    check_logits(out, x_probe.shape[0])
+    return model
+
+
+def cmd_influence(args: argparse.Namespace) -> int:
+    from . import data, influence, runs
+    from .report.figures import heatmap_figure
+
+    _positive(args.top, "--top")
+    _positive(args.batch_size, "--batch-size")
+    if args.eps is not None and args.eps <= 0:
+        raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 1e-3, or omit it for exact FI")
+    if args.tau < 0:
+        raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
+    runs.check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    x8, y = _load_data(args)
+    model = _load_model(args, data.to_float(x8[:2]), device)
+    k = int(model(data.to_float(x8[:1]).to(device)).shape[1])
+    if int(y.max()) >= k:
+        raise InputError(f"labels go up to {int(y.max())} but the model has {k} classes",
+                         "use the model made for this dataset")
+    classes = data.class_names_of(args.dataset, args.split) or tuple(str(i) for i in range(k))
+    bs = args.batch_size or 500
+    t0 = time.perf_counter()
+    rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=not args.json, device=device)
+    fi_true = influence.image_fi_from_logits(rank.logits, y)
+    t_rank = time.perf_counter() - t0
+    probs = torch.softmax(rank.logits.double(), 1)
+    pred = rank.c
+    correct = pred == y
+    top = rank.order[: args.top]
+    t0 = time.perf_counter()
+    xt = data.to_float(x8[top]).to(device)
+    maps = influence.pixel_fi(model, xt, args.map_class, y=y[top].to(device), unit=args.unit,
+                              window=args.window, eps=args.eps, batch_size=min(bs, 64)).cpu()
+    t_maps = time.perf_counter() - t0
+    map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
+    vulnerable = correct & (rank.fi >= args.tau)
+    rows = [{"index": i, "label": int(y[i]), "pred": int(pred[i]), "p_pred": float(probs[i, pred[i]]),
+             "image_fi_pred": float(rank.fi[i]), "image_fi_true": float(fi_true[i])}
+            for i in range(len(y))]
+    top_rows = []
+    summary: dict[str, Any] = {
+        "command": "influence", "dataset": args.dataset, "split": args.split, "model": args.model,
+        "images": len(y), "accuracy": float(correct.float().mean()), "tau": args.tau,
+        "vulnerable_correct": int(vulnerable.sum()),
+        "vulnerable_rule": "correctly classified and image FI (pred) >= tau, i.e. p_pred <= 1/(1+tau)",
+        "image_fi_pred_quantiles": {q: float(torch.quantile(rank.fi, float(q))) for q in ("0.5", "0.9", "0.99")},
+        "map": {"class": args.map_class, "unit": args.unit, "window": args.window,
+                "eps": args.eps, "exact": args.eps is None},
+        "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
+        "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
+    }
+    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+        runs.write_csv(tmp / "images.csv", rows, list(rows[0]))
+        (tmp / "heatmaps").mkdir()
+        for r, i in enumerate(top.tolist()):
+            name = f"rank{r + 1:03d}_index{i}.png"
+            mc = int(map_cls[r])
+            title = (f"#{r + 1}: index {i}, label {classes[int(y[i])]}, pred {classes[int(pred[i])]} "
+                     f"(p={float(probs[i, pred[i]]):.3f}), image FI {float(rank.fi[i]):.3g}")
+            heatmap_figure(tmp / "heatmaps" / name, xt[r], maps[r],
+                           title, f"pixel FI, f = log p[{classes[mc]}]")
+            top_rows.append({"rank": r + 1, "index": i, "label": int(y[i]), "pred": int(pred[i]),
+                             "p_pred": float(probs[i, pred[i]]), "image_fi_pred": float(rank.fi[i]),
+                             "map_class": mc, "map_max": float(maps[r].max()), "heatmap": f"heatmaps/{name}"})
+        runs.write_json(tmp / "summary.json", summary)
+    lines = [
+        f"{args.model} on {args.dataset} {args.split}: {len(y)} images, accuracy {summary['accuracy']:.4f}",
+        f"vulnerable (correct, image FI >= {args.tau:g}): {summary['vulnerable_correct']}",
+        "most vulnerable: " + ", ".join(f"{t['index']} (FI {t['image_fi_pred']:.3g})" for t in top_rows[:5]),
+        f"image FI {t_rank:.1f}s, {len(top)} pixel maps {t_maps:.1f}s; wrote {args.out}/"
+        "{images.csv, summary.json, heatmaps/}",
+    ]
+    _print_summary(args, summary, lines)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

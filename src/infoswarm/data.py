@@ -25,6 +25,7 @@ Where each dataset is looked for, in order:
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import importlib.util
@@ -35,6 +36,8 @@ import struct
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -244,7 +247,7 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     try:
         with _open_maybe_gzip(path) as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise InputError(f"cannot read {path}: {e}", "delete the file and fetch it again") from None
     if len(raw) < 4 + 4 * ndim:
         raise InputError(f"{path} is too short to be an IDX file", "delete it and fetch it again")
@@ -301,6 +304,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("numpy", "dtype"): lambda: np.dtype,
         ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        # how Python 3 writes bytes at pickle protocol <= 2 (harmless: str -> bytes)
+        ("_codecs", "encode"): lambda: codecs.encode,
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -354,7 +359,7 @@ def _cifar_from_tar(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                 x, y = _cifar_batch(restricted_unpickle(io.BytesIO(f.read())), f"{path}:{b}")
                 xs.append(x)
                 ys.append(y)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise InputError(f"cannot read {path}: {e}", "delete it and fetch it again") from None
     return np.concatenate(xs), np.concatenate(ys)
 
@@ -424,7 +429,7 @@ def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             x, y = z[kx], z[ky]
     except InputError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise InputError(f"cannot read {path} as .npz ({e})", "check the file; it may be corrupt") from None
     if x.dtype != np.uint8:
         raise InputError(f"{path}: x is {x.dtype}, expected uint8 (0..255)",

