@@ -1,0 +1,45 @@
+"""Input handling shared by every attack."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..checks import check_classes, check_images, check_logits
+from ..errors import InputError
+
+TargetSpec = torch.Tensor | int | str | None
+
+
+@torch.no_grad()
+def probs_of(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax probabilities (float64) [N, K] for images [N, C, H, W], in chunks."""
+    return torch.cat([torch.softmax(model(x[i: i + batch_size]).double(), -1)
+                      for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: TargetSpec = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check images/labels/targets; returns (clean logits [N,K], y [N], target [N]) where the
+    target is −1 for untargeted. ``target``: None, ``"second"`` (most probable class other than
+    y), or class indices (an int, or a tensor [N]); a target equal to the true class is refused."""
+    check_images(x)
+    logits = model(x)
+    k = check_logits(logits, x.shape[0])
+    y = check_classes(torch.as_tensor(y, device=x.device), x.shape[0], k)
+    n = x.shape[0]
+    if target is None:
+        t = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    elif isinstance(target, str):
+        if target != "second":
+            raise InputError(f"unknown target {target!r}", 'use "second", a class index, or None (untargeted)')
+        t = logits.masked_fill(torch.nn.functional.one_hot(y, k).bool(), float("-inf")).argmax(1)
+    else:
+        t = check_classes(torch.as_tensor(target, device=x.device), n, k)
+        same = (t == y).nonzero().view(-1)
+        if same.numel():
+            i = int(same[0])
+            raise InputError(f"image {i}: target class {int(t[i])} equals its true class",
+                             "choose a different target, or run untargeted")
+    return logits.detach(), y, t

@@ -1,0 +1,91 @@
+"""The result type shared by every attack, built and re-verified by :func:`finalize`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..criteria import Criterion
+
+
+@dataclass
+class AttackResult:
+    """Outcome of an attack on N images.
+
+    x_adv [N,C,H,W] float in [0,1]; success [N] bool (re-verified by a fresh forward pass);
+    pred [N] class predicted on x_adv; target [N] (−1 when untargeted); target_prob [N] the
+    probability of the judged class (target, or best wrong class) on x_adv; indices [N, k]
+    perturbed pixel locations h·W + w (−1 padding); pixel_l0 / element_l0 [N] locations / channel
+    entries that changed; linf [N] max |x_adv − x|; queries [N] model evaluations spent; seconds
+    wall time of the whole call."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    pred: torch.Tensor
+    target: torch.Tensor
+    target_prob: torch.Tensor
+    indices: torch.Tensor
+    pixel_l0: torch.Tensor
+    element_l0: torch.Tensor
+    linf: torch.Tensor
+    queries: torch.Tensor
+    seconds: float
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.success.numel())
+
+    def summary(self) -> dict[str, Any]:
+        """Success rate and the paper's perturbation statistics (max|Δ| per image: mean, std,
+        max, 95% quantile), pixel L0 and queries, over all images and over successes."""
+        n = len(self)
+        s = self.success
+        linf = self.linf[s].double() if s.any() else torch.zeros(0, dtype=torch.float64)
+
+        def stats(t: torch.Tensor) -> dict[str, float | None]:
+            if t.numel() == 0:
+                return {"mean": None, "std": None, "max": None, "q95": None}
+            return {"mean": float(t.mean()), "std": float(t.std(unbiased=False)),
+                    "max": float(t.max()), "q95": float(torch.quantile(t, 0.95))}
+
+        q = self.queries[s].double()
+        return {
+            "images": n,
+            "success_rate": float(s.double().mean()) if n else 0.0,
+            "successes": int(s.sum()),
+            "linf_success": stats(linf),
+            "pixel_l0_mean": float(self.pixel_l0.double().mean()) if n else 0.0,
+            "element_l0_mean": float(self.element_l0.double().mean()) if n else 0.0,
+            "queries_mean": float(self.queries.double().mean()) if n else 0.0,
+            "queries_median_success": float(q.median()) if q.numel() else None,
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds / max(n, 1),
+        }
+
+
+@torch.no_grad()
+def finalize(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+             target: torch.Tensor, criterion: Criterion, queries: torch.Tensor,
+             started: float, indices: torch.Tensor | None = None, batch_size: int = 1024) -> AttackResult:
+    """Clamp x_adv to [0,1], evaluate it afresh and fill the shared result type.
+
+    ``indices`` defaults to the locations that actually changed."""
+    x_adv = x_adv.detach().clamp(0.0, 1.0)
+    probs = torch.cat([torch.softmax(model(x_adv[i: i + batch_size]).double(), -1)
+                       for i in range(0, len(x_adv), batch_size)])
+    success, _, judged, p_j = criterion.evaluate(probs, y, target)
+    changed = (x_adv != x)
+    pix = changed.any(1).flatten(1)                                   # [N, H*W]
+    if indices is None:
+        kmax = int(pix.sum(1).max()) if len(x) else 0
+        order = torch.argsort(pix.to(torch.int8), dim=1, descending=True, stable=True)[:, :kmax]
+        indices = torch.where(pix.gather(1, order), order, torch.full_like(order, -1))
+    return AttackResult(
+        x_adv=x_adv, success=success, pred=probs.argmax(-1), target=target.clone(),
+        target_prob=p_j.float(), indices=indices, pixel_l0=pix.sum(1), element_l0=changed.flatten(1).sum(1),
+        linf=(x_adv - x).abs().flatten(1).amax(1) if len(x) else torch.zeros(0),
+        queries=queries.clone(), seconds=time.perf_counter() - started, y=y.clone())
