@@ -160,7 +160,10 @@ class MFIPSO:
             probs = probs_of(model, xa, bs).view(b, p, -1)
             ok, aim, _, _ = crit.evaluate(probs, y[idx].unsqueeze(1).expand(b, p),
                                           target[idx].unsqueeze(1).expand(b, p))
-            return (1e7 * aim + lam * pos.abs().sum(-1).double()).to(pos.dtype), ok
+            # 1e7·(aim + [not successful]): every failing particle ranks behind every successful
+            # one (λ·Σ|δ| < 1e7), and failing ones keep the paper's order by aim.
+            q = 1e7 * (aim + (~ok).double()) + lam * pos.abs().sum(-1).double()
+            return q.to(pos.dtype), ok
 
         cfg = SwarmConfig(**{**self.swarm.__dict__, "iterations": iterations})
         res = minimize(objective, lo, hi, cfg, seeds=[self.seed] * n, active=active)
