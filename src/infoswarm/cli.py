@@ -86,6 +86,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_influence, dataset="mnist")
 
     p = sub.add_parser(
+        "attack", help="select vulnerable images (image FI >= tau) and attack them with mFI-PSO",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Select correctly classified images with image FI >= --tau (the paper's rule) "
+                    "and attack them; writes adversarial.npz, results.csv, gallery.png, summary.json.",
+        epilog="example:\n  infoswarm attack --dataset mnist --model mnist-cnn --split test --select fi "
+               "--tau 0.01 --limit 500 --pixels 10 --target second --min-prob 0.5 --out runs/a")
+    _data_args(p)
+    _model_args(p)
+    g = p.add_argument_group("selection of images")
+    g.add_argument("--select", default="fi", choices=["fi", "all"],
+                   help="fi: correct images with image FI >= --tau (paper); all: every correct image")
+    g.add_argument("--tau", type=float, default=0.01, help="image FI threshold (default 0.01)")
+    g = p.add_argument_group("attack")
+    g.add_argument("--attack", default="mfipso", choices=["mfipso"], help="attack to run")
+    k = g.add_mutually_exclusive_group()
+    k.add_argument("--pixels", type=int, default=None, help="k pixel locations to perturb (default 10)")
+    k.add_argument("--fi-threshold", type=float, default=None,
+                   help="perturb every channel entry with element FI >= this (the paper's rule, 0.01)")
+    g.add_argument("--target", default="second",
+                   help="second (most probable wrong class), none (untargeted), confusion, or a class index")
+    g.add_argument("--confusion-min", type=int, default=5, help="errors needed for a confusion pair (default 5)")
+    g.add_argument("--min-prob", type=float, default=None, help="success needs p(target) >= this")
+    g.add_argument("--max-prob", type=float, default=None, help="success needs p(target) <= this")
+    g.add_argument("--eps", type=float, default=0.15, help="L-infinity bound in [0,1] units (default 0.15)")
+    g.add_argument("--bounds", default="box", choices=["box", "paper"],
+                   help="box: |delta| <= eps within [0,1]; paper: delta in [-eps*x, eps*(1-x)]")
+    g.add_argument("--selection", default="fi", choices=["fi", "fi-eps", "saliency", "random"],
+                   help="how pixels are chosen (default fi, exact)")
+    g.add_argument("--particles", type=int, default=200, help="swarm size (paper: 200 CIFAR, 500 MNIST)")
+    g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
+    g.add_argument("--w", type=float, default=0.6, help="inertia (default 0.6)")
+    g.add_argument("--c1", type=float, default=2.0, help="cognitive weight (default 2)")
+    g.add_argument("--c2", type=float, default=2.0, help="social weight (default 2)")
+    g.add_argument("--restart-iterations", type=int, default=40, help="second-chance iterations (default 40)")
+    g.add_argument("--no-restart", action="store_true", help="skip the paper's restart")
+    g.add_argument("--gallery", type=int, default=12, help="images in gallery.png (default 12)")
+    _common(p)
+    p.set_defaults(func=cmd_attack, dataset="mnist")
+
+    p = sub.add_parser(
         "train", help="train a zoo architecture with its recorded recipe",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a zoo model; writes model.safetensors, card.json and history.csv.",
@@ -216,6 +256,125 @@ def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.d
                          "use the model made for this dataset") from None
     check_logits(out, x_probe.shape[0])
     return model
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import data, influence, runs
+    from .attacks.mfipso import MFIPSO, confusion_counts
+    from .report.figures import gallery_figure
+
+    for flag in ("particles", "gallery"):
+        _positive(getattr(args, flag), "--" + flag)
+    _positive(args.batch_size, "--batch-size")
+    if args.pixels is not None:
+        _positive(args.pixels, "--pixels")
+    if args.iterations < 0 or args.restart_iterations < 0:
+        raise InputError("--iterations and --restart-iterations must be >= 0", "pass 0 or more")
+    if args.tau < 0:
+        raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
+    runs.check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    x8, y = _load_data(args)
+    model = _load_model(args, data.to_float(x8[:2]), device)
+    k = int(model(data.to_float(x8[:1]).to(device)).shape[1])
+    target: Any
+    t = args.target.lower()
+    if t == "none":
+        target = None
+    elif t in ("second", "confusion"):
+        target = t
+    else:
+        try:
+            target = int(t)
+        except ValueError:
+            raise InputError(f"unknown --target {args.target!r}",
+                             "use second, none, confusion or a class index") from None
+        if not 0 <= target < k:
+            raise InputError(f"--target {target} is out of range for {k} classes", f"use 0..{k - 1}")
+    pixels = args.pixels if args.fi_threshold is None else None
+    if pixels is None and args.fi_threshold is None:
+        pixels = 10
+    attack = MFIPSO(model, pixels=pixels, fi_threshold=args.fi_threshold, target=target,
+                    min_prob=args.min_prob, max_prob=args.max_prob, eps=args.eps,
+                    particles=args.particles, iterations=args.iterations, w=args.w, c1=args.c1,
+                    c2=args.c2, restart=not args.no_restart, restart_iterations=args.restart_iterations,
+                    selection=args.selection, bounds=args.bounds, seed=args.seed,
+                    confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)
+    t0 = time.perf_counter()
+    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=not args.json, device=device)
+    correct = rank.c == y
+    chosen = correct & (rank.fi >= args.tau) if args.select == "fi" else correct
+    if isinstance(target, int):
+        chosen &= y != target
+    idx = chosen.nonzero().view(-1)
+    if idx.numel() == 0:
+        raise InputError(f"no image passes the selection (correct and image FI >= {args.tau:g}) "
+                         f"among {len(y)}", "raise --limit or lower --tau")
+    if target == "confusion":
+        attack.confusion = confusion_counts(model, x8, y)
+    x = data.to_float(x8[idx]).to(device)
+    yy = y[idx].to(device)
+    results = []
+    chunk = max(1, min(len(idx), 64))
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(0, len(idx), chunk), desc="mFI-PSO", unit="batch", disable=args.json):
+        results.append(attack(x[i: i + chunk], yy[i: i + chunk]))
+    res = _merge(results, time.perf_counter() - t0)
+    probs_before = torch.softmax(rank.logits[idx].double(), 1)
+    with torch.no_grad():
+        probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
+    summary = {"command": "attack", "dataset": args.dataset, "split": args.split, "model": args.model,
+               "candidates": len(y), "selected": int(idx.numel()), "selection_rule": args.select,
+               "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
+                                             if kk not in ("func", "json", "out", "overwrite")},
+               **res.summary()}
+    names = data.class_names_of(args.dataset, args.split) or tuple(str(i) for i in range(k))
+    rows = []
+    for j in range(len(idx)):
+        rows.append({"index": int(idx[j]), "label": int(yy[j]), "target": int(res.target[j]),
+                     "success": int(res.success[j]), "pred_adv": int(res.pred[j]),
+                     "p_true_before": float(probs_before[j, yy[j]]), "p_true_after": float(probs_after[j, yy[j]]),
+                     "target_prob": float(res.target_prob[j]), "linf": float(res.linf[j]),
+                     "pixel_l0": int(res.pixel_l0[j]), "element_l0": int(res.element_l0[j]),
+                     "queries": int(res.queries[j])})
+    order = sorted(range(len(idx)), key=lambda j: (not bool(res.success[j]), j))[: args.gallery]
+    captions = [{"before": f"#{int(idx[j])} {names[int(yy[j])]} p={float(probs_before[j, yy[j]]):.2f}",
+                 "after": f"-> {names[int(res.pred[j])]} p={float(probs_after[j, res.pred[j]]):.2f}"
+                          + ("" if res.success[j] else " (failed)"),
+                 "diff": f"L0 {int(res.pixel_l0[j])} px, Linf {float(res.linf[j]):.3f}"} for j in order]
+    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+        np.savez_compressed(tmp / "adversarial.npz", x_adv=res.x_adv.cpu().numpy(), x=x.cpu().numpy(),
+                            y=yy.cpu().numpy(), target=res.target.cpu().numpy(),
+                            success=res.success.cpu().numpy(), indices=res.index_array(),
+                            dataset_index=idx.numpy())
+        runs.write_csv(tmp / "results.csv", rows, list(rows[0]))
+        gallery_figure(tmp / "gallery.png", x[order].cpu(), res.x_adv[order].cpu(), captions)
+        runs.write_json(tmp / "summary.json", summary)
+    lines = [f"selected {int(idx.numel())} of {len(y)} images (correct, image FI >= {args.tau:g})",
+             f"success rate {summary['success_rate']:.3f}; L-inf on successes: mean "
+             f"{summary['linf_success']['mean'] or 0:.3f}, max {summary['linf_success']['max'] or 0:.3f}; "
+             f"pixels per image {summary['pixel_l0_mean']:.1f}; queries {summary['queries_mean']:.0f}",
+             f"{summary['seconds']:.1f}s; wrote {args.out}/{{adversarial.npz, results.csv, gallery.png, summary.json}}"]
+    _print_summary(args, summary, lines)
+    return 0
+
+
+def _merge(parts: list[Any], seconds: float) -> Any:
+    """Concatenate attack results over chunks of images."""
+    from .attacks.result import AttackResult
+
+    width = max(p.indices.shape[1] for p in parts)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1)
+
+    fields = {f: torch.cat([getattr(p, f) for p in parts])
+              for f in ("x_adv", "success", "pred", "target", "target_prob", "pixel_l0",
+                        "element_l0", "linf", "queries", "y")}
+    return AttackResult(indices=torch.cat([pad(p.indices) for p in parts]), seconds=seconds, **fields)
 
 
 def cmd_influence(args: argparse.Namespace) -> int:

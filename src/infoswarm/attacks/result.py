@@ -39,6 +39,10 @@ class AttackResult:
     def __len__(self) -> int:
         return int(self.success.numel())
 
+    def index_array(self) -> Any:
+        """Perturbed locations as a numpy int64 array [N, k] (−1 padding)."""
+        return self.indices.detach().cpu().numpy().astype("int64")
+
     def summary(self) -> dict[str, Any]:
         """Success rate and the paper's perturbation statistics (max|Δ| per image: mean, std,
         max, 95% quantile), pixel L0 and queries, over all images and over successes."""

@@ -40,3 +40,27 @@ def heatmap_figure(path: Path, image: torch.Tensor, fi_map: torch.Tensor, title:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def gallery_figure(path: Path, x: torch.Tensor, x_adv: torch.Tensor, rows: list[dict[str, str]],
+                   max_rows: int = 12) -> None:
+    """Original | adversarial | difference for up to ``max_rows`` images; ``rows`` holds the
+    captions ("before", "after") per image. Differences are shown with a symmetric colour map."""
+    n = min(len(x), max_rows)
+    if n == 0:
+        return
+    fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.3 * n), dpi=90, squeeze=False)
+    for i in range(n):
+        _show_image(axes[i, 0], x[i])
+        axes[i, 0].set_title(rows[i]["before"], fontsize=8)
+        _show_image(axes[i, 1], x_adv[i])
+        axes[i, 1].set_title(rows[i]["after"], fontsize=8)
+        diff = (x_adv[i] - x[i]).detach().cpu().float().sum(0)
+        lim = max(float(diff.abs().max()), 1e-6)
+        axes[i, 2].imshow(diff.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[i, 2].set_xticks([])
+        axes[i, 2].set_yticks([])
+        axes[i, 2].set_title(rows[i].get("diff", "difference"), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
