@@ -67,3 +67,22 @@ def test_attack_bad_input(tmp_path, digits, capsys, extra, needle):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("attack,extra", [("fgsm", []), ("pgd", ["--steps", 3]), ("jsma", ["--pixels", 4])])
+def test_baselines_through_the_same_command(tmp_path, digits, capsys, attack, extra):
+    out = tmp_path / attack
+    code, _, err = run(["attack", "--dataset", digits, "--attack", attack, "--eps", 0.2, "--limit", 200,
+                        *extra, "--out", out], capsys)
+    assert code == 0, err
+    z = np.load(out / "adversarial.npz")
+    assert np.abs(z["x_adv"] - z["x"]).max() <= 0.2 + 1e-6
+    if attack == "jsma":
+        assert ((z["x_adv"] != z["x"]).any(1).reshape(len(z["x"]), -1).sum(1) <= 4).all()
+    assert json.loads((out / "summary.json").read_text())["attack"] == attack
+
+
+def test_fi_threshold_is_refused_for_baselines(tmp_path, digits, capsys):
+    code, _, err = run(["attack", "--dataset", digits, "--attack", "pgd", "--fi-threshold", 0.01,
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "mfipso option" in err

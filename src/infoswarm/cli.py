@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fi: correct images with image FI >= --tau (paper); all: every correct image")
     g.add_argument("--tau", type=float, default=0.01, help="image FI threshold (default 0.01)")
     g = p.add_argument_group("attack")
-    g.add_argument("--attack", default="mfipso", choices=["mfipso"], help="attack to run")
+    g.add_argument("--attack", default="mfipso", choices=["mfipso", "fgsm", "pgd", "jsma", "onepixel", "sparse-rs"],
+                   help="mfipso (default) or a baseline")
+    g.add_argument("--budget", type=int, default=1000, help="queries per image for onepixel / sparse-rs")
+    g.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     k = g.add_mutually_exclusive_group()
     k.add_argument("--pixels", type=int, default=None, help="k pixel locations to perturb (default 10)")
     k.add_argument("--fi-threshold", type=float, default=None,
@@ -295,7 +298,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import data, influence, runs
-    from .attacks.mfipso import MFIPSO, confusion_counts
+    from .attacks import registry
+    from .attacks.mfipso import confusion_counts
     from .report.figures import gallery_figure
 
     for flag in ("particles", "gallery"):
@@ -333,12 +337,18 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if pixels is not None and pixels > hw:
         raise InputError(f"--pixels {pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
                          f"pass at most {hw}")
-    attack = MFIPSO(model, pixels=pixels, fi_threshold=args.fi_threshold, target=target,
-                    min_prob=args.min_prob, max_prob=args.max_prob, eps=args.eps,
-                    particles=args.particles, iterations=args.iterations, w=args.w, c1=args.c1,
-                    c2=args.c2, restart=not args.no_restart, restart_iterations=args.restart_iterations,
-                    selection=args.selection, bounds=args.bounds, seed=args.seed,
-                    confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)
+    if args.attack != "mfipso" and args.fi_threshold is not None:
+        raise InputError("--fi-threshold is an mfipso option", "use --pixels with other attacks")
+    _positive(args.budget, "--budget")
+    _positive(args.steps, "--steps")
+    attack = registry.build(
+        args.attack, model, pixels=pixels, eps=args.eps, target=target, min_prob=args.min_prob,
+        max_prob=args.max_prob, seed=args.seed, budget=args.budget, steps=args.steps,
+        **({} if args.attack != "mfipso" else dict(
+            fi_threshold=args.fi_threshold, particles=args.particles, iterations=args.iterations,
+            w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
+            restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
+            confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)))
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=_progress(args), device=device)
     correct = rank.c == y
@@ -363,7 +373,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     probs_before = torch.softmax(rank.logits[idx].double(), 1)
     with torch.no_grad():
         probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
-    summary = {"command": "attack", "dataset": args.dataset, "split": args.split, "model": args.model,
+    summary = {"command": "attack", "attack": args.attack, "dataset": args.dataset, "split": args.split, "model": args.model,
                "candidates": len(y), "selected": int(idx.numel()), "selection_rule": args.select,
                "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
                                              if kk not in ("func", "json", "out", "overwrite")},

@@ -1,6 +1,15 @@
-"""Attacks. Every attack is called as ``attack(x, y)`` on a batch of [0,1] images and returns
-an :class:`AttackResult`."""
+"""Attacks. Every attack is called as ``attack(x, y)`` on a batch of [0,1] images [N,C,H,W]
+with labels [N] and returns an :class:`AttackResult`.
 
+* :class:`MFIPSO` — the FI-guided particle-swarm sparse attack (this project's method);
+* baselines: :class:`FGSM`, :class:`PGD` (L∞), :class:`JSMA` (L0, gradient), and, where
+  present, ``OnePixel`` (differential evolution) and ``SparseRS`` (random search).
+"""
+
+from .fgsm import FGSM
+from .jsma import JSMA
+from .mfipso import MFIPSO, confusion_counts
+from .pgd import PGD
 from .result import AttackResult, finalize
 
-__all__ = ["AttackResult", "finalize"]
+__all__ = ["AttackResult", "FGSM", "JSMA", "MFIPSO", "PGD", "confusion_counts", "finalize"]

@@ -1,0 +1,111 @@
+"""FGSM: one signed-gradient step of size eps on the cross-entropy (Goodfellow et al. 2015).
+
+Untargeted (``target=None``): ascend the cross-entropy of the true label y.
+Targeted (a class index per image, or ``"second"``): descend the cross-entropy of the target.
+With ``random_start`` the step starts from a point drawn uniformly in the L∞ eps ball (a seeded
+``torch.Generator``, so equal seeds give equal results) and the result is projected back onto
+the eps ball around x intersected with [0, 1].
+
+The helpers :func:`objective`, :func:`project` and :func:`uniform_start` are shared with :mod:`.pgd`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..criteria import Criterion
+from ..errors import InputError
+from .base import TargetSpec, prepare
+from .result import AttackResult, finalize
+
+
+def check_eps(eps: float, name: str = "eps") -> float:
+    """A positive, finite L∞ radius (pixel units in [0,1]) or an InputError."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise InputError(f"{name} must be a positive number, got {eps!r}", f"pass e.g. {name}=8/255")
+    return float(eps)
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an int, got {seed!r}", "pass e.g. seed=0")
+    return seed
+
+
+def objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+              flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image objective [N] to be ASCENDED: CE(logits, y) when untargeted (target −1),
+    −CE(logits, target) when targeted; ``flip`` [N] bool negates it (used to pull a class whose
+    probability overshot ``max_prob`` back down)."""
+    ce_y = F.cross_entropy(logits, y, reduction="none")
+    ce_t = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+    obj = torch.where(target >= 0, -ce_t, ce_y)
+    return obj if flip is None else torch.where(flip, -obj, obj)
+
+
+def loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+              flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward + backward pass: (logits [N,K] detached, ∇ₓ objective [N,C,H,W]).
+    Images are independent (model in eval mode), so the batch gradient is per image."""
+    with torch.enable_grad():
+        xa = x.detach().clone().requires_grad_(True)
+        logits = model(xa)
+        (grad,) = torch.autograd.grad(objective(logits, y, target, flip).sum(), xa)
+    return logits.detach(), grad
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project onto {x' : |x' − x|∞ ≤ eps} ∩ [0, 1]^D (elementwise clip; exact for L∞)."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+
+
+def uniform_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """x + U(−eps, eps) noise from a CPU generator seeded with ``seed``, projected to [0,1]."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    return project(x + (2.0 * noise - 1.0) * eps, x, eps)
+
+
+class FGSM:
+    """Fast gradient sign method, batched (torchattacks-like: ``FGSM(model, ...)(x, y)``).
+
+    Args:
+        model: classifier, [0,1] images [N,C,H,W] -> logits [N,K], in eval mode.
+        eps: L∞ radius and step size (pixel units; images live in [0,1]), > 0.
+        target: None (untargeted), ``"second"`` (most probable wrong class), or class indices
+            (an int, or a LongTensor [N]); a target equal to the true label is refused.
+        min_prob, max_prob: success also needs the judged class's probability (the target, or
+            the best wrong class) in [min_prob, max_prob]. FGSM does not aim for the window; it
+            is only used when judging success.
+        random_start: start from x + U(−eps, eps) (then take the eps step and project back).
+        seed: seeds the random start (a CPU ``torch.Generator``).
+
+    Call: ``attack(x, y)`` with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    :class:`AttackResult`. queries = 2 per image: one forward+backward pass for the gradient
+    and one forward pass to judge the result.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, target: TargetSpec = None,
+                 min_prob: float | None = None, max_prob: float | None = None,
+                 random_start: bool = False, seed: int = 0) -> None:
+        self.eps = check_eps(eps)
+        self.seed = check_seed(seed)
+        self.criterion = Criterion(min_prob, max_prob)
+        self.criterion.validate()
+        self.model, self.target, self.random_start = model, target, bool(random_start)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
+        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
+        started = time.perf_counter()
+        _, y, target = prepare(self.model, x, y, self.target)
+        x = x.detach()
+        start = uniform_start(x, self.eps, self.seed) if self.random_start else x
+        _, grad = loss_grad(self.model, start, y, target)
+        x_adv = project(start + self.eps * grad.sign(), x, self.eps)
+        queries = torch.full((x.shape[0],), 2, dtype=torch.long, device=x.device)
+        return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started)
