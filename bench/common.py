@@ -1,0 +1,125 @@
+"""Helpers shared by the benchmark scripts in bench/: machine description, median timing and
+writing one script's section of the results Markdown file.
+
+Each script owns the part of the file between ``<!-- bench:NAME:start -->`` and
+``<!-- bench:NAME:end -->`` and replaces only that part, so several scripts can share one file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "# Benchmarks\n\nEach section is written by the script it names; run `make bench`.\n"
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The start and end comment lines that delimit a script's section."""
+    return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+
+
+def replace_section(path: str | os.PathLike[str], name: str, body: str) -> None:
+    """Write ``body`` between the markers of section ``name`` in ``path``.
+
+    Creates the file (with a short header) or appends the section when absent; everything
+    outside the markers is kept byte for byte."""
+    start, end = markers(name)
+    block = f"{start}\n{body.strip()}\n{end}"
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    i, j = old.find(start), old.find(end)
+    if i >= 0 and j > i:
+        new = old[:i] + block + old[j + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(path)
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or what the platform module knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (how busy a shared machine was)."""
+    try:
+        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def machine_line() -> str:
+    """One line describing where the numbers were taken."""
+    load = load_average()
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__} with "
+            f"{torch.get_num_threads()} intra-op threads; Python {platform.python_version()}; "
+            f"load average at start {load}; {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces this run, relative to the repository root."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python", script, *map(shlex.quote, args)])
+
+
+@dataclass
+class Timing:
+    """Median and all run times of a timed call, in seconds."""
+
+    median: float
+    runs: list[float]
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> Timing:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; median wall time."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return Timing(statistics.median(runs), runs)
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int,
+                      warmup: int = 1) -> dict[str, Timing]:
+    """Time several calls in alternation (a, b, a, b, ...) after ``warmup`` untimed rounds, so
+    that a change of load on a shared machine hits all of them alike; median per call."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    runs: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            runs[k].append(time.perf_counter() - t0)
+    return {k: Timing(statistics.median(v), v) for k, v in runs.items()}
