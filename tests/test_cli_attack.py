@@ -86,3 +86,15 @@ def test_fi_threshold_is_refused_for_baselines(tmp_path, digits, capsys):
     code, _, err = run(["attack", "--dataset", digits, "--attack", "pgd", "--fi-threshold", 0.01,
                         "--out", tmp_path / "o"], capsys)
     assert code == 2 and "mfipso option" in err
+
+
+@pytest.mark.parametrize("attack", ["onepixel", "sparse-rs"])
+def test_query_baselines_through_the_command(tmp_path, digits, capsys, attack):
+    out = tmp_path / attack
+    code, _, err = run(["attack", "--dataset", digits, "--attack", attack, "--pixels", 5, "--eps", 1,
+                        "--budget", 200, "--target", "none", "--limit", 200, "--out", out], capsys)
+    assert code == 0, err
+    z = np.load(out / "adversarial.npz")
+    assert ((z["x_adv"] != z["x"]).any(1).reshape(len(z["x"]), -1).sum(1) <= 5).all()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["attack"] == attack and s["queries_mean"] <= 200
