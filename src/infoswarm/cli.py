@@ -278,7 +278,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device) -> torch.nn.Module:
-    """Load --model/--weights and check that it takes the dataset's images."""
+    """Load --model/--weights and check that it takes the dataset's images (the number of
+    classes K is kept on ``args.num_classes``)."""
     from . import zoo
     from .checks import check_logits
 
@@ -290,7 +291,7 @@ def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.d
         raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
                          f"{tuple(x_probe.shape[1:])} ({str(e).splitlines()[0][:120]})",
                          "use the model made for this dataset") from None
-    check_logits(out, x_probe.shape[0])
+    args.num_classes = check_logits(out, x_probe.shape[0])
     return model
 
 
@@ -315,7 +316,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     device = _device(args.device)
     x8, y = _load_data(args)
     model = _load_model(args, data.to_float(x8[:2]), device)
-    k = int(model(data.to_float(x8[:1]).to(device)).shape[1])
+    k = args.num_classes
     target: Any
     t = args.target.lower()
     if t == "none":
@@ -527,7 +528,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     device = _device(args.device)
     x8, y = _load_data(args)
     model = _load_model(args, data.to_float(x8[:2]), device)
-    k = int(model(data.to_float(x8[:1]).to(device)).shape[1])
+    k = args.num_classes
     if int(y.max()) >= k:
         raise InputError(f"labels go up to {int(y.max())} but the model has {k} classes",
                          "use the model made for this dataset")
