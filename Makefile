@@ -22,12 +22,15 @@ $(STAMP): pyproject.toml
 	-@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
 		|| echo "note: could not install Debian's dataset-fashion-mnist; Fashion-MNIST tests will say so"; fi
+	-@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+		|| echo "note: could not install Debian's chromium; the browser test of infoswarm report will be skipped"; fi
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/infoswarm influence --dataset mnist --model mnist-cnn --split test --limit 1000 --top 12 --out runs/demo-influence --overwrite
+	$(BIN)/infoswarm demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -168,6 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     _common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "report", help="write one self-contained HTML page over run folders",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read run folders (influence, attack, universality, train, harden) and write one "
+                    "HTML page with every figure embedded: run summaries, pixel-FI heatmaps, adversarial "
+                    "gallery, success rate vs k, perturbation histograms, attack comparison, training "
+                    "curves, robustness before/after. The page loads nothing from the network.",
+        epilog="examples:\n  infoswarm report runs/fi                      # writes runs/fi/report.html\n"
+               "  infoswarm report runs/a1 runs/a5 runs/a20 --out runs/compare.html")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by infoswarm commands")
+    p.add_argument("--out", default=None,
+                   help="HTML file to write (default RUN_DIR/report.html of the first run; an existing "
+                        "file is replaced, atomically)")
+    p.add_argument("--json", action="store_true", help="print the path and sections as JSON on stdout")
+    p.set_defaults(func=cmd_report, seed=0)
+
+    from .cli_demo import add_parser as add_demo
+    from .cli_harden import add_parsers
+
+    add_parsers(sub)
+    add_demo(sub)
     return parser
 
 
@@ -296,9 +318,20 @@ def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.d
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
+    """``infoswarm attack``. Under ``torchrun`` the selected images are split over the processes
+    (:func:`_attack_sharded`) and only rank 0 writes; the process group is left on return."""
+    from . import distributed
+
+    try:
+        return _cmd_attack(args)
+    finally:
+        distributed.shutdown()
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import data, influence, runs
+    from . import data, distributed, influence, runs
     from .attacks import registry
     from .attacks.mfipso import confusion_counts
     from .report.figures import gallery_figure
@@ -314,6 +347,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
     runs.check_out(args.out, args.overwrite)
     device = _device(args.device)
+    ctx = distributed.init(args.device)          # under torchrun: join the group, a GPU per process
+    device = torch.device(ctx.device) if ctx.active else device
+    show = _progress(args) and distributed.is_main(ctx)
     x8, y = _load_data(args)
     model = _load_model(args, data.to_float(x8[:2]), device)
     k = args.num_classes
@@ -351,12 +387,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
             restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
             confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)))
     t0 = time.perf_counter()
-    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=_progress(args), device=device)
+    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=show, device=device)
     correct = rank.c == y
     chosen = correct & (rank.fi >= args.tau) if args.select == "fi" else correct
     if isinstance(target, int):
         chosen &= y != target
-    idx = chosen.nonzero().view(-1)
+    idx = distributed.broadcast_object(chosen.nonzero().view(-1).cpu(), ctx)   # rank 0's list everywhere
     if idx.numel() == 0:
         raise InputError(f"no image passes the selection (correct and image FI >= {args.tau:g}) "
                          f"among {len(y)}", "raise --limit or lower --tau")
@@ -364,12 +400,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         attack.confusion = confusion_counts(model, x8, y)
     x = data.to_float(x8[idx]).to(device)
     yy = y[idx].to(device)
-    results = []
-    chunk = max(1, min(len(idx), 64))
-    from tqdm.auto import tqdm
-
-    for i in tqdm(range(0, len(idx), chunk), desc="mFI-PSO", unit="batch", disable=not _progress(args)):
-        results.append(attack(x[i: i + chunk], yy[i: i + chunk]))
+    results = _attack_sharded(attack, x, yy, ctx, progress=show)
+    if results is None:  # not rank 0: rank 0 merges and writes
+        return 0
     res = _merge(results, time.perf_counter() - t0)
     probs_before = torch.softmax(rank.logits[idx].double(), 1)
     with torch.no_grad():
@@ -408,6 +441,42 @@ def cmd_attack(args: argparse.Namespace) -> int:
              f"{summary['seconds']:.1f}s; wrote {args.out}/{{adversarial.npz, results.csv, gallery.png, summary.json}}"]
     _print_summary(args, summary, lines)
     return 0
+
+
+def _attack_sharded(attack: Any, x: torch.Tensor, y: torch.Tensor, ctx: Any, progress: bool,
+                    chunk: int = 64) -> list[Any] | None:
+    """Attack this process's shard of (x, y) in chunks of ``chunk`` images; return every
+    process's results in the order of x on rank 0 (on x's device), None on the other ranks.
+
+    Single process: the whole of x. Each image's random streams are seeded per image (attacks
+    that take ``offset=`` get the chunk's position in x), and model calls are padded to at
+    least 16 rows, so the merged results do not depend on the number of processes."""
+    import inspect
+
+    from tqdm.auto import tqdm
+
+    from . import distributed
+
+    part = distributed.shard(len(x), ctx)
+    takes_offset = "offset" in inspect.signature(attack).parameters
+    results = []
+    for i in tqdm(range(part.start, part.stop, chunk), desc="mFI-PSO", unit="batch", disable=not progress):
+        j = min(i + chunk, part.stop)
+        results.append(attack(x[i:j], y[i:j], **({"offset": i} if takes_offset else {})))
+    if not ctx.active:
+        return results
+    gathered = distributed.gather_objects([_result_to(r, "cpu") for r in results], ctx)
+    if not distributed.is_main(ctx):
+        return None
+    return [_result_to(r, x.device) for rank_results in gathered for r in rank_results]
+
+
+def _result_to(res: Any, device: torch.device | str) -> Any:
+    """An AttackResult with every tensor moved to ``device``."""
+    from dataclasses import fields, replace
+
+    return replace(res, **{f.name: getattr(res, f.name).to(device) for f in fields(res)
+                           if isinstance(getattr(res, f.name), torch.Tensor)})
 
 
 def _merge(parts: list[Any], seconds: float) -> Any:
@@ -586,6 +655,16 @@ def cmd_influence(args: argparse.Namespace) -> int:
         "{images.csv, summary.json, heatmaps/}",
     ]
     _print_summary(args, summary, lines)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.html import write_report
+
+    out = Path(args.out) if args.out is not None else Path(args.runs[0]) / "report.html"
+    rep = write_report([Path(r) for r in args.runs], out)
+    _print_summary(args, {"path": str(rep.path), "sections": rep.sections, "runs": [str(r.path) for r in rep.runs]},
+                   [f"wrote {rep.path} ({', '.join(rep.sections)})"])
     return 0
 
 

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,3 +76,103 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: list[str])
         w.writerow(columns)
         for r in rows:
             w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in (r[c] for c in columns)])
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place, so a
+    reader sees either the old file or the complete new one (also after kill -9)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ResumableRun:
+    """A run folder that a killed command continues when restarted with the same settings.
+
+    ``run.json`` (kind and settings) is written first; checkpoints go to ``checkpoints/``; the
+    artefacts are written atomically and ``summary.json`` last, so a folder with a
+    ``summary.json`` is a finished run and one without it is an unfinished one, never mistaken
+    for finished. Opening a folder that holds another run's files, or this kind of run with
+    other settings, raises :class:`InputError` and leaves the folder untouched.
+    """
+
+    MARKER = "run.json"
+    DONE = "summary.json"
+
+    def __init__(self, path: str | os.PathLike[str], kind: str, settings: Mapping[str, Any],
+                 overwrite: bool = False, create: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        self.kind = kind
+        self.settings = json.loads(json.dumps(dict(settings), sort_keys=True, default=_jsonable))
+        self.resumed = False
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file, not a folder", "choose a folder path")
+        marker = out / self.MARKER
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            if not marker.is_file():
+                raise InputError(f"--out {out} holds another run's files",
+                                 "choose a new folder or pass --overwrite")
+            try:
+                old = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                raise InputError(f"{marker} is unreadable", "choose a new folder or pass --overwrite") from None
+            if old.get("kind") != kind:
+                raise InputError(f"--out {out} holds a {old.get('kind', 'different')} run, not a {kind} run",
+                                 "choose a new folder or pass --overwrite")
+            diff = sorted(k for k in set(old.get("settings", {})) | set(self.settings)
+                          if old.get("settings", {}).get(k) != self.settings.get(k))
+            if diff:
+                k = diff[0]
+                raise InputError(f"resume settings differ from the checkpoint in {out}: {k} was "
+                                 f"{old.get('settings', {}).get(k)!r}, now {self.settings.get(k)!r}"
+                                 + (f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""),
+                                 "rerun with the original settings, or choose a new --out / pass --overwrite")
+            self.resumed = True
+        else:
+            check_out(out, True)
+        if create and not self.resumed:
+            if out.is_dir() and overwrite:
+                for child in out.iterdir():
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            out.mkdir(parents=True, exist_ok=True)
+            self.write_json(self.MARKER, {"kind": kind, "settings": self.settings})
+        if create:
+            (out / "checkpoints").mkdir(exist_ok=True)
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / self.DONE).is_file()
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.path / "checkpoints" / name
+
+    def save(self, name: str, obj: Any) -> None:
+        """torch.save a checkpoint atomically (tensors, dicts, lists, numbers, strings)."""
+        import torch
+
+        atomic_write(self.checkpoint_path(name), lambda p: torch.save(obj, p))
+
+    def load(self, name: str) -> Any | None:
+        """A saved checkpoint (``torch.load(weights_only=True)``), or None when absent."""
+        import torch
+
+        p = self.checkpoint_path(name)
+        if not p.is_file():
+            return None
+        return torch.load(p, weights_only=True)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write(self.path / name, lambda p: write_json(p, obj))
+
+    def write_csv(self, name: str, rows: list[Mapping[str, Any]], columns: list[str]) -> None:
+        atomic_write(self.path / name, lambda p: write_csv(p, rows, columns))

@@ -51,27 +51,57 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
-        xb = x[i: i + batch_size]
-        xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+        xb = _as_float(x[i: i + batch_size])
         correct += (model(xb).argmax(1) == y[i: i + batch_size]).sum().item()
     return correct / max(len(x), 1)
 
 
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _as_float(xb: torch.Tensor) -> torch.Tensor:
+    return xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int = 0,
           x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
-          log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` in place on uint8 images ``x`` [N,C,H,W] with labels ``y`` [N].
+          log: Callable[[dict[str, Any]], None] | None = None, *,
+          perturb: Perturb | None = None, resume: dict[str, Any] | None = None,
+          checkpoint: Callable[[dict[str, Any]], None] | None = None,
+          ddp: nn.Module | None = None, rank: int = 0, world_size: int = 1) -> list[dict[str, Any]]:
+    """Train ``model`` in place on images ``x`` [N,C,H,W] (uint8 0..255 or float in [0,1]) with
+    labels ``y`` [N].
 
     Returns one dict per epoch (epoch, lr, train_loss, train_acc, test_acc when a test set is
-    given, seconds); ``log`` is called with each as it is made."""
+    given, seconds); ``log`` is called with each as it is made.
+
+    Options used by adversarial fine-tuning (:mod:`infoswarm.hardening`):
+      * ``perturb(model, xb, yb, gen)`` returns adversarial versions of a batch; the step then
+        trains on the clean and the adversarial batch together (2B images).
+      * ``checkpoint(state)`` is called after every epoch with everything needed to continue
+        (weights, optimiser, random-generator states, history; live references: save or copy
+        them at once); ``resume=state`` continues from
+        such a state. On CPU a resumed run ends bitwise equal to an uninterrupted one.
+      * ``ddp``: the model wrapped in DistributedDataParallel; each of ``world_size`` ranks
+        takes every ``world_size``-th image of each global batch (same permutation on all ranks).
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           nesterov=recipe.momentum > 0, weight_decay=recipe.weight_decay)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        history = [dict(r) for r in resume["history"]]
+        start = int(resume["epoch"])
+    net = ddp if ddp is not None else model
     n = len(x)
     steps = math.ceil(n / recipe.batch_size)
-    history = []
-    for epoch in range(recipe.epochs):
+    for epoch in range(start, recipe.epochs):
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen)
@@ -80,14 +110,22 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
             for g in opt.param_groups:
                 g["lr"] = lr_at(recipe, epoch + s / steps)
             idx = perm[s * recipe.batch_size: (s + 1) * recipe.batch_size]
-            xb = augment(x[idx].float() / 255.0, recipe, gen)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, y[idx])
+            xb = augment(_as_float(x[idx]), recipe, gen)
+            yb = y[idx]
+            if perturb is not None:
+                model.eval()
+                xa = perturb(model, xb, yb, gen).detach()
+                model.train()
+                xb, yb = torch.cat([xb, xa]), torch.cat([yb, yb])
+            if world_size > 1:
+                xb, yb = xb[rank::world_size], yb[rank::world_size]
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y[idx]).sum().item()
+            correct += (logits.argmax(1) == yb).sum().item() * len(idx) / max(len(yb), 1)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(recipe, epoch),
                                "train_loss": loss_sum / n, "train_acc": correct / n}
         if x_test is not None and y_test is not None:
@@ -96,6 +134,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
         history.append(row)
         if log is not None:
             log(row)
+        if checkpoint is not None:
+            checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                        "history": history})
     model.eval()
     return history
 

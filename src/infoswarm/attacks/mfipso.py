@@ -11,6 +11,7 @@ as target and ``restart_iterations`` more iterations (the paper's rule).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Literal
 
@@ -45,9 +46,12 @@ class MFIPSO:
         particles, iterations, w, c1, c2: swarm settings (paper: 200 CIFAR / 500 MNIST, 10,
             0.6, 2, 2); restart / restart_iterations: the paper's second chance (40).
         selection: "fi" (exact FI), "fi-eps" (authors' ε = fi_eps), "saliency" (|∇ log p_t|),
-            "random" (a seeded random choice) — for ablations.
+            "random" (a seeded random choice per image) — for ablations.
         seed: every image's swarm uses its own stream seeded with this, so results do not
-            depend on the batch an image is in.
+            depend on the batch an image is in. The "random" selection draws image number g of
+            the caller's list (g = ``offset`` of the call + position in x) from its own stream
+            seeded with (seed, g), so a list attacked in chunks or shards makes the same choices
+            as one call over the whole list.
         batch_size: images per model call when evaluating particles.
     """
 
@@ -102,12 +106,13 @@ class MFIPSO:
         _, _, t = prepare(self.model, x, y, self.target)
         return t
 
-    def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str) -> torch.Tensor:
+    def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str, offset: int = 0) -> torch.Tensor:
         """Selection scores: [N, H, W] for unit="pixel", [N, C, H, W] for "element"."""
         if self.selection == "random":
-            gen = torch.Generator().manual_seed(self.seed)
-            shape = x.shape if unit == "element" else (x.shape[0], *x.shape[2:])
-            return torch.rand(shape, generator=gen).to(x.device)
+            shape = x.shape[1:] if unit == "element" else x.shape[2:]
+            gens = [torch.Generator().manual_seed(image_seed(self.seed, offset + j)) for j in range(x.shape[0])]
+            return torch.stack([torch.rand(shape, generator=g) for g in gens]).to(x.device) \
+                if gens else torch.empty(0, *shape, device=x.device)
         if self.selection == "saliency":
             logits, jac = influence.logit_jacobian(self.model, x)
             p = torch.softmax(logits.double(), 1)
@@ -117,18 +122,18 @@ class MFIPSO:
         eps = self.fi_eps if self.selection == "fi-eps" else None
         return influence.pixel_fi(self.model, x, cls, unit=unit, eps=eps)  # type: ignore[arg-type]
 
-    def _select(self, x: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbed entries as flat indices into C·H·W, [N, m] (−1 padding), and locations."""
         n, c, h, w = x.shape
         if self.pixels is not None:
             if self.pixels > h * w:
                 raise InputError(f"pixels={self.pixels} exceeds the {h}x{w} = {h * w} pixels of an image",
                                  f"pass at most {h * w}")
-            score = self._scores(x, cls, "pixel").flatten(1)
+            score = self._scores(x, cls, "pixel", offset).flatten(1)
             loc = torch.argsort(score, dim=1, descending=True, stable=True)[:, : self.pixels]   # [N, k]
             ent = (torch.arange(c, device=x.device).view(1, 1, c) * h * w + loc.unsqueeze(-1)).flatten(1)
             return ent, loc
-        score = self._scores(x, cls, "element").flatten(1)                                     # [N, CHW]
+        score = self._scores(x, cls, "element", offset).flatten(1)                             # [N, CHW]
         keep = score >= self.fi_threshold
         m = max(int(keep.sum(1).max()), 1)
         order = torch.argsort(torch.where(keep, score, torch.full_like(score, -1.0)), dim=1,
@@ -175,13 +180,16 @@ class MFIPSO:
         flat.scatter_add_(1, ent.clamp(min=0), torch.where(ent >= 0, delta, 0.0))
         return flat.view_as(x).clamp(0.0, 1.0)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: int = 0) -> AttackResult:
+        """Attack images x [N,C,H,W] in [0,1] with true labels y [N].
+
+        ``offset``: position of x[0] in the caller's whole list of images (for chunked or
+        sharded runs); only the "random" selection depends on it."""
         started = time.perf_counter()
         logits, y, _ = prepare(self.model, x, y, None)
         target = self._targets(logits, x, y)
         fi_class = torch.where(target >= 0, target, y)
-        ent, loc = self._select(x, fi_class)
+        ent, loc = self._select(x, fi_class, offset)
         all_imgs = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         delta, success, queries = self._run(x, y, target, ent, all_imgs, self.swarm.iterations)
         x_adv = self._apply(x, ent, delta)
@@ -205,6 +213,13 @@ class MFIPSO:
         x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
         return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
                         indices=loc, batch_size=self.batch_size)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for image ``index`` of a run seeded with ``seed`` (a hash of both, so
+    neighbouring seeds and indices give unrelated streams)."""
+    digest = hashlib.blake2b(f"{int(seed)}/{int(index)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 @torch.no_grad()

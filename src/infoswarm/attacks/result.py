@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..criteria import Criterion
+from .base import probs_of
 
 
 @dataclass
@@ -79,8 +80,7 @@ def finalize(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Te
 
     ``indices`` defaults to the locations that actually changed."""
     x_adv = x_adv.detach().clamp(0.0, 1.0)
-    probs = torch.cat([torch.softmax(model(x_adv[i: i + batch_size]).double(), -1)
-                       for i in range(0, len(x_adv), batch_size)])
+    probs = probs_of(model, x_adv, batch_size)   # padded calls: independent of the other images
     success, _, judged, p_j = criterion.evaluate(probs, y, target)
     changed = (x_adv != x)
     pix = changed.any(1).flatten(1)                                   # [N, H*W]

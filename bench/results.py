@@ -1,0 +1,75 @@
+"""Collect harden and evaluate runs into RESULTS.md tables (the commands are in RESULTS.md).
+
+usage: python bench/results.py --out RESULTS.md --section mnist \
+           --harden runs/r-mnist-fi runs/r-mnist-random ... \
+           --evaluate runs/r-mnist-eval-none runs/r-mnist-eval-fi ...
+
+Writes (or replaces) the block between ``<!-- results:SECTION:start -->`` and ``:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+
+def pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def harden_table(folders: list[Path]) -> list[str]:
+    lines = ["| defence | attacked | adversarial images added | epochs | fine-tune wall time | clean acc before → after "
+             "| re-attack success before → after (same images, same budget) | acc. on adversarial test images |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in folders:
+        s = json.loads((d / "summary.json").read_text())
+        b, a = s["before"], s["after"]
+        lines.append(f"| {s['method']} | {s['selected'] if s['method'] in ('fi', 'random') else '–'} "
+                     f"| {s['adversarial_added']} | {s['epochs']} | {s['train_seconds'] / 60:.1f} min "
+                     f"| {pct(b['clean_acc'])} → {pct(a['clean_acc'])} "
+                     f"| {pct(b['reattack_success'])} → {pct(a['reattack_success'])} "
+                     f"| {pct(a['adv_test_acc'])} |")
+    return lines
+
+
+def evaluate_table(folders: list[Path]) -> list[str]:
+    rows = [json.loads((d / "summary.json").read_text()) for d in folders]
+    attacks = [r["attack"] for r in rows[0]["reattack"]]
+    lines = ["| model | clean acc | acc. on transferred adversarial images | "
+             + " | ".join(f"{a} success" for a in attacks) + " |",
+             "|---|---|---|" + "---|" * len(attacks)]
+    for d, r in zip(folders, rows):
+        name = Path(r["weights"]).parent.name if r.get("weights") else f"{r['model']} (original)"
+        cells = {x["attack"]: x["success_rate"] for x in r["reattack"]}
+        lines.append(f"| {name} | {pct(r['clean_acc'])} | {pct(r['adv_acc'])} | "
+                     + " | ".join(pct(cells.get(a)) for a in attacks) + " |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="RESULTS.md")
+    ap.add_argument("--section", required=True)
+    ap.add_argument("--harden", nargs="*", default=[])
+    ap.add_argument("--evaluate", nargs="*", default=[])
+    args = ap.parse_args()
+    body = []
+    if args.harden:
+        body += harden_table([Path(p) for p in args.harden]) + [""]
+    if args.evaluate:
+        body += evaluate_table([Path(p) for p in args.evaluate]) + [""]
+    start, end = f"<!-- results:{args.section}:start -->", f"<!-- results:{args.section}:end -->"
+    block = "\n".join([start, *body, end])
+    out = Path(args.out)
+    text = out.read_text() if out.exists() else "# Results\n"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""The ``harden`` and ``evaluate`` commands (thin layers over :mod:`infoswarm.hardening`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import InputError
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``harden`` and ``evaluate`` on the main parser's subparsers."""
+    from .cli import _common, _data_args, _model_args
+
+    p = sub.add_parser(
+        "harden", help="FI-targeted adversarial training: attack vulnerable training images, mix, fine-tune",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Image FI on the training split, selection (correct, FI >= --tau, or --protect pairs), "
+                    "mFI-PSO on the selected images, the successful adversarial images added to the training "
+                    "set with their true labels, fine-tuning (paper schedule), then evaluation before/after. "
+                    "Writes model.safetensors, card.json, metrics.csv, adversarial-train.npz, summary.json. "
+                    "A killed run continues from its last checkpoint when the same command is run again. "
+                    "Under `torchrun --nproc_per_node=N -m infoswarm harden ...` the attack chunks and the "
+                    "training batches are split over the processes (DistributedDataParallel).",
+        epilog="examples:\n  infoswarm harden --dataset mnist --model mnist-cnn --out runs/h\n"
+               "  infoswarm harden --dataset mnist --model mnist-cnn --protect 3:8,7:1 --out runs/h-38\n"
+               "  infoswarm harden --method pgd --epochs 3 --lr 0.01 --milestones 2 --out runs/h-pgd")
+    _data_args(p, default_split="train")
+    _model_args(p)
+    g = p.add_argument_group("hardening")
+    g.add_argument("--method", default="fi", choices=["fi", "random", "pgd", "fgsm-rs"],
+                   help="fi (paper), random (mFI-PSO on random images), pgd or fgsm-rs adversarial fine-tuning")
+    g.add_argument("--protect", default=None, help="only these true:target confusions, e.g. 3:8,7:1")
+    g.add_argument("--tau", type=float, default=0.01, help="image FI threshold for selection (default 0.01)")
+    k = g.add_mutually_exclusive_group()
+    k.add_argument("--pixels", type=int, default=None, help="k pixels per image (default: the paper's FI rule)")
+    k.add_argument("--fi-threshold", type=float, default=0.01, help="element FI threshold (paper, 0.01)")
+    g.add_argument("--eps", type=float, default=0.15, help="L-infinity bound (default 0.15)")
+    g.add_argument("--particles", type=int, default=None, help="swarm size (default 500 MNIST-like, 200 CIFAR)")
+    g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
+    g.add_argument("--restart-iterations", type=int, default=40, help="restart iterations (default 40)")
+    g.add_argument("--bounds", default="paper", choices=["box", "paper"], help="perturbation bounds (default paper)")
+    g.add_argument("--selection", default="fi", choices=["fi", "fi-eps", "saliency", "random"],
+                   help="pixel choice of the attack (default fi)")
+    g.add_argument("--target", default="second", choices=["second", "none"], help="attack target (default second)")
+    g.add_argument("--pgd-steps", type=int, default=10, help="PGD steps for --method pgd (default 10)")
+    g.add_argument("--chunk", type=int, default=64, help="images per attack chunk (one checkpoint each)")
+    g.add_argument("--eval-images", type=int, default=200, help="vulnerable test images re-attacked (default 200)")
+    g = p.add_argument_group("fine-tuning (paper: MNIST 30 epochs, 0.1 -> x0.1 at 10, 20; CIFAR 50, at 15, 40)")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--milestones", default=None, help="comma-separated epochs where lr drops x--gamma")
+    g.add_argument("--gamma", type=float, default=0.1)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=None, help="default: the zoo recipe's, else 5e-4")
+    _common(p)
+    p.set_defaults(func=cmd_harden, dataset=None)
+
+    p = sub.add_parser(
+        "evaluate", help="robustness of a model against an attack run: adversarial accuracy and a fresh re-attack",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Clean test accuracy of --model; its accuracy on the successful adversarial images of "
+                    "--against (made against another model); and the success rate of a fresh attack with "
+                    "the --against run's settings (and of --baselines at the same query budget) on the "
+                    "same original images. Writes summary.json.",
+        epilog="example:\n  infoswarm evaluate --model mnist-cnn --weights runs/h/model.safetensors "
+               "--against runs/a --out runs/e")
+    _model_args(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--against", required=True, help="an `infoswarm attack` run folder")
+    g.add_argument("--baselines", default="sparse-rs",
+                   help="comma-separated baseline attacks re-run at the same budget (default sparse-rs; '' for none)")
+    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
+    g.add_argument("--download", action="store_true", help="download the test split if missing")
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones: tuple[int, ...],
+              wd: float) -> Any:
+    from .hardening import HardenConfig, parse_protect
+
+    return HardenConfig(
+        method=args.method, tau=args.tau, limit=args.limit, protect=parse_protect(args.protect),
+        pixels=args.pixels, fi_threshold=None if args.pixels else args.fi_threshold, eps=args.eps,
+        particles=particles, iterations=args.iterations, restart_iterations=args.restart_iterations,
+        bounds=args.bounds, selection=args.selection, target=args.target, epochs=epochs, lr=args.lr,
+        milestones=milestones, gamma=args.gamma, momentum=args.momentum,
+        batch_size=args.batch_size or 128, weight_decay=wd, pgd_steps=args.pgd_steps,
+        eval_images=args.eval_images, chunk=args.chunk, seed=args.seed)
+
+
+def cmd_harden(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from . import data, distributed, hardening, runs, zoo
+    from .cli import _device, _load_data, _load_model, _positive, _print_summary
+
+    if args.model in zoo.ZOO and args.dataset is None:
+        args.dataset = zoo.ZOO[args.model].dataset
+    args.dataset = args.dataset or "mnist"
+    cifar = data.is_named(args.dataset) and data.INFO[args.dataset].shape[0] == 3
+    try:
+        milestones = tuple(int(v) for v in args.milestones.split(",") if v.strip()) \
+            if args.milestones is not None else ((15, 40) if cifar else (10, 20))
+    except ValueError:
+        raise InputError(f"--milestones {args.milestones!r} is not a list of epochs", "write e.g. --milestones 10,20") from None
+    epochs = args.epochs if args.epochs is not None else (50 if cifar else 30)
+    wd = args.weight_decay if args.weight_decay is not None else (
+        zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
+    _positive(args.limit, "--limit")
+    cfg = _settings(args, args.particles or (200 if cifar else 500), epochs, milestones, wd)
+    ctx = distributed.init(args.device)
+    device = _device(args.device) if not ctx.active or ctx.backend != "nccl" else torch.device("cuda", ctx.local_rank)
+    x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
+    xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    model = _load_model(args, x8[:2].float() / 255.0, device)
+    cfg.validate(args.num_classes)
+    settings = {"dataset": args.dataset, "split": args.split, "model": args.model,
+                "weights": args.weights, **cfg.as_dict()}
+    # Checked on every rank (nothing is written until all checks pass); rank 0 creates it.
+    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False)
+    if run.finished:
+        print(f"{args.out} is a finished harden run with these settings; nothing to do "
+              "(pass --overwrite to run it again)", file=sys.stderr)
+        return 0
+    distributed.barrier(ctx)
+    if distributed.is_main(ctx):
+        run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite)
+    distributed.barrier(ctx)
+    quiet = args.json or not distributed.is_main(ctx)
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, flush=True)
+
+    tb = None
+    if distributed.is_main(ctx):
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            tb = SummaryWriter(str(Path(args.out) / "tensorboard"))
+        except ImportError:
+            tb = None
+
+    def epoch_log(row: dict[str, Any]) -> None:
+        log(f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
+            f"test {row.get('test_acc', float('nan')):.4f}  {row['seconds']:.0f}s")
+        if tb is not None:
+            for key in ("train_loss", "train_acc", "test_acc", "lr"):
+                if key in row:
+                    tb.add_scalar(key, row[key], row["epoch"])
+            tb.flush()
+
+    if run.resumed:
+        log(f"continuing the run in {args.out} from its checkpoints")
+    par = hardening.Parallel(rank=ctx.rank, world_size=ctx.world_size,
+                             barrier=lambda: distributed.barrier(ctx),
+                             wrap=lambda m: distributed.wrap_ddp(m, ctx) if ctx.active else None)
+    x8, y, xt8, yt = x8.to(device), y.to(device), xt8.to(device), yt.to(device)
+    t0 = time.perf_counter()
+    summary = hardening.harden(model, x8, y, xt8, yt, cfg, run, par, log=log, epoch_log=epoch_log)
+    if tb is not None:
+        tb.close()
+    adv = summary.pop("adversarial_train")
+    summary.update({"dataset": args.dataset, "model": args.model, "weights": args.weights,
+                    "infoswarm": __version__, "torch": torch.__version__,
+                    "world_size": ctx.world_size})
+    if distributed.is_main(ctx):
+        import numpy as np
+
+        model = model.cpu().eval()
+        card = {"name": f"{args.model}-hardened-{cfg.method}", "base": args.model, "dataset": args.dataset,
+                "architecture": type(model).__name__, "hardening": settings,
+                "test_accuracy": summary["after"]["clean_acc"], "torch": torch.__version__,
+                "infoswarm": __version__, "command": "infoswarm " + " ".join(sys.argv[1:])}
+        out = Path(args.out)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        runs.atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p), metadata={"base": args.model}))
+        run.write_json("card.json", card)
+        run.write_csv("metrics.csv", summary["history"], list(summary["history"][0]))
+        runs.atomic_write(out / "adversarial-train.npz", lambda p: np.savez_compressed(
+            open(p, "wb"), x_adv=adv["x_adv"].cpu().numpy(), y=adv["y"].cpu().numpy(),
+            dataset_index=adv["index"].cpu().numpy()))
+        run.write_json("summary.json", summary)  # last: marks the run finished
+    distributed.barrier(ctx)
+    distributed.shutdown()
+    b, a = summary["before"], summary["after"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    lines = [f"{cfg.method}: {summary['selected']} images attacked, {summary['adversarial_added']} adversarial "
+             f"images added; {cfg.epochs} epochs in {summary['train_seconds']:.0f}s",
+             f"clean accuracy {pct(b['clean_acc'])} -> {pct(a['clean_acc'])}; re-attack success on "
+             f"{summary['eval_images']} vulnerable test images {pct(b['reattack_success'])} -> {pct(a['reattack_success'])}",
+             f"wrote {args.out}/{{model.safetensors, card.json, metrics.csv, summary.json}} "
+             f"({time.perf_counter() - t0:.0f}s)"]
+    if distributed.is_main(ctx):
+        _print_summary(args, summary, lines)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from . import data, runs, training
+    from .attacks import registry
+    from .cli import _device, _load_model, _print_summary, _read_adversarial
+
+    folder = Path(args.against)
+    if not (folder / "summary.json").is_file():
+        raise InputError(f"--against {folder} is not a finished attack run (no summary.json)",
+                         "pass a folder written by `infoswarm attack`")
+    try:
+        info = json.loads((folder / "summary.json").read_text())
+    except ValueError:
+        raise InputError(f"{folder}/summary.json is not valid JSON", "re-run the attack") from None
+    if info.get("command") != "attack":
+        raise InputError(f"--against {folder} is a {info.get('command')} run, not an attack run",
+                         "pass a folder written by `infoswarm attack`")
+    arrays = _read_adversarial(str(folder / "adversarial.npz"))
+    names = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    for b in names:
+        if b not in registry.NAMES:
+            raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.NAMES)}")
+    runs.check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    s = info["settings"]
+    args.dataset = info["dataset"]
+    x, x_adv = arrays["x"].float().to(device), arrays["x_adv"].float().to(device)
+    y, success = arrays["y"].long().to(device), arrays["success"].bool().to(device)
+    model = _load_model(args, x[:2], device)
+    if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
+        raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
+    xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        adv_acc = float((model(x_adv[success]).argmax(1) == y[success]).float().mean()) if success.any() else None
+    target_arr = arrays.get("target")
+    target: Any = s.get("target", "second")
+    if isinstance(target, str) and target.lower() == "none":
+        target = None
+    elif isinstance(target, str) and target not in ("second", "confusion"):
+        target = int(target)
+    if target == "confusion":
+        target = target_arr.long().to(device) if target_arr is not None else "second"
+    budget = (s.get("particles") or 0) * ((s.get("iterations") or 0) + (0 if s.get("no_restart") else s.get("restart_iterations") or 0))
+    pixels = s.get("pixels") if s.get("fi_threshold") is None else None
+    if s.get("fi_threshold") is None and pixels is None:
+        pixels = 10
+    mf = {} if s["attack"] != "mfipso" else dict(
+        fi_threshold=s.get("fi_threshold"), particles=s["particles"], iterations=s["iterations"], w=s["w"],
+        c1=s["c1"], c2=s["c2"], restart=not s.get("no_restart"), restart_iterations=s["restart_iterations"],
+        selection=s["selection"], bounds=s["bounds"])
+    rows = []
+    for name in [s["attack"], *[b for b in names if b != s["attack"]]]:
+        attack = registry.build(name, model, pixels=pixels, eps=s["eps"], target=target, min_prob=s.get("min_prob"),
+                                max_prob=s.get("max_prob"), seed=args.seed, budget=budget if name != s["attack"] else s.get("budget", 1000),
+                                steps=s.get("steps", 10), **(mf if name == "mfipso" else {}))
+        res = attack(x, y)
+        rows.append({"attack": name, "success_rate": float(res.success.float().mean()),
+                     "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
+    summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),
+               "dataset": info["dataset"], "images": int(len(x)), "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
+               "adv_acc": adv_acc, "adversarial_images": int(success.sum()), "reattack": rows,
+               "query_budget": budget, "seconds": time.perf_counter() - t0}
+    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+        runs.write_json(tmp / "summary.json", summary)
+        runs.write_csv(tmp / "reattack.csv", rows, list(rows[0]))
+    lines = [f"clean test accuracy {summary['clean_acc']:.4f}; accuracy on {int(success.sum())} adversarial images "
+             f"from {folder}: {'n/a' if adv_acc is None else f'{adv_acc:.4f}'}"]
+    lines += [f"fresh {r['attack']}: success {r['success_rate']:.3f} ({r['queries_mean']:.0f} queries/image)" for r in rows]
+    lines.append(f"wrote {args.out}/summary.json")
+    _print_summary(args, summary, lines)
+    return 0

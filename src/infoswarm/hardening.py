@@ -1,0 +1,373 @@
+"""FI-targeted adversarial training (the paper's step 5) and the baseline defences.
+
+The pipeline: image FI on the training split → selection (correctly classified, FI ≥ τ; or
+chosen true→target pairs with ``protect``) → mFI-PSO on the selected images → the successful
+adversarial images, with their true labels, added to the whole training set → fine-tuning with
+the paper's schedule → evaluation (clean accuracy, re-attack success on vulnerable test images
+at the same budget, before and after).
+
+Baselines for comparison at reported compute: ``method="random"`` (mFI-PSO on randomly chosen
+correctly classified images, as many as the FI rule picks), ``"pgd"`` (PGD adversarial
+fine-tuning) and ``"fgsm-rs"`` (FGSM with a random start). The two gradient defences make
+their adversarial batch on the fly and train on clean + adversarial images.
+
+Every step checkpoints into a :class:`~infoswarm.runs.ResumableRun` (one file per attack chunk,
+one per epoch), so a killed run continues where it stopped and ends bitwise equal on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import influence, training
+from .errors import InputError
+from .zoo import Recipe
+
+METHODS = ("fi", "random", "pgd", "fgsm-rs")
+
+
+@dataclass(frozen=True)
+class HardenConfig:
+    """Settings of a hardening run (defaults: the paper's MNIST settings, DESIGN §2).
+
+    Selection: ``tau`` (image-FI threshold), ``limit`` (only the first N training images are attack
+    candidates; fine-tuning always uses the whole split), ``protect`` (true→target pairs; only those are attacked). Attack: as
+    :class:`~infoswarm.attacks.MFIPSO` (``pixels`` k or ``fi_threshold``; eps is L∞ in [0,1]
+    units). Fine-tuning: ``epochs``, ``lr`` with steps ×``gamma`` at ``milestones``, SGD
+    Nesterov ``momentum``, ``batch_size``, ``weight_decay``. Evaluation: ``eval_images``
+    vulnerable test images re-attacked before and after."""
+
+    method: str = "fi"
+    tau: float = 0.01
+    limit: int | None = None
+    protect: tuple[tuple[int, int], ...] = ()
+    pixels: int | None = None
+    fi_threshold: float | None = 0.01
+    eps: float = 0.15
+    particles: int = 500
+    iterations: int = 10
+    restart_iterations: int = 40
+    bounds: str = "paper"
+    selection: str = "fi"
+    target: str = "second"
+    epochs: int = 30
+    lr: float = 0.1
+    milestones: tuple[int, ...] = (10, 20)
+    gamma: float = 0.1
+    momentum: float = 0.9
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    pgd_steps: int = 10
+    eval_images: int = 200
+    chunk: int = 64
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, num_classes: int) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown --method {self.method!r}", f"use one of {', '.join(METHODS)}")
+        if self.protect and self.method not in ("fi", "random"):
+            raise InputError("--protect needs an mFI-PSO method", "use --method fi or random")
+        for a, b in self.protect:
+            for c in (a, b):
+                if not 0 <= c < num_classes:
+                    raise InputError(f"--protect pair {a}:{b} names class {c}, unknown for "
+                                     f"{num_classes} classes", f"use classes 0..{num_classes - 1}")
+            if a == b:
+                raise InputError(f"--protect pair {a}:{b} has equal classes",
+                                 "give true:target pairs of two different classes, e.g. 3:8")
+        if not self.eps > 0:
+            raise InputError(f"--eps must be positive, got {self.eps}", "pass e.g. --eps 0.15")
+        for name in ("epochs", "batch_size", "particles", "chunk", "eval_images"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}",
+                                 "pass 1 or more")
+        if self.tau < 0 or not self.lr > 0:
+            raise InputError("--tau must be >= 0 and --lr > 0", "pass e.g. --tau 0.01 --lr 0.1")
+        if self.pixels is not None and self.pixels < 1:
+            raise InputError(f"--pixels must be positive, got {self.pixels}", "pass 1 or more")
+
+    def recipe(self) -> Recipe:
+        return Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
+                      weight_decay=self.weight_decay, milestones=tuple(self.milestones), gamma=self.gamma)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["protect"] = [list(p) for p in self.protect]
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def parse_protect(text: str | None) -> tuple[tuple[int, int], ...]:
+    """``"3:8,7:1"`` → ((3, 8), (7, 1))."""
+    if not text:
+        return ()
+    pairs = []
+    for part in text.split(","):
+        bits = part.strip().split(":")
+        try:
+            a, b = (int(v) for v in bits)
+        except ValueError:
+            raise InputError(f"--protect pair {part.strip()!r} is not TRUE:TARGET",
+                             "write pairs of class indices like 3:8,7:1") from None
+        pairs.append((a, b))
+    return tuple(pairs)
+
+
+# ----------------------------------------------------------------------------------- attack
+
+def build_attack(model: nn.Module, cfg: HardenConfig, targeted: bool) -> Any:
+    """The mFI-PSO attack a hardening run uses (and re-uses to evaluate)."""
+    from .attacks.mfipso import MFIPSO
+
+    return MFIPSO(model, pixels=cfg.pixels, fi_threshold=None if cfg.pixels else cfg.fi_threshold,
+                  target=None if targeted or cfg.target == "none" else cfg.target, eps=cfg.eps, particles=cfg.particles,
+                  iterations=cfg.iterations, restart=cfg.restart_iterations > 0,
+                  restart_iterations=cfg.restart_iterations, bounds=cfg.bounds,  # type: ignore[arg-type]
+                  selection=cfg.selection, seed=cfg.seed)  # type: ignore[arg-type]
+
+
+def select(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, cfg: HardenConfig,
+           device: torch.device | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images to attack: indices [M] into ``x8`` and targets [M] (−1: the attack's own rule,
+    "second"). FI rule: correct and image FI ≥ τ; ``protect`` keeps only the listed true
+    classes and targets each image at its listed class of highest probability; "random" takes
+    as many correct images as the FI rule would, uniformly at random (seeded)."""
+    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=progress, device=device)
+    correct = rank.c == y
+    chosen = correct & (rank.fi >= cfg.tau)
+    target = torch.full_like(y, -1)
+    if cfg.protect:
+        probs = torch.softmax(rank.logits.double(), 1)
+        allowed = torch.zeros(int(probs.shape[1]), int(probs.shape[1]), dtype=torch.bool)
+        for a, b in cfg.protect:
+            allowed[a, b] = True
+        ok = allowed[y]                                         # [N, K]
+        chosen &= ok.any(1)
+        target = torch.where(chosen, probs.masked_fill(~ok, -1.0).argmax(1), target)
+    if cfg.method == "random":
+        m = int(chosen.sum())
+        pool = correct & (allowed[y].any(1) if cfg.protect else True)
+        cand = pool.nonzero().view(-1)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        pick = cand[torch.randperm(len(cand), generator=gen)[:m]].sort().values
+        chosen = torch.zeros_like(chosen)
+        chosen[pick] = True
+    idx = chosen.nonzero().view(-1)
+    return idx, target[idx]
+
+
+def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor, chunk: int, load: Callable[[int], dict | None],
+                  save: Callable[[int, dict], None], rank: int = 0, world_size: int = 1,
+                  barrier: Callable[[], None] = lambda: None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Attack float images ``x`` [M,C,H,W] in chunks, each saved as soon as it is done (and
+    skipped when already saved: resume). Chunk i is done by rank i mod ``world_size``.
+    Targets −1 use the attack's own rule. Returns the merged result fields on every rank."""
+    n_chunks = (len(x) + chunk - 1) // chunk
+    for i in range(n_chunks):
+        if i % world_size != rank or load(i) is not None:
+            continue
+        sl = slice(i * chunk, (i + 1) * chunk)
+        t = target[sl]
+        res: dict[str, torch.Tensor] = {}
+        for targeted in (False, True):
+            sel = (t >= 0) if targeted else (t < 0)
+            if not sel.any():
+                continue
+            attack = attack_for(targeted)
+            if targeted:
+                attack.target = t[sel]
+            r = attack(x[sl][sel], y[sl][sel])
+            part = {"x_adv": r.x_adv, "success": r.success, "pred": r.pred, "target": r.target,
+                    "queries": r.queries, "linf": r.linf, "pixel_l0": r.pixel_l0}
+            for k, v in part.items():
+                if k not in res:
+                    res[k] = torch.zeros((int(sel.numel()), *v.shape[1:]), dtype=v.dtype)
+                res[k][sel] = v.cpu()
+        save(i, res)
+        if progress is not None:
+            progress(i + 1, n_chunks)
+    barrier()
+    parts = [load(i) for i in range(n_chunks)]
+    if any(p is None for p in parts):
+        raise RuntimeError("an attack chunk is missing after all ranks finished")
+    keys = ("x_adv", "success", "pred", "target", "queries", "linf", "pixel_l0")
+    if not parts:
+        return {k: torch.empty(0) for k in keys}
+    return {k: torch.cat([p[k] for p in parts if p is not None]) for k in keys}
+
+
+# ------------------------------------------------------------------------- baseline defences
+
+def fgsm_rs(eps: float, alpha: float | None = None) -> training.Perturb:
+    """FGSM with a uniform random start (Wong et al. 2020), step ``alpha`` (default 1.25·eps)."""
+    step = 1.25 * eps if alpha is None else alpha
+
+    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        delta = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * eps
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
+        return (x + delta).clamp(0, 1)
+
+    return perturb
+
+
+def pgd(eps: float, steps: int = 10, alpha: float | None = None) -> training.Perturb:
+    """L∞ PGD from a random start, ``steps`` steps of ``alpha`` (default 2.5·eps/steps)."""
+    step = 2.5 * eps / steps if alpha is None else alpha
+
+    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        xa = (x + (torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * eps).clamp(0, 1)
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            loss = F.cross_entropy(model(xa), y)
+            (grad,) = torch.autograd.grad(loss, xa)
+            xa = torch.minimum(torch.maximum(xa.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+        return xa.detach()
+
+    return perturb
+
+
+def mixed_training_set(x8: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+                       y_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All training images (uint8 → float [0,1]) followed by the adversarial ones with their
+    true labels: ([N+M, C, H, W] float32, [N+M] int64)."""
+    return torch.cat([x8.float() / 255.0, x_adv.float()]), torch.cat([y, y_adv])
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+@dataclass
+class Parallel:
+    """How the work is split under torchrun (single process: the defaults)."""
+
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = lambda: None
+    wrap: Callable[[nn.Module], nn.Module | None] = lambda m: None
+
+
+def _chunked(run: Any, prefix: str, attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.Tensor,
+             target: torch.Tensor, cfg: HardenConfig, par: Parallel,
+             log: Callable[[str], None]) -> dict[str, torch.Tensor]:
+    def save(i: int, res: dict) -> None:
+        run.save(f"{prefix}-{i:05d}.pt", res)
+
+    def progress(i: int, n: int) -> None:
+        log(f"{prefix}: chunk {i}/{n} done")
+
+    return attack_chunks(attack_for, x, y, target, cfg.chunk, lambda i: run.load(f"{prefix}-{i:05d}.pt"),
+                         save, par.rank, par.world_size, par.barrier, progress)
+
+
+def _success_rate(res: dict[str, torch.Tensor]) -> float | None:
+    return float(res["success"].float().mean()) if len(res["success"]) else None
+
+
+def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tensor, yt: torch.Tensor,
+           cfg: HardenConfig, run: Any, par: Parallel | None = None,
+           log: Callable[[str], None] = lambda s: None,
+           epoch_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) the hardening pipeline in the :class:`~infoswarm.runs.ResumableRun`
+    ``run``; ``model`` (eval mode, CPU or device) is fine-tuned in place.
+
+    Images: ``x8`` [N,C,H,W] uint8 training split with labels ``y``; ``xt8``/``yt`` the test
+    split. Returns the summary (also what the CLI writes to summary.json) with "before" and
+    "after" metrics: clean test accuracy, re-attack success on ``cfg.eval_images`` vulnerable
+    test images, and accuracy on the adversarial test images made against the original model."""
+    import copy
+
+    par = par or Parallel()
+    t_start = time.perf_counter()
+    original = copy.deepcopy(model).eval()
+    k = int(original(x8[:1].float() / 255.0).shape[1])
+    cfg.validate(k)
+    n_sel = min(cfg.limit or len(y), len(y))  # candidates for the attack: the first n_sel images
+    gradient = cfg.method in ("pgd", "fgsm-rs")
+
+    def attack_on(net: nn.Module) -> Callable[[bool], Any]:
+        return lambda targeted: build_attack(net, cfg, targeted)
+
+    # 1-2. selection and the attack on the training images
+    if gradient:
+        idx = torch.empty(0, dtype=torch.long)
+        adv = {"x_adv": torch.empty(0, *x8.shape[1:]), "success": torch.empty(0, dtype=torch.bool)}
+    else:
+        sel = run.load("selection.pt")
+        if sel is None:
+            idx, tgt = select(original, x8[:n_sel], y[:n_sel], cfg)
+            if par.rank == 0:
+                run.save("selection.pt", {"index": idx, "target": tgt})
+            par.barrier()
+        else:
+            idx, tgt = sel["index"], sel["target"]
+        log(f"selected {len(idx)} of {n_sel} training images")
+        adv = _chunked(run, "attack-train", attack_on(original), x8[idx].float() / 255.0, y[idx], tgt, cfg, par, log)
+    ok = adv["success"].bool()
+    x_mix, y_mix = mixed_training_set(x8, y, adv["x_adv"][ok], y[idx][ok])
+    log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images")
+
+    # 3. fine-tuning, one checkpoint per epoch
+    perturb = None
+    if cfg.method == "pgd":
+        perturb = pgd(cfg.eps, cfg.pgd_steps)
+    elif cfg.method == "fgsm-rs":
+        perturb = fgsm_rs(cfg.eps)
+    state = run.load("train.pt")
+
+    def checkpoint(st: dict[str, Any]) -> None:
+        if par.rank == 0:
+            run.save("train.pt", st)
+
+    history = training.train(model, x_mix, y_mix, cfg.recipe(), seed=cfg.seed, x_test=xt8, y_test=yt,
+                             log=epoch_log, perturb=perturb, resume=state, checkpoint=checkpoint,
+                             ddp=par.wrap(model), rank=par.rank, world_size=par.world_size)
+    par.barrier()
+    model.eval()
+
+    # 4. evaluation on vulnerable test images, same attack and budget before and after
+    eval_cfg = replace(cfg, method="fi")
+    ev = run.load("eval-selection.pt")
+    if ev is None:
+        eidx, etgt = select(original, xt8, yt, eval_cfg)
+        eidx, etgt = eidx[: cfg.eval_images], etgt[: cfg.eval_images]
+        if par.rank == 0:
+            run.save("eval-selection.pt", {"index": eidx, "target": etgt})
+        par.barrier()
+    else:
+        eidx, etgt = ev["index"], ev["target"]
+    xe, ye = xt8[eidx].float() / 255.0, yt[eidx]
+    before = _chunked(run, "eval-before", attack_on(original), xe, ye, etgt, eval_cfg, par, log)
+    after = _chunked(run, "eval-after", attack_on(model), xe, ye, etgt, eval_cfg, par, log)
+    made = before["success"].bool()
+    x_adv_test = before["x_adv"][made]
+    with torch.no_grad():
+        adv_acc = float((model(x_adv_test).argmax(1) == ye[made]).float().mean()) if made.any() else None
+    summary: dict[str, Any] = {
+        "command": "harden", "method": cfg.method, "settings": cfg.as_dict(),
+        "train_images": int(len(y)), "candidates": n_sel, "selected": int(len(idx)),
+        "attack_success_rate": _success_rate(adv) if not gradient else None,
+        "adversarial_added": int(ok.sum()), "epochs": cfg.epochs,
+        "train_seconds": float(sum(r["seconds"] for r in history)),
+        "eval_images": int(len(eidx)),
+        "before": {"clean_acc": training.accuracy(original, xt8, yt),
+                   "reattack_success": _success_rate(before), "adv_test_acc": 0.0 if made.any() else None},
+        "after": {"clean_acc": training.accuracy(model, xt8, yt),
+                  "reattack_success": _success_rate(after), "adv_test_acc": adv_acc},
+        "history": history,
+        "seconds_this_invocation": time.perf_counter() - t_start,
+        "resumed": bool(getattr(run, "resumed", False)),
+    }
+    summary["adversarial_train"] = {"x_adv": adv["x_adv"][ok], "y": y[idx][ok], "index": idx[ok]}
+    return summary

@@ -1,0 +1,558 @@
+"""A self-contained HTML report over one or more run folders.
+
+:func:`build_report` reads the folders written by ``infoswarm influence``, ``attack``,
+``universality``, ``train`` and ``harden`` and writes one HTML page: every figure is embedded as a
+``data:image/png;base64`` URI, the CSS is inline and there is no script and no URL to fetch, so
+the page opens the same offline, from a mail attachment or from an archive.
+
+The kind of a run is its ``summary.json`` key ``"command"`` (a folder holding only ``card.json``,
+as ``infoswarm train`` writes, is read as a train run). Sections, each with a stable ``id``:
+
+==================  =========================================================================
+``summary``         one card per run: key numbers and its settings (always present)
+``heatmaps``        influence runs: most vulnerable images and their pixel-FI maps
+``gallery``         attack runs: original | adversarial | difference, probabilities before/after
+``success-vs-k``    attack runs with at least two different k (pixels): success rate against k
+``histograms``      attack runs with ``results.csv``: L∞ and pixel-L0 per image
+``comparison``      attack runs: attack, k, eps, success rate, median queries, mean L∞, seconds
+``training``        runs with ``metrics.csv``, ``history.csv`` or a ``history`` list: curves
+``robustness``      runs whose summary has ``before`` / ``after`` metrics: a before/after table
+==================  =========================================================================
+
+Sections that none of the runs can fill are left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import InputError
+
+__all__ = ["Run", "Report", "SECTIONS", "load_run", "render_report", "write_report", "build_report"]
+
+#: Section ids in page order.
+SECTIONS = ("summary", "heatmaps", "gallery", "success-vs-k", "histograms", "comparison", "training",
+            "robustness")
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_HEATMAPS = 24  # per influence run
+MAX_GALLERY = 8  # per attack run
+_FIX_RUN = "pass a folder written by an infoswarm command (influence, attack, universality, train, harden)"
+
+
+@dataclass
+class Run:
+    """One run folder: its path, display name, kind (``summary["command"]``) and summary."""
+
+    path: Path
+    kind: str
+    summary: dict[str, Any]
+    name: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The run's settings (its ``settings`` dict, or the scalar descriptive keys)."""
+        s = self.summary.get("settings")
+        if isinstance(s, dict):
+            return dict(s)
+        keys = ("dataset", "split", "model", "mode", "method", "tau", "pixels", "eps", "name",
+                "architecture", "seed", "train_images")
+        out = {k: self.summary[k] for k in keys if k in self.summary}
+        for k in ("map", "recipe"):
+            if isinstance(self.summary.get(k), dict):
+                out.update({f"{k}.{kk}": v for kk, v in self.summary[k].items()})
+        return out
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` produced: the page's path, its section ids, and the runs."""
+
+    path: Path
+    sections: list[str]
+    runs: list[Run] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# reading run folders
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read a run folder's ``summary.json`` (or ``card.json``); raises :class:`InputError` when
+    the folder is missing or its summary is absent or unreadable."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"run folder {p} does not exist", _FIX_RUN)
+    if not p.is_dir():
+        raise InputError(f"run folder {p} is a file, not a folder", _FIX_RUN)
+    for fname in ("summary.json", "card.json"):
+        f = p / fname
+        if f.is_file():
+            break
+    else:
+        raise InputError(f"{p} has no summary.json", _FIX_RUN)
+    try:
+        summary = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"cannot read {f} ({type(e).__name__}: {str(e)[:80]})",
+                         "re-run the command that wrote it") from None
+    if not isinstance(summary, dict):
+        raise InputError(f"{f} does not hold a JSON object", "re-run the command that wrote it")
+    command = summary.get("command")
+    if fname == "card.json":
+        kind = "train"
+    elif isinstance(command, str) and command:
+        kind = command
+    else:
+        kind = ("attack" if (p / "results.csv").is_file() else
+                "influence" if (p / "images.csv").is_file() else "other")
+    return Run(path=p, kind=kind, summary=summary, name=p.resolve().name or str(p))
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header; :class:`InputError` when it cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read {path} ({type(e).__name__})", "re-run the command that wrote it") from None
+
+
+def _num(value: Any) -> float:
+    """A float, or NaN for anything that is not a number."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, EOFError ...
+        raise InputError(f"cannot read {path} ({type(e).__name__})",
+                         "re-run infoswarm attack to write it again") from None
+    missing = {"x", "x_adv", "y", "success"} - set(arrays)
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(sorted(missing))}", "pass a folder written by infoswarm attack")
+    n = len(arrays["x"])
+    if arrays["x"].shape != arrays["x_adv"].shape or arrays["x"].ndim != 4 or len(arrays["y"]) != n \
+            or len(arrays["success"]) != n:
+        raise InputError(f"{path} holds arrays of inconsistent shapes", "re-run infoswarm attack to write it again")
+    return arrays
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png_file(path: Path) -> str | None:
+    """The data URI of a PNG file, or None when it is missing or not a PNG."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return _data_uri(raw) if raw.startswith(_PNG_MAGIC) else None
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+
+
+def _fmt(v: Any) -> str:
+    """Short display form of a setting or metric."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        text = ", ".join(_fmt(x) for x in v[:8])
+        return text + (", …" if len(v) > 8 else "")
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in list(v.items())[:8])
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    x = _num(v)
+    return "–" if math.isnan(x) else f"{100 * x:.1f} %"
+
+
+def _get(d: Mapping[str, Any], *keys: str) -> Any:
+    """d[k1][k2]..., or None when any level is missing."""
+    cur: Any = d
+    for k in keys:
+        if not isinstance(cur, Mapping) or k not in cur:
+            return None
+        cur = cur[k]
+    return cur
+
+
+def _k_of(run: Run) -> int | None:
+    k = _get(run.summary, "settings", "pixels")
+    if k is None:
+        k = run.summary.get("pixels")
+    return int(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else None
+
+
+def _eps_of(run: Run) -> float | None:
+    e = _get(run.summary, "settings", "eps")
+    if e is None:
+        e = run.summary.get("eps")
+    return float(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else None
+
+
+def _headline(run: Run) -> list[tuple[str, str]]:
+    """The key numbers of a run's summary card."""
+    s = run.summary
+    out: list[tuple[str, str]] = []
+
+    def add(label: str, value: Any, pct: bool = False) -> None:
+        if value is not None:
+            out.append((label, _pct(value) if pct else _fmt(value)))
+
+    if run.kind == "influence":
+        add("images", s.get("images"))
+        add("accuracy", s.get("accuracy"), pct=True)
+        add(f"vulnerable (FI ≥ {_fmt(s.get('tau'))})", s.get("vulnerable_correct"))
+        add("median image FI", _get(s, "image_fi_pred_quantiles", "0.5"))
+        add("99 % quantile FI", _get(s, "image_fi_pred_quantiles", "0.99"))
+    elif run.kind == "attack":
+        add("attack", s.get("attack"))
+        add("images attacked", s.get("selected", s.get("images")))
+        add("success rate", s.get("success_rate"), pct=True)
+        add("mean L∞ (successes)", _get(s, "linf_success", "mean"))
+        add("pixels per image", s.get("pixel_l0_mean"))
+        add("queries per image", s.get("queries_mean"))
+        add("seconds", s.get("seconds"))
+    elif run.kind == "universality":
+        add("mode", s.get("mode"))
+        add("fit fooling rate", _get(s, "fit", "fooling_rate"), pct=True)
+        add("held-out fooling rate", _get(s, "holdout", "fooling_rate"), pct=True)
+        add("random control", _get(s, "random_control", "fooling_rate"), pct=True)
+        add("mean fooling rate", s.get("mean_fooling_rate"), pct=True)
+        add("transfer rate", s.get("transfer_rate"), pct=True)
+        add("clean accuracy", s.get("accuracy_clean"), pct=True)
+        add("adversarial accuracy", s.get("accuracy_adversarial"), pct=True)
+        add("seconds", s.get("seconds"))
+    if not out:  # train, harden and anything else: scalar numbers at the top level
+        for k, v in s.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and len(out) < 8:
+                add(k.replace("_", " "), v)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+
+
+def _heatmaps(run: Run) -> dict[str, Any] | None:
+    top = run.summary.get("top")
+    items: list[dict[str, Any]] = []
+    if isinstance(top, list) and top:
+        for t in top[:MAX_HEATMAPS]:
+            if not isinstance(t, dict) or not isinstance(t.get("heatmap"), str):
+                continue
+            f = (run.path / t["heatmap"]).resolve()
+            if run.path.resolve() not in f.parents:
+                continue  # never read outside the run folder
+            uri = _png_file(f)
+            if uri:
+                items.append({"uri": uri, "rank": t.get("rank"), "index": t.get("index"),
+                              "label": t.get("label"), "pred": t.get("pred"),
+                              "p_pred": _fmt(t.get("p_pred")), "fi": _fmt(t.get("image_fi_pred"))})
+    else:
+        for f in sorted((run.path / "heatmaps").glob("*.png"))[:MAX_HEATMAPS]:
+            uri = _png_file(f)
+            if uri:
+                items.append({"uri": uri, "rank": None, "index": None, "label": None, "pred": None,
+                              "p_pred": "–", "fi": "–", "file": f.name})
+    if not items:
+        return None
+    return {"run": run.name, "items": items, "map": _fmt(run.summary.get("map")),
+            "vulnerable": run.summary.get("vulnerable_correct"), "tau": _fmt(run.summary.get("tau"))}
+
+
+def _results(run: Run) -> list[dict[str, str]] | None:
+    f = run.path / "results.csv"
+    return _read_csv(f) if f.is_file() else None
+
+
+def _gallery(run: Run, rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
+    from .figures import triptych_png
+
+    f = run.path / "adversarial.npz"
+    if not f.is_file():
+        uri = _png_file(run.path / "gallery.png")
+        return {"run": run.name, "items": [], "fallback": uri} if uri else None
+    import torch
+
+    z = _read_npz(f)
+    n = len(z["x"])
+    if n == 0:
+        return None
+    # results.csv rows: matched by dataset index when the npz has one, else by position
+    by_row: list[dict[str, str] | None] = [None] * n
+    if rows and "dataset_index" in z and "index" in rows[0]:
+        lookup = {r["index"]: r for r in rows}
+        by_row = [lookup.get(str(int(i))) for i in z["dataset_index"]]
+    elif rows is not None and len(rows) == n:
+        by_row = list(rows)
+    success = [bool(s) for s in z["success"]]
+    order = sorted(range(n), key=lambda j: (not success[j], j))[:MAX_GALLERY]
+    items = []
+    for j in order:
+        r = by_row[j] or {}
+        index = int(z["dataset_index"][j]) if "dataset_index" in z else r.get("index", "–")
+        png = triptych_png(torch.from_numpy(z["x"][j]).float(), torch.from_numpy(z["x_adv"][j]).float())
+        items.append({
+            "uri": _data_uri(png), "success": success[j], "index": index,
+            "label": int(z["y"][j]),
+            "target": _fmt(int(z["target"][j])) if "target" in z else r.get("target", "–"),
+            "pred_adv": r.get("pred_adv", "–"),
+            "p_true_before": _fmt(_num(r.get("p_true_before"))),
+            "p_true_after": _fmt(_num(r.get("p_true_after"))),
+            "target_prob": _fmt(_num(r.get("target_prob"))),
+            "linf": _fmt(_num(r.get("linf"))), "pixel_l0": r.get("pixel_l0", "–"),
+        })
+    return {"run": run.name, "items": items, "fallback": None, "shown": len(items), "total": n}
+
+
+def _histogram(run: Run, rows: list[dict[str, str]]) -> dict[str, Any] | None:
+    from .figures import perturbation_histograms_png
+
+    if not rows or "linf" not in rows[0] or "pixel_l0" not in rows[0]:
+        return None
+    linf = [_num(r.get("linf")) for r in rows]
+    l0 = [_num(r.get("pixel_l0")) for r in rows]
+    ok = [_num(r.get("success")) == 1 for r in rows]
+    png = perturbation_histograms_png(linf, l0, ok)
+    return {"run": run.name, "uri": _data_uri(png), "images": len(rows)}
+
+
+def _comparison_row(run: Run, rows: list[dict[str, str]] | None) -> dict[str, Any]:
+    s = run.summary
+    med: Any = s.get("queries_median_success")
+    if rows and "queries" in rows[0]:
+        q = [_num(r.get("queries")) for r in rows if _num(r.get("success")) == 1]
+        q = [v for v in q if not math.isnan(v)]
+        med = statistics.median(q) if q else None
+    k = _k_of(run)
+    return {"run": run.name, "attack": s.get("attack", "–"),
+            "k": k if k is not None else ("FI ≥ " + _fmt(_get(s, "settings", "fi_threshold"))
+                                          if _get(s, "settings", "fi_threshold") is not None else "–"),
+            "eps": _fmt(_eps_of(run)), "images": _fmt(s.get("selected", s.get("images"))),
+            "success": _pct(s.get("success_rate")), "queries": _fmt(med),
+            "linf": _fmt(_get(s, "linf_success", "mean")), "seconds": _fmt(s.get("seconds"))}
+
+
+def _success_vs_k(attacks: Sequence[Run]) -> dict[str, Any] | None:
+    from .figures import success_vs_k_png
+
+    pts: list[tuple[Run, int, float]] = []
+    for r in attacks:
+        k, s = _k_of(r), _num(r.summary.get("success_rate"))
+        if k is not None and not math.isnan(s):
+            pts.append((r, k, s))
+    if len({k for _, k, _ in pts}) < 2:
+        return None
+    eps_by_attack: dict[str, set[float | None]] = {}
+    for r, _, _ in pts:
+        eps_by_attack.setdefault(str(r.summary.get("attack", "?")), set()).add(_eps_of(r))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r, k, s in pts:
+        name = str(r.summary.get("attack", "?"))
+        if len(eps_by_attack[name]) > 1:
+            name += f" (eps {_fmt(_eps_of(r))})"
+        series.setdefault(name, []).append((float(k), s))
+    table = [{"series": name, "k": int(k), "success": _pct(s)} for name, p in sorted(series.items())
+             for k, s in sorted(p)]
+    return {"uri": _data_uri(success_vs_k_png(series)), "table": table}
+
+
+def _curves_source(run: Run) -> tuple[str, list[dict[str, Any]]] | None:
+    for fname in ("metrics.csv", "history.csv"):
+        f = run.path / fname
+        if f.is_file():
+            return fname, list(_read_csv(f))
+    h = run.summary.get("history")
+    if isinstance(h, list) and h and all(isinstance(r, dict) for r in h):
+        return "summary.json history", h
+    return None
+
+
+def _training(run: Run) -> dict[str, Any] | None:
+    from .figures import training_curves_png
+
+    src = _curves_source(run)
+    if src is None:
+        return None
+    name, rows = src
+    if not rows:
+        return None
+    if "epoch" in rows[0]:
+        epochs = [_num(r.get("epoch")) for r in rows]
+    else:
+        epochs = [float(i + 1) for i in range(len(rows))]
+    columns: dict[str, list[float]] = {}
+    for c in rows[0]:
+        if c == "epoch" or c is None:
+            continue
+        vals = [_num(r.get(c)) for r in rows]
+        if any(not math.isnan(v) for v in vals):
+            columns[c] = vals
+    if not columns:
+        return None
+    png = training_curves_png(epochs, columns)
+    last = {c: _fmt(v[-1]) for c, v in columns.items()}
+    return {"run": run.name, "source": name, "uri": _data_uri(png), "epochs": len(rows), "last": last}
+
+
+def _robustness(run: Run) -> dict[str, Any] | None:
+    before, after = run.summary.get("before"), run.summary.get("after")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    rows = []
+    for key in list(before) + [k for k in after if k not in before]:
+        b, a = before.get(key), after.get(key)
+        nb, na = _num(b), _num(a)
+        change = "–" if math.isnan(nb) or math.isnan(na) else f"{na - nb:+.4g}"
+        rows.append({"metric": key, "before": _fmt(b), "after": _fmt(a), "change": change})
+    if not rows:
+        return None
+    return {"run": run.name, "method": _fmt(run.summary.get("method", run.kind)), "rows": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# the page
+
+
+def _unique_names(runs: list[Run]) -> None:
+    """Give runs distinct display names (parent/name where two folders share a name)."""
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.name] = seen.get(r.name, 0) + 1
+    for r in runs:
+        if seen[r.name] > 1:
+            rp = r.path.resolve()
+            r.name = f"{rp.parent.name}/{rp.name}"
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.name] = counts.get(r.name, 0) + 1
+        if counts[r.name] > 1:
+            r.name = f"{r.name} ({counts[r.name]})"
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("infoswarm.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list[str], list[Run]]:
+    """Read the runs and return the page's HTML, its section ids (in order) and the runs."""
+    dirs = list(run_dirs)
+    if not dirs:
+        raise InputError("no run folder given", "pass one or more run folders")
+    runs = [load_run(d) for d in dirs]
+    _unique_names(runs)
+
+    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
+              "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
+             for r in runs]
+    attacks = [r for r in runs if r.kind == "attack"]
+    results = {id(r): _results(r) for r in attacks}
+    ctx: dict[str, Any] = {
+        "title": "infoswarm report: " + ", ".join(r.name for r in runs[:4]) + (" …" if len(runs) > 4 else ""),
+        "version": __version__, "cards": cards,
+        "heatmaps": [h for h in (_heatmaps(r) for r in runs if r.kind == "influence") if h],
+        "gallery": [g for g in (_gallery(r, results[id(r)]) for r in attacks) if g],
+        "success_vs_k": _success_vs_k(attacks),
+        "histograms": [h for h in (_histogram(r, results[id(r)] or []) for r in attacks) if h],
+        "comparison": [_comparison_row(r, results[id(r)]) for r in attacks],
+        "training": [t for t in (_training(r) for r in runs) if t],
+        "robustness": [t for t in (_robustness(r) for r in runs) if t],
+    }
+    present = {"summary": True, "heatmaps": bool(ctx["heatmaps"]), "gallery": bool(ctx["gallery"]),
+               "success-vs-k": ctx["success_vs_k"] is not None, "histograms": bool(ctx["histograms"]),
+               "comparison": bool(ctx["comparison"]), "training": bool(ctx["training"]),
+               "robustness": bool(ctx["robustness"])}
+    sections = [s for s in SECTIONS if present[s]]
+    ctx["sections"] = sections
+    html = _environment().get_template("report.html.j2").render(**ctx)
+    return html, sections, runs
+
+
+def _check_out(out: Path) -> Path:
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder", "pass a file path such as report.html")
+    parent = out.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write under {probe}", "choose an --out path in a folder you can write to")
+    return out
+
+
+def write_report(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Report:
+    """Build the page (see :func:`render_report`) and write it atomically to ``out``: a temporary
+    file in the same folder is renamed over ``out`` only when complete (an existing file is
+    replaced). Returns the path, section ids and runs."""
+    dirs = list(run_dirs)
+    for d in dirs:  # cheap checks of every input before any work
+        load_run(d)
+    path = _check_out(Path(out).expanduser())
+    html, sections, runs = render_report(dirs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return Report(path=path, sections=sections, runs=runs)
+
+
+def build_report(run_dirs: list[Path], out: Path) -> Path:
+    """Read the run folders ``run_dirs`` and write one self-contained HTML page to ``out``
+    (atomically); returns ``out``. Raises :class:`InputError` for a missing folder, a folder
+    without ``summary.json``, an unreadable summary, CSV or ``adversarial.npz``, or an ``out``
+    that is a folder or cannot be written."""
+    return write_report(run_dirs, out).path

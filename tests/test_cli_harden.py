@@ -1,0 +1,146 @@
+"""`infoswarm harden` / `evaluate` end to end on a small slice of real MNIST: a run killed with
+SIGKILL at an attack chunk and again after an epoch, then restarted with the same command, ends
+bitwise equal to an uninterrupted run; bad input leaves existing runs untouched."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infoswarm import data
+from infoswarm.cli import main
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> Path:
+    """1,200 MNIST training and 300 test images as a user .npz dataset."""
+    x, y = data.load("mnist", "train")
+    xt, yt = data.load("mnist", "test")
+    path = tmp_path_factory.mktemp("data") / "mini.npz"
+    np.savez(path, x_train=x[:1200].numpy(), y_train=y[:1200].numpy(),
+             x_test=xt[:300].numpy(), y_test=yt[:300].numpy())
+    return path
+
+
+def _args(npz: Path, out: Path, *extra: str) -> list[str]:
+    return ["harden", "--dataset", str(npz), "--model", "mnist-cnn", "--pixels", "20", "--particles", "10",
+            "--selection", "saliency", "--iterations", "3", "--restart-iterations", "0", "--bounds", "box",
+            "--eps", "0.5",
+            "--tau", "0.001", "--limit", "200", "--epochs", "3", "--lr", "0.01", "--milestones", "2",
+            "--eval-images", "12", "--chunk", "8", "--batch-size", "64", "--out", str(out), *extra]
+
+
+def _kill_when(args: list[str], path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "infoswarm", *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path.name}: {proc.stderr.read().decode()[-300:]}"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def _strip(summary: dict) -> dict:
+    out = {k: v for k, v in summary.items() if "seconds" not in k and k != "resumed"}
+    out["history"] = [{k: v for k, v in r.items() if k != "seconds"} for r in summary["history"]]
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise equality across processes needs the same thread count (as the subprocesses)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert main(_args(npz, ref)) == 0
+    _kill_when(_args(npz, out), out / "checkpoints" / "attack-train-00001.pt")
+    assert not (out / "summary.json").exists()
+    _kill_when(_args(npz, out), out / "checkpoints" / "train.pt")
+    assert not (out / "summary.json").exists()
+    capsys.readouterr()
+    assert main(_args(npz, out)) == 0
+    assert "continuing" in capsys.readouterr().out
+    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert _table(ref / "metrics.csv") == _table(out / "metrics.csv")
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, out))
+    assert _strip(a) == _strip(b) and b["resumed"]
+    with np.load(ref / "adversarial-train.npz") as za, np.load(out / "adversarial-train.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in za.files)
+    assert a["selected"] > 0 and a["adversarial_added"] > 0 and len(a["history"]) == 3
+    assert set(a["before"]) == {"clean_acc", "reattack_success", "adv_test_acc"}
+
+    # Finished: running it again does nothing; other settings are refused, the run untouched.
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    assert main(_args(npz, out)) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert main(_args(npz, out, "--seed", "1")) == 2
+    err = capsys.readouterr().err
+    assert "resume settings differ" in err and "seed" in err and len(err.strip().splitlines()) == 1
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamp
+
+    # evaluate: the original model on the attack images it was beaten by has accuracy 0.
+    attack = tmp_path / "attack"
+    assert main(["attack", "--dataset", str(npz), "--model", "mnist-cnn", "--limit", "60", "--pixels", "20",
+                 "--particles", "20", "--iterations", "5", "--restart-iterations", "0", "--eps", "0.5",
+                 "--tau", "0", "--out", str(attack)]) == 0
+    for weights, name in ((None, "e0"), (ref / "model.safetensors", "e1")):
+        extra = ["--weights", str(weights)] if weights else []
+        assert main(["evaluate", "--model", "mnist-cnn", *extra, "--against", str(attack),
+                     "--baselines", "sparse-rs", "--out", str(tmp_path / name)]) == 0
+    e0 = json.loads((tmp_path / "e0" / "summary.json").read_text())
+    made = json.loads((attack / "summary.json").read_text())
+    if made["success_rate"] > 0:
+        assert e0["adv_acc"] == 0.0
+    assert e0["reattack"][0]["attack"] == "mfipso"
+    assert abs(e0["reattack"][0]["success_rate"] - made["success_rate"]) < 1e-9  # same model, same seed
+    assert [r["attack"] for r in e0["reattack"]] == ["mfipso", "sparse-rs"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--protect", "3:3"], "equal classes"),
+    (["--protect", "3:12"], "class 12"),
+    (["--protect", "3-8"], "TRUE:TARGET"),
+    (["--method", "pgd", "--protect", "3:8"], "mFI-PSO method"),
+    (["--milestones", "a,b"], "--milestones"),
+])
+def test_bad_harden_input_writes_nothing(npz, tmp_path, capsys, extra, message) -> None:
+    out = tmp_path / "h"
+    assert main(_args(npz, out, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_harden_refuses_a_folder_with_another_runs_files(npz, tmp_path, capsys) -> None:
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "results.csv").write_text("index\n1\n")
+    assert main(_args(npz, out)) == 2
+    assert "another run's files" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["results.csv"]

@@ -1,0 +1,176 @@
+"""Hardening pipeline: selection, baseline defences, chunked attacks with resume, run folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infoswarm import hardening, runs
+from infoswarm.errors import InputError
+from infoswarm.hardening import HardenConfig
+
+from conftest import TinyNet
+
+
+@pytest.fixture
+def small():
+    """A float32 TinyNet on 40 random 1x6x6 images; labels = predictions, every 5th wrong."""
+    torch.manual_seed(0)
+    model = TinyNet(1, 6, 4).eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(3.0)
+    x = (torch.rand(40, 1, 6, 6) * 255).round() / 255
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::5] = (y[::5] + 1) % 4
+    return model, x, y
+
+
+def test_parse_protect_and_validate() -> None:
+    assert hardening.parse_protect("3:8, 7:1") == ((3, 8), (7, 1))
+    assert hardening.parse_protect(None) == ()
+    with pytest.raises(InputError, match="TRUE:TARGET"):
+        hardening.parse_protect("3-8")
+    with pytest.raises(InputError, match="equal classes"):
+        HardenConfig(protect=((3, 3),)).validate(10)
+    with pytest.raises(InputError, match="class 12"):
+        HardenConfig(protect=((3, 12),)).validate(10)
+    with pytest.raises(InputError, match="--method"):
+        HardenConfig(method="magic").validate(10)
+    with pytest.raises(InputError, match="mFI-PSO"):
+        HardenConfig(method="pgd", protect=((1, 2),)).validate(10)
+    HardenConfig(protect=((3, 8),)).validate(10)
+
+
+def test_select_rule_protect_and_random(small) -> None:
+    model, x, y = small
+    x8 = (x * 255).round().to(torch.uint8)
+    xf = x8.float() / 255
+    with torch.no_grad():
+        logits = model(xf)
+    p = torch.softmax(logits.double(), 1)
+    pred = logits.argmax(1)
+    fi = (1 - p.max(1).values) / p.max(1).values
+    tau = float(fi.median())
+    assert 0 < ((pred == y) & (fi >= tau)).sum() < (pred == y).sum()  # the rule bites
+    idx, tgt = hardening.select(model, x8, y, HardenConfig(tau=tau))
+    want = ((pred == y) & (fi >= tau)).nonzero().view(-1)
+    assert torch.equal(idx, want) and (tgt == -1).all()
+
+    a, b = int(y[idx[0]]), (int(y[idx[0]]) + 1) % int(logits.shape[1])
+    idx_p, tgt_p = hardening.select(model, x8, y, HardenConfig(tau=tau, protect=((a, b),)))
+    assert len(idx_p) >= 1 and (y[idx_p] == a).all() and (tgt_p == b).all()
+
+    idx_r, _ = hardening.select(model, x8, y, HardenConfig(tau=tau, method="random", seed=3))
+    assert len(idx_r) == len(idx) and (pred[idx_r] == y[idx_r]).all()
+    idx_r2, _ = hardening.select(model, x8, y, HardenConfig(tau=tau, method="random", seed=3))
+    assert torch.equal(idx_r, idx_r2)
+
+
+@pytest.mark.parametrize("make", [lambda e: hardening.fgsm_rs(e), lambda e: hardening.pgd(e, steps=5)])
+def test_gradient_defences_stay_in_the_ball_and_raise_the_loss(small, make) -> None:
+    model, x, y = small
+    eps = 0.1
+    xa = make(eps)(model, x, y, torch.Generator().manual_seed(0))
+    assert xa.shape == x.shape
+    assert (xa - x).abs().max() <= eps + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    with torch.no_grad():
+        assert F.cross_entropy(model(xa), y) > F.cross_entropy(model(x), y)
+
+
+class _FakeAttack:
+    calls = 0
+
+    def __init__(self, targeted: bool) -> None:
+        self.targeted = targeted
+        self.target = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):  # noqa: ANN204
+        _FakeAttack.calls += 1
+        n = len(x)
+        t = self.target if self.targeted else torch.full((n,), 9)
+
+        class R:
+            x_adv = x + 0.5
+            success = torch.ones(n, dtype=torch.bool)
+            pred = t.clone()
+            target = t.clone()
+            queries = torch.full((n,), 7)
+            linf = torch.full((n,), 0.5)
+            pixel_l0 = torch.full((n,), 3)
+
+        return R()
+
+
+def test_attack_chunks_merge_in_order_split_targets_and_skip_saved_chunks() -> None:
+    x = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1)
+    y = torch.zeros(10, dtype=torch.long)
+    target = torch.tensor([-1, 4, -1, -1, 2, 2, -1, 5, -1, -1])
+    store: dict[int, dict] = {}
+    _FakeAttack.calls = 0
+    res = hardening.attack_chunks(_FakeAttack, x, y, target, 4, store.get, store.__setitem__)
+    assert torch.equal(res["x_adv"].view(-1), x.view(-1) + 0.5)
+    assert res["target"].tolist() == [9, 4, 9, 9, 2, 2, 9, 5, 9, 9]
+    first = _FakeAttack.calls
+    res2 = hardening.attack_chunks(_FakeAttack, x, y, target, 4, store.get, store.__setitem__)
+    assert _FakeAttack.calls == first  # every chunk was already saved: nothing recomputed
+    assert all(torch.equal(res[k], res2[k]) for k in res)
+    del store[1]
+    hardening.attack_chunks(_FakeAttack, x, y, target, 4, store.get, store.__setitem__)
+    assert _FakeAttack.calls == first + 2  # only the missing chunk (two target groups)
+
+    # Two ranks share the chunks: rank 1 does chunk 1, then (at its barrier) rank 0 does 0 and 2.
+    shared: dict[int, dict] = {}
+    seen: dict[int, dict] = {}
+
+    def rank0() -> None:
+        seen[0] = hardening.attack_chunks(_FakeAttack, x, y, target, 4, shared.get, shared.__setitem__,
+                                          rank=0, world_size=2)
+        assert set(shared) == {0, 1, 2}
+
+    seen[1] = hardening.attack_chunks(_FakeAttack, x, y, target, 4, shared.get, shared.__setitem__,
+                                      rank=1, world_size=2, barrier=rank0)
+    for r in (0, 1):
+        assert all(torch.equal(res[k], seen[r][k]) for k in res)
+
+
+def test_mixed_training_set() -> None:
+    x8 = torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8)
+    xa = torch.rand(2, 1, 4, 4)
+    xm, ym = hardening.mixed_training_set(x8, torch.arange(5), xa, torch.tensor([7, 8]))
+    assert xm.dtype == torch.float32 and xm.shape == (7, 1, 4, 4)
+    assert torch.equal(xm[:5], x8.float() / 255) and torch.equal(xm[5:], xa)
+    assert ym.tolist() == [0, 1, 2, 3, 4, 7, 8]
+
+
+def test_resumable_run_folder_rules(tmp_path) -> None:
+    out = tmp_path / "h"
+    run = runs.ResumableRun(out, "harden", {"epochs": 3})
+    assert not run.resumed and not run.finished and (out / "run.json").is_file()
+    run.save("a.pt", {"v": torch.arange(3)})
+    assert torch.equal(run.load("a.pt")["v"], torch.arange(3)) and run.load("b.pt") is None
+
+    again = runs.ResumableRun(out, "harden", {"epochs": 3})
+    assert again.resumed
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(InputError, match="resume settings differ.*epochs was 3, now 4"):
+        runs.ResumableRun(out, "harden", {"epochs": 4})
+    with pytest.raises(InputError, match="holds a harden run, not a train run"):
+        runs.ResumableRun(out, "train", {"epochs": 3})
+    assert sorted(p.name for p in out.rglob("*")) == before  # untouched
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.csv").write_text("x\n")
+    with pytest.raises(InputError, match="holds another run's files"):
+        runs.ResumableRun(other, "harden", {})
+    assert [p.name for p in other.iterdir()] == ["results.csv"]
+    fresh = runs.ResumableRun(other, "harden", {}, overwrite=True)
+    assert not fresh.resumed and sorted(p.name for p in other.iterdir()) == ["checkpoints", "run.json"]
+
+    run.write_json("summary.json", {"done": True})
+    assert runs.ResumableRun(out, "harden", {"epochs": 3}).finished
+    assert json.loads((out / "run.json").read_text())["settings"] == {"epochs": 3}
