@@ -202,8 +202,13 @@ def _device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown --device {name!r}", "use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):  # e.g. meta: a valid torch device that computes nothing
+        raise InputError(f"--device {name!r} cannot run a model", "use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but no CUDA device is available", "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name} but only {torch.cuda.device_count()} CUDA device(s) are visible",
+                         f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -254,6 +259,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = entry.recipe
     _positive(args.epochs, "--epochs")
     _positive(args.batch_size, "--batch-size")
+    if args.lr is not None and not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}", "pass e.g. --lr 0.05, or omit it for the recipe's")
     if args.epochs:
         recipe = replace(recipe, epochs=args.epochs)
     if args.lr:
@@ -268,8 +275,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data.is_named(args.dataset) and data.INFO[want].shape != data.INFO[args.dataset].shape:
         raise InputError(f"{args.model} is built for {want}-shaped images, not {args.dataset}",
                          "pick the model made for this dataset")
+    if tuple(x.shape[1:]) != tuple(xt.shape[1:]):
+        raise InputError(f"train images {tuple(x.shape[1:])} and test images {tuple(xt.shape[1:])} of "
+                         f"{args.dataset} differ in shape", "use one image size in both splits")
     torch.manual_seed(args.seed)
     model = zoo.build(args.model).to(device)
+    try:  # fails here, before any training, when the images do not fit the architecture
+        with torch.no_grad():
+            model.eval()(data.to_float(x[:2]).to(device))
+        model.train()
+    except RuntimeError as e:
+        raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
+                         f"{tuple(x.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
+                         "pick the model made for this dataset") from None
     t0 = time.perf_counter()
 
     def log(row: dict[str, Any]) -> None:
@@ -311,8 +329,15 @@ def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.d
             out = model(x_probe.to(device))
     except RuntimeError as e:
         raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
-                         f"{tuple(x_probe.shape[1:])} ({str(e).splitlines()[0][:120]})",
+                         f"{tuple(x_probe.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
                          "use the model made for this dataset") from None
+    except Exception as e:  # a user's model can fail in any way; report it in one line
+        raise InputError(f"model {args.model} failed on {args.dataset} images of shape "
+                         f"{tuple(x_probe.shape[1:])} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})",
+                         "fix the model's forward, or use the model made for this dataset") from None
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"model {args.model} returned a {type(out).__name__}, not a tensor of logits",
+                         "wrap the model so that it returns one row of class logits per image")
     args.num_classes = check_logits(out, x_probe.shape[0])
     return model
 
@@ -499,6 +524,11 @@ def _read_adversarial(path: str | None) -> dict[str, Any]:
 
     if path is None:
         raise InputError("this mode needs --adversarial", "pass runs/<attack run>/adversarial.npz")
+    import zipfile
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try it as .npy or pickle
+        raise InputError(f"cannot read {path} (not an .npz zip archive)",
+                         "pass an adversarial.npz written by infoswarm attack")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -674,6 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
+        print("error: no command given; choose one of "
+              "influence, attack, universality, train, harden, evaluate, report, demo", file=sys.stderr)
         return 2
     try:
         torch.manual_seed(args.seed)

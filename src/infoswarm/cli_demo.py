@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
                     "with the report's path and three headline numbers. About 3 minutes on 2 cores.",
         epilog="example:\n  infoswarm demo --out runs/demo --overwrite")
     g = p.add_argument_group("demo")
-    g.add_argument("--limit", type=int, default=3000, help="test images scanned (default 3000)")
+    g.add_argument("--limit", type=int, default=2000, help="test images scanned (default 2000)")
     g.add_argument("--particles", type=int, default=100, help="swarm size (default 100; paper 500)")
     g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
     g.add_argument("--restart-iterations", type=int, default=10, help="restart iterations (default 10; paper 40)")
@@ -38,8 +38,15 @@ def add_parser(sub: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import runs
-    from .cli import main
+    from .cli import _device, _positive, main
 
+    # Checked here, so that bad input gives one line and not a failed step plus its message.
+    _positive(args.limit, "--limit")
+    _positive(args.particles, "--particles")
+    for flag in ("iterations", "restart_iterations"):
+        if getattr(args, flag) < 0:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}", "pass 0 or more")
+    _device(args.device)
     runs.check_out(args.out, args.overwrite)
     out = Path(args.out)
     shared = ["--seed", str(args.seed), "--device", args.device]

@@ -115,7 +115,8 @@ def cmd_harden(args: argparse.Namespace) -> int:
     wd = args.weight_decay if args.weight_decay is not None else (
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
     _positive(args.limit, "--limit")
-    cfg = _settings(args, args.particles or (200 if cifar else 500), epochs, milestones, wd)
+    cfg = _settings(args, args.particles if args.particles is not None else (200 if cifar else 500),
+                    epochs, milestones, wd)
     ctx = distributed.init(args.device)
     device = _device(args.device) if not ctx.active or ctx.backend != "nccl" else torch.device("cuda", ctx.local_rank)
     x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
@@ -222,9 +223,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = json.loads((folder / "summary.json").read_text())
     except ValueError:
         raise InputError(f"{folder}/summary.json is not valid JSON", "re-run the attack") from None
-    if info.get("command") != "attack":
-        raise InputError(f"--against {folder} is a {info.get('command')} run, not an attack run",
+    if not isinstance(info, dict) or info.get("command") != "attack":
+        kind = info.get("command") if isinstance(info, dict) else None
+        raise InputError(f"--against {folder} is a {kind} run, not an attack run",
                          "pass a folder written by `infoswarm attack`")
+    s = info.get("settings")
+    need = ["attack", "eps"] + (["particles", "iterations", "w", "c1", "c2", "restart_iterations", "selection",
+                                 "bounds"] if isinstance(s, dict) and s.get("attack") == "mfipso" else [])
+    lacking = [k for k in need if k not in s] if isinstance(s, dict) else ["settings"]
+    if lacking or not isinstance(info.get("dataset"), str):
+        raise InputError(f"{folder}/summary.json lacks {', '.join(lacking or ['dataset'])} of the attack run",
+                         "pass a folder written by `infoswarm attack`, or re-run the attack")
     arrays = _read_adversarial(str(folder / "adversarial.npz"))
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in names:

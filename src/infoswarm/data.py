@@ -419,6 +419,8 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
 
 
 def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try it as .npy or pickle
+        raise InputError(f"cannot read {path} as .npz (not a zip archive)", "check the file; it may be corrupt or truncated")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)

@@ -28,9 +28,19 @@ def check_out(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or not can_create_in(probe):
         raise InputError(f"cannot write under {probe}", "choose an --out folder you can write to")
     return out
+
+
+def can_create_in(folder: Path) -> bool:
+    """True when a folder can really be made in ``folder`` (and is removed again): permission
+    bits do not stop root, but read-only or special file systems (/proc, /sys) still refuse."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".infoswarm-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager

@@ -162,7 +162,13 @@ def load(name: str, weights: str | Path | None = None, device: str | torch.devic
                                  "and pass --weights DIR/model.safetensors")
         load_state(model, path)
     elif ":" in name and name.rpartition(":")[0].endswith(".py"):
-        model = _user_class(name)()
+        cls = _user_class(name)
+        try:
+            model = cls()
+        except Exception as e:  # a user's constructor can fail in any way; report it in one line
+            raise InputError(f"cannot build {cls.__name__}() from {name} ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:120]})",
+                             "give the class defaults for every constructor argument") from None
         if weights is None:
             raise InputError(f"no weights given for {name}", "pass --weights file.safetensors")
         load_state(model, weights)

@@ -518,7 +518,9 @@ def _check_out(out: Path) -> Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    from ..runs import can_create_in
+
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or not can_create_in(probe):
         raise InputError(f"cannot write under {probe}", "choose an --out path in a folder you can write to")
     return out
 
