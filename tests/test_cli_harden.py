@@ -144,3 +144,21 @@ def test_harden_refuses_a_folder_with_another_runs_files(npz, tmp_path, capsys) 
     assert main(_args(npz, out)) == 2
     assert "another run's files" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["results.csv"]
+
+
+def test_harden_under_torchrun_with_two_processes(npz, tmp_path, one_thread) -> None:
+    """2 CPU processes (gloo): attack chunks shared out, fine-tuning under DDP. The attack part
+    is deterministic per image, so the adversarial images equal a single-process run's."""
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(_args(npz, single)) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "infoswarm", *_args(npz, multi)]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (single, multi))
+    assert b["world_size"] == 2 and a["selected"] == b["selected"]
+    assert a["adversarial_added"] == b["adversarial_added"]
+    with np.load(single / "adversarial-train.npz") as za, np.load(multi / "adversarial-train.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in za.files)
+    assert abs(a["after"]["clean_acc"] - b["after"]["clean_acc"]) < 0.02
+    assert len(b["history"]) == 3 and (multi / "model.safetensors").is_file()

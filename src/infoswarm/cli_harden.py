@@ -50,6 +50,8 @@ def add_parsers(sub: Any) -> None:
                    help="pixel choice of the attack (default fi)")
     g.add_argument("--target", default="second", choices=["second", "none"], help="attack target (default second)")
     g.add_argument("--pgd-steps", type=int, default=10, help="PGD steps for --method pgd (default 10)")
+    g.add_argument("--repeat", type=int, default=1,
+                   help="add each adversarial image this many times to the training set (paper: 1)")
     g.add_argument("--chunk", type=int, default=64, help="images per attack chunk (one checkpoint each)")
     g.add_argument("--eval-images", type=int, default=200, help="vulnerable test images re-attacked (default 200)")
     g = p.add_argument_group("fine-tuning (paper: MNIST 30 epochs, 0.1 -> x0.1 at 10, 20; CIFAR 50, at 15, 40)")
@@ -92,7 +94,7 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
         particles=particles, iterations=args.iterations, restart_iterations=args.restart_iterations,
         bounds=args.bounds, selection=args.selection, target=args.target, epochs=epochs, lr=args.lr,
         milestones=milestones, gamma=args.gamma, momentum=args.momentum,
-        batch_size=args.batch_size or 128, weight_decay=wd, pgd_steps=args.pgd_steps,
+        batch_size=args.batch_size or 128, weight_decay=wd, pgd_steps=args.pgd_steps, repeat=args.repeat,
         eval_images=args.eval_images, chunk=args.chunk, seed=args.seed)
 
 

@@ -41,7 +41,8 @@ class HardenConfig:
     candidates; fine-tuning always uses the whole split), ``protect`` (true→target pairs; only those are attacked). Attack: as
     :class:`~infoswarm.attacks.MFIPSO` (``pixels`` k or ``fi_threshold``; eps is L∞ in [0,1]
     units). Fine-tuning: ``epochs``, ``lr`` with steps ×``gamma`` at ``milestones``, SGD
-    Nesterov ``momentum``, ``batch_size``, ``weight_decay``. Evaluation: ``eval_images``
+    Nesterov ``momentum``, ``batch_size``, ``weight_decay``; ``repeat`` adds each adversarial
+    image that many times (1 in the paper). Evaluation: ``eval_images``
     vulnerable test images re-attacked before and after."""
 
     method: str = "fi"
@@ -65,6 +66,7 @@ class HardenConfig:
     batch_size: int = 128
     weight_decay: float = 5e-4
     pgd_steps: int = 10
+    repeat: int = 1
     eval_images: int = 200
     chunk: int = 64
     seed: int = 0
@@ -85,7 +87,7 @@ class HardenConfig:
                                  "give true:target pairs of two different classes, e.g. 3:8")
         if not self.eps > 0:
             raise InputError(f"--eps must be positive, got {self.eps}", "pass e.g. --eps 0.15")
-        for name in ("epochs", "batch_size", "particles", "chunk", "eval_images"):
+        for name in ("epochs", "batch_size", "particles", "chunk", "eval_images", "repeat"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}",
                                  "pass 1 or more")
@@ -240,10 +242,11 @@ def pgd(eps: float, steps: int = 10, alpha: float | None = None) -> training.Per
 
 
 def mixed_training_set(x8: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
-                       y_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                       y_adv: torch.Tensor, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """All training images (uint8 → float [0,1]) followed by the adversarial ones with their
-    true labels: ([N+M, C, H, W] float32, [N+M] int64)."""
-    return torch.cat([x8.float() / 255.0, x_adv.float()]), torch.cat([y, y_adv])
+    true labels, each ``repeat`` times (1: the paper): ([N+R·M, C, H, W] float32, [N+R·M] int64)."""
+    return (torch.cat([x8.float() / 255.0, *[x_adv.float()] * repeat]),
+            torch.cat([y, *[y_adv] * repeat]))
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -315,7 +318,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         log(f"selected {len(idx)} of {n_sel} training images")
         adv = _chunked(run, "attack-train", attack_on(original), x8[idx].float() / 255.0, y[idx], tgt, cfg, par, log)
     ok = adv["success"].bool()
-    x_mix, y_mix = mixed_training_set(x8, y, adv["x_adv"][ok], y[idx][ok])
+    x_mix, y_mix = mixed_training_set(x8, y, adv["x_adv"][ok], y[idx][ok], cfg.repeat)
     log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images")
 
     # 3. fine-tuning, one checkpoint per epoch

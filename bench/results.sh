@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Hardening results (RESULTS.md). Every run is resumable: re-running this script continues
+# where it stopped. Reduced from the paper's schedule to fit 2 CPU cores (see RESULTS.md).
+set -euo pipefail
+IS=${IS:-.venv/bin/infoswarm}
+OUT=${OUT:-runs/results}
+DATASETS=${DATASETS:-mnist}
+for ds in $DATASETS; do
+  model=$([ "$ds" = mnist ] && echo mnist-cnn || echo fashion-cnn)
+  H="--dataset $ds --model $model --limit 6000 --particles 100 --iterations 10 --restart-iterations 20 --eval-images 64 --lr 0.01"
+  $IS harden $H --method fi      --epochs 3 --milestones 2 --out $OUT/$ds-fi
+  $IS harden $H --method random  --epochs 3 --milestones 2 --out $OUT/$ds-random
+  $IS harden $H --method fgsm-rs --epochs 1 --milestones 1 --out $OUT/$ds-fgsm-rs
+  $IS harden $H --method pgd     --epochs 1 --milestones 1 --pgd-steps 5 --out $OUT/$ds-pgd
+  $IS harden $H --method fi      --epochs 3 --milestones 2 --repeat 10 --out $OUT/$ds-fi-repeat10
+  .venv/bin/python bench/results.py --out RESULTS.md --section $ds \
+      --harden $OUT/$ds-fi $OUT/$ds-random $OUT/$ds-fgsm-rs $OUT/$ds-pgd $OUT/$ds-fi-repeat10
+done
