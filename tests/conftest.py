@@ -33,3 +33,13 @@ def tiny():
         return model, x
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: bitwise equality across processes and batch sizes
+    holds for a fixed thread count (torchrun's default is OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

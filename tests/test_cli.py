@@ -130,7 +130,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, grey_npz, cap
     try:
         code, out, err = run(argv, capsys)
     except SystemExit as e:  # argparse usage errors
-        code, (out, err) = e.code, capsys.readouterr()
+        code, (_, err) = e.code, capsys.readouterr()
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err

@@ -64,17 +64,6 @@ def _strip(summary: dict) -> dict:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise equality across processes needs the same thread count (as the subprocesses)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(_args(npz, ref)) == 0

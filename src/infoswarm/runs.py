@@ -24,13 +24,18 @@ def check_out(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         raise InputError(f"--out {out} is a file, not a folder", "choose a folder path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out} already holds files", "choose a new folder or pass --overwrite")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    probe = parent
+    check_writable_parent(out, "choose an --out folder you can write to")
+    return out
+
+
+def check_writable_parent(out: Path, fix: str) -> None:
+    """Raise InputError unless ``out`` can be created: its nearest existing ancestor must be a
+    folder we can really create entries in."""
+    probe = out.parent if out.parent != Path("") else Path(".")
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or not can_create_in(probe):
-        raise InputError(f"cannot write under {probe}", "choose an --out folder you can write to")
-    return out
+        raise InputError(f"cannot write under {probe}", fix)
 
 
 def can_create_in(folder: Path) -> bool:

@@ -30,7 +30,7 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
         return MFIPSO(model, pixels=pixels, eps=eps, target=target, min_prob=min_prob,
                       max_prob=max_prob, seed=seed, **mfipso)
     if target == "confusion":
-        raise InputError(f"--target confusion is only for mfipso", "use second, none or a class index")
+        raise InputError("--target confusion is only for mfipso", "use second, none or a class index")
     common = dict(target=target, min_prob=min_prob, max_prob=max_prob)
     if name == "fgsm":
         from .fgsm import FGSM

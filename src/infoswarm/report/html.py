@@ -514,14 +514,9 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
 def _check_out(out: Path) -> Path:
     if out.is_dir():
         raise InputError(f"--out {out} is a folder", "pass a file path such as report.html")
-    parent = out.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    from ..runs import can_create_in
+    from ..runs import check_writable_parent
 
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or not can_create_in(probe):
-        raise InputError(f"cannot write under {probe}", "choose an --out path in a folder you can write to")
+    check_writable_parent(out, "choose an --out path in a folder you can write to")
     return out
 
 
