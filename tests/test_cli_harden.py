@@ -92,6 +92,12 @@ def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread
     err = capsys.readouterr().err
     assert "resume settings differ" in err and "seed" in err and len(err.strip().splitlines()) == 1
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamp
+    assert oct((out / "summary.json").stat().st_mode & 0o777) != "0o600"  # usual file mode
+
+    # --overwrite redoes a finished run from scratch (same result: the run is deterministic).
+    assert main(_args(npz, out, "--overwrite")) == 0
+    assert (out / "summary.json").stat().st_mtime_ns > stamp[out / "summary.json"]
+    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
 
     # evaluate: the original model on the attack images it was beaten by has accuracy 0.
     attack = tmp_path / "attack"

@@ -52,7 +52,8 @@ def test_float_images_and_perturb_hook() -> None:
 
     calls = []
 
-    def perturb(model, xb, yb, gen):
+    def perturb(model, xb, yb, noise):
+        assert noise.shape == xb.shape and noise.abs().max() <= 1
         calls.append((model.training, len(xb)))
         return (xb + 0.1).clamp(0, 1)
 

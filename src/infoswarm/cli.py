@@ -714,7 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        print("error: interrupted; no half-written output was left (a harden run keeps its checkpoints: "
+              "run the same command to continue)", file=sys.stderr)
         return 130
 
 

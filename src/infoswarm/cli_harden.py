@@ -117,6 +117,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
     wd = args.weight_decay if args.weight_decay is not None else (
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
     _positive(args.limit, "--limit")
+    _positive(args.batch_size, "--batch-size")
     cfg = _settings(args, args.particles if args.particles is not None else (200 if cifar else 500),
                     epochs, milestones, wd)
     ctx = distributed.init(args.device)
@@ -124,12 +125,12 @@ def cmd_harden(args: argparse.Namespace) -> int:
     x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
     xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
     model = _load_model(args, x8[:2].float() / 255.0, device)
-    cfg.validate(args.num_classes)
+    cfg.validate(args.num_classes, int(x8.shape[2] * x8.shape[3]))
     settings = {"dataset": args.dataset, "split": args.split, "model": args.model,
                 "weights": args.weights, **cfg.as_dict()}
     # Checked on every rank (nothing is written until all checks pass); rank 0 creates it.
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False)
-    if run.finished:
+    if run.finished and not args.overwrite:
         print(f"{args.out} is a finished harden run with these settings; nothing to do "
               "(pass --overwrite to run it again)", file=sys.stderr)
         return 0
@@ -166,7 +167,6 @@ def cmd_harden(args: argparse.Namespace) -> int:
     par = hardening.Parallel(rank=ctx.rank, world_size=ctx.world_size,
                              barrier=lambda: distributed.barrier(ctx),
                              wrap=lambda m: distributed.wrap_ddp(m, ctx) if ctx.active else None)
-    x8, y, xt8, yt = x8.to(device), y.to(device), xt8.to(device), yt.to(device)
     t0 = time.perf_counter()
     summary = hardening.harden(model, x8, y, xt8, yt, cfg, run, par, log=log, epoch_log=epoch_log)
     if tb is not None:
@@ -188,9 +188,12 @@ def cmd_harden(args: argparse.Namespace) -> int:
         runs.atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p), metadata={"base": args.model}))
         run.write_json("card.json", card)
         run.write_csv("metrics.csv", summary["history"], list(summary["history"][0]))
-        runs.atomic_write(out / "adversarial-train.npz", lambda p: np.savez_compressed(
-            open(p, "wb"), x_adv=adv["x_adv"].cpu().numpy(), y=adv["y"].cpu().numpy(),
-            dataset_index=adv["index"].cpu().numpy()))
+        def write_npz(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez_compressed(f, x_adv=adv["x_adv"].cpu().numpy(), y=adv["y"].cpu().numpy(),
+                                    dataset_index=adv["index"].cpu().numpy())
+
+        runs.atomic_write(out / "adversarial-train.npz", write_npz)
         run.write_json("summary.json", summary)  # last: marks the run finished
     distributed.barrier(ctx)
     distributed.shutdown()
@@ -262,21 +265,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         target = int(target)
     if target == "confusion":
         target = target_arr.long().to(device) if target_arr is not None else "second"
-    budget = (s.get("particles") or 0) * ((s.get("iterations") or 0) + (0 if s.get("no_restart") else s.get("restart_iterations") or 0))
-    pixels = s.get("pixels") if s.get("fi_threshold") is None else None
-    if s.get("fi_threshold") is None and pixels is None:
+    if s["attack"] == "mfipso":  # the swarm's query budget per image
+        restart = 0 if s.get("no_restart") else int(s.get("restart_iterations") or 0)
+        budget = int(s["particles"]) * (int(s["iterations"]) + restart)
+    else:
+        budget = int(s.get("budget") or 1000)
+    pixels = s.get("pixels")
+    if s.get("fi_threshold") is not None:  # the paper's rule: baselines get the run's mean pixel count
+        pixels = None
+    elif pixels is None:
         pixels = 10
+    base_pixels = pixels if pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
     mf = {} if s["attack"] != "mfipso" else dict(
         fi_threshold=s.get("fi_threshold"), particles=s["particles"], iterations=s["iterations"], w=s["w"],
         c1=s["c1"], c2=s["c2"], restart=not s.get("no_restart"), restart_iterations=s["restart_iterations"],
         selection=s["selection"], bounds=s["bounds"])
+    attacks = [(name, registry.build(name, model, pixels=pixels if name == s["attack"] else base_pixels,
+                                     eps=s["eps"], target=target, min_prob=s.get("min_prob"),
+                                     max_prob=s.get("max_prob"), seed=args.seed, budget=budget,
+                                     steps=s.get("steps", 10), **(mf if name == "mfipso" else {})))
+               for name in [s["attack"], *[b for b in names if b != s["attack"]]]]  # all built before any runs
     rows = []
-    for name in [s["attack"], *[b for b in names if b != s["attack"]]]:
-        attack = registry.build(name, model, pixels=pixels, eps=s["eps"], target=target, min_prob=s.get("min_prob"),
-                                max_prob=s.get("max_prob"), seed=args.seed, budget=budget if name != s["attack"] else s.get("budget", 1000),
-                                steps=s.get("steps", 10), **(mf if name == "mfipso" else {}))
+    for name, attack in attacks:
         res = attack(x, y)
-        rows.append({"attack": name, "success_rate": float(res.success.float().mean()),
+        rows.append({"attack": name, "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
+                     "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
     summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),
                "dataset": info["dataset"], "images": int(len(x)), "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),

@@ -17,6 +17,8 @@ Helpers for work split over ranks:
 
 from __future__ import annotations
 
+import datetime
+
 import os
 from dataclasses import dataclass
 from typing import TypeVar
@@ -106,7 +108,9 @@ def init(device: str = "cpu") -> Context:
         backend, dev = "nccl", f"cuda:{local}"
     else:
         backend, dev = "gloo", device
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    # A long timeout: ranks wait at barriers for the slowest rank's attack chunk.
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(hours=12))
     _CONTEXT, _OWNED = Context(rank, world, local, backend, True, dev), True
     return _CONTEXT
 

@@ -72,7 +72,7 @@ class HardenConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self, num_classes: int) -> None:
+    def validate(self, num_classes: int, pixels_per_image: int | None = None) -> None:
         if self.method not in METHODS:
             raise InputError(f"unknown --method {self.method!r}", f"use one of {', '.join(METHODS)}")
         if self.protect and self.method not in ("fi", "random"):
@@ -95,6 +95,18 @@ class HardenConfig:
             raise InputError("--tau must be >= 0 and --lr > 0", "pass e.g. --tau 0.01 --lr 0.1")
         if self.pixels is not None and self.pixels < 1:
             raise InputError(f"--pixels must be positive, got {self.pixels}", "pass 1 or more")
+        if self.pixels is not None and pixels_per_image is not None and self.pixels > pixels_per_image:
+            raise InputError(f"--pixels {self.pixels} exceeds the {pixels_per_image} pixels of an image",
+                             f"pass at most {pixels_per_image}")
+        if self.fi_threshold is not None and self.fi_threshold < 0:
+            raise InputError(f"--fi-threshold must be >= 0, got {self.fi_threshold}", "pass e.g. 0.01")
+        if self.iterations < 0 or self.restart_iterations < 0:
+            raise InputError("--iterations and --restart-iterations must be >= 0", "pass 0 or more")
+        if self.momentum < 0 or self.weight_decay < 0 or self.gamma <= 0:
+            raise InputError("--momentum and --weight-decay must be >= 0 and --gamma > 0",
+                             "pass e.g. --momentum 0.9 --weight-decay 5e-4 --gamma 0.1")
+        if self.pgd_steps < 1:
+            raise InputError(f"--pgd-steps must be positive, got {self.pgd_steps}", "pass 1 or more")
 
     def recipe(self) -> Recipe:
         return Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
@@ -142,6 +154,7 @@ def select(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, cfg: HardenConfi
     "second"). FI rule: correct and image FI ≥ τ; ``protect`` keeps only the listed true
     classes and targets each image at its listed class of highest probability; "random" takes
     as many correct images as the FI rule would, uniformly at random (seeded)."""
+    y = y.cpu()
     rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=progress, device=device)
     correct = rank.c == y
     chosen = correct & (rank.fi >= cfg.tau)
@@ -153,7 +166,7 @@ def select(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, cfg: HardenConfi
             allowed[a, b] = True
         ok = allowed[y]                                         # [N, K]
         chosen &= ok.any(1)
-        target = torch.where(chosen, probs.masked_fill(~ok, -1.0).argmax(1), target)
+        target = torch.where(ok.any(1), probs.masked_fill(~ok, -1.0).argmax(1), target)
     if cfg.method == "random":
         m = int(chosen.sum())
         pool = correct & (allowed[y].any(1) if cfg.protect else True)
@@ -179,7 +192,8 @@ def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.T
         if i % world_size != rank or load(i) is not None:
             continue
         sl = slice(i * chunk, (i + 1) * chunk)
-        t = target[sl]
+        t = target[sl].cpu()
+        started = time.perf_counter()
         res: dict[str, torch.Tensor] = {}
         for targeted in (False, True):
             sel = (t >= 0) if targeted else (t < 0)
@@ -188,13 +202,16 @@ def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.T
             attack = attack_for(targeted)
             if targeted:
                 attack.target = t[sel]
-            r = attack(x[sl][sel], y[sl][sel])
+            net = getattr(attack, "model", None)
+            dev = next((p.device for p in net.parameters()), torch.device("cpu")) if net is not None else x.device
+            r = attack(x[sl][sel].to(dev), y[sl][sel].to(dev))
             part = {"x_adv": r.x_adv, "success": r.success, "pred": r.pred, "target": r.target,
                     "queries": r.queries, "linf": r.linf, "pixel_l0": r.pixel_l0}
             for k, v in part.items():
                 if k not in res:
                     res[k] = torch.zeros((int(sel.numel()), *v.shape[1:]), dtype=v.dtype)
                 res[k][sel] = v.cpu()
+        res["seconds"] = torch.tensor(time.perf_counter() - started, dtype=torch.float64)
         save(i, res)
         if progress is not None:
             progress(i + 1, n_chunks)
@@ -204,8 +221,11 @@ def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.T
         raise RuntimeError("an attack chunk is missing after all ranks finished")
     keys = ("x_adv", "success", "pred", "target", "queries", "linf", "pixel_l0")
     if not parts:
-        return {k: torch.empty(0) for k in keys}
-    return {k: torch.cat([p[k] for p in parts if p is not None]) for k in keys}
+        return {**{k: torch.empty(0) for k in keys}, "seconds": torch.tensor(0.0, dtype=torch.float64)}
+    merged = {k: torch.cat([p[k] for p in parts if p is not None]) for k in keys}
+    merged["seconds"] = sum((p.get("seconds", torch.tensor(0.0, dtype=torch.float64)) for p in parts if p is not None),
+                            torch.tensor(0.0, dtype=torch.float64))  # attack time summed over chunks (and ranks)
+    return merged
 
 
 # ------------------------------------------------------------------------- baseline defences
@@ -214,8 +234,8 @@ def fgsm_rs(eps: float, alpha: float | None = None) -> training.Perturb:
     """FGSM with a uniform random start (Wong et al. 2020), step ``alpha`` (default 1.25·eps)."""
     step = 1.25 * eps if alpha is None else alpha
 
-    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        delta = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * eps
+    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        delta = noise.to(x) * eps
         delta.requires_grad_(True)
         loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
         (grad,) = torch.autograd.grad(loss, delta)
@@ -229,8 +249,8 @@ def pgd(eps: float, steps: int = 10, alpha: float | None = None) -> training.Per
     """L∞ PGD from a random start, ``steps`` steps of ``alpha`` (default 2.5·eps/steps)."""
     step = 2.5 * eps / steps if alpha is None else alpha
 
-    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        xa = (x + (torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * eps).clamp(0, 1)
+    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        xa = (x + noise.to(x) * eps).clamp(0, 1)
         for _ in range(steps):
             xa.requires_grad_(True)
             loss = F.cross_entropy(model(xa), y)
@@ -293,28 +313,34 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
 
     par = par or Parallel()
     t_start = time.perf_counter()
+    x8, y, xt8, yt = x8.cpu(), y.cpu(), xt8.cpu(), yt.cpu()   # data stays on the CPU; batches move
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     original = copy.deepcopy(model).eval()
-    k = int(original(x8[:1].float() / 255.0).shape[1])
-    cfg.validate(k)
+    with torch.no_grad():
+        k = int(original(x8[:1].float().to(dev) / 255.0).shape[1])
+    cfg.validate(k, int(x8.shape[2] * x8.shape[3]))
     n_sel = min(cfg.limit or len(y), len(y))  # candidates for the attack: the first n_sel images
     gradient = cfg.method in ("pgd", "fgsm-rs")
 
     def attack_on(net: nn.Module) -> Callable[[bool], Any]:
         return lambda targeted: build_attack(net, cfg, targeted)
 
+    def shared(name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Made once by rank 0 and saved; every rank then reads the same saved copy."""
+        if par.rank == 0 and run.load(name) is None:
+            run.save(name, make())
+        par.barrier()
+        return run.load(name)
+
     # 1-2. selection and the attack on the training images
     if gradient:
         idx = torch.empty(0, dtype=torch.long)
-        adv = {"x_adv": torch.empty(0, *x8.shape[1:]), "success": torch.empty(0, dtype=torch.bool)}
+        adv = {"x_adv": torch.empty(0, *x8.shape[1:]), "success": torch.empty(0, dtype=torch.bool),
+               "seconds": torch.tensor(0.0, dtype=torch.float64)}
     else:
-        sel = run.load("selection.pt")
-        if sel is None:
-            idx, tgt = select(original, x8[:n_sel], y[:n_sel], cfg)
-            if par.rank == 0:
-                run.save("selection.pt", {"index": idx, "target": tgt})
-            par.barrier()
-        else:
-            idx, tgt = sel["index"], sel["target"]
+        sel = shared("selection.pt", lambda: dict(zip(("index", "target"),
+                                                      select(original, x8[:n_sel], y[:n_sel], cfg))))
+        idx, tgt = sel["index"], sel["target"]
         log(f"selected {len(idx)} of {n_sel} training images")
         adv = _chunked(run, "attack-train", attack_on(original), x8[idx].float() / 255.0, y[idx], tgt, cfg, par, log)
     ok = adv["success"].bool()
@@ -341,28 +367,28 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
 
     # 4. evaluation on vulnerable test images, same attack and budget before and after
     eval_cfg = replace(cfg, method="fi")
-    ev = run.load("eval-selection.pt")
-    if ev is None:
+
+    def eval_selection() -> dict[str, torch.Tensor]:
         eidx, etgt = select(original, xt8, yt, eval_cfg)
-        eidx, etgt = eidx[: cfg.eval_images], etgt[: cfg.eval_images]
-        if par.rank == 0:
-            run.save("eval-selection.pt", {"index": eidx, "target": etgt})
-        par.barrier()
-    else:
-        eidx, etgt = ev["index"], ev["target"]
+        return {"index": eidx[: cfg.eval_images], "target": etgt[: cfg.eval_images]}
+
+    ev = shared("eval-selection.pt", eval_selection)
+    eidx, etgt = ev["index"], ev["target"]
     xe, ye = xt8[eidx].float() / 255.0, yt[eidx]
     before = _chunked(run, "eval-before", attack_on(original), xe, ye, etgt, eval_cfg, par, log)
     after = _chunked(run, "eval-after", attack_on(model), xe, ye, etgt, eval_cfg, par, log)
     made = before["success"].bool()
-    x_adv_test = before["x_adv"][made]
-    with torch.no_grad():
-        adv_acc = float((model(x_adv_test).argmax(1) == ye[made]).float().mean()) if made.any() else None
+    adv_acc = training.accuracy(model, before["x_adv"][made], ye[made]) if made.any() else None
+    train_seconds = float(sum(r["seconds"] for r in history))
+    attack_seconds = float(adv["seconds"])
     summary: dict[str, Any] = {
         "command": "harden", "method": cfg.method, "settings": cfg.as_dict(),
         "train_images": int(len(y)), "candidates": n_sel, "selected": int(len(idx)),
         "attack_success_rate": _success_rate(adv) if not gradient else None,
         "adversarial_added": int(ok.sum()), "epochs": cfg.epochs,
-        "train_seconds": float(sum(r["seconds"] for r in history)),
+        "attack_seconds": attack_seconds, "train_seconds": train_seconds,
+        "defence_seconds": attack_seconds + train_seconds,
+        "eval_attack_seconds": float(before["seconds"]) + float(after["seconds"]),
         "eval_images": int(len(eidx)),
         "before": {"clean_acc": training.accuracy(original, xt8, yt),
                    "reattack_success": _success_rate(before), "adv_test_acc": 0.0 if made.any() else None},

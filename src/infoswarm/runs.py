@@ -104,6 +104,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -133,7 +136,9 @@ class ResumableRun:
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {out} is a file, not a folder", "choose a folder path")
         marker = out / self.MARKER
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
+        # A kill while the folder was being created can leave only a temporary marker behind.
+        leftovers = out.is_dir() and all(p.name.startswith(f".{self.MARKER}.tmp-") for p in out.iterdir())
+        if out.is_dir() and any(out.iterdir()) and not overwrite and not leftovers:
             if not marker.is_file():
                 raise InputError(f"--out {out} holds another run's files",
                                  "choose a new folder or pass --overwrite")
@@ -156,7 +161,7 @@ class ResumableRun:
         else:
             check_out(out, True)
         if create and not self.resumed:
-            if out.is_dir() and overwrite:
+            if out.is_dir() and (overwrite or leftovers):
                 for child in out.iterdir():
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             out.mkdir(parents=True, exist_ok=True)

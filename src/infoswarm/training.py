@@ -25,15 +25,15 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
         return x
     n, _, h, w = x.shape
     if recipe.augment == "flip-crop":
-        flip = torch.rand(n, generator=gen) < 0.5
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     p = recipe.crop_pad
     padded = F.pad(x, (p, p, p, p))
-    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-    rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1))  # [N, H]
-    cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1))  # [N, W]
-    idx_n = torch.arange(n).view(-1, 1, 1)
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+    rows = (dy.view(-1, 1) + torch.arange(h, device=x.device).view(1, -1))  # [N, H]
+    cols = (dx.view(-1, 1) + torch.arange(w, device=x.device).view(1, -1))  # [N, W]
+    idx_n = torch.arange(n, device=x.device).view(-1, 1, 1)
     out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)]
     return out.permute(0, 3, 1, 2).contiguous()
 
@@ -49,18 +49,25 @@ def lr_at(recipe: Recipe, epoch: float) -> float:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``model`` on uint8 or float [0,1] images."""
     model.eval()
+    dev = _device_of(model)
     correct = 0
     for i in range(0, len(x), batch_size):
-        xb = _as_float(x[i: i + batch_size])
-        correct += (model(xb).argmax(1) == y[i: i + batch_size]).sum().item()
+        xb = _as_float(x[i: i + batch_size].to(dev))
+        correct += (model(xb).argmax(1) == y[i: i + batch_size].to(dev)).sum().item()
     return correct / max(len(x), 1)
 
 
-Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+# perturb(model, x, y, noise): adversarial versions of the batch x; ``noise`` is uniform in
+# [-1, 1] with x's shape (drawn by the training loop, so every rank draws the same numbers).
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _as_float(xb: torch.Tensor) -> torch.Tensor:
     return xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int = 0,
@@ -76,14 +83,17 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
     given, seconds); ``log`` is called with each as it is made.
 
     Options used by adversarial fine-tuning (:mod:`infoswarm.hardening`):
-      * ``perturb(model, xb, yb, gen)`` returns adversarial versions of a batch; the step then
-        trains on the clean and the adversarial batch together (2B images).
+      * ``perturb(model, xb, yb, noise)`` returns adversarial versions of a batch (made in eval
+        mode; ``noise`` uniform in [−1, 1], for random starts); the step then trains on the clean
+        and the adversarial batch together (2B images).
       * ``checkpoint(state)`` is called after every epoch with everything needed to continue
         (weights, optimiser, random-generator states, history; live references: save or copy
         them at once); ``resume=state`` continues from
         such a state. On CPU a resumed run ends bitwise equal to an uninterrupted one.
       * ``ddp``: the model wrapped in DistributedDataParallel; each of ``world_size`` ranks
-        takes every ``world_size``-th image of each global batch (same permutation on all ranks).
+        takes every ``world_size``-th image of each global batch (same permutation and noise on
+        all ranks) and perturbs only its share; a last batch smaller than ``world_size`` is
+        skipped; the loss and accuracy in the history are summed over ranks.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -99,35 +109,44 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
         history = [dict(r) for r in resume["history"]]
         start = int(resume["epoch"])
     net = ddp if ddp is not None else model
+    dev = _device_of(model)
     n = len(x)
     steps = math.ceil(n / recipe.batch_size)
     for epoch in range(start, recipe.epochs):
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen)
-        loss_sum, correct = 0.0, 0
+        sums = torch.zeros(3, dtype=torch.float64)  # loss·count, correct, count
         for s in range(steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(recipe, epoch + s / steps)
             idx = perm[s * recipe.batch_size: (s + 1) * recipe.batch_size]
-            xb = augment(_as_float(x[idx]), recipe, gen)
-            yb = y[idx]
-            if perturb is not None:
+            xb = augment(_as_float(x[idx].to(dev)), recipe, gen)
+            yb = y[idx].to(dev)
+            noise = torch.rand(xb.shape, generator=gen) * 2 - 1 if perturb is not None else None
+            if world_size > 1:
+                if len(idx) < world_size:
+                    continue
+                xb, yb = xb[rank::world_size], yb[rank::world_size]
+                noise = noise[rank::world_size] if noise is not None else None
+            if perturb is not None and noise is not None:
                 model.eval()
-                xa = perturb(model, xb, yb, gen).detach()
+                xa = perturb(model, xb, yb, noise.to(xb)).detach()
                 model.train()
                 xb, yb = torch.cat([xb, xa]), torch.cat([yb, yb])
-            if world_size > 1:
-                xb, yb = xb[rank::world_size], yb[rank::world_size]
             logits = net(xb)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item() * len(idx) / max(len(yb), 1)
+            sums += torch.tensor([loss.item() * len(yb), (logits.argmax(1) == yb).sum().item(), len(yb)],
+                                 dtype=torch.float64)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(recipe, epoch),
-                               "train_loss": loss_sum / n, "train_acc": correct / n}
+                               "train_loss": float(sums[0] / sums[2]), "train_acc": float(sums[1] / sums[2])}
         if x_test is not None and y_test is not None:
             row["test_acc"] = accuracy(model, x_test, y_test)
         row["seconds"] = time.perf_counter() - t0
