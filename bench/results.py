@@ -19,15 +19,32 @@ def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f} %"
 
 
+def attack_minutes(d: Path, s: dict) -> float | None:
+    """mFI-PSO time on the training images: from the summary, or (runs made before it was
+    recorded) from the checkpoint timestamps, selection.pt to the last attack chunk."""
+    if s.get("attack_seconds") is not None:
+        return s["attack_seconds"] / 60
+    chunks = sorted((d / "checkpoints").glob("attack-train-*.pt"))
+    sel = d / "checkpoints" / "selection.pt"
+    if not chunks or not sel.exists():
+        return None
+    return (max(p.stat().st_mtime for p in chunks) - sel.stat().st_mtime) / 60
+
+
 def harden_table(folders: list[Path]) -> list[str]:
-    lines = ["| defence | attacked | adversarial images added | epochs | fine-tune wall time | clean acc before → after "
-             "| re-attack success before → after (same images, same budget) | acc. on adversarial test images |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| defence | attacked | adversarial images added | epochs | attack time | fine-tune time "
+             "| clean acc before → after | re-attack success before → after (same images, same budget) "
+             "| acc. on adversarial test images |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for d in folders:
         s = json.loads((d / "summary.json").read_text())
         b, a = s["before"], s["after"]
-        lines.append(f"| {s['method']} | {s['selected'] if s['method'] in ('fi', 'random') else '–'} "
-                     f"| {s['adversarial_added']} | {s['epochs']} | {s['train_seconds'] / 60:.1f} min "
+        swarm = s["method"] in ("fi", "random")
+        am = attack_minutes(d, s) if swarm else None
+        name = s["method"] + (f" ×{s['settings']['repeat']}" if s["settings"].get("repeat", 1) > 1 else "")
+        lines.append(f"| {name} | {s['selected'] if swarm else '–'} "
+                     f"| {s['adversarial_added'] if swarm else 'on the fly'} | {s['epochs']} "
+                     f"| {'–' if am is None else f'{am:.1f} min'} | {s['train_seconds'] / 60:.1f} min "
                      f"| {pct(b['clean_acc'])} → {pct(a['clean_acc'])} "
                      f"| {pct(b['reattack_success'])} → {pct(a['reattack_success'])} "
                      f"| {pct(a['adv_test_acc'])} |")

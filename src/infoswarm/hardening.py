@@ -345,7 +345,8 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         adv = _chunked(run, "attack-train", attack_on(original), x8[idx].float() / 255.0, y[idx], tgt, cfg, par, log)
     ok = adv["success"].bool()
     x_mix, y_mix = mixed_training_set(x8, y, adv["x_adv"][ok], y[idx][ok], cfg.repeat)
-    log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images")
+    log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images" if not gradient else
+        f"fine-tuning on {len(y)} training images with {cfg.method} adversarial batches made on the fly")
 
     # 3. fine-tuning, one checkpoint per epoch
     perturb = None
