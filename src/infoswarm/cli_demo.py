@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
         description="Runs `infoswarm influence`, `infoswarm attack` (the paper's rule: correct images with "
                     "image FI >= 0.01, every entry with element FI >= 0.01 perturbed within L-inf 0.15, a "
                     "reduced swarm) and `infoswarm report` into --out, printing each command first; ends "
-                    "with the report's path and three headline numbers. About 3 minutes on 2 cores.",
+                    "with the report's path and three headline numbers. About 2 minutes on 2 cores.",
         epilog="example:\n  infoswarm demo --out runs/demo --overwrite")
     g = p.add_argument_group("demo")
     g.add_argument("--limit", type=int, default=2000, help="test images scanned (default 2000)")
