@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import influence, training
+from .attacks.fgsm import project
 from .errors import InputError
 from .zoo import Recipe
 
@@ -203,7 +204,7 @@ def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.T
             if targeted:
                 attack.target = t[sel]
             net = getattr(attack, "model", None)
-            dev = next((p.device for p in net.parameters()), torch.device("cpu")) if net is not None else x.device
+            dev = training.device_of(net) if net is not None else x.device
             r = attack(x[sl][sel].to(dev), y[sl][sel].to(dev))
             part = {"x_adv": r.x_adv, "success": r.success, "pred": r.pred, "target": r.target,
                     "queries": r.queries, "linf": r.linf, "pixel_l0": r.pixel_l0}
@@ -255,7 +256,7 @@ def pgd(eps: float, steps: int = 10, alpha: float | None = None) -> training.Per
             xa.requires_grad_(True)
             loss = F.cross_entropy(model(xa), y)
             (grad,) = torch.autograd.grad(loss, xa)
-            xa = torch.minimum(torch.maximum(xa.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+            xa = project(xa.detach() + step * grad.sign(), x, eps)
         return xa.detach()
 
     return perturb
@@ -314,7 +315,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     par = par or Parallel()
     t_start = time.perf_counter()
     x8, y, xt8, yt = x8.cpu(), y.cpu(), xt8.cpu(), yt.cpu()   # data stays on the CPU; batches move
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dev = training.device_of(model)
     original = copy.deepcopy(model).eval()
     with torch.no_grad():
         k = int(original(x8[:1].float().to(dev) / 255.0).shape[1])
@@ -393,7 +394,8 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         "eval_images": int(len(eidx)),
         "before": {"clean_acc": training.accuracy(original, xt8, yt),
                    "reattack_success": _success_rate(before), "adv_test_acc": 0.0 if made.any() else None},
-        "after": {"clean_acc": training.accuracy(model, xt8, yt),
+        # the last epoch already measured the fine-tuned model on the test split
+        "after": {"clean_acc": history[-1]["test_acc"] if history else training.accuracy(model, xt8, yt),
                   "reattack_success": _success_rate(after), "adv_test_acc": adv_acc},
         "history": history,
         "seconds_this_invocation": time.perf_counter() - t_start,

@@ -49,7 +49,7 @@ def lr_at(recipe: Recipe, epoch: float) -> float:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``model`` on uint8 or float [0,1] images."""
     model.eval()
-    dev = _device_of(model)
+    dev = device_of(model)
     correct = 0
     for i in range(0, len(x), batch_size):
         xb = _as_float(x[i: i + batch_size].to(dev))
@@ -66,7 +66,8 @@ def _as_float(xb: torch.Tensor) -> torch.Tensor:
     return xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
@@ -109,7 +110,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
         history = [dict(r) for r in resume["history"]]
         start = int(resume["epoch"])
     net = ddp if ddp is not None else model
-    dev = _device_of(model)
+    dev = device_of(model)
     n = len(x)
     steps = math.ceil(n / recipe.batch_size)
     for epoch in range(start, recipe.epochs):
