@@ -182,3 +182,32 @@ def test_resumable_run_folder_rules(tmp_path) -> None:
     run.write_json("summary.json", {"done": True})
     assert runs.ResumableRun(out, "harden", {"epochs": 3}).finished
     assert json.loads((out / "run.json").read_text())["settings"] == {"epochs": 3}
+
+
+def test_attack_chunks_give_each_image_its_position() -> None:
+    seen: list[list[int]] = []
+
+    class Positional(_FakeAttack):
+        def __call__(self, x, y, *, offset):  # noqa: ANN001, ANN204
+            seen.append(offset.tolist())
+            return super().__call__(x, y)
+
+    x = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1)
+    target = torch.tensor([-1, 4, -1, -1, 2, 2, -1, 5, -1, -1])
+    store: dict[int, dict] = {}
+    hardening.attack_chunks(Positional, x, torch.zeros(10, dtype=torch.long), target, 4, store.get, store.__setitem__)
+    assert seen == [[0, 2, 3], [1], [6], [4, 5, 7], [8, 9]]
+
+
+def test_random_pixel_choice_does_not_depend_on_the_chunk_size(small, one_thread) -> None:
+    model, x, y = small
+    cfg = HardenConfig(pixels=3, selection="random", particles=6, iterations=2, restart_iterations=0, seed=4)
+    target = torch.full((len(x),), -1)
+    runs_ = {}
+    for chunk in (40, 7):
+        store: dict[int, dict] = {}
+        runs_[chunk] = hardening.attack_chunks(lambda t: hardening.build_attack(model, cfg, t), x, y, target,
+                                               chunk, store.get, store.__setitem__)
+    assert torch.equal(runs_[40]["x_adv"], runs_[7]["x_adv"])
+    changed = (runs_[7]["x_adv"] != x).flatten(1).any(1)
+    assert changed.any()   # the attack did perturb images, so equal outputs mean equal choices

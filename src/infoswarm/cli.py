@@ -476,18 +476,19 @@ def _attack_sharded(attack: Any, x: torch.Tensor, y: torch.Tensor, ctx: Any, pro
     Single process: the whole of x. Each image's random streams are seeded per image (attacks
     that take ``offset=`` get the chunk's position in x), and model calls are padded to at
     least 16 rows, so the merged results do not depend on the number of processes."""
-    import inspect
 
     from tqdm.auto import tqdm
 
     from . import distributed
 
     part = distributed.shard(len(x), ctx)
-    takes_offset = "offset" in inspect.signature(attack).parameters
+    from .attacks.base import takes_offset
+
+    offset = takes_offset(attack)
     results = []
     for i in tqdm(range(part.start, part.stop, chunk), desc="mFI-PSO", unit="batch", disable=not progress):
         j = min(i + chunk, part.stop)
-        results.append(attack(x[i:j], y[i:j], **({"offset": i} if takes_offset else {})))
+        results.append(attack(x[i:j], y[i:j], **({"offset": i} if offset else {})))
     if not ctx.active:
         return results
     gathered = distributed.gather_objects([_result_to(r, "cpu") for r in results], ctx)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import influence, training
+from .attacks.base import takes_offset
 from .attacks.fgsm import project
 from .errors import InputError
 from .zoo import Recipe
@@ -187,7 +188,9 @@ def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.T
                   progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
     """Attack float images ``x`` [M,C,H,W] in chunks, each saved as soon as it is done (and
     skipped when already saved: resume). Chunk i is done by rank i mod ``world_size``.
-    Targets −1 use the attack's own rule. Returns the merged result fields on every rank."""
+    Targets −1 use the attack's own rule. Attacks that take ``offset=`` get each image's position
+    in x, so seeded per-image choices do not depend on the chunking. Returns the merged result
+    fields on every rank."""
     n_chunks = (len(x) + chunk - 1) // chunk
     for i in range(n_chunks):
         if i % world_size != rank or load(i) is not None:
@@ -205,7 +208,8 @@ def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.T
                 attack.target = t[sel]
             net = getattr(attack, "model", None)
             dev = training.device_of(net) if net is not None else x.device
-            r = attack(x[sl][sel].to(dev), y[sl][sel].to(dev))
+            where = {"offset": torch.arange(sl.start, sl.start + len(t))[sel]} if takes_offset(attack) else {}
+            r = attack(x[sl][sel].to(dev), y[sl][sel].to(dev), **where)
             part = {"x_adv": r.x_adv, "success": r.success, "pred": r.pred, "target": r.target,
                     "queries": r.queries, "linf": r.linf, "pixel_l0": r.pixel_l0}
             for k, v in part.items():

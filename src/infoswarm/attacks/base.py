@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -60,3 +63,12 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: TargetSp
             raise InputError(f"image {i}: target class {int(t[i])} equals its true class",
                              "choose a different target, or run untargeted")
     return logits.detach(), y, t
+
+
+def takes_offset(attack: Any) -> bool:
+    """Whether ``attack(x, y, offset=...)`` is accepted: attacks whose per-image seeded choices
+    depend on where the images sit in the caller's list (see ``MFIPSO.__call__``)."""
+    try:
+        return "offset" in inspect.signature(attack).parameters
+    except (TypeError, ValueError):
+        return False

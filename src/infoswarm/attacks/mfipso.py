@@ -26,6 +26,7 @@ from .base import TargetSpec, prepare, probs_of
 from .result import AttackResult, finalize
 
 Selection = Literal["fi", "fi-eps", "saliency", "random"]
+Offset = int | torch.Tensor   # where a call's images sit in the caller's list (see MFIPSO.__call__)
 
 
 class MFIPSO:
@@ -106,11 +107,11 @@ class MFIPSO:
         _, _, t = prepare(self.model, x, y, self.target)
         return t
 
-    def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str, offset: int = 0) -> torch.Tensor:
+    def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str, offset: Offset = 0) -> torch.Tensor:
         """Selection scores: [N, H, W] for unit="pixel", [N, C, H, W] for "element"."""
         if self.selection == "random":
             shape = x.shape[1:] if unit == "element" else x.shape[2:]
-            gens = [torch.Generator().manual_seed(image_seed(self.seed, offset + j)) for j in range(x.shape[0])]
+            gens = [torch.Generator().manual_seed(image_seed(self.seed, g)) for g in positions(offset, x.shape[0])]
             return torch.stack([torch.rand(shape, generator=g) for g in gens]).to(x.device) \
                 if gens else torch.empty(0, *shape, device=x.device)
         if self.selection == "saliency":
@@ -122,7 +123,7 @@ class MFIPSO:
         eps = self.fi_eps if self.selection == "fi-eps" else None
         return influence.pixel_fi(self.model, x, cls, unit=unit, eps=eps)  # type: ignore[arg-type]
 
-    def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: Offset = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbed entries as flat indices into C·H·W, [N, m] (−1 padding), and locations."""
         n, c, h, w = x.shape
         if self.pixels is not None:
@@ -180,11 +181,12 @@ class MFIPSO:
         flat.scatter_add_(1, ent.clamp(min=0), torch.where(ent >= 0, delta, 0.0))
         return flat.view_as(x).clamp(0.0, 1.0)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: int = 0) -> AttackResult:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: Offset = 0) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N].
 
         ``offset``: position of x[0] in the caller's whole list of images (for chunked or
-        sharded runs); only the "random" selection depends on it."""
+        sharded runs), or the positions of all N images as an integer tensor [N] (for a subset
+        that is not contiguous); only the "random" selection depends on it."""
         started = time.perf_counter()
         logits, y, _ = prepare(self.model, x, y, None)
         target = self._targets(logits, x, y)
@@ -213,6 +215,17 @@ class MFIPSO:
         x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
         return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
                         indices=loc, batch_size=self.batch_size)
+
+
+def positions(offset: Offset, n: int) -> list[int]:
+    """Positions in the caller's list of a call's n images: offset, offset+1, ... for an int,
+    or the n entries of an integer tensor."""
+    if isinstance(offset, torch.Tensor):
+        if offset.shape != (n,) or offset.is_floating_point():
+            raise ValueError(f"offset must be an int or an integer tensor of shape [{n}], got "
+                             f"{offset.dtype} of shape {tuple(offset.shape)}")
+        return [int(g) for g in offset.tolist()]
+    return [int(offset) + j for j in range(n)]
 
 
 def image_seed(seed: int, index: int) -> int:
