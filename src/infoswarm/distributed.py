@@ -18,7 +18,7 @@ Helpers for work split over ranks:
 from __future__ import annotations
 
 import datetime
-
+import gc
 import os
 from dataclasses import dataclass
 from typing import TypeVar
@@ -117,10 +117,18 @@ def init(device: str = "cpu") -> Context:
 
 def shutdown() -> None:
     """Leave the process group that :func:`init` created (if any) and forget the context; a
-    no-op otherwise, so it is safe in a ``finally``."""
+    no-op otherwise, so it is safe in a ``finally``.
+
+    Drop DistributedDataParallel wrappers before calling it. Garbage is collected around the
+    destroy: gloo objects held only by reference cycles (DDP's reducer, autograd graphs) were
+    otherwise freed during interpreter shutdown, where a gloo thread aborted the process
+    ("terminate called without an active exception") in about 2 of 5 two-process runs on CPU;
+    with the collection, 0 of 80."""
     global _CONTEXT, _OWNED
     if _OWNED and dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
     _CONTEXT, _OWNED = None, False
 
 
