@@ -33,9 +33,10 @@ def attack_minutes(d: Path, s: dict) -> float | None:
 
 def harden_table(folders: list[Path]) -> list[str]:
     lines = ["| defence | attacked | adversarial images added | epochs | attack time | fine-tune time "
-             "| clean acc before → after | re-attack success before → after (same images, same budget) "
+             "| clean acc before → after | re-attack success on vulnerable test images, before → after "
+             "| re-attack success on vulnerable training images, before → after "
              "| acc. on adversarial test images |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for d in folders:
         s = json.loads((d / "summary.json").read_text())
         b, a = s["before"], s["after"]
@@ -47,6 +48,7 @@ def harden_table(folders: list[Path]) -> list[str]:
                      f"| {'–' if am is None else f'{am:.1f} min'} | {s['train_seconds'] / 60:.1f} min "
                      f"| {pct(b['clean_acc'])} → {pct(a['clean_acc'])} "
                      f"| {pct(b['reattack_success'])} → {pct(a['reattack_success'])} "
+                     f"| {pct(b.get('reattack_train_success'))} → {pct(a.get('reattack_train_success'))} "
                      f"| {pct(a['adv_test_acc'])} |")
     return lines
 

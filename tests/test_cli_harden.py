@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from infoswarm import data
 from infoswarm.cli import main
@@ -81,7 +82,16 @@ def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread
     with np.load(ref / "adversarial-train.npz") as za, np.load(out / "adversarial-train.npz") as zb:
         assert all(np.array_equal(za[k], zb[k]) for k in za.files)
     assert a["selected"] > 0 and a["adversarial_added"] > 0 and len(a["history"]) == 3
-    assert set(a["before"]) == {"clean_acc", "reattack_success", "adv_test_acc"}
+    assert set(a["before"]) == set(a["after"]) == {"clean_acc", "reattack_success", "adv_test_acc",
+                                                   "reattack_train_success"}
+    # The training-image re-attack on the original model is the hardening attack itself on the
+    # first images it attacked: same successes (same seed, same per-image positions).
+    m = a["eval_train_images"]
+    sel = torch.load(ref / "checkpoints" / "selection.pt", weights_only=True)["index"]
+    with np.load(ref / "adversarial-train.npz") as z:
+        fooled = set(z["dataset_index"].tolist())
+    assert 0 < m <= 12 and a["before"]["reattack_train_success"] == pytest.approx(
+        sum(int(i) in fooled for i in sel[:m]) / m)
 
     # Finished: running it again does nothing; other settings are refused, the run untouched.
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*")}

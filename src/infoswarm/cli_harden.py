@@ -53,7 +53,9 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--repeat", type=int, default=1,
                    help="add each adversarial image this many times to the training set (paper: 1)")
     g.add_argument("--chunk", type=int, default=64, help="images per attack chunk (one checkpoint each)")
-    g.add_argument("--eval-images", type=int, default=200, help="vulnerable test images re-attacked (default 200)")
+    g.add_argument("--eval-images", type=int, default=200,
+                   help="vulnerable test images, and as many vulnerable training images, "
+                        "re-attacked before and after (default 200)")
     g = p.add_argument_group("fine-tuning (paper: MNIST 30 epochs, 0.1 -> x0.1 at 10, 20; CIFAR 50, at 15, 40)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--lr", type=float, default=0.1)
@@ -205,7 +207,9 @@ def cmd_harden(args: argparse.Namespace) -> int:
     lines = [f"{cfg.method}: {summary['selected']} images attacked, {summary['adversarial_added']} adversarial "
              f"images added; {cfg.epochs} epochs in {summary['train_seconds']:.0f}s",
              f"clean accuracy {pct(b['clean_acc'])} -> {pct(a['clean_acc'])}; re-attack success on "
-             f"{summary['eval_images']} vulnerable test images {pct(b['reattack_success'])} -> {pct(a['reattack_success'])}",
+             f"{summary['eval_images']} vulnerable test images {pct(b['reattack_success'])} -> {pct(a['reattack_success'])}, "
+             f"on {summary['eval_train_images']} vulnerable training images "
+             f"{pct(b['reattack_train_success'])} -> {pct(a['reattack_train_success'])}",
              f"wrote {args.out}/{{model.safetensors, card.json, metrics.csv, summary.json}} "
              f"({time.perf_counter() - t0:.0f}s)"]
     if distributed.is_main(ctx):
