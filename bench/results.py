@@ -15,6 +15,9 @@ import re
 from pathlib import Path
 
 
+ADDED = {"pgd": "on the fly", "fgsm-rs": "on the fly", "none": "none (control)"}
+
+
 def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f} %"
 
@@ -32,7 +35,7 @@ def attack_minutes(d: Path, s: dict) -> float | None:
 
 
 def harden_table(folders: list[Path]) -> list[str]:
-    lines = ["| defence | attacked | adversarial images added | epochs | attack time | fine-tune time "
+    lines = ["| run (defence) | attacked | adversarial images added | epochs | attack time | fine-tune time "
              "| clean acc before → after | re-attack success on vulnerable test images, before → after "
              "| re-attack success on vulnerable training images, before → after "
              "| acc. on adversarial test images |",
@@ -42,9 +45,9 @@ def harden_table(folders: list[Path]) -> list[str]:
         b, a = s["before"], s["after"]
         swarm = s["method"] in ("fi", "random")
         am = attack_minutes(d, s) if swarm else None
-        name = s["method"] + (f" ×{s['settings']['repeat']}" if s["settings"].get("repeat", 1) > 1 else "")
+        name = d.name  # the run folder, as in the evaluate table
         lines.append(f"| {name} | {s['selected'] if swarm else '–'} "
-                     f"| {s['adversarial_added'] if swarm else 'on the fly'} | {s['epochs']} "
+                     f"| {s['adversarial_added'] if swarm else ADDED.get(s['method'], '–')} | {s['epochs']} "
                      f"| {'–' if am is None else f'{am:.1f} min'} | {s['train_seconds'] / 60:.1f} min "
                      f"| {pct(b['clean_acc'])} → {pct(a['clean_acc'])} "
                      f"| {pct(b['reattack_success'])} → {pct(a['reattack_success'])} "

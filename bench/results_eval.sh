@@ -11,7 +11,7 @@ for ds in $DATASETS; do
   [ -f $OUT/$ds-attack/summary.json ] || $IS attack --dataset $ds --model $model --split test --limit $limit \
       --tau 0.01 --pixels 20 --eps 0.3 --particles 50 --iterations 10 --restart-iterations 10 --out $OUT/$ds-attack
   evals=()
-  for m in original fi random fgsm-rs pgd fi-repeat10; do
+  for m in original fi random fgsm-rs pgd fi-repeat10 none fi-paper none-paper; do
     w=$([ $m = original ] && echo "" || echo "--weights $OUT/$ds-$m/model.safetensors")
     [ $m = original ] || [ -f $OUT/$ds-$m/summary.json ] || continue
     [ -f $OUT/$ds-eval-$m/summary.json ] || $IS evaluate --model $model $w --against $OUT/$ds-attack \

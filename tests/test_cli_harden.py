@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from infoswarm import data
+from safetensors.torch import load_file
+
+from infoswarm import data, training, zoo
 from infoswarm.cli import main
+from infoswarm.hardening import HardenConfig
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -167,3 +170,21 @@ def test_harden_under_torchrun_with_two_processes(npz, tmp_path, one_thread) -> 
         assert all(np.array_equal(za[k], zb[k]) for k in za.files)
     assert abs(a["after"]["clean_acc"] - b["after"]["clean_acc"]) < 0.02
     assert len(b["history"]) == 3 and (multi / "model.safetensors").is_file()
+
+
+def test_control_method_none_is_plain_fine_tuning(npz, tmp_path, one_thread) -> None:
+    out = tmp_path / "none"
+    assert main(_args(npz, out, "--method", "none", "--epochs", "1", "--milestones", "1")) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["selected"] == 0 and s["adversarial_added"] == 0 and s["attack_success_rate"] is None
+    assert s["eval_train_images"] > 0 and s["before"]["reattack_train_success"] is not None
+    # the same schedule run directly on the clean training split gives the same weights
+    with np.load(npz) as z:
+        x8, y = torch.from_numpy(z["x_train"]), torch.from_numpy(z["y_train"]).long()
+    model = zoo.load("mnist-cnn")
+    cfg = HardenConfig(epochs=1, lr=0.01, milestones=(1,), batch_size=64)
+    training.train(model, x8.float() / 255.0, y, cfg.recipe(), seed=0)
+    saved = load_file(str(out / "model.safetensors"))
+    state = model.state_dict()
+    assert set(saved) == set(state) and all(torch.equal(saved[k], state[k]) for k in state)
+    assert not torch.equal(state["fc2.weight"], zoo.load("mnist-cnn").state_dict()["fc2.weight"])  # it trained

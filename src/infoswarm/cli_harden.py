@@ -34,8 +34,9 @@ def add_parsers(sub: Any) -> None:
     _data_args(p, default_split="train")
     _model_args(p)
     g = p.add_argument_group("hardening")
-    g.add_argument("--method", default="fi", choices=["fi", "random", "pgd", "fgsm-rs"],
-                   help="fi (paper), random (mFI-PSO on random images), pgd or fgsm-rs adversarial fine-tuning")
+    g.add_argument("--method", default="fi", choices=["fi", "random", "pgd", "fgsm-rs", "none"],
+                   help="fi (paper), random (mFI-PSO on random images), pgd or fgsm-rs adversarial "
+                        "fine-tuning, none (clean fine-tuning only: the control)")
     g.add_argument("--protect", default=None, help="only these true:target confusions, e.g. 3:8,7:1")
     g.add_argument("--tau", type=float, default=0.01, help="image FI threshold for selection (default 0.01)")
     k = g.add_mutually_exclusive_group()

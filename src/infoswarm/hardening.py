@@ -9,7 +9,9 @@ and on vulnerable training images at the same budget, before and after).
 Baselines for comparison at reported compute: ``method="random"`` (mFI-PSO on randomly chosen
 correctly classified images, as many as the FI rule picks), ``"pgd"`` (PGD adversarial
 fine-tuning) and ``"fgsm-rs"`` (FGSM with a random start). The two gradient defences make
-their adversarial batch on the fly and train on clean + adversarial images.
+their adversarial batch on the fly and train on clean + adversarial images. ``"none"`` is the
+control: the same fine-tuning on the clean training set alone, which separates what the
+adversarial images do from what more training does.
 
 Every step checkpoints into a :class:`~infoswarm.runs.ResumableRun` (one file per attack chunk,
 one per epoch), so a killed run continues where it stopped and ends bitwise equal on CPU.
@@ -32,7 +34,7 @@ from .attacks.fgsm import project
 from .errors import InputError
 from .zoo import Recipe
 
-METHODS = ("fi", "random", "pgd", "fgsm-rs")
+METHODS = ("fi", "random", "pgd", "fgsm-rs", "none")
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         k = int(original(x8[:1].float().to(dev) / 255.0).shape[1])
     cfg.validate(k, int(x8.shape[2] * x8.shape[3]))
     n_sel = min(cfg.limit or len(y), len(y))  # candidates for the attack: the first n_sel images
-    gradient = cfg.method in ("pgd", "fgsm-rs")
+    swarm = cfg.method in ("fi", "random")   # the defences that attack training images first
 
     def attack_on(net: nn.Module) -> Callable[[bool], Any]:
         return lambda targeted: build_attack(net, cfg, targeted)
@@ -342,7 +344,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         return run.load(name)
 
     # 1-2. selection and the attack on the training images
-    if gradient:
+    if not swarm:
         idx = torch.empty(0, dtype=torch.long)
         adv = {"x_adv": torch.empty(0, *x8.shape[1:]), "success": torch.empty(0, dtype=torch.bool),
                "seconds": torch.tensor(0.0, dtype=torch.float64)}
@@ -354,8 +356,12 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         adv = _chunked(run, "attack-train", attack_on(original), x8[idx].float() / 255.0, y[idx], tgt, cfg, par, log)
     ok = adv["success"].bool()
     x_mix, y_mix = mixed_training_set(x8, y, adv["x_adv"][ok], y[idx][ok], cfg.repeat)
-    log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images" if not gradient else
-        f"fine-tuning on {len(y)} training images with {cfg.method} adversarial batches made on the fly")
+    if swarm:
+        log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images")
+    elif cfg.method == "none":
+        log(f"fine-tuning on the {len(y)} clean training images only (control)")
+    else:
+        log(f"fine-tuning on {len(y)} training images with {cfg.method} adversarial batches made on the fly")
 
     # 3. fine-tuning, one checkpoint per epoch
     perturb = None
@@ -405,7 +411,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     summary: dict[str, Any] = {
         "command": "harden", "method": cfg.method, "settings": cfg.as_dict(),
         "train_images": int(len(y)), "candidates": n_sel, "selected": int(len(idx)),
-        "attack_success_rate": _success_rate(adv) if not gradient else None,
+        "attack_success_rate": _success_rate(adv) if swarm else None,
         "adversarial_added": int(ok.sum()), "epochs": cfg.epochs,
         "attack_seconds": attack_seconds, "train_seconds": train_seconds,
         "defence_seconds": attack_seconds + train_seconds,
