@@ -384,22 +384,20 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     # 4. evaluation on vulnerable test images, same attack and budget before and after
     eval_cfg = replace(cfg, method="fi")
 
-    def eval_selection() -> dict[str, torch.Tensor]:
-        eidx, etgt = select(original, xt8, yt, eval_cfg)
-        return {"index": eidx[: cfg.eval_images], "target": etgt[: cfg.eval_images]}
+    def first_vulnerable(xs8: torch.Tensor, ys: torch.Tensor) -> Callable[[], dict[str, torch.Tensor]]:
+        """The first ``eval_images`` that the FI rule picks under the original model."""
+        def make() -> dict[str, torch.Tensor]:
+            i, t = select(original, xs8, ys, eval_cfg)
+            return {"index": i[: cfg.eval_images], "target": t[: cfg.eval_images]}
+        return make
 
-    def train_selection() -> dict[str, torch.Tensor]:
-        # the FI rule on the attack candidates: for method "fi", the first images it attacked
-        tidx, ttgt = select(original, x8[:n_sel], y[:n_sel], eval_cfg)
-        return {"index": tidx[: cfg.eval_images], "target": ttgt[: cfg.eval_images]}
-
-    ev = shared("eval-selection.pt", eval_selection)
+    ev = shared("eval-selection.pt", first_vulnerable(xt8, yt))
     eidx, etgt = ev["index"], ev["target"]
     xe, ye = xt8[eidx].float() / 255.0, yt[eidx]
     before = _chunked(run, "eval-before", attack_on(original), xe, ye, etgt, eval_cfg, par, log)
     after = _chunked(run, "eval-after", attack_on(model), xe, ye, etgt, eval_cfg, par, log)
-    # the paper's check: re-attack vulnerable *training* images (those a defence trains on)
-    tv = shared("eval-train-selection.pt", train_selection)
+    # the paper's check: re-attack vulnerable *training* images (for "fi", the first it attacked)
+    tv = shared("eval-train-selection.pt", first_vulnerable(x8[:n_sel], y[:n_sel]))
     tidx, ttgt = tv["index"], tv["target"]
     xv, yv = x8[tidx].float() / 255.0, y[tidx]
     train_before = _chunked(run, "eval-train-before", attack_on(original), xv, yv, ttgt, eval_cfg, par, log)
