@@ -135,6 +135,7 @@ def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread
     (["--protect", "3:12"], "class 12"),
     (["--protect", "3-8"], "TRUE:TARGET"),
     (["--method", "pgd", "--protect", "3:8"], "mFI-PSO method"),
+    (["--method", "none", "--protect", "3:8"], "mFI-PSO method"),
     (["--milestones", "a,b"], "--milestones"),
 ])
 def test_bad_harden_input_writes_nothing(npz, tmp_path, capsys, extra, message) -> None:
