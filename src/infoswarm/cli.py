@@ -267,7 +267,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = replace(recipe, lr=args.lr)
     if args.batch_size:
         recipe = replace(recipe, batch_size=args.batch_size)
-    runs.check_out(args.out, args.overwrite)
     device = _device(args.device)
     x, y = _load_data(args, "train")
     xt, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
@@ -288,33 +287,75 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
                          f"{tuple(x.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
                          "pick the model made for this dataset") from None
+    settings = {"model": args.model, "dataset": args.dataset, "recipe": training.recipe_dict(recipe),
+                "seed": args.seed, "train_images": len(x)}
+    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False)
+    if run.finished and not args.overwrite:
+        print(f"{args.out} is a finished train run with these settings; nothing to do "
+              "(pass --overwrite to train again)", file=sys.stderr)
+        return 0
+    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite)
+    state = run.load("train.pt") if run.resumed else None
+    if state is not None:
+        print(f"continuing the training in {args.out} after epoch {int(state['epoch'])} of "
+              f"{recipe.epochs}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
+    elapsed0 = float(state.get("elapsed", 0.0)) if state is not None else 0.0
+    log_path = run.path / "train.log"
 
     def log(row: dict[str, Any]) -> None:
+        line = (f"epoch {row['epoch']:3d}/{recipe.epochs}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
+                f"train {row['train_acc']:.4f}  test {row.get('test_acc', float('nan')):.4f}  "
+                f"{row['seconds']:.0f}s")
+        with open(log_path, "a") as f:
+            f.write(line + "\n")
         if not args.json:
-            print(f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
-                  f"train {row['train_acc']:.4f}  test {row.get('test_acc', float('nan')):.4f}  "
-                  f"{row['seconds']:.0f}s", flush=True)
+            print(line, flush=True)
+
+    def checkpoint(st: dict[str, Any]) -> None:
+        st = dict(st, elapsed=elapsed0 + time.perf_counter() - t0)
+        run.save("train.pt", st)
 
     history = training.train(model, x.to(device), y.to(device), recipe, seed=args.seed,
-                             x_test=xt.to(device), y_test=yt.to(device), log=log)
+                             x_test=xt.to(device), y_test=yt.to(device), log=log,
+                             resume=state, checkpoint=checkpoint)
     model = model.cpu().eval()
     test_acc = training.accuracy(model, xt, yt)
     card = {
         "name": args.model, "architecture": type(model).__name__, "dataset": args.dataset,
         "train_images": len(x), "recipe": training.recipe_dict(recipe), "seed": args.seed,
-        "test_accuracy": test_acc, "train_seconds": round(time.perf_counter() - t0, 1),
+        "test_accuracy": test_acc, "train_seconds": round(elapsed0 + time.perf_counter() - t0, 1),
         "torch": torch.__version__, "infoswarm": __version__,
+        "threads": torch.get_num_threads(), "machine": _machine(),
         "command": "infoswarm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
     }
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"),
-                  metadata={"name": args.model, "dataset": args.dataset})
-        runs.write_json(tmp / "card.json", card)
-        runs.write_csv(tmp / "history.csv", history, list(history[0]))
+    runs.atomic_write(run.path / "model.safetensors", lambda p: save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(p),
+        metadata={"name": args.model, "dataset": args.dataset}))
+    run.write_json("card.json", card)
+    run.write_csv("history.csv", history, list(history[0]))
+    run.write_json(run.DONE, card)
     _print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",
                                 f"wrote {Path(args.out) / 'model.safetensors'} and card.json"])
     return 0
+
+
+def _machine() -> str:
+    """One line naming the CPU (or GPU) and the core count, for model cards."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        name += f", {torch.cuda.get_device_name(0)}"
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device) -> torch.nn.Module:

@@ -39,7 +39,13 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
 
 
 def lr_at(recipe: Recipe, epoch: float) -> float:
-    """Learning rate at a (fractional) epoch: step decay at ``milestones`` or cosine to 0."""
+    """Learning rate at a (fractional) epoch: step decay at ``milestones``, a one-cycle ramp
+    (``schedule="onecycle"``: linear from lr/10 to lr over ``warmup`` epochs, then linear to 0)
+    or cosine to 0."""
+    if recipe.schedule == "onecycle":
+        if epoch < recipe.warmup:
+            return recipe.lr * (0.1 + 0.9 * epoch / recipe.warmup)
+        return recipe.lr * max(0.0, (recipe.epochs - epoch) / max(recipe.epochs - recipe.warmup, 1e-9))
     if recipe.milestones:
         return recipe.lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
     return 0.5 * recipe.lr * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
@@ -111,6 +117,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
         start = int(resume["epoch"])
     net = ddp if ddp is not None else model
     dev = device_of(model)
+    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    if recipe.channels_last:
+        model.to(memory_format=fmt)
     n = len(x)
     steps = math.ceil(n / recipe.batch_size)
     for epoch in range(start, recipe.epochs):
@@ -122,7 +131,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
             for g in opt.param_groups:
                 g["lr"] = lr_at(recipe, epoch + s / steps)
             idx = perm[s * recipe.batch_size: (s + 1) * recipe.batch_size]
-            xb = augment(_as_float(x[idx].to(dev)), recipe, gen)
+            xb = augment(_as_float(x[idx].to(dev)), recipe, gen).contiguous(memory_format=fmt)
             yb = y[idx].to(dev)
             noise = torch.rand(xb.shape, generator=gen) * 2 - 1 if perturb is not None else None
             if world_size > 1:
@@ -136,7 +145,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
                 model.train()
                 xb, yb = torch.cat([xb, xa]), torch.cat([yb, yb])
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -158,6 +167,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
             checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                         "history": history})
+    if recipe.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
 

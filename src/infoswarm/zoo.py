@@ -4,7 +4,10 @@
 returns logits [N, K]. Names:
 
 * ``mnist-cnn``, ``fashion-cnn``: :class:`~infoswarm.models.SmallCNN` on 1x28x28;
-* ``cifar10-resnet32``: the paper's pre-activation ResNet-32 on 3x32x32;
+* ``cifar10-cnn``: :class:`~infoswarm.models.CifarCNN` on 3x32x32 (shipped weights, trained on
+  2 CPU cores);
+* ``cifar10-resnet32``: the paper's pre-activation ResNet-32 on 3x32x32 (no shipped weights:
+  its 180-epoch recipe wants a GPU);
 * ``path/to/file.py:ClassName`` with ``weights="file.safetensors"``: a user's architecture
   (constructed without arguments) and its weights;
 * ``path/to/model.pt``: a TorchScript file (``torch.jit.save``).
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .models import PreActResNet, SmallCNN
+from .models import CifarCNN, PreActResNet, SmallCNN
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -46,6 +49,10 @@ class Recipe:
     gamma: float = 0.1
     augment: str = "none"  # "none" | "crop" | "flip-crop"
     crop_pad: int = 2
+    schedule: str = "auto"  # "auto" (step at milestones, else cosine) | "onecycle"
+    warmup: float = 0.0  # onecycle: epochs of linear warm-up from lr/10 to lr, then linear to 0
+    label_smoothing: float = 0.0
+    channels_last: bool = False  # train in channels-last memory layout (faster convs on CPU)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,14 @@ ZOO: dict[str, ZooEntry] = {
         build=lambda: SmallCNN(1, 10, 28, (0.2860,), (0.3530,)),
         dataset="fashion-mnist",
         recipe=Recipe(epochs=15, lr=0.05, weight_decay=5e-4, augment="flip-crop", crop_pad=2),
+    ),
+    "cifar10-cnn": ZooEntry(
+        build=lambda: CifarCNN(10),
+        dataset="cifar10",
+        recipe=Recipe(epochs=16, lr=0.2, batch_size=256, weight_decay=5e-4, augment="flip-crop",
+                      crop_pad=4, schedule="onecycle", warmup=3.0, label_smoothing=0.1,
+                      channels_last=True),
+        notes="A small VGG-style network (64/128/256 filters) trained on the CPU in about an hour.",
     ),
     "cifar10-resnet32": ZooEntry(
         build=lambda: PreActResNet(32, 10),
