@@ -338,7 +338,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     runs.atomic_write(run.path / "model.safetensors", lambda p: save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(p),
-        metadata={"name": args.model, "dataset": args.dataset}))
+        # one metadata key: safetensors writes several keys in no fixed order, one keeps the
+        # file bitwise repeatable
+        metadata={"infoswarm": json.dumps({"name": args.model, "dataset": args.dataset}, sort_keys=True)}))
     run.write_json("card.json", card)
     run.write_csv("history.csv", history, list(history[0]))
     run.write_json(run.DONE, card)
