@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--restart-iterations", type=int, default=40, help="second-chance iterations (default 40)")
     g.add_argument("--no-restart", action="store_true", help="skip the paper's restart")
     g.add_argument("--gallery", type=int, default=12, help="images in gallery.png (default 12)")
+    g.add_argument("--chunk", type=int, default=64,
+                   help="images per checkpointed chunk (default 64); a killed run continues from its last chunk")
     _common(p)
     p.set_defaults(func=cmd_attack, dataset="mnist")
 
@@ -472,7 +474,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from .attacks.mfipso import confusion_counts
     from .report.figures import gallery_figure
 
-    for flag in ("particles", "gallery"):
+    for flag in ("particles", "gallery", "chunk"):
         _positive(getattr(args, flag), "--" + flag)
     _positive(args.batch_size, "--batch-size")
     if args.pixels is not None:
@@ -557,7 +559,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     if run.resumed and distributed.is_main(ctx):
         print(f"continuing the attack in {args.out} from its checkpoints", file=sys.stderr, flush=True)
     flush_notes()
-    results = _attack_sharded(attack, x, yy, ctx, progress=show, run=run, log=True)
+    results = _attack_sharded(attack, x, yy, ctx, progress=show, chunk=args.chunk, run=run, log=True)
     if results is None:  # not rank 0: rank 0 merges and writes
         return 0
     res = _merge(results, time.perf_counter() - t0)
@@ -595,7 +597,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     runs.atomic_write(run.path / "gallery.png",
                       lambda p: gallery_figure(p, x[order].cpu(), res.x_adv[order].cpu(), captions))
     run.write_json("summary.json", summary)  # last: marks the run finished
-    lines = [f"selected {int(idx.numel())} of {len(y)} images (correct, image FI >= {args.tau:g})",
+    rule = f"correct, image FI >= {args.tau:g}" if args.select == "fi" else "every correct image"
+    lines = [f"selected {int(idx.numel())} of {len(y)} images ({rule})",
              f"success rate {summary['success_rate']:.3f}; L-inf on successes: mean "
              f"{summary['linf_success']['mean'] or 0:.3f}, max {summary['linf_success']['max'] or 0:.3f}; "
              f"pixels per image {summary['pixel_l0_mean']:.1f}; queries {summary['queries_mean']:.0f}",
@@ -605,7 +608,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _attack_sharded(attack: Any, x: torch.Tensor, y: torch.Tensor, ctx: Any, progress: bool,
-                    chunk: int = 64, run: Any = None, log: bool = True) -> list[Any] | None:
+                    chunk: int = 64, run: Any = None, log: bool = True, label: str = "attack") -> list[Any] | None:
     """Attack this process's shard of (x, y) in chunks of ``chunk`` images; return every
     process's results in the order of x on rank 0 (on x's device), None on the other ranks.
 
@@ -627,7 +630,7 @@ def _attack_sharded(attack: Any, x: torch.Tensor, y: torch.Tensor, ctx: Any, pro
     offset = takes_offset(attack)
     results = []
     starts = list(range(part.start, part.stop, chunk))
-    lines = LogProgress("attack", len(starts), "chunks", enabled=log and not progress and distributed.is_main(ctx))
+    lines = LogProgress(label, len(starts), "chunks", enabled=log and not progress and distributed.is_main(ctx))
     for n, i in enumerate(tqdm(starts, desc="mFI-PSO", unit="batch", disable=not progress)):
         j = min(i + chunk, part.stop)
         name = f"chunk-{i:07d}-{j:07d}.pt"
@@ -789,12 +792,19 @@ def cmd_universality(args: argparse.Namespace) -> int:
                                  "raise --limit or lower --fit")
             xf, yf = x[: args.fit], y[: args.fit]
             xh, yh = x[args.fit: args.fit + args.holdout], y[args.fit: args.fit + args.holdout]
+            from .progress import LogProgress
+
+            stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
             sp = universality.shared_perturbation(model, xf, yf, args.pixels, eps=args.eps, per_class=args.per_class,
                                                   particles=args.particles, iterations=args.iterations, seed=args.seed,
                                                   selection=args.selection)
+            stages.update(1)
             fit = universality.fooling_rate(model, xf, yf, sp.apply(xf, yf))
+            stages.update(2)
             held = universality.fooling_rate(model, xh, yh, sp.apply(xh, yh))
+            stages.update(3)
             control = universality.fooling_rate(model, xh, yh, universality.random_control(xh, args.pixels, args.eps, args.seed))
+            stages.update(4)
             summary.update(pixels=args.pixels, eps=args.eps, per_class=args.per_class, fit_images=len(xf),
                            holdout_images=len(xh), fit=fit, holdout=held, random_control=control,
                            locations=sp.locations.tolist(), groups=sp.groups.tolist())
@@ -844,8 +854,17 @@ def cmd_influence(args: argparse.Namespace) -> int:
     top = rank.order[: args.top]
     t0 = time.perf_counter()
     xt = data.to_float(x8[top]).to(device)
-    maps = influence.pixel_fi(model, xt, args.map_class, y=y[top].to(device), unit=args.unit,
-                              window=args.window, eps=args.eps, batch_size=min(bs, 64)).cpu()
+    from .progress import LogProgress
+
+    mb = min(bs, 64)
+    starts = range(0, len(xt), mb)
+    lines = LogProgress("pixel maps", len(starts), "batches")
+    parts = []
+    for n, i in enumerate(starts):  # the batches pixel_fi would make itself; one log line each
+        parts.append(influence.pixel_fi(model, xt[i: i + mb], args.map_class, y=y[top][i: i + mb].to(device),
+                                        unit=args.unit, window=args.window, eps=args.eps, batch_size=mb).cpu())
+        lines.update(n + 1)
+    maps = torch.cat(parts)
     t_maps = time.perf_counter() - t0
     map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
     vulnerable = correct & (rank.fi >= args.tau)
@@ -899,6 +918,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM (a scheduler's or `kill`'s default) ends the command like Ctrl-C: temporary files
+    are removed and checkpoints kept. Only from the main thread (signal handlers live there)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        pass
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every float option finite, the seed in torch's range: checked before any command runs."""
     import math
@@ -943,6 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no command given; choose one of "
               "influence, attack, universality, train, harden, evaluate, report, demo", file=sys.stderr)
         return 2
+    _terminate_cleanly()
     try:
         _check_numbers(args)
         torch.manual_seed(args.seed)
@@ -955,8 +994,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; no half-written output was left (a harden run keeps its checkpoints: "
-              "run the same command to continue)", file=sys.stderr)
+        print("error: interrupted; no half-written output was left (attack, train and harden runs keep "
+              "their checkpoints: run the same command to continue)", file=sys.stderr)
         return 130
 
 

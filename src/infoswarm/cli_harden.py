@@ -194,7 +194,10 @@ def cmd_harden(args: argparse.Namespace) -> int:
                 "test_accuracy": summary["after"]["clean_acc"], "torch": torch.__version__,
                 "infoswarm": __version__, "command": "infoswarm " + " ".join(sys.argv[1:])}
         out = Path(args.out)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        from .checks import LogOutputs
+
+        inner = model.model if isinstance(model, LogOutputs) else model  # --outputs probs: the user's own keys
+        state = {k: v.contiguous() for k, v in inner.state_dict().items()}
         runs.atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p), metadata={"base": args.model}))
         run.write_json("card.json", card)
         run.write_csv("metrics.csv", summary["history"], list(summary["history"][0]))
@@ -273,7 +276,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from . import data, runs, training
     from .attacks import registry
-    from .cli import PROBE, _check_labels, _device, _inputs, _load_model, _print_summary, _read_adversarial
+    from .cli import (PROBE, _attack_sharded, _check_labels, _device, _inputs, _load_model, _merge,
+                      _print_summary, _read_adversarial)
 
     folder = Path(args.against)
     if not (folder / "summary.json").is_file():
@@ -349,8 +353,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                      steps=s.get("steps", 10), **(mf if name == "mfipso" else {})))
                for name in [s["attack"], *[b for b in names if b != s["attack"]]]]  # all built before any runs
     rows = []
-    for name, attack in attacks:
-        res = attack(x, y)
+    from .distributed import Context
+
+    for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
+        started = time.perf_counter()
+        res = _merge(_attack_sharded(attack, x, y, Context(), progress=False, label=f"evaluate {name}") or [],
+                     time.perf_counter() - started)
         rows.append({"attack": name, "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
                      "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,26 +114,29 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False, kind: str 
     ``kind`` (the command) is written to the folder's :data:`MARKER` first, so the folder is
     recognisably an infoswarm run."""
     out = check_out(path, overwrite, inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
-        if kind is not None:
-            write_json(tmp / MARKER, {"kind": kind})
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with ExitStack() as stack:
+        if not holds_lock(out):  # API callers: lock here; the CLI holds it for the whole command
+            stack.enter_context(lock(out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        try:
+            if kind is not None:
+                write_json(tmp / MARKER, {"kind": kind})
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_leftovers(out: Path) -> list[Path]:
@@ -159,6 +162,14 @@ def clean_leftovers(out: Path) -> list[Path]:
                 p.unlink(missing_ok=True)
             gone.append(p)
     return gone
+
+
+_HELD: set[str] = set()
+
+
+def holds_lock(out: str | os.PathLike[str]) -> bool:
+    """Whether this process holds :func:`lock` on ``out``."""
+    return os.path.abspath(Path(out).expanduser()) in _HELD
 
 
 def lock_path(out: str | os.PathLike[str]) -> Path:
@@ -205,11 +216,14 @@ def lock(out: str | os.PathLike[str]) -> Iterator[Path | None]:
         if same:
             break
         os.close(fd)
+    key = os.path.abspath(Path(out).expanduser())
+    _HELD.add(key)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
+        _HELD.discard(key)
         try:
             os.unlink(path)
         except OSError:
@@ -309,9 +323,7 @@ class ResumableRun:
             self.resumed = True
         elif not leftovers:
             check_out(out, overwrite, inputs)
-        if self.resumed or leftovers:
-            check_place(out, inputs)
-        if create:
+        if create and holds_lock(out):  # no live writer can own a leftover then
             clean_leftovers(out)
         if create and not self.resumed:
             if out.is_dir() and (overwrite or leftovers):
