@@ -714,6 +714,11 @@ def api_cases(f: SimpleNamespace, t: Path) -> dict[str, Callable[[], object]]:
         "block_fi eps=-inf": lambda: influence.block_fi(ok, x, "pred", torch.ones(1, 28, 28, dtype=torch.bool),
                                                         eps=float("-inf")),
         "shared_perturbation eps=2": lambda: universality.shared_perturbation(ok, x, y, 3, eps=2.0),
+        "fooling_rate on a NaN model": lambda: universality.fooling_rate(nan, x, y, x),
+        "transfer on a NaN model": lambda: universality.transfer(nan, x, x, y),
+        "rank_images on a NaN model": lambda: influence.rank_images(nan, (x * 255).to(torch.uint8)),
+        "rank_images on a model returning probabilities": lambda: influence.rank_images(
+            probs, (x * 255).to(torch.uint8)),
         "check_outputs NaN": lambda: check_outputs(torch.full((4, 3), float("nan"))),
         "check_outputs probabilities": lambda: check_outputs(torch.softmax(torch.randn(4, 3), 1)),
         "check_outputs outputs=scores": lambda: check_outputs(torch.randn(4, 3), "scores"),

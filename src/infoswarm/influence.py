@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_classes, check_images, check_logits
+from .checks import check_classes, check_images, check_logits, check_outputs
 from .errors import InputError
 
 ClassSpec = torch.Tensor | int | Literal["true", "pred", "second"]
@@ -380,6 +380,7 @@ def rank_images(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
             check_images(xb)
             logits = model(xb)
             check_logits(logits, xb.shape[0])
+            check_outputs(logits)
             all_logits.append(logits.cpu())
             bar.update(xb.shape[0])
     bar.close()

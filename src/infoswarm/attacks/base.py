@@ -35,9 +35,14 @@ def padded_forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def probs_of(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Softmax probabilities (float64) [N, K] for images [N, C, H, W], in chunks (each call
-    padded to at least :data:`MIN_ROWS` rows)."""
-    return torch.cat([torch.softmax(padded_forward(model, x[i: i + batch_size]).double(), -1)
-                      for i in range(0, len(x), batch_size)])
+    padded to at least :data:`MIN_ROWS` rows); :class:`InputError` when the model returns NaN
+    or infinite values."""
+    out = torch.cat([torch.softmax(padded_forward(model, x[i: i + batch_size]).double(), -1)
+                     for i in range(0, len(x), batch_size)])
+    if not torch.isfinite(out).all():  # argmax(NaN) is class 0: never count that as right or fooled
+        raise InputError("the model returned NaN or infinite outputs",
+                         "fix the model (its weights may be damaged); results on such a model mean nothing")
+    return out
 
 
 @torch.no_grad()
