@@ -141,16 +141,18 @@ def test_killed_atomic_run_leaves_nothing_the_next_run_keeps(npz, tmp_path, one_
 
 def test_two_runs_on_one_folder_one_is_refused(npz, tmp_path, one_thread) -> None:
     out = tmp_path / "a"
-    first = subprocess.Popen([sys.executable, "-m", "infoswarm", *attack_args(npz, out)], env=ENV,
+    slow = [a if a != "2" else "100000" for a in attack_args(npz, out)]  # --iterations 100000: still running
+    first = subprocess.Popen([sys.executable, "-m", "infoswarm", *slow], env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         lock = runs.lock_path(out)
-        deadline = time.time() + 60
+        deadline = time.time() + 600
         while not (lock.exists() and lock.read_text().strip()):
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.01)
-        second = subprocess.run([sys.executable, "-m", "infoswarm", *attack_args(npz, out)], env=ENV,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run([sys.executable, "-m", "infoswarm", *slow], env=ENV,
+                                capture_output=True, text=True, timeout=600)
+        assert first.poll() is None, "the first run ended too early for this test"
         assert second.returncode == 2, second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and f"PID {first.pid}" in lines[0] and "in use" in lines[0], second.stderr
@@ -158,8 +160,9 @@ def test_two_runs_on_one_folder_one_is_refused(npz, tmp_path, one_thread) -> Non
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    # the holder was killed: its lock is stale and the next run goes ahead (and finishes the run)
-    assert main(attack_args(npz, out)) == 0
+    # the holder was killed: its lock is stale and the next run goes ahead (--overwrite replaces
+    # the killed run's folder: it holds infoswarm's marker)
+    assert main([*attack_args(npz, out), "--overwrite"]) == 0
     assert (out / "summary.json").is_file()
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
