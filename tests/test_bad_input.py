@@ -66,6 +66,29 @@ class Lin(nn.Module):  # a fine model for 1x28x28 images
         return self.fc(x.flatten(1))
 
 
+class NaNOut(Lin):  # a damaged model: NaN logits
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+class Probs(Lin):  # returns probabilities, not logits
+    def forward(self, x):
+        return torch.softmax(self.fc(x.flatten(1)), 1)
+
+
+class NoGrad(Lin):  # outputs without a gradient
+    def forward(self, x):
+        with torch.no_grad():
+            return self.fc(x.flatten(1))
+
+
+class BigBatchBoom(Lin):  # fine on 2 images, fails on a realistic batch
+    def forward(self, x):
+        if len(x) > 8:
+            raise RuntimeError("out of memory on a big batch")
+        return self.fc(x.flatten(1))
+
+
 NotAModule = 3
 '''
 
@@ -135,11 +158,55 @@ def fx(tmp_path_factory) -> SimpleNamespace:
 
     settings = {"attack": "fgsm", "eps": 0.1, "target": str(int(y[0])), "pixels": None,
                 "fi_threshold": None, "steps": 1, "budget": 10}
+    def tampered(name: str, **change) -> Path:
+        return attack_run(name, {"command": "attack", "dataset": str(f.digits), "settings": {**settings, **change}})
+
+    f.tampered_eps = tampered("tampered-eps", eps="abc")
+    f.tampered_nan = tampered("tampered-nan", eps=float("nan"))
+    f.tampered_attack = tampered("tampered-attack", attack="cw")
+    f.tampered_target = tampered("tampered-target", target="foo")
+    f.tampered_steps = tampered("tampered-steps", steps=-3)
+    f.tampered_list = attack_run("tampered-list", {"command": "attack", "dataset": str(f.digits), "settings": [1]})
+    f.tampered_shapes = attack_run("tampered-shapes", {"command": "attack", "dataset": str(f.digits),
+                                                       "settings": settings}, npz=False)
+    np.savez(f.tampered_shapes / "adversarial.npz", x=xf, x_adv=xf[:5], y=y[:20], success=np.ones(20, bool))
+    f.tampered_dataset = attack_run("tampered-dataset", {"command": "attack", "dataset": 7, "settings": settings})
+    # image folders
+    from PIL import Image
+
+    def folder(name: str, classes: dict[str, int]) -> Path:
+        root = d / name
+        for c, n in classes.items():
+            (root / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(x[i, 0]).save(root / c / f"{i}.png")
+        return root
+
+    f.folder_big_label = folder("folder-big-label", {"0": 2, "1": 2, "12": 2})
+    f.folder_dup = folder("folder-dup", {"1": 2, "01": 2})
+    f.folder_bad_image = folder("folder-bad-image", {"0": 2, "1": 2})
+    (f.folder_bad_image / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    f.folder_bomb = folder("folder-bomb", {"0": 2, "1": 2})
+    (f.folder_bomb / "1" / "bomb.png").write_bytes(_png_header(30000, 30000))
+    f.folder_empty_classes = d / "folder-empty"
+    (f.folder_empty_classes / "a").mkdir(parents=True)
     f.attack_run = attack_run("attack-run", {"command": "attack", "dataset": str(f.digits), "settings": settings})
     f.attack_no_settings = attack_run("attack-no-settings", {"command": "attack"})
     f.attack_corrupt = attack_run("attack-corrupt", {"command": "attack", "dataset": str(f.digits),
                                                      "settings": settings}, npz=b"PK\x03\x04 broken")
     return f
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file that claims width x height pixels (a decompression-bomb probe)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @dataclass
@@ -149,6 +216,7 @@ class Case:
     subprocess: bool = False
     skip: str | None = None
     prepare: Callable[[Path], None] | None = field(default=None, repr=False)
+    cwd: bool = False  # run inside the case's folder (for --out . and relative paths)
 
 
 def _file(t: Path) -> None:
@@ -187,6 +255,38 @@ def _read_only(t: Path) -> None:
     p = t / "ro"
     p.mkdir()
     p.chmod(0o555)
+
+
+def _dangling(t: Path) -> None:
+    (t / "out").symlink_to(t / "missing-target")
+
+
+def _user_files_in_cwd(t: Path) -> None:
+    (t / "thesis.tex").write_text("years of work\n")
+    (t / "data").mkdir()
+    (t / "data" / "raw.csv").write_text("a,b\n1,2\n")
+
+
+def _our_run_holding_input(t: Path) -> None:
+    p = t / "out"
+    p.mkdir()
+    (p / "run.json").write_text(json.dumps({"kind": "influence"}))
+    (p / "summary.json").write_text(json.dumps({"command": "influence"}))
+    (p / "digits.npz").write_bytes(b"PK")  # replaced below by a real copy
+
+
+def _run_json(text: str) -> Callable[[Path], None]:
+    def prepare(t: Path) -> None:
+        p = t / "out"
+        (p / "checkpoints").mkdir(parents=True)
+        (p / "run.json").write_text(text)
+        (p / "checkpoints" / "train.pt").write_bytes(b"")
+
+    return prepare
+
+
+def _user_report(t: Path) -> None:
+    (t / "notes.html").write_text("<html>my own page</html>\n")
 
 
 def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
@@ -339,12 +439,146 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "demo unknown --device": Case(["demo", "--device", "tpu9", "--out", o], "--device"),
         "demo --out is a file": Case(["demo", "--out", o], "is a file", prepare=_file),
         "demo --out holds files": Case(["demo", "--out", o], "already holds", prepare=_full),
+        **more_cases(f, t),
     }
+
+
+def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
+    """Issue 13: users' files, broken models, every setting, damaged artefacts."""
+    o = t / "out"
+    dg = ["--dataset", f.digits, "--limit", 8]
+    inf = ["influence", *dg, "--top", 1]
+    att = ["attack", *dg]
+    uni = ["universality", *dg, "--fit", 4, "--holdout", 4, "--mode", "shared"]
+    har = ["harden", *dg, "--pixels", 5, "--particles", 4, "--epochs", 1]
+    tr = ["train", "--model", "mnist-cnn", *dg, "--epochs", 1]
+    ev = ["evaluate", "--model", "mnist-cnn", "--baselines", ""]
+    dm = ["demo", "--limit", 20]
+    user = f"{f.models}:"
+    lw = ["--weights", f.lin_weights]
+    c: dict[str, Case] = {}
+    commands = {"influence": inf, "attack": att, "universality": uni, "harden": har, "train": tr, "demo": dm}
+    # 1. never delete what infoswarm did not write
+    for name, base in commands.items():
+        c[f"{name} --overwrite on a folder of user files"] = Case([*base, "--out", o, "--overwrite"],
+                                                                  "did not write", prepare=_full)
+        c[f"{name} --out . --overwrite"] = Case([*base, "--out", ".", "--overwrite"], "current folder",
+                                                prepare=_user_files_in_cwd, cwd=True)
+        c[f"{name} --out a dangling symlink"] = Case([*base, "--out", o], "symbolic link", prepare=_dangling)
+    c["evaluate --overwrite on a folder of user files"] = Case([*ev, "--against", f.attack_run, "--out", o,
+                                                                "--overwrite"], "did not write", prepare=_full)
+    c["influence --out .."] = Case([*inf, "--out", ".."], "current folder", cwd=True)
+    c["influence --out the dataset file"] = Case([*inf, "--out", f.digits], "is a file")
+    c["influence --out inside the image folder it reads"] = Case(
+        ["influence", "--dataset", f.folder_dup, "--out", f.folder_dup / "run"], "lies inside")
+    c["attack --out inside the image folder it reads"] = Case(
+        ["attack", "--dataset", f.folder_dup, "--out", f.folder_dup / "1" / "run"], "lies inside")
+    c["evaluate --out inside the --against run"] = Case([*ev, "--against", f.attack_run, "--out",
+                                                         f.attack_run / "eval"], "lies inside")
+    c["transfer --out holding the --adversarial file"] = Case(
+        ["universality", "--mode", "transfer", "--adversarial", f.attack_run / "adversarial.npz",
+         "--out", f.attack_run, "--overwrite"], "holds the input")
+    c["influence --overwrite of a run holding its own dataset"] = Case(
+        ["influence", "--dataset", o / "digits.npz", "--out", o, "--overwrite"], "holds the input",
+        prepare=lambda t: (_our_run_holding_input(t), (t / "out" / "digits.npz").write_bytes(f.digits.read_bytes())))
+    c["report --out over a run's summary.json"] = Case(["report", f.influence_run, "--out",
+                                                        f.influence_run / "summary.json"], "not an infoswarm report")
+    c["report --out over a user's html page"] = Case(["report", f.influence_run, "--out", t / "notes.html"],
+                                                     "not an infoswarm report", prepare=_user_report)
+    c["report --out a dangling symlink"] = Case(["report", f.influence_run, "--out", o], "symbolic link",
+                                                prepare=_dangling)
+    # 2. every setting checked before work
+    for flag, value, needle in [("--w", "nan", "--w"), ("--c1", "inf", "--c1"), ("--c2", "-inf", "--c2"),
+                                ("--c2", -1, "c2"), ("--w", -0.5, "w"), ("--eps", "nan", "--eps"),
+                                ("--eps", 2, "at most 1"), ("--eps", 1.01, "at most 1"),
+                                ("--tau", "nan", "--tau"), ("--min-prob", "nan", "--min-prob"),
+                                ("--max-prob", "inf", "--max-prob"), ("--confusion-min", -5, "--confusion-min"),
+                                ("--confusion-min", 0, "--confusion-min"), ("--seed", -1, "--seed"),
+                                ("--seed", 2 ** 64, "--seed"), ("--fi-threshold", "nan", "--fi-threshold"),
+                                ("--device", "mps", "MPS"), ("--device", "xpu", "XPU"),
+                                ("--outputs", "scores", "invalid choice")]:
+        c[f"attack {flag} {value}"] = Case([*att, flag, value, "--out", o], needle)
+    for flag, value, needle in [("--eps", "nan", "--eps"), ("--eps", "-inf", "--eps"), ("--tau", "inf", "--tau"),
+                                ("--seed", 2 ** 64, "--seed"), ("--device", "mps", "MPS"),
+                                ("--device", "xpu:0", "XPU")]:
+        c[f"influence {flag} {value}"] = Case([*inf, flag, value, "--out", o], needle)
+    for flag, value, needle in [("--eps", 2, "at most 1"), ("--eps", "inf", "--eps"), ("--seed", -3, "--seed"),
+                                ("--device", "mps", "MPS")]:
+        c[f"universality {flag} {value}"] = Case([*uni, flag, value, "--out", o], needle)
+    for flag, value, needle in [("--eps", 2, "at most 1"), ("--lr", "nan", "--lr"), ("--gamma", "inf", "--gamma"),
+                                ("--momentum", "nan", "--momentum"), ("--tau", "nan", "--tau"),
+                                ("--seed", 2 ** 64, "--seed"), ("--milestones", "5", "milestones"),
+                                ("--milestones", "0", "milestones"), ("--device", "xpu", "XPU"),
+                                ("--weight-decay", "nan", "--weight-decay")]:
+        c[f"harden {flag} {value}"] = Case([*har, flag, value, "--out", o], needle)
+    c["harden --milestones 2,1"] = Case([*har, "--epochs", 3, "--milestones", "2,1", "--out", o], "increase")
+    for flag, value, needle in [("--lr", "nan", "--lr"), ("--lr", "inf", "--lr"), ("--seed", 2 ** 64, "--seed"),
+                                ("--device", "mps", "MPS")]:
+        c[f"train {flag} {value}"] = Case([*tr, flag, value, "--out", o], needle)
+    c["evaluate --device mps"] = Case([*ev, "--against", f.attack_run, "--device", "mps", "--out", o], "MPS")
+    c["evaluate --seed 2^64"] = Case([*ev, "--against", f.attack_run, "--seed", 2 ** 64, "--out", o], "--seed")
+    c["demo --device xpu"] = Case([*dm, "--device", "xpu", "--out", o], "XPU")
+    c["demo --seed -1"] = Case([*dm, "--seed", -1, "--out", o], "--seed")
+    # 3. models that would give silently wrong results
+    for name, base in (("influence", inf), ("attack", att), ("universality", uni), ("harden", har)):
+        c[f"{name} with a NaN model"] = Case([*base, "--model", user + "NaNOut", *lw, "--out", o], "NaN")
+        c[f"{name} with a model returning probabilities"] = Case(
+            [*base, "--model", user + "Probs", *lw, "--out", o], "probabilities")
+        c[f"{name} with a model that fails on a real batch"] = Case(
+            [*base, "--limit", 40, "--model", user + "BigBatchBoom", *lw, "--out", o], "big batch")
+    c["evaluate with a NaN model"] = Case([*ev, "--against", f.attack_run, "--model", user + "NaNOut", *lw,
+                                           "--out", o], "NaN")
+    c["attack --select all with a NaN model"] = Case([*att, "--select", "all", "--model", user + "NaNOut", *lw,
+                                                      "--out", o], "NaN")
+    c["transfer with a model returning probabilities"] = Case(
+        ["universality", "--mode", "transfer", "--adversarial", f.attack_run / "adversarial.npz",
+         "--model", user + "Probs", *lw, "--out", o], "probabilities")
+    for name, base in (("influence", inf), ("attack (mfipso)", att), ("attack (fgsm)", [*att, "--attack", "fgsm"]),
+                       ("attack (jsma)", [*att, "--attack", "jsma", "--pixels", 3]),
+                       ("universality", uni), ("harden", har)):
+        c[f"{name} with a model without gradients"] = Case([*base, "--model", user + "NoGrad", *lw, "--out", o],
+                                                           "no gradient")
+    for name, base in (("attack", ["attack"]), ("train", ["train", "--model", "mnist-cnn"]),
+                       ("harden", ["harden", "--pixels", 5, "--particles", 4, "--epochs", 1]),
+                       ("universality", ["universality", "--mode", "shared", "--fit", 4, "--holdout", 4])):
+        c[f"{name} labels beyond the model's classes"] = Case([*base, "--dataset", f.labels, "--out", o],
+                                                              "10 classes")
+    # 4. damaged artefacts
+    for text, label in (("{not json", "not JSON"), ("[1, 2]", "a list"), ('{"kind": "harden", "settings": 3}',
+                                                                          "settings not a dict")):
+        c[f"harden resume with a run.json that is {label}"] = Case([*har, "--out", o], "damaged",
+                                                                    prepare=_run_json(text))
+        c[f"train resume with a run.json that is {label}"] = Case([*tr, "--out", o], "damaged",
+                                                                   prepare=_run_json(text))
+    for name in ("eps", "nan", "attack", "target", "steps"):
+        c[f"evaluate --against a summary with a tampered {name}"] = Case(
+            [*ev, "--against", getattr(f, f"tampered_{name}"), "--out", o], "summary.json")
+    c["evaluate --against a summary whose settings are a list"] = Case(
+        [*ev, "--against", f.tampered_list, "--out", o], "summary.json")
+    c["evaluate --against arrays of inconsistent shapes"] = Case(
+        [*ev, "--against", f.tampered_shapes, "--out", o], "inconsistent shapes")
+    c["evaluate --against a summary with a numeric dataset"] = Case(
+        [*ev, "--against", f.tampered_dataset, "--out", o], "summary.json")
+    for name, base in (("influence", ["influence"]), ("attack", ["attack"]),
+                       ("train", ["train", "--model", "mnist-cnn"])):
+        c[f"{name} image folder with a class label beyond the model"] = Case(
+            [*base, "--dataset", f.folder_big_label, "--out", o], "10 classes")
+        c[f"{name} image folder with two folders for one label"] = Case(
+            [*base, "--dataset", f.folder_dup, "--out", o], "same label twice")
+        c[f"{name} image folder with a broken image"] = Case(
+            [*base, "--dataset", f.folder_bad_image, "--out", o], "cannot read image")
+        c[f"{name} image folder with a decompression bomb"] = Case(
+            [*base, "--dataset", f.folder_bomb, "--out", o], "too large")
+    c["influence image folder without images"] = Case(["influence", "--dataset", f.folder_empty_classes,
+                                                       "--out", o], "no PNG")
+    return c
 
 
 CASE_IDS = list(cases(SimpleNamespace(**{k: Path("x") for k in (
     "dir digits rgb floats nan labels random_npz truncated_npz crc_npz bad_weights models broken scalar_weights "
-    "lin_weights not_script missing influence_run attack_run attack_no_settings attack_corrupt").split()}),
+    "lin_weights not_script missing influence_run attack_run attack_no_settings attack_corrupt tampered_eps "
+    "tampered_nan tampered_attack tampered_target tampered_steps tampered_list tampered_shapes tampered_dataset "
+    "folder_big_label folder_dup folder_bad_image folder_bomb folder_empty_classes").split()}),
     Path("t")))
 
 
@@ -372,19 +606,26 @@ def _run(argv: list[str], in_subprocess: bool, capsys) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
-def test_bad_input(case: str, fx: SimpleNamespace, tmp_path: Path, capsys) -> None:
-    c = cases(fx, tmp_path)[case]
+def test_bad_input(case: str, fx: SimpleNamespace, tmp_path: Path, capsys, monkeypatch) -> None:
+    work = tmp_path / "work"  # the case's folder; its parent and a folder of user files are watched too
+    work.mkdir()
+    users = tmp_path / "user-files"
+    users.mkdir()
+    (users / "keep.txt").write_text("the user's own file\n")
+    c = cases(fx, work)[case]
     if c.skip:
         pytest.skip(c.skip)
     if c.prepare is not None:
-        c.prepare(tmp_path)
+        c.prepare(work)
+    if c.cwd:
+        monkeypatch.chdir(work)
     argv = [str(a) for a in c.argv]
     before, inputs = snapshot(tmp_path), snapshot(fx.dir)
     try:
         code, out, err = _run(argv, c.subprocess, capsys)
     finally:
-        if (tmp_path / "ro").exists():
-            (tmp_path / "ro").chmod(0o755)
+        if (work / "ro").exists():
+            (work / "ro").chmod(0o755)
     assert "Traceback" not in out + err, err
     assert code == 2, (code, err)
     lines = err.strip().splitlines()
@@ -399,3 +640,145 @@ def test_bad_input(case: str, fx: SimpleNamespace, tmp_path: Path, capsys) -> No
     assert snapshot(fx.dir) == inputs
     assert not PROC_OUT.exists()
 
+
+
+# --------------------------------------------------------------------------------------------
+# the API: every bad call raises InputError with a one-line message and writes nothing
+
+
+class _Lin(torch.nn.Module):
+    def __init__(self, scale: float = 1.0, kind: str = "logits") -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(784, 10)
+        self.scale, self.kind = scale, kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1)) * self.scale
+        if self.kind == "probs":
+            return torch.softmax(z, 1)
+        if self.kind == "nograd":
+            return z.detach()
+        return z
+
+
+def api_cases(f: SimpleNamespace, t: Path) -> dict[str, Callable[[], object]]:
+    from infoswarm import influence, runs, universality
+    from infoswarm.attacks import registry
+    from infoswarm.attacks.fgsm import FGSM
+    from infoswarm.attacks.jsma import JSMA
+    from infoswarm.attacks.mfipso import MFIPSO
+    from infoswarm.attacks.onepixel import OnePixel
+    from infoswarm.attacks.pgd import PGD
+    from infoswarm.attacks.sparse_rs import SparseRS
+    from infoswarm.checks import check_outputs
+    from infoswarm.hardening import HardenConfig
+
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.arange(6)
+    ok, nan, probs, nograd = _Lin(), _Lin(float("nan")), _Lin(kind="probs"), _Lin(kind="nograd")
+    for m in (ok, nan, probs, nograd):
+        m.eval()
+    mf = dict(pixels=3, particles=4, iterations=1)
+    c: dict[str, Callable[[], object]] = {
+        "MFIPSO w=nan": lambda: MFIPSO(ok, w=float("nan"), **mf),
+        "MFIPSO c1=inf": lambda: MFIPSO(ok, c1=float("inf"), **mf),
+        "MFIPSO c2=-1": lambda: MFIPSO(ok, c2=-1.0, **mf),
+        "MFIPSO eps=2": lambda: MFIPSO(ok, eps=2.0, **mf),
+        "MFIPSO eps=nan": lambda: MFIPSO(ok, eps=float("nan"), **mf),
+        "MFIPSO confusion_min=-5": lambda: MFIPSO(ok, confusion_min=-5, **mf),
+        "MFIPSO particles=0": lambda: MFIPSO(ok, pixels=3, particles=0),
+        "MFIPSO on a NaN model": lambda: MFIPSO(nan, **mf)(x, y),
+        "MFIPSO (random pixels) on a NaN model": lambda: MFIPSO(nan, selection="random", **mf)(x, y),
+        "MFIPSO on a model returning probabilities": lambda: MFIPSO(probs, **mf)(x, y),
+        "MFIPSO on a model without gradients": lambda: MFIPSO(nograd, **mf)(x, y),
+        "MFIPSO labels beyond the classes": lambda: MFIPSO(ok, selection="random", **mf)(x, torch.full((6,), 10)),
+        "FGSM eps=2": lambda: FGSM(ok, eps=2.0),
+        "FGSM eps=inf": lambda: FGSM(ok, eps=float("inf")),
+        "FGSM on a NaN model": lambda: FGSM(nan, eps=0.1)(x, y),
+        "FGSM on a model without gradients": lambda: FGSM(nograd, eps=0.1)(x, y),
+        "FGSM on a model returning probabilities": lambda: FGSM(probs, eps=0.1)(x, y),
+        "PGD eps=nan": lambda: PGD(ok, eps=float("nan")),
+        "PGD eps=1.5": lambda: PGD(ok, eps=1.5),
+        "PGD on a model without gradients": lambda: PGD(nograd, eps=0.1, steps=1)(x, y),
+        "JSMA eps=2": lambda: JSMA(ok, pixels=2, eps=2.0),
+        "JSMA on a NaN model": lambda: JSMA(nan, pixels=2, eps=0.5)(x, y),
+        "OnePixel eps=2": lambda: OnePixel(ok, eps=2.0),
+        "OnePixel on a NaN model": lambda: OnePixel(nan, eps=1.0, population=4, iterations=1)(x, y),
+        "SparseRS eps=-1": lambda: SparseRS(ok, pixels=2, eps=-1.0),
+        "SparseRS on a model returning probabilities": lambda: SparseRS(probs, pixels=2, queries=4)(x, y),
+        "registry unknown attack": lambda: registry.build("cw", ok),
+        "pixel_fi eps=-1": lambda: influence.pixel_fi(ok, x, eps=-1),
+        "pixel_fi eps=nan": lambda: influence.pixel_fi(ok, x, eps=float("nan")),
+        "image_fi eps=0": lambda: influence.image_fi(ok, x, eps=0.0),
+        "block_fi eps=-inf": lambda: influence.block_fi(ok, x, "pred", torch.ones(1, 28, 28, dtype=torch.bool),
+                                                        eps=float("-inf")),
+        "shared_perturbation eps=2": lambda: universality.shared_perturbation(ok, x, y, 3, eps=2.0),
+        "fooling_rate on a NaN model": lambda: universality.fooling_rate(nan, x, y, x),
+        "transfer on a NaN model": lambda: universality.transfer(nan, x, x, y),
+        "rank_images on a NaN model": lambda: influence.rank_images(nan, (x * 255).to(torch.uint8)),
+        "rank_images on a model returning probabilities": lambda: influence.rank_images(
+            probs, (x * 255).to(torch.uint8)),
+        "check_outputs NaN": lambda: check_outputs(torch.full((4, 3), float("nan"))),
+        "check_outputs probabilities": lambda: check_outputs(torch.softmax(torch.randn(4, 3), 1)),
+        "check_outputs outputs=scores": lambda: check_outputs(torch.randn(4, 3), "scores"),
+        "HardenConfig milestones beyond epochs": lambda: HardenConfig(epochs=2, milestones=(5,)).validate(10),
+        "HardenConfig eps=2": lambda: HardenConfig(eps=2.0).validate(10),
+        "HardenConfig milestones not increasing": lambda: HardenConfig(epochs=30, milestones=(20, 10)).validate(10),
+        "check_out on the current folder": lambda: runs.check_out(".", True),
+        "check_out on a dangling symlink": lambda: runs.check_out(t / "dangling", False),
+        "check_out overwrite of user files": lambda: runs.check_out(t / "userdir", True),
+        "check_out over an input": lambda: runs.check_out(f.dir, True, [f.digits]),
+        "atomic_dir over user files": lambda: runs.atomic_dir(t / "userdir", True).__enter__(),
+        "ResumableRun over user files": lambda: runs.ResumableRun(t / "userdir", "harden", {}, overwrite=True),
+        "data.load image folder with a bomb": lambda: data.load(str(f.folder_bomb)),
+        "data.load image folder with duplicate labels": lambda: data.load(str(f.folder_dup)),
+    }
+    for name, payload in (("empty", b""), ("truncated", None), ("random bytes", bytes(range(256)) * 4),
+                          ("a malicious pickle", b"cos\nsystem\n(S'echo pwned'\ntR.")):
+        c[f"ResumableRun.load of a {name} checkpoint"] = (
+            lambda payload=payload: _damaged_checkpoint(t, payload).load("train.pt"))
+    return c
+
+
+def _damaged_checkpoint(t: Path, payload: bytes | None) -> object:
+    from infoswarm import runs
+
+    run = runs.ResumableRun(t / "run", "train", {"a": 1})
+    path = run.checkpoint_path("train.pt")
+    if payload is None:
+        torch.save({"epoch": 1, "w": torch.zeros(100)}, path)
+        payload = path.read_bytes()[:200]
+    path.write_bytes(payload)
+    return run
+
+
+API_IDS = list(api_cases(SimpleNamespace(**{k: Path("x") for k in ("dir", "digits", "folder_bomb", "folder_dup")}),
+                         Path("t")))
+
+
+@pytest.mark.parametrize("case", API_IDS)
+def test_bad_api_call(case: str, fx: SimpleNamespace, tmp_path: Path, monkeypatch) -> None:
+    import warnings
+
+    from infoswarm.errors import InputError
+
+    (tmp_path / "userdir").mkdir()
+    (tmp_path / "userdir" / "keep.txt").write_text("mine\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    call = api_cases(fx, tmp_path)[case]
+    monkeypatch.chdir(tmp_path)
+    before, inputs = snapshot(tmp_path), snapshot(fx.dir)
+    checkpoint_case = case.startswith("ResumableRun.load")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InputError) as e:
+            call()
+    msg = str(e.value)
+    assert "\n" not in msg and "; " in msg, msg
+    assert "weights_only" not in msg  # never torch's advice to load unsafely
+    if not checkpoint_case:  # those write the damaged file first, on purpose
+        assert snapshot(tmp_path) == before
+    else:
+        assert "--overwrite" in msg and "train.pt" in msg
+    assert snapshot(fx.dir) == inputs

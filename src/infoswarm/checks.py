@@ -4,6 +4,10 @@ Each raises :class:`~infoswarm.errors.InputError` with a one-line message."""
 
 from __future__ import annotations
 
+import warnings
+import weakref
+from collections.abc import Callable
+
 import torch
 
 from .errors import InputError
@@ -57,3 +61,96 @@ def check_classes(c: torch.Tensor, n: int, k: int) -> torch.Tensor:
         raise InputError(f"class index {bad} is out of range for a model with {k} classes",
                          f"use classes 0..{k - 1}")
     return c.contiguous()
+
+
+def check_outputs(out: torch.Tensor, outputs: str = "logits") -> None:
+    """Refuse model outputs that would give silently wrong results: NaN or infinite values
+    (argmax of NaN is class 0, a NaN model would look right or fooled), and rows that look like
+    probabilities (every entry in [0, 1], each row summing to 1) when the code expects logits.
+
+    ``outputs``: ``"logits"`` (the default) or ``"probs"`` (the model returns probabilities; wrap
+    it with :class:`LogOutputs` first, which is what ``--outputs probs`` does)."""
+    if outputs not in ("logits", "probs"):
+        raise InputError(f"unknown outputs={outputs!r}", 'use "logits" or "probs"')
+    out = out.detach()
+    if not torch.isfinite(out).all():
+        bad = int((~torch.isfinite(out)).any(1).sum()) if out.dim() == 2 else int((~torch.isfinite(out)).sum())
+        raise InputError(f"the model returned NaN or infinite outputs (for {bad} of {len(out)} probe images)",
+                         "fix the model (its weights may be damaged); results on such a model mean nothing")
+    if outputs == "logits" and out.dim() == 2 and out.shape[0] >= 2 and looks_like_probs(out):
+        raise InputError("the model's outputs look like probabilities (each row in [0, 1] summing to 1), "
+                         "not logits", "return logits from forward, or say --outputs probs "
+                         "(API: wrap the model with infoswarm.checks.LogOutputs)")
+
+
+def looks_like_probs(out: torch.Tensor) -> bool:
+    """True when every row of ``out`` [N, K] lies in [0, 1] and sums to 1 (±1e-3)."""
+    o = out.detach().double()
+    return bool(((o >= 0) & (o <= 1)).all() and torch.allclose(o.sum(1), torch.ones_like(o[:, 0]), atol=1e-3))
+
+
+class LogOutputs(torch.nn.Module):
+    """Wraps a model that returns probabilities [N, K] so that it returns log-probabilities,
+    which the library treats as logits (softmax of log p is p). Probabilities are clamped at
+    1e-30 before the log, so a zero gives a large negative logit, not −inf."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # same mode as the wrapped model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).clamp_min(1e-30).log()
+
+
+_GRAD_CHECKED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+
+
+def check_gradient(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """The model's outputs must have a finite gradient with respect to its input images (the
+    FI, saliency and gradient attacks need it); checked once per model on up to 16 images."""
+    try:
+        if model in _GRAD_CHECKED:
+            return
+    except TypeError:  # not hashable: check every time
+        pass
+    xp = x[:16].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        try:
+            out = model(xp)
+        except Exception as e:  # noqa: BLE001 - a user's model can fail in any way
+            raise InputError(f"the model failed on a gradient probe ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:100]})", "fix the model's forward") from None
+        if isinstance(out, torch.Tensor) and out.dim() == 2:
+            check_outputs(out)
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            raise InputError("the model's outputs have no gradient with respect to the images "
+                             "(torch.no_grad, .detach() or non-torch code in forward)",
+                             "remove it from forward, or use an attack without gradients "
+                             "(onepixel, sparse-rs, mfipso with --selection random)")
+        (g,) = torch.autograd.grad(out.double().logsumexp(1).sum() if out.dim() == 2 else out.sum(), xp,
+                                   allow_unused=True)
+    if g is None or not torch.isfinite(g).all():
+        raise InputError("the model's gradient with respect to the images is " +
+                         ("missing" if g is None else "NaN or infinite"),
+                         "fix the model's forward, or use an attack without gradients (onepixel, sparse-rs)")
+    try:
+        _GRAD_CHECKED.add(model)
+    except TypeError:
+        pass
+
+
+def set_eval(model: torch.nn.Module, note: Callable[[str], None] | None = None) -> bool:
+    """Switch a model in train mode to eval mode (dropout off, batch-norm statistics frozen),
+    so that results are reproducible; returns whether it was in train mode (for restoring).
+    ``note`` receives a one-line message; by default a :class:`UserWarning` is issued."""
+    if not model.training:
+        return False
+    msg = ("the model was in train mode; switched to eval mode for this run (dropout off, "
+           "batch-norm statistics frozen) and restored afterwards")
+    if note is None:
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    else:
+        note(msg)
+    model.eval()
+    return True

@@ -55,6 +55,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="mnist-cnn",
                    help="zoo name, path/to/file.py:ClassName (with --weights), or a TorchScript file")
     g.add_argument("--weights", default=None, help=".safetensors weights for --model")
+    g.add_argument("--outputs", default="logits", choices=["logits", "probs"],
+                   help="what the model returns: logits (default) or probabilities (then log is used)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--restart-iterations", type=int, default=40, help="second-chance iterations (default 40)")
     g.add_argument("--no-restart", action="store_true", help="skip the paper's restart")
     g.add_argument("--gallery", type=int, default=12, help="images in gallery.png (default 12)")
+    g.add_argument("--chunk", type=int, default=64,
+                   help="images per checkpointed chunk (default 64); a killed run continues from its last chunk")
     _common(p)
     p.set_defaults(func=cmd_attack, dataset="mnist")
 
@@ -211,12 +215,32 @@ def _device(name: str) -> torch.device:
         raise InputError(f"unknown --device {name!r}", "use cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda", "mps", "xpu"):  # e.g. meta: a valid torch device that computes nothing
         raise InputError(f"--device {name!r} cannot run a model", "use cpu, cuda or cuda:N")
+    for kind, backend in (("mps", getattr(torch.backends, "mps", None)), ("xpu", getattr(torch, "xpu", None))):
+        if dev.type == kind and (backend is None or not backend.is_available()):
+            raise InputError(f"--device {name} but no {kind.upper()} device is available here", "use --device cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but no CUDA device is available", "use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InputError(f"--device {name} but only {torch.cuda.device_count()} CUDA device(s) are visible",
                          f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return dev
+
+
+_NOTES: list[str] = []
+
+
+def note(msg: str) -> None:
+    """A one-line note for the user (an ignored flag, a model switched to eval mode). Notes are
+    held until the command's checks have passed (:func:`flush_notes`), so bad input still gets
+    exactly one line, and dropped when the command fails."""
+    _NOTES.append(msg)
+
+
+def flush_notes() -> None:
+    """Print the held notes on stderr (called when the real work starts, and at the end)."""
+    for msg in _NOTES:
+        print(f"note: {msg}", file=sys.stderr, flush=True)
+    _NOTES.clear()
 
 
 def _positive(value: int | None, flag: str) -> None:
@@ -233,7 +257,24 @@ def _load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torc
         x, y = x[: args.limit], y[: args.limit]
     if len(x) == 0:
         raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
+    folder = Path(args.dataset).expanduser()
+    if folder.is_dir() and not getattr(args, "json", False):
+        from .data import folder_labels
+
+        sub = folder / (split or args.split)
+        labels = folder_labels(sub if sub.is_dir() else folder)
+        shown = ", ".join(f"{n} -> {k}" for n, k in list(labels.items())[:12])
+        note(f"image folder classes (folder -> label): {shown}"
+             + (f" (+{len(labels) - 12} more)" if len(labels) > 12 else ""))
     return x, y
+
+
+def _class_names(args: argparse.Namespace, k: int) -> tuple[str, ...]:
+    """K class names: the dataset's (an image folder's folder names), numbers for the rest."""
+    from . import data
+
+    names = list(data.class_names_of(args.dataset, args.split) or ())[:k]
+    return tuple(names + [str(i) for i in range(len(names), k)])
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -288,20 +329,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = zoo.build(args.model).to(device)
     try:  # fails here, before any training, when the images do not fit the architecture
         with torch.no_grad():
-            model.eval()(data.to_float(x[:2]).to(device))
+            probe = model.eval()(data.to_float(x[:PROBE]).to(device))
         model.train()
     except RuntimeError as e:
         raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
                          f"{tuple(x.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
                          "pick the model made for this dataset") from None
+    _check_labels(y, int(probe.shape[1]), args)  # before any work: a label >= K would fail mid-epoch
+    _check_labels(yt, int(probe.shape[1]), argparse.Namespace(dataset=f"{args.dataset} test"))
     settings = {"model": args.model, "dataset": args.dataset, "recipe": training.recipe_dict(recipe),
                 "seed": args.seed, "train_images": len(x)}
-    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False)
+    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False,
+                           inputs=_inputs(args))
     if run.finished and not args.overwrite:
         print(f"{args.out} is a finished train run with these settings; nothing to do "
               "(pass --overwrite to train again)", file=sys.stderr)
         return 0
-    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite)
+    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, inputs=_inputs(args))
     state = run.load("train.pt") if run.resumed else None
     if state is not None:
         print(f"continuing the training in {args.out} after epoch {int(state['epoch'])} of "
@@ -323,6 +367,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         st = dict(st, elapsed=elapsed0 + time.perf_counter() - t0)
         run.save("train.pt", st)
 
+    flush_notes()
     history = training.train(model, x.to(device), y.to(device), recipe, seed=args.seed,
                              x_test=xt.to(device), y_test=yt.to(device), log=log,
                              resume=state, checkpoint=checkpoint)
@@ -367,13 +412,28 @@ def _machine() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
-def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device) -> torch.nn.Module:
-    """Load --model/--weights and check that it takes the dataset's images (the number of
-    classes K is kept on ``args.num_classes``)."""
-    from . import zoo
-    from .checks import check_logits
+PROBE = 64
+"""Images in the model probe of :func:`_load_model`: a realistic batch, so that models that fail
+only on bigger batches, or whose outputs look like probabilities only over many rows, are caught
+before any work."""
 
+
+def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device,
+                grad: bool = False) -> torch.nn.Module:
+    """Load --model/--weights and check, once and up front, on a batch of up to :data:`PROBE`
+    images, that it takes the dataset's images and returns finite [N, K] logits (or, with
+    ``--outputs probs``, probabilities, which are then turned into log-probabilities); with
+    ``grad``, that its outputs have a gradient with respect to the images. A model in train
+    mode is switched to eval mode with a note. K is kept on ``args.num_classes``."""
+    from . import zoo
+    from .checks import LogOutputs, check_gradient, check_logits, check_outputs, set_eval
+
+    x_probe = x_probe[:PROBE]
     model = zoo.load(args.model, args.weights, device=device)
+    set_eval(model, note)
+    outputs = getattr(args, "outputs", "logits")
+    if outputs == "probs":
+        model = LogOutputs(model).eval()
     try:
         with torch.no_grad():
             out = model(x_probe.to(device))
@@ -389,7 +449,19 @@ def _load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.d
         raise InputError(f"model {args.model} returned a {type(out).__name__}, not a tensor of logits",
                          "wrap the model so that it returns one row of class logits per image")
     args.num_classes = check_logits(out, x_probe.shape[0])
+    check_outputs(out)  # after LogOutputs, probabilities have become log-probabilities
+    if grad:
+        check_gradient(model, x_probe.to(device))
     return model
+
+
+def _check_labels(y: torch.Tensor, k: int, args: argparse.Namespace) -> None:
+    """Every label must name one of the model's K classes (refused up front, never dropped)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+        bad = int(y[(y < 0) | (y >= k)][0])
+        n = int(((y < 0) | (y >= k)).sum())
+        raise InputError(f"{n} label(s) of {args.dataset} (e.g. {bad}) lie outside the model's {k} classes 0..{k - 1}",
+                         "use the model made for this dataset, or relabel the data")
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -411,7 +483,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from .attacks.mfipso import confusion_counts
     from .report.figures import gallery_figure
 
-    for flag in ("particles", "gallery"):
+    for flag in ("particles", "gallery", "chunk"):
         _positive(getattr(args, flag), "--" + flag)
     _positive(args.batch_size, "--batch-size")
     if args.pixels is not None:
@@ -420,14 +492,28 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         raise InputError("--iterations and --restart-iterations must be >= 0", "pass 0 or more")
     if args.tau < 0:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
-    runs.check_out(args.out, args.overwrite)
+    if not 0 < args.eps <= 1:
+        raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}", "pass e.g. --eps 0.15")
+    if args.confusion_min < 1:
+        raise InputError(f"--confusion-min must be >= 1, got {args.confusion_min}", "pass e.g. --confusion-min 5")
+    _ignored_flags(args)
+    settings = _attack_settings(args)
+    run_check = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
+                                  create=False, inputs=_inputs(args))
+    if run_check.finished and not args.overwrite:
+        print(f"{args.out} is a finished attack run with these settings; nothing to do "
+              "(pass --overwrite to run it again)", file=sys.stderr)
+        return 0
     device = _device(args.device)
     ctx = distributed.init(args.device)          # under torchrun: join the group, a GPU per process
     device = torch.device(ctx.device) if ctx.active else device
     show = _progress(args) and distributed.is_main(ctx)
     x8, y = _load_data(args)
-    model = _load_model(args, data.to_float(x8[:2]), device)
+    needs_grad = args.attack in ("fgsm", "pgd", "jsma") or (args.attack == "mfipso" and (
+        args.selection != "random" or args.fi_threshold is not None))
+    model = _load_model(args, data.to_float(x8[:PROBE]), device, grad=needs_grad)
     k = args.num_classes
+    _check_labels(y, k, args)
     target: Any
     t = args.target.lower()
     if t == "none":
@@ -476,7 +562,14 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         attack.confusion = confusion_counts(model, x8, y)
     x = data.to_float(x8[idx]).to(device)
     yy = y[idx].to(device)
-    results = _attack_sharded(attack, x, yy, ctx, progress=show)
+    distributed.barrier(ctx)
+    run = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
+                            inputs=_inputs(args)) if distributed.is_main(ctx) else run_check
+    distributed.barrier(ctx)
+    if run.resumed and distributed.is_main(ctx):
+        print(f"continuing the attack in {args.out} from its checkpoints", file=sys.stderr, flush=True)
+    flush_notes()
+    results = _attack_sharded(attack, x, yy, ctx, progress=show, chunk=args.chunk, run=run, log=True)
     if results is None:  # not rank 0: rank 0 merges and writes
         return 0
     res = _merge(results, time.perf_counter() - t0)
@@ -488,7 +581,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
                "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
                                              if kk not in ("func", "json", "out", "overwrite")},
                **res.summary()}
-    names = data.class_names_of(args.dataset, args.split) or tuple(str(i) for i in range(k))
+    names = _class_names(args, k)
     rows = []
     for j in range(len(idx)):
         rows.append({"index": int(idx[j]), "label": int(yy[j]), "target": int(res.target[j]),
@@ -502,15 +595,20 @@ def _cmd_attack(args: argparse.Namespace) -> int:
                  "after": f"-> {names[int(res.pred[j])]} p={float(probs_after[j, res.pred[j]]):.2f}"
                           + ("" if res.success[j] else " (failed)"),
                  "diff": f"L0 {int(res.pixel_l0[j])} px, Linf {float(res.linf[j]):.3f}"} for j in order]
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
-        np.savez_compressed(tmp / "adversarial.npz", x_adv=res.x_adv.cpu().numpy(), x=x.cpu().numpy(),
-                            y=yy.cpu().numpy(), target=res.target.cpu().numpy(),
-                            success=res.success.cpu().numpy(), indices=res.index_array(),
-                            dataset_index=idx.numpy())
-        runs.write_csv(tmp / "results.csv", rows, list(rows[0]))
-        gallery_figure(tmp / "gallery.png", x[order].cpu(), res.x_adv[order].cpu(), captions)
-        runs.write_json(tmp / "summary.json", summary)
-    lines = [f"selected {int(idx.numel())} of {len(y)} images (correct, image FI >= {args.tau:g})",
+    def write_npz(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, x_adv=res.x_adv.cpu().numpy(), x=x.cpu().numpy(),
+                                y=yy.cpu().numpy(), target=res.target.cpu().numpy(),
+                                success=res.success.cpu().numpy(), indices=res.index_array(),
+                                dataset_index=idx.numpy())
+
+    runs.atomic_write(run.path / "adversarial.npz", write_npz)
+    run.write_csv("results.csv", rows, list(rows[0]))
+    runs.atomic_write(run.path / "gallery.png",
+                      lambda p: gallery_figure(p, x[order].cpu(), res.x_adv[order].cpu(), captions))
+    run.write_json("summary.json", summary)  # last: marks the run finished
+    rule = f"correct, image FI >= {args.tau:g}" if args.select == "fi" else "every correct image"
+    lines = [f"selected {int(idx.numel())} of {len(y)} images ({rule})",
              f"success rate {summary['success_rate']:.3f}; L-inf on successes: mean "
              f"{summary['linf_success']['mean'] or 0:.3f}, max {summary['linf_success']['max'] or 0:.3f}; "
              f"pixels per image {summary['pixel_l0_mean']:.1f}; queries {summary['queries_mean']:.0f}",
@@ -520,32 +618,95 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _attack_sharded(attack: Any, x: torch.Tensor, y: torch.Tensor, ctx: Any, progress: bool,
-                    chunk: int = 64) -> list[Any] | None:
+                    chunk: int = 64, run: Any = None, log: bool = True, label: str = "attack") -> list[Any] | None:
     """Attack this process's shard of (x, y) in chunks of ``chunk`` images; return every
     process's results in the order of x on rank 0 (on x's device), None on the other ranks.
 
     Single process: the whole of x. Each image's random streams are seeded per image (attacks
     that take ``offset=`` get the chunk's position in x), and model calls are padded to at
-    least 16 rows, so the merged results do not depend on the number of processes."""
+    least 16 rows, so the merged results do not depend on the number of processes. With a
+    :class:`~infoswarm.runs.ResumableRun` ``run``, each chunk's result is checkpointed
+    (``checkpoints/chunk-<start>.pt``) and a rerun loads finished chunks instead of attacking
+    them again. Without a terminal, one progress line per chunk goes to stderr."""
 
     from tqdm.auto import tqdm
 
     from . import distributed
+    from .progress import LogProgress
 
     part = distributed.shard(len(x), ctx)
     from .attacks.base import takes_offset
 
     offset = takes_offset(attack)
     results = []
-    for i in tqdm(range(part.start, part.stop, chunk), desc="mFI-PSO", unit="batch", disable=not progress):
+    starts = list(range(part.start, part.stop, chunk))
+    lines = LogProgress(label, len(starts), "chunks", enabled=log and not progress and distributed.is_main(ctx))
+    for n, i in enumerate(tqdm(starts, desc="mFI-PSO", unit="batch", disable=not progress)):
         j = min(i + chunk, part.stop)
-        results.append(attack(x[i:j], y[i:j], **({"offset": i} if offset else {})))
+        name = f"chunk-{i:07d}-{j:07d}.pt"
+        saved = run.load(name) if run is not None else None
+        if saved is not None:
+            res = _result_from_dict(saved, x.device)
+            lines.skip()
+        else:
+            res = attack(x[i:j], y[i:j], **({"offset": i} if offset else {}))
+            if run is not None:
+                run.save(name, _result_dict(res))
+        results.append(res)
+        lines.update(n + 1)
     if not ctx.active:
         return results
     gathered = distributed.gather_objects([_result_to(r, "cpu") for r in results], ctx)
     if not distributed.is_main(ctx):
         return None
     return [_result_to(r, x.device) for rank_results in gathered for r in rank_results]
+
+
+def _result_dict(res: Any) -> dict[str, Any]:
+    """An AttackResult as a dict of CPU tensors and numbers (for a weights-only checkpoint)."""
+    from dataclasses import fields
+
+    return {f.name: (v.cpu() if isinstance(v, torch.Tensor) else v)
+            for f in fields(res) for v in [getattr(res, f.name)]}
+
+
+def _result_from_dict(d: Any, device: torch.device) -> Any:
+    from dataclasses import fields
+
+    from .attacks.result import AttackResult
+
+    names = {f.name for f in fields(AttackResult)}
+    if not isinstance(d, dict) or set(d) != names:
+        raise InputError("an attack chunk checkpoint does not match this version's results",
+                         "pass --overwrite to start this run over")
+    return AttackResult(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
+
+
+def _attack_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What an attack run's results depend on (a rerun with other values is refused)."""
+    return {k: v for k, v in sorted(vars(args).items())
+            if k not in ("func", "json", "out", "overwrite", "command", "gallery", "download", "data_root",
+                         "num_classes")}
+
+
+_MFIPSO_ONLY = ("particles", "iterations", "w", "c1", "c2", "restart_iterations", "no_restart", "selection",
+                "bounds", "confusion_min")
+
+
+def _ignored_flags(args: argparse.Namespace) -> None:
+    """One note on stderr naming the attack options given that the chosen --attack ignores."""
+    parser = build_parser()
+    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command")  # type: ignore[union-attr]
+    defaults = {a.dest: a.default for a in sub.choices["attack"]._actions}
+    used = {"mfipso": _MFIPSO_ONLY, "onepixel": ("budget",), "sparse-rs": ("budget",), "pgd": ("steps",)}
+    known = set(_MFIPSO_ONLY) | {"budget", "steps"}
+    ignored = [k for k in sorted(known - set(used.get(args.attack, ())))
+               if getattr(args, k, None) != defaults.get(k)]
+    if args.target.lower() != "confusion" and args.confusion_min != defaults.get("confusion_min") \
+            and "confusion_min" not in ignored:
+        ignored.append("confusion_min")
+    if ignored:
+        note(f"--attack {args.attack} ignores " + ", ".join("--" + k.replace("_", "-") for k in ignored))
 
 
 def _result_to(res: Any, device: torch.device | str) -> Any:
@@ -602,13 +763,14 @@ def cmd_universality(args: argparse.Namespace) -> int:
         _positive(getattr(args, flag), "--" + flag)
     if not args.eps > 0:
         raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 0.15")
-    runs.check_out(args.out, args.overwrite)
+    runs.check_out(args.out, args.overwrite, _inputs(args))
     device = _device(args.device)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"command": "universality", "mode": args.mode, "model": args.model}
     if args.mode == "transfer":
         adv = _read_adversarial(args.adversarial)
-        model = _load_model(args, adv["x"][:2].float(), device)
+        model = _load_model(args, adv["x"][:PROBE].float(), device)
+        _check_labels(adv["y"].long(), args.num_classes, args)
         res = universality.transfer(model, adv["x"].float().to(device), adv["x_adv"].float().to(device),
                                     adv["y"].long().to(device), adv["success"].bool().to(device))
         summary.update(adversarial=str(args.adversarial), **res)
@@ -617,7 +779,8 @@ def cmd_universality(args: argparse.Namespace) -> int:
                  f"of {res['source_successes_correct_here']} source successes"]
     else:
         x8, y = _load_data(args)
-        model = _load_model(args, data.to_float(x8[:2]), device)
+        model = _load_model(args, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
+        _check_labels(y, args.num_classes, args)
         x = data.to_float(x8).to(device)
         y = y.to(device)
         if args.mode == "reuse":
@@ -639,12 +802,19 @@ def cmd_universality(args: argparse.Namespace) -> int:
                                  "raise --limit or lower --fit")
             xf, yf = x[: args.fit], y[: args.fit]
             xh, yh = x[args.fit: args.fit + args.holdout], y[args.fit: args.fit + args.holdout]
+            from .progress import LogProgress
+
+            stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
             sp = universality.shared_perturbation(model, xf, yf, args.pixels, eps=args.eps, per_class=args.per_class,
                                                   particles=args.particles, iterations=args.iterations, seed=args.seed,
                                                   selection=args.selection)
+            stages.update(1)
             fit = universality.fooling_rate(model, xf, yf, sp.apply(xf, yf))
+            stages.update(2)
             held = universality.fooling_rate(model, xh, yh, sp.apply(xh, yh))
+            stages.update(3)
             control = universality.fooling_rate(model, xh, yh, universality.random_control(xh, args.pixels, args.eps, args.seed))
+            stages.update(4)
             summary.update(pixels=args.pixels, eps=args.eps, per_class=args.per_class, fit_images=len(xf),
                            holdout_images=len(xh), fit=fit, holdout=held, random_control=control,
                            locations=sp.locations.tolist(), groups=sp.groups.tolist())
@@ -653,7 +823,7 @@ def cmd_universality(args: argparse.Namespace) -> int:
                      f"{len(xh)} held-out images; random control {control['fooling_rate']:.4f}"]
             shared = sp
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="universality", inputs=_inputs(args)) as tmp:
         runs.write_json(tmp / "summary.json", summary)
         if args.mode == "shared":
             from safetensors.torch import save_file
@@ -678,16 +848,15 @@ def cmd_influence(args: argparse.Namespace) -> int:
                          "pass 1 for [0,1] models or 255 for models trained on raw 0..255 pixels")
     if args.tau < 0:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
-    runs.check_out(args.out, args.overwrite)
+    runs.check_out(args.out, args.overwrite, _inputs(args))
     device = _device(args.device)
     x8, y = _load_data(args)
-    model = _load_model(args, data.to_float(x8[:2]), device)
+    model = _load_model(args, data.to_float(x8[:PROBE]), device, grad=True)
     k = args.num_classes
-    if int(y.max()) >= k:
-        raise InputError(f"labels go up to {int(y.max())} but the model has {k} classes",
-                         "use the model made for this dataset")
-    classes = data.class_names_of(args.dataset, args.split) or tuple(str(i) for i in range(k))
+    _check_labels(y, k, args)
+    classes = _class_names(args, k)
     bs = args.batch_size or 500
+    flush_notes()
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=_progress(args), device=device)
     fi_true = influence.image_fi_from_logits(rank.logits, y)
@@ -698,9 +867,18 @@ def cmd_influence(args: argparse.Namespace) -> int:
     top = rank.order[: args.top]
     t0 = time.perf_counter()
     xt = data.to_float(x8[top]).to(device)
-    maps = influence.pixel_fi(model, xt, args.map_class, y=y[top].to(device), unit=args.unit,
-                              window=args.window, eps=args.eps, eps_scale=args.fi_eps_scale,
-                              batch_size=min(bs, 64)).cpu()
+    from .progress import LogProgress
+
+    mb = min(bs, 64)
+    starts = range(0, len(xt), mb)
+    lines = LogProgress("pixel maps", len(starts), "batches")
+    parts = []
+    for n, i in enumerate(starts):  # the batches pixel_fi would make itself; one log line each
+        parts.append(influence.pixel_fi(model, xt[i: i + mb], args.map_class, y=y[top][i: i + mb].to(device),
+                                        unit=args.unit, window=args.window, eps=args.eps,
+                                        eps_scale=args.fi_eps_scale, batch_size=mb).cpu())
+        lines.update(n + 1)
+    maps = torch.cat(parts)
     t_maps = time.perf_counter() - t0
     map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
     vulnerable = correct & (rank.fi >= args.tau)
@@ -719,7 +897,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
         "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
         "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
     }
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="influence", inputs=_inputs(args)) as tmp:
         runs.write_csv(tmp / "images.csv", rows, list(rows[0]))
         (tmp / "heatmaps").mkdir()
         for r, i in enumerate(top.tolist()):
@@ -754,6 +932,60 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM (a scheduler's or `kill`'s default) ends the command like Ctrl-C: temporary files
+    are removed and checkpoints kept. Only from the main thread (signal handlers live there)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        pass
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every float option finite, the seed in torch's range: checked before any command runs."""
+    import math
+
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be a finite number, got {value}", f"pass a number such as {flag} 0.1")
+    seed = getattr(args, "seed", 0)
+    if isinstance(seed, int) and not 0 <= seed < 2 ** 63:
+        raise InputError(f"--seed must lie in 0 .. 2^63-1, got {seed}", "pass e.g. --seed 0")
+
+
+def _lock(args: argparse.Namespace) -> Any:
+    """The run-folder lock (:func:`infoswarm.runs.lock`) of commands that write an --out folder."""
+    import contextlib
+
+    from . import runs
+
+    import os
+
+    if args.command == "report" or not getattr(args, "out", None) or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()  # under torchrun only rank 0 holds the lock
+    return runs.lock(args.out)
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Files and folders a command reads (never to be written into or over)."""
+    paths = [getattr(args, k, None) for k in ("dataset", "weights", "against", "adversarial")]
+    model = getattr(args, "model", None)
+    if isinstance(model, str):
+        paths.append(model.rsplit(":", 1)[0] if ":" in model and not Path(model).exists() else model)
+    return [str(p) for p in paths if p and Path(str(p)).expanduser().exists()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``infoswarm`` command; returns the exit status."""
     parser = build_parser()
@@ -763,15 +995,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no command given; choose one of "
               "influence, attack, universality, train, harden, evaluate, report, demo", file=sys.stderr)
         return 2
+    _terminate_cleanly()
     try:
+        _check_numbers(args)
         torch.manual_seed(args.seed)
-        return int(args.func(args) or 0)
+        with _lock(args):
+            status = int(args.func(args) or 0)
+        flush_notes()
+        return status
     except InputError as e:
+        _NOTES.clear()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; no half-written output was left (a harden run keeps its checkpoints: "
-              "run the same command to continue)", file=sys.stderr)
+        print("error: interrupted; no half-written output was left (attack, train and harden runs keep "
+              "their checkpoints: run the same command to continue)", file=sys.stderr)
         return 130
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import shlex
 import sys
@@ -49,6 +50,22 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _steps(args: argparse.Namespace, out: Path) -> list[list[str]]:
+    """The three commands the demo runs, writing under ``out``."""
+    ds, model = args.dataset, DEMO_MODELS[args.dataset]
+    data_args = ["--dataset", ds, "--model", model] + (["--data-root", str(args.data_root)] if args.data_root else [])
+    return [
+        ["influence", *data_args, "--split", "test", "--limit", str(args.limit),
+         "--top", "12", "--out", str(out / "influence")],
+        ["attack", *data_args, "--split", "test", "--limit", str(args.limit),
+         "--select", "fi", "--tau", "0.01", "--fi-threshold", "0.01", *DEMO_SELECTION[ds],
+         "--bounds", "paper", "--eps", "0.15",
+         "--particles", str(args.particles), "--iterations", str(args.iterations),
+         "--restart-iterations", str(args.restart_iterations), "--out", str(out / "attack")],
+        ["report", str(out / "influence"), str(out / "attack"), "--out", str(out / "report.html")],
+    ]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import runs
     from .cli import _device, _positive, main
@@ -62,43 +79,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _device(args.device)
     runs.check_out(args.out, args.overwrite)
     out = Path(args.out)
-    shared = ["--seed", str(args.seed), "--device", args.device]
-    ds, model = args.dataset, DEMO_MODELS[args.dataset]
-    data_args = ["--dataset", ds, "--model", model] + (["--data-root", str(args.data_root)] if args.data_root else [])
     from . import data
 
-    data.load(ds, "test", root=args.data_root)  # one line naming where it looked when absent
-    steps = [
-        ["influence", *data_args, "--split", "test", "--limit", str(args.limit),
-         "--top", "12", "--out", str(out / "influence")],
-        ["attack", *data_args, "--split", "test", "--limit", str(args.limit),
-         "--select", "fi", "--tau", "0.01", "--fi-threshold", "0.01", *DEMO_SELECTION[ds],
-         "--bounds", "paper", "--eps", "0.15",
-         "--particles", str(args.particles), "--iterations", str(args.iterations),
-         "--restart-iterations", str(args.restart_iterations), "--out", str(out / "attack")],
-        ["report", str(out / "influence"), str(out / "attack"), "--out", str(out / "report.html")],
-    ]
-    if args.overwrite:  # only what an earlier demo wrote: the three outputs below
-        import shutil
-
-        for name in ("influence", "attack"):
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
-        (out / "report.html").unlink(missing_ok=True)
+    data.load(args.dataset, "test", root=args.data_root)  # one line naming where it looked when absent
     t0 = time.perf_counter()
-    for step in steps:
-        argv = step + (shared if step[0] != "report" else [])
-        # With --json, stdout carries only the final JSON; the steps talk on stderr.
-        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-            print(f"\n$ infoswarm {shlex.join(argv)}", flush=True)
-            status = main(argv)
-        if status != 0:
-            raise InputError(f"demo step `infoswarm {step[0]}` failed (exit {status})", "see the message above")
-    att = json.loads((out / "attack" / "summary.json").read_text())
+    # Built in a hidden temporary folder beside --out and moved into place when every step has
+    # succeeded (a failed or killed demo leaves the old --out, or nothing); the commands and
+    # messages are printed with the final paths.
+    with runs.atomic_dir(args.out, args.overwrite, kind="demo") as tmp:
+        for step in _steps(args, tmp):
+            argv = step + (["--seed", str(args.seed), "--device", args.device] if step[0] != "report" else [])
+            shown = shlex.join(argv).replace(str(tmp), str(out))
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                status = main(argv)
+            # With --json, stdout carries only the final JSON; the steps talk on stderr.
+            print(f"\n$ infoswarm {shown}\n" + buf.getvalue().replace(str(tmp), str(out)).rstrip("\n"),
+                  file=sys.stderr if args.json else sys.stdout, flush=True)
+            if status != 0:
+                raise InputError(f"demo step `infoswarm {step[0]}` failed (exit {status})", "see the message above")
+        page = tmp / "report.html"
+        page.write_text(page.read_text(encoding="utf-8").replace(str(tmp), str(out)), encoding="utf-8")
+        att = json.loads((tmp / "attack" / "summary.json").read_text())
     headline = {
         "report": str(out / "report.html"),
-        "dataset": ds, "model": model,
-        "vulnerable_images": f"{att['selected']} of {att['candidates']} {ds} test images are correctly classified "
+        "dataset": args.dataset, "model": DEMO_MODELS[args.dataset],
+        "vulnerable_images": f"{att['selected']} of {att['candidates']} {args.dataset} test images are correctly classified "
                              f"with image FI >= 0.01",
         "success_rate": att["success_rate"],
         "pixels_per_image": att["pixel_l0_mean"],

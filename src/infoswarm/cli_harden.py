@@ -107,18 +107,19 @@ def cmd_harden(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from . import data, distributed, hardening, runs, zoo
-    from .cli import _device, _load_model, _positive, _print_summary
+    from .cli import PROBE, _check_labels, _device, _inputs, _load_model, _positive, _print_summary, flush_notes, note
 
     if args.model in zoo.ZOO and args.dataset is None:
         args.dataset = zoo.ZOO[args.model].dataset
     args.dataset = args.dataset or "mnist"
     cifar = data.is_named(args.dataset) and data.INFO[args.dataset].shape[0] == 3
+    epochs = args.epochs if args.epochs is not None else (50 if cifar else 30)
     try:
         milestones = tuple(int(v) for v in args.milestones.split(",") if v.strip()) \
-            if args.milestones is not None else ((15, 40) if cifar else (10, 20))
+            if args.milestones is not None else \
+            tuple(m for m in ((15, 40) if cifar else (10, 20)) if m <= epochs)  # the paper's, within --epochs
     except ValueError:
         raise InputError(f"--milestones {args.milestones!r} is not a list of epochs", "write e.g. --milestones 10,20") from None
-    epochs = args.epochs if args.epochs is not None else (50 if cifar else 30)
     wd = args.weight_decay if args.weight_decay is not None else (
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
     _positive(args.limit, "--limit")
@@ -129,19 +130,24 @@ def cmd_harden(args: argparse.Namespace) -> int:
     device = _device(args.device) if not ctx.active or ctx.backend != "nccl" else torch.device("cuda", ctx.local_rank)
     x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
     xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
-    model = _load_model(args, x8[:2].float() / 255.0, device)
+    model = _load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
     cfg.validate(args.num_classes, int(x8.shape[2] * x8.shape[3]))
+    _check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
+    _check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
+    if args.method != "pgd" and args.pgd_steps != 10:
+        note(f"--method {args.method} ignores --pgd-steps (only --method pgd uses it)")
     settings = {"dataset": args.dataset, "split": args.split, "model": args.model,
                 "weights": args.weights, **cfg.as_dict()}
     # Checked on every rank (nothing is written until all checks pass); rank 0 creates it.
-    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False)
+    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
+                           inputs=_inputs(args))
     if run.finished and not args.overwrite:
         print(f"{args.out} is a finished harden run with these settings; nothing to do "
               "(pass --overwrite to run it again)", file=sys.stderr)
         return 0
     distributed.barrier(ctx)
     if distributed.is_main(ctx):
-        run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite)
+        run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=_inputs(args))
     distributed.barrier(ctx)
     quiet = args.json or not distributed.is_main(ctx)
 
@@ -173,6 +179,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
                              barrier=lambda: distributed.barrier(ctx),
                              wrap=lambda m: distributed.wrap_ddp(m, ctx) if ctx.active else None)
     t0 = time.perf_counter()
+    flush_notes()
     summary = hardening.harden(model, x8, y, xt8, yt, cfg, run, par, log=log, epoch_log=epoch_log)
     if tb is not None:
         tb.close()
@@ -189,7 +196,10 @@ def cmd_harden(args: argparse.Namespace) -> int:
                 "test_accuracy": summary["after"]["clean_acc"], "torch": torch.__version__,
                 "infoswarm": __version__, "command": "infoswarm " + " ".join(sys.argv[1:])}
         out = Path(args.out)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        from .checks import LogOutputs
+
+        inner = model.model if isinstance(model, LogOutputs) else model  # --outputs probs: the user's own keys
+        state = {k: v.contiguous() for k, v in inner.state_dict().items()}
         runs.atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p), metadata={"base": args.model}))
         run.write_json("card.json", card)
         run.write_csv("metrics.csv", summary["history"], list(summary["history"][0]))
@@ -220,12 +230,56 @@ def cmd_harden(args: argparse.Namespace) -> int:
     return 0
 
 
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "attack": (str,), "eps": (int, float), "particles": (int,), "iterations": (int,), "w": (int, float),
+    "c1": (int, float), "c2": (int, float), "restart_iterations": (int,), "selection": (str,), "bounds": (str,),
+    "no_restart": (bool,), "pixels": (int, type(None)), "fi_threshold": (int, float, type(None)),
+    "budget": (int, type(None)), "steps": (int, type(None)), "target": (str, int, type(None)),
+    "min_prob": (int, float, type(None)), "max_prob": (int, float, type(None)),
+}
+
+
+def _check_attack_settings(s: dict[str, Any], folder: Path) -> None:
+    """The settings of an attack run's summary.json (read back by ``evaluate``) must have the
+    types ``infoswarm attack`` writes: a tampered or hand-edited file gets one line."""
+    import math
+
+    from .attacks import registry
+
+    for key, types in _SETTING_TYPES.items():
+        if key not in s:
+            continue
+        v = s[key]
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        if ok and isinstance(v, float) and not math.isfinite(v):
+            ok = False
+        if ok and isinstance(v, int) and not isinstance(v, bool) and key in ("particles", "budget", "steps", "pixels") \
+                and v < 1:
+            ok = False
+        if ok and key in ("iterations", "restart_iterations") and v < 0:
+            ok = False
+        if not ok:
+            raise InputError(f"{folder}/summary.json has an invalid settings.{key} ({v!r})",
+                             "pass a folder written by `infoswarm attack`, or re-run the attack")
+    if s["attack"] not in registry.NAMES:
+        raise InputError(f"{folder}/summary.json names an unknown attack {s['attack']!r}",
+                         "pass a folder written by `infoswarm attack`, or re-run the attack")
+    t = s.get("target", "second")
+    if isinstance(t, str) and t.lower() not in ("none", "second", "confusion"):
+        try:
+            int(t)
+        except ValueError:
+            raise InputError(f"{folder}/summary.json has an invalid settings.target ({t!r})",
+                             "pass a folder written by `infoswarm attack`, or re-run the attack") from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from . import data, runs, training
     from .attacks import registry
-    from .cli import _device, _load_model, _print_summary, _read_adversarial
+    from .cli import (PROBE, _attack_sharded, _check_labels, _device, _inputs, _load_model, _merge,
+                      _print_summary, _read_adversarial)
 
     folder = Path(args.against)
     if not (folder / "summary.json").is_file():
@@ -246,18 +300,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if lacking or not isinstance(info.get("dataset"), str):
         raise InputError(f"{folder}/summary.json lacks {', '.join(lacking or ['dataset'])} of the attack run",
                          "pass a folder written by `infoswarm attack`, or re-run the attack")
+    _check_attack_settings(s, folder)
     arrays = _read_adversarial(str(folder / "adversarial.npz"))
+    n = len(arrays["x"])
+    if (arrays["x_adv"].shape != arrays["x"].shape or arrays["x"].dim() != 4 or n == 0
+            or arrays["y"].shape != (n,) or arrays["success"].shape != (n,)
+            or ("target" in arrays and arrays["target"].shape != (n,))):
+        raise InputError(f"{folder}/adversarial.npz holds arrays of inconsistent shapes",
+                         "pass a folder written by `infoswarm attack`, or re-run the attack")
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in names:
         if b not in registry.NAMES:
             raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.NAMES)}")
-    runs.check_out(args.out, args.overwrite)
+    runs.check_out(args.out, args.overwrite, _inputs(args))
     device = _device(args.device)
     s = info["settings"]
     args.dataset = info["dataset"]
     x, x_adv = arrays["x"].float().to(device), arrays["x_adv"].float().to(device)
     y, success = arrays["y"].long().to(device), arrays["success"].bool().to(device)
-    model = _load_model(args, x[:2], device)
+    model = _load_model(args, x[:PROBE], device)
+    _check_labels(y, args.num_classes, argparse.Namespace(dataset=f"{folder}/adversarial.npz"))
     if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
         raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
     xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
@@ -293,8 +355,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                      steps=s.get("steps", 10), **(mf if name == "mfipso" else {})))
                for name in [s["attack"], *[b for b in names if b != s["attack"]]]]  # all built before any runs
     rows = []
-    for name, attack in attacks:
-        res = attack(x, y)
+    from .distributed import Context
+
+    for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
+        started = time.perf_counter()
+        res = _merge(_attack_sharded(attack, x, y, Context(), progress=False, label=f"evaluate {name}") or [],
+                     time.perf_counter() - started)
         rows.append({"attack": name, "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
                      "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
@@ -302,7 +368,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                "dataset": info["dataset"], "images": int(len(x)), "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
                "adv_acc": adv_acc, "adversarial_images": int(success.sum()), "reattack": rows,
                "query_budget": budget, "seconds": time.perf_counter() - t0}
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=_inputs(args)) as tmp:
         runs.write_json(tmp / "summary.json", summary)
         runs.write_csv(tmp / "reattack.csv", rows, list(rows[0]))
     lines = [f"clean test accuracy {summary['clean_acc']:.4f}; accuracy on {int(success.sum())} adversarial images "

@@ -476,21 +476,31 @@ def _load_user(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                              "pass an .npz with x and y, or a folder with one sub-folder per class")
         return _read_npz(path, split)
     folder = path / split if (path / split).is_dir() else path
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    if not classes:
+    labels_of = folder_labels(folder)
+    if not labels_of:
         raise InputError(f"{folder} has no class sub-folders", "put each class's images in <folder>/<class>/")
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     images, labels = [], []
-    for k, c in enumerate(classes):
+    for c, k in labels_of.items():
         for f in sorted((folder / c).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                with Image.open(f) as im:
-                    images.append(np.asarray(im.convert("RGB")))
-            except (UnidentifiedImageError, OSError) as e:
-                raise InputError(f"cannot read image {f} ({e})", "remove or replace the file") from None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(f) as im:
+                        if im.width * im.height > MAX_IMAGE_PIXELS:
+                            raise InputError(f"image {f} is too large ({im.width}x{im.height} pixels, more than "
+                                             f"{MAX_IMAGE_PIXELS})", "resize it, or remove it")
+                        images.append(np.asarray(im.convert("RGB")))
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+                raise InputError(f"image {f} is too large (a decompression bomb?)", "resize it, or remove it") from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                raise InputError(f"cannot read image {f} ({(str(e).splitlines() or [''])[0][:100]})",
+                                 "remove or replace the file") from None
             labels.append(k)
     if not images:
         raise InputError(f"no PNG or JPEG images under {folder}", "put images in <folder>/<class>/")
@@ -504,14 +514,39 @@ def _load_user(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x.transpose(0, 3, 1, 2), np.asarray(labels, dtype=np.int64)
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Larger images in an image folder are refused (and PIL's decompression-bomb check is strict)."""
+
+
+def folder_labels(folder: Path) -> dict[str, int]:
+    """Label of each class sub-folder of an image folder, in the order read: when every name is
+    a non-negative integer ("0", "3", "07") that integer is the label, so a missing class folder
+    does not shift the others; otherwise the sorted position of the name."""
+    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if names and all(n.isdigit() for n in names):
+        labels = {n: int(n) for n in sorted(names, key=int)}
+        if len(set(labels.values())) != len(labels):
+            raise InputError(f"class folders of {folder} name the same label twice ({', '.join(names[:6])})",
+                             "give each class one folder")
+        return labels
+    return {n: k for k, n in enumerate(names)}
+
+
 def class_names_of(name: str, split: str = "test") -> tuple[str, ...] | None:
-    """Class names of a named dataset or of an image folder (sub-folder names); None for npz."""
+    """Class names of a named dataset or of an image folder (index = label; labels without a
+    folder are named by their number); None for npz."""
     if name in INFO:
         return INFO[name].classes
     p = Path(name).expanduser()
     if p.is_dir():
         folder = p / split if (p / split).is_dir() else p
-        return tuple(sorted(d.name for d in folder.iterdir() if d.is_dir()))
+        labels = folder_labels(folder)
+        if not labels:
+            return None
+        names = [str(i) for i in range(max(labels.values()) + 1)]
+        for n, k in labels.items():
+            names[k] = n
+        return tuple(names)
     return None
 
 

@@ -90,8 +90,16 @@ class HardenConfig:
             if a == b:
                 raise InputError(f"--protect pair {a}:{b} has equal classes",
                                  "give true:target pairs of two different classes, e.g. 3:8")
-        if not self.eps > 0:
-            raise InputError(f"--eps must be positive, got {self.eps}", "pass e.g. --eps 0.15")
+        if not 0 < self.eps <= 1:
+            raise InputError(f"--eps must be positive and at most 1 (pixel units), got {self.eps}",
+                             "pass e.g. --eps 0.15")
+        bad = [m for m in self.milestones if not 0 < m <= self.epochs]
+        if bad:
+            raise InputError(f"--milestones {bad[0]} is not an epoch inside the {self.epochs}-epoch schedule",
+                             f"give milestones between 1 and {self.epochs}, or raise --epochs")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise InputError(f"--milestones {','.join(map(str, self.milestones))} must increase",
+                             "write them in order, each once, e.g. --milestones 10,20")
         for name in ("epochs", "batch_size", "particles", "chunk", "eval_images", "repeat"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}",

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_classes, check_images, check_logits
+from .checks import check_classes, check_images, check_logits, check_outputs
 from .errors import InputError
 
 ClassSpec = torch.Tensor | int | Literal["true", "pred", "second"]
@@ -196,8 +196,19 @@ def image_fi_from_logits(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.logsumexp(others, 1) - zc)
 
 
-def _prepare(model: nn.Module, x: torch.Tensor) -> None:
+def _prepare(model: nn.Module, x: torch.Tensor, eps: float | None = None) -> None:
     check_images(x)
+    check_fi_eps(eps)
+
+
+def check_fi_eps(eps: float | None) -> None:
+    """The authors' regularisation ``eps`` must be None (exact) or a finite number > 0."""
+    import math
+
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                            or not math.isfinite(eps) or eps <= 0):
+        raise InputError(f"eps must be None (exact FI) or a positive number, got {eps!r}",
+                         "pass e.g. eps=1e-3, or omit it")
 
 
 def image_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
@@ -209,7 +220,7 @@ def image_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
     ``method="closed"`` (default, exact when the logit Jacobian has full rank K, which holds
     for any practical network) uses (1 − p_c)/p_c from one forward pass; ``"general"``
     evaluates ∇fᵀG⁺∇f from the Jacobian. ``eps`` (the authors' variant) implies general."""
-    _prepare(model, x)
+    _prepare(model, x, eps)
     if eps is None and method == "closed":
         with torch.no_grad():
             logits = model(x)
@@ -226,7 +237,7 @@ def block_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec, mask: torch.Tens
 
     ``mask`` is bool [C, H, W] (same set for every image) or [N, C, H, W] (a set per image);
     the result is ∇fᵀ G⁺ ∇f over the selected entries (0 for an empty set)."""
-    _prepare(model, x)
+    _prepare(model, x, eps)
     mask = torch.as_tensor(mask, device=x.device)
     if mask.dtype != torch.bool or mask.shape not in (x.shape[1:], x.shape):
         raise InputError(f"mask must be bool with shape {tuple(x.shape[1:])} or {tuple(x.shape)}, "
@@ -297,7 +308,7 @@ def pixel_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
     ``window`` > 1: of each channel's window centred there). ``unit="pixel"`` -> [N, H, W]:
     FI of all channels of a location together (with ``window``: of the window×window block
     centred there, all channels, cut at the borders). Values lie in [0, (1 − p_c)/p_c]."""
-    _prepare(model, x)
+    _prepare(model, x, eps)
     check_eps(eps, eps_scale)
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}", "pass batch_size=1 or more")
@@ -328,7 +339,7 @@ def parameter_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
     them under ``eps``."""
     from torch.func import functional_call, jacrev, vmap
 
-    _prepare(model, x)
+    _prepare(model, x, eps)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
@@ -402,6 +413,7 @@ def rank_images(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
             check_images(xb)
             logits = model(xb)
             check_logits(logits, xb.shape[0])
+            check_outputs(logits)
             all_logits.append(logits.cpu())
             bar.update(xb.shape[0])
     bar.close()

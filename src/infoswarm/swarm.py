@@ -43,7 +43,14 @@ class SwarmConfig:
         if self.particles < 1 or self.iterations < 0:
             raise InputError(f"particles must be >= 1 and iterations >= 0 (got {self.particles}, "
                              f"{self.iterations})", "pass e.g. --particles 200 --iterations 10")
-        if self.w < 0 or self.c1 < 0 or self.c2 < 0 or self.vmax_frac <= 0:
+        import math
+
+        vals = {"w": self.w, "c1": self.c1, "c2": self.c2, "vmax_frac": self.vmax_frac, "v_init": self.v_init}
+        for name, v in vals.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"swarm weight {name} must be a finite number >= 0, got {v!r}",
+                                 "use the paper's w 0.6, c1 2, c2 2")
+        if self.vmax_frac <= 0:
             raise InputError("w, c1, c2 must be >= 0 and vmax_frac > 0", "use the paper's 0.6, 2, 2, 0.05")
 
 

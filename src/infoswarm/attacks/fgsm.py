@@ -20,7 +20,7 @@ from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
+from .base import TargetSpec, evaluating, prepare
 from .result import AttackResult, finalize
 
 
@@ -28,6 +28,8 @@ def check_eps(eps: float, name: str = "eps") -> float:
     """A positive, finite L∞ radius (pixel units in [0,1]) or an InputError."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
         raise InputError(f"{name} must be a positive number, got {eps!r}", f"pass e.g. {name}=8/255")
+    if eps > 1:
+        raise InputError(f"{name} must be at most 1 (images lie in [0, 1]), got {eps!r}", f"pass e.g. {name}=8/255")
     return float(eps)
 
 
@@ -99,6 +101,7 @@ class FGSM:
         self.criterion.validate()
         self.model, self.target, self.random_start = model, target, bool(random_start)
 
+    @evaluating(True)
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
         started = time.perf_counter()

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
+from .base import TargetSpec, evaluating, prepare
 from .fgsm import check_eps
 from .result import AttackResult, finalize
 
@@ -71,6 +71,7 @@ class JSMA:
         self.criterion.validate()
         self.model, self.pixels, self.theta, self.target = model, pixels, float(theta), target
 
+    @evaluating(True)
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from .. import influence
 from ..criteria import Criterion
 from ..errors import InputError
 from ..swarm import SwarmConfig, minimize
-from .base import TargetSpec, prepare, probs_of
+from .base import TargetSpec, evaluating, prepare, probs_of
 from .result import AttackResult, finalize
 
 Selection = Literal["fi", "fi-eps", "saliency", "random"]
@@ -73,8 +73,11 @@ class MFIPSO:
             raise InputError(f"pixels must be positive, got {pixels}", "pass --pixels 1 or more")
         if fi_threshold is not None and fi_threshold < 0:
             raise InputError(f"fi_threshold must be >= 0, got {fi_threshold}", "pass e.g. --fi-threshold 0.01")
-        if not eps > 0:
-            raise InputError(f"eps must be positive, got {eps}", "pass e.g. --eps 0.15")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise InputError(f"eps must be positive and at most 1 (pixel units), got {eps!r}", "pass e.g. --eps 0.15")
+        if isinstance(confusion_min, bool) or not isinstance(confusion_min, int) or confusion_min < 1:
+            raise InputError(f"confusion_min must be an integer >= 1, got {confusion_min!r}",
+                             "pass e.g. --confusion-min 5")
         if selection not in ("fi", "fi-eps", "saliency", "random"):
             raise InputError(f"unknown selection {selection!r}", "use fi, fi-eps, saliency or random")
         if bounds not in ("box", "paper"):
@@ -186,6 +189,7 @@ class MFIPSO:
         flat.scatter_add_(1, ent.clamp(min=0), torch.where(ent >= 0, delta, 0.0))
         return flat.view_as(x).clamp(0.0, 1.0)
 
+    @evaluating(lambda a: a.selection != "random")
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: Offset = 0) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N].
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
+from .base import TargetSpec, evaluating, prepare
 from .result import AttackResult, finalize
 
 _MIN_ROWS = 16
@@ -47,8 +47,8 @@ _MIN_ROWS = 16
 def _check_common(pixels: int, eps: float, batch_size: int, criterion: Criterion) -> None:
     if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
         raise InputError(f"pixels must be a positive integer, got {pixels!r}", "pass pixels=1 or more")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise InputError(f"eps must be positive, got {eps!r}", "pass eps=1.0 for unbounded values, or e.g. 0.3")
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps <= 1):
+        raise InputError(f"eps must be positive and at most 1, got {eps!r}", "pass eps=1.0 for unbounded values, or e.g. 0.3")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. 4096")
     criterion.validate()
@@ -214,6 +214,7 @@ class OnePixel:
         val = val.gather(1, first_of.unsqueeze(-1).expand(-1, -1, c))
         return loc, val, first_of == pos
 
+    @evaluating()
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""

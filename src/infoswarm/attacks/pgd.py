@@ -19,7 +19,7 @@ from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
+from .base import TargetSpec, evaluating, prepare
 from .fgsm import check_eps, check_seed, objective, project, uniform_start
 from .result import AttackResult, finalize
 
@@ -57,6 +57,7 @@ class PGD:
         self.criterion.validate()
         self.model, self.target, self.random_start = model, target, bool(random_start)
 
+    @evaluating(True)
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
         started = time.perf_counter()

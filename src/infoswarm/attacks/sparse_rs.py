@@ -38,7 +38,7 @@ from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
+from .base import TargetSpec, evaluating, prepare
 from .onepixel import _apply, _box, _check_common, _check_size, _loss, _score
 from .result import AttackResult, finalize
 
@@ -92,6 +92,7 @@ class SparseRS:
         v = (u * m).long().clamp(max=m - 1)
         return v + (has & (v >= clean_code)).long()
 
+    @evaluating()
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""

@@ -514,10 +514,25 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
 def _check_out(out: Path) -> Path:
     if out.is_dir():
         raise InputError(f"--out {out} is a folder", "pass a file path such as report.html")
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"--out {out} is a symbolic link to a missing file", "remove the link or choose another --out")
+    if out.exists() and not is_report(out):
+        raise InputError(f"--out {out} exists and is not an infoswarm report (it would be replaced)",
+                         "choose a new file name such as report.html")
     from ..runs import check_writable_parent
 
     check_writable_parent(out, "choose an --out path in a folder you can write to")
     return out
+
+
+def is_report(path: Path) -> bool:
+    """True when ``path`` is an HTML page written by :func:`write_report` (its generator tag)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b'<meta name="generator" content="infoswarm' in head
 
 
 def write_report(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Report:

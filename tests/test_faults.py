@@ -1,0 +1,179 @@
+"""Fault suite: ``attack``, ``harden`` and ``train`` killed with SIGKILL at several points, then
+rerun with the same command, end with exactly the result of an uninterrupted run and leave no
+temporary files or locks behind; two processes on one --out: the second is refused with one
+line naming the first one's PID. Small real MNIST slices and tiny settings keep this fast."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infoswarm import data, runs
+from infoswarm.cli import main
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> Path:
+    """300 MNIST training and 100 test images as a user .npz dataset."""
+    x, y = data.load("mnist", "train")
+    xt, yt = data.load("mnist", "test")
+    path = tmp_path_factory.mktemp("data") / "mini.npz"
+    np.savez(path, x_train=x[:300].numpy(), y_train=y[:300].numpy(),
+             x_test=xt[:100].numpy(), y_test=yt[:100].numpy())
+    return path
+
+
+def attack_args(npz: Path, out: Path) -> list[str]:
+    # every correct image of 40, in chunks of 8; random pixels keep it cheap
+    return ["attack", "--dataset", str(npz), "--split", "test", "--limit", "40", "--select", "all",
+            "--selection", "random", "--pixels", "20", "--eps", "0.5", "--particles", "8", "--iterations", "2",
+            "--restart-iterations", "1", "--chunk", "8", "--out", str(out)]
+
+
+def harden_args(npz: Path, out: Path) -> list[str]:
+    return ["harden", "--dataset", str(npz), "--model", "mnist-cnn", "--pixels", "10", "--particles", "8",
+            "--selection", "saliency", "--iterations", "2", "--restart-iterations", "0", "--bounds", "box",
+            "--eps", "0.5", "--tau", "0.001", "--limit", "60", "--epochs", "2", "--lr", "0.01",
+            "--milestones", "1", "--eval-images", "8", "--chunk", "8", "--batch-size", "64", "--out", str(out)]
+
+
+def train_args(npz: Path, out: Path) -> list[str]:
+    return ["train", "--dataset", str(npz), "--model", "mnist-cnn", "--limit", "200", "--epochs", "3",
+            "--batch-size", "64", "--out", str(out)]
+
+
+def kill_when(argv: list[str], path: Path, timeout: float = 900) -> None:
+    """Start ``infoswarm argv`` and SIGKILL it as soon as ``path`` exists."""
+    proc = subprocess.Popen([sys.executable, "-m", "infoswarm", *argv], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while not path.exists():
+            assert proc.poll() is None, f"the run ended before {path.name} appeared"
+            assert time.time() < deadline, f"{path.name} did not appear in {timeout}s"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files/folders and lock files anywhere under root."""
+    return [p for p in root.rglob("*") if ".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".lock")]
+
+
+def table(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def same_npz(a: Path, b: Path) -> bool:
+    with np.load(a) as za, np.load(b) as zb:
+        return za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
+
+
+@pytest.mark.slow
+def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert main(attack_args(npz, ref)) == 0
+    chunks = sorted(p.name for p in (ref / "checkpoints").iterdir())
+    assert len(chunks) >= 3, chunks
+    for point in (out / "run.json", out / "checkpoints" / chunks[0], out / "checkpoints" / chunks[2],
+                  out / "adversarial.npz"):
+        kill_when(attack_args(npz, out), point)
+        assert not (out / "summary.json").exists()
+    assert main(attack_args(npz, out)) == 0
+    assert same_npz(ref / "adversarial.npz", out / "adversarial.npz")
+    assert table(ref / "results.csv") == table(out / "results.csv")
+    assert not leftovers(tmp_path), leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_harden_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert main(harden_args(npz, ref)) == 0
+    points = [out / "run.json", out / "checkpoints" / "attack-train-00001.pt", out / "checkpoints" / "train.pt"]
+    for point in points:
+        kill_when(harden_args(npz, out), point)
+        assert not (out / "summary.json").exists()
+    assert main(harden_args(npz, out)) == 0
+    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert table(ref / "metrics.csv") == table(out / "metrics.csv")
+    assert same_npz(ref / "adversarial-train.npz", out / "adversarial-train.npz")
+    assert not leftovers(tmp_path), leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_train_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert main(train_args(npz, ref)) == 0
+    for point in (out / "run.json", out / "checkpoints" / "train.pt", out / "model.safetensors"):
+        kill_when(train_args(npz, out), point)
+        assert not (out / "summary.json").exists()
+    assert main(train_args(npz, out)) == 0
+    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert table(ref / "history.csv") == table(out / "history.csv")
+    assert not leftovers(tmp_path), leftovers(tmp_path)
+
+
+def test_killed_atomic_run_leaves_nothing_the_next_run_keeps(npz, tmp_path, one_thread) -> None:
+    """influence writes through a temporary folder: a leftover from a killed run is removed by
+    the next run on the same --out (it holds the lock, so no live process owns the leftover)."""
+    out = tmp_path / "fi"
+    stale = tmp_path / ".fi.tmp-deadbeef"
+    stale.mkdir()
+    (stale / "images.csv").write_text("half\n")
+    (tmp_path / ".fi.lock").write_text("999999\n")  # a lock file left by a killed process
+    assert main(["influence", "--dataset", str(npz), "--limit", "20", "--top", "1", "--out", str(out)]) == 0
+    assert (out / "summary.json").is_file() and runs.is_run_folder(out)
+    assert not leftovers(tmp_path), leftovers(tmp_path)
+
+
+def test_two_runs_on_one_folder_one_is_refused(npz, tmp_path, one_thread) -> None:
+    out = tmp_path / "a"
+    slow = [a if a != "2" else "100000" for a in attack_args(npz, out)]  # --iterations 100000: still running
+    first = subprocess.Popen([sys.executable, "-m", "infoswarm", *slow], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = runs.lock_path(out)
+        deadline = time.time() + 600
+        while not (lock.exists() and lock.read_text().strip()):
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.01)
+        second = subprocess.run([sys.executable, "-m", "infoswarm", *slow], env=ENV,
+                                capture_output=True, text=True, timeout=600)
+        assert first.poll() is None, "the first run ended too early for this test"
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"PID {first.pid}" in lines[0] and "in use" in lines[0], second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the holder was killed: its lock is stale and the next run goes ahead (--overwrite replaces
+    # the killed run's folder: it holds infoswarm's marker)
+    assert main([*attack_args(npz, out), "--overwrite"]) == 0
+    assert (out / "summary.json").is_file()
+    assert not leftovers(tmp_path), leftovers(tmp_path)
+
+
+def test_lock_in_process(tmp_path) -> None:
+    out = tmp_path / "run"
+    with runs.lock(out) as path:
+        assert path is not None and path.read_text().strip() == str(os.getpid())
+        with pytest.raises(runs.InputError, match=f"PID {os.getpid()}"):
+            with runs.lock(out):
+                pass
+    assert not runs.lock_path(out).exists()
+    with runs.lock(out):  # free again
+        pass
