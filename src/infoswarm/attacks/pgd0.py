@@ -4,8 +4,9 @@ Our reading of the method, written from the paper's description: iterate
     u = x_t + alpha · D · g / ‖g‖₁   (g = ∇ₓ of the objective at x_t, D = C·H·W entries),
 then project u onto the set of images that differ from the clean x in at most k pixel locations
 and stay in the box [lo, hi] = [max(0, x − eps), min(1, x + eps)]: clip u into the box, score
-each location by the squared change of its channels, keep the k best locations and reset the
-others to the clean values (the exact L0 projection for this box). The objective is the one of
+each location by how much keeping its clipped change reduces the squared distance to u
+(‖u − x‖² − ‖u − clip(u)‖² over its channels), keep the k best locations and reset the others to
+the clean values (the exact Euclidean projection onto this set). The objective is the one of
 L∞ PGD (:func:`.fgsm.objective`: ascend the true label's cross-entropy, untargeted; descend the
 target's, targeted). Restart r > 0 starts from k random locations set to random values in their
 box (seeded per image); restart 0 starts from x.
@@ -36,8 +37,10 @@ def project_l0(x: torch.Tensor, u: torch.Tensor, lo: torch.Tensor, hi: torch.Ten
     """The image nearest to u [N,C,H,W] (in L2) that is in the box [lo, hi] and differs from
     x in at most k pixel locations."""
     n = x.shape[0]
-    d = torch.minimum(torch.maximum(u, lo), hi) - x
-    score = d.square().sum(1).flatten(1)                                  # [N, H*W]
+    v = torch.minimum(torch.maximum(u, lo), hi)
+    d = v - x
+    # what keeping a location saves in ‖result − u‖²: ‖u − x‖² there minus ‖u − clip(u)‖²
+    score = ((u - x).square() - (u - v).square()).sum(1).flatten(1)      # [N, H*W]
     keep = torch.zeros_like(score, dtype=torch.bool)
     keep.scatter_(1, score.topk(k, dim=1).indices, True)
     keep &= score > 0
@@ -52,13 +55,14 @@ class PGD0:
         pixels: k, pixel locations that may change (all channels of each), 1..H·W.
         eps: per-entry bound in [0,1] pixel units; 1.0 = pure L0.
         steps: gradient steps per restart (≥ 1); restarts: runs (≥ 1), the first from x.
-        alpha: step size (average change per entry of the L1-normalised step), > 0.
+        alpha: step size (average change per entry of the L1-normalised step), > 0; 0.1 did
+            best of 0.02/0.05/0.1/0.3/1/5 on mnist-cnn at k = 10 (40 digits, 1,000 queries).
         target, min_prob, max_prob: as for every attack.
         seed: seeds the random starts (per image, independent of the batch).
     """
 
-    def __init__(self, model: nn.Module, pixels: int = 10, eps: float = 1.0, steps: int = 100,
-                 restarts: int = 1, alpha: float = 1.0, target: TargetSpec = None,
+    def __init__(self, model: nn.Module, pixels: int = 10, eps: float = 1.0, steps: int = 20,
+                 restarts: int = 1, alpha: float = 0.1, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None, seed: int = 0) -> None:
         self.criterion = Criterion(min_prob, max_prob)
         _check_common(pixels, eps, 1, self.criterion)

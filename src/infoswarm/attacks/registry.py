@@ -21,7 +21,7 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
     Shared options: ``pixels`` (k, for the sparse attacks), ``eps`` (L∞), ``target``,
     ``min_prob``/``max_prob``, ``seed``; ``budget`` queries per image for the query-based
     baselines (one-pixel DE: population 50; Sparse-RS; SparseSwarm; PGD0 as restarts of up to
-    100 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD; the remaining
+    20 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD; the remaining
     keyword arguments go to :class:`MFIPSO`."""
     if name not in NAMES:
         raise InputError(f"unknown attack {name!r}", f"use one of {', '.join(NAMES)}")
@@ -50,7 +50,7 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
     if name == "pgd0":
         from .pgd0 import PGD0
 
-        steps0 = min(100, max(1, budget - 1))                    # steps × restarts + 1 <= budget
+        steps0 = min(20, max(1, budget - 1))                     # steps × restarts + 1 <= budget
         return PGD0(model, pixels=pixels, eps=eps, steps=steps0, restarts=max(1, (budget - 1) // steps0),
                     seed=seed, **common)
     if name == "jsma":
