@@ -62,7 +62,7 @@ def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: in
     if name == "sparse-swarm":
         return SparseSwarm(model, pixels=k, queries=budget, eps=1.0, target=target, seed=seed, **kw)
     if name == "random":
-        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, target=target, seed=seed)
+        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, target=target, seed=seed, prior="uniform")
     if name == "sparse-rs":
         return SparseRS(model, pixels=k, queries=budget, eps=1.0, target=target, seed=seed)
     if name == "pgd0":
@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                     r = run(name, counted, model, x, y, k, args.budget, target, args.seed)
                     print(model_name, mode, r, flush=True)
                     rows.append([k, name, *row_cells(r)])
+                    write(args, argv, machine, started, blocks + [
+                        f"### {model_name} ({ds}), {mode}, budget {args.budget}\n\n"
+                        + md_table(["k", "method", *HEADER], rows)], done=False)
             blocks.append(f"### {model_name} ({ds}), {mode}, budget {args.budget}\n\n"
                           + md_table(["k", "method", *HEADER], rows))
             write(args, argv, machine, started, blocks, done=False)
