@@ -142,7 +142,7 @@ def test_finds_the_known_pixel_set(prior, particles):
     for i in range(len(x)):
         assert sorted(res.indices[i].tolist()) == sorted(Needle.SET)
     if prior == "saliency":   # the gradient points at SET: the prior finds it faster than uniform
-        uni = SparseSwarm(model, pixels=3, queries=1000)(x, y)
+        uni = SparseSwarm(model, pixels=3, queries=1000, prior="uniform")(x, y)
         assert res.queries.double().mean() < uni.queries.double().mean()
 
 
