@@ -1,244 +1,206 @@
-"""Benchmark: sparse attacks at equal pixel counts k and (about) equal query budgets.
+"""Benchmark: sparse attacks at equal pixel count k and query budget, with a random control.
 
-Methods (each wrapped by a counter that records every image the model evaluates and the time
-spent in the model's forward pass):
-  mfipso-{fi,fi-eps,saliency,random}: infoswarm's MFIPSO with each pixel selection (ablation);
-  onepixel (ours) and sparse-rs (ours) when those baselines are present in the package;
-  torchattacks OnePixel and ART PixelAttack (real peers; run from an environment that has them,
-  e.g. `bench/.venv-peers`, made by `make bench-peers`; skipped with a note otherwise);
-  mfipso batch-1 loop: the same attack issuing its queries one image at a time (timed on a few
-  images, per image).
-All attacks are untargeted with values free in [0, 1] (eps = 1, as one-pixel attacks are),
-on the first N correctly classified MNIST test images of the shipped mnist-cnn.
+Methods (each wrapped by a counter that times the model's forward passes):
+  sparse-swarm: infoswarm's default sparse attack (SparseSwarm, its default settings);
+  sparse-rs: our Sparse-RS (the reference query attack);
+  pgd0: white-box L0 PGD (restarts of 20 steps, steps × restarts + 1 ≤ budget);
+  mfipso-paper: the paper's mFI-PSO at equal k (exact-FI pixels, margin-free paper fitness,
+      canonical PSO, 50 particles, half the iterations before the paper's restart, half after);
+  random: the control — the same k and box, k uniform random locations at random box corners,
+      no search (one query; SparseSwarm with queries=1).
+Every image is a correctly classified test image (the first N); pixel values free in [0, 1]
+(eps = 1, pure L0). Untargeted: success = misclassified. Targeted: a random target ≠ the label
+per image (seeded), success = the target is predicted. Success is re-checked here (prediction on
+the returned image and at most k changed pixel locations), not trusted from the attack.
 
-    bench/.venv-peers/bin/python bench/attack.py --images 100 --ks 1,5,20 --out BENCHMARKS.md
+    python bench/attack.py --models mnist-cnn,fashion-cnn --images 100 --ks 1,5,10,20 --budget 1000
+
+``--ablation`` runs only SparseSwarm's prior × swarm-size table (k = 10, first model,
+untargeted) and writes it to its own section.
+The peers (torchattacks OnePixel, ART PixelAttack) are not part of this script.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from infoswarm import data, zoo
-from infoswarm.attacks.base import probs_of
-from infoswarm.attacks.mfipso import MFIPSO
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-START, END = "<!-- bench:attack:start -->", "<!-- bench:attack:end -->"
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
+
+from infoswarm import data, zoo  # noqa: E402
+from infoswarm.attacks import MFIPSO, PGD0, SparseRS, SparseSwarm  # noqa: E402
+from infoswarm.attacks.base import probs_of  # noqa: E402
+from infoswarm.attacks.result import wilson  # noqa: E402
+
+METHODS = ("sparse-swarm", "sparse-rs", "pgd0", "mfipso-paper", "random")
 
 
 class Counted(nn.Module):
-    """Counts images evaluated (per image of the current attack call) and forward time."""
+    """Times the forward passes of the wrapped model."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.images = 0
         self.forward_seconds = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         out = self.inner(x)
         self.forward_seconds += time.perf_counter() - t0
-        self.images += x.shape[0]
         return out
 
-    def reset(self) -> None:
-        self.images, self.forward_seconds = 0, 0.0
+
+def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: int, **kw: Any) -> Callable[..., Any]:
+    if name == "sparse-swarm":
+        return SparseSwarm(model, pixels=k, queries=budget, eps=1.0, target=target, seed=seed, **kw)
+    if name == "random":
+        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, target=target, seed=seed, prior="uniform")
+    if name == "sparse-rs":
+        return SparseRS(model, pixels=k, queries=budget, eps=1.0, target=target, seed=seed)
+    if name == "pgd0":
+        steps = min(20, budget - 1)
+        return PGD0(model, pixels=k, eps=1.0, steps=steps, restarts=max(1, (budget - 1) // steps),
+                    target=target, seed=seed)
+    if name == "mfipso-paper":
+        particles = 50
+        iters = max(1, budget // (2 * particles) - 1)
+        return MFIPSO(model, pixels=k, eps=1.0, target=target, particles=particles, iterations=iters,
+                      restart_iterations=iters, selection="fi", seed=seed)
+    raise ValueError(name)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def outcome(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, k: int) -> torch.Tensor:
-    """Success = misclassified and at most k pixel locations changed (checked here, not trusted)."""
-    pred = probs_of(model, x_adv.clamp(0, 1)).argmax(1)
-    l0 = (x_adv != x).any(1).flatten(1).sum(1)
-    return (pred != y) & (l0 <= k)
-
-
-def run_ours(name: str, counted: Counted, x: torch.Tensor, y: torch.Tensor, k: int, budget: int,
-             seed: int) -> dict[str, Any]:
-    particles = 50
-    iters = max(1, budget // (2 * particles) - 1)           # half before, half after the restart
-    if name.startswith("mfipso-"):
-        attack = MFIPSO(counted, pixels=k, eps=1.0, target=None, particles=particles, iterations=iters,
-                        restart_iterations=iters, selection=name.split("-", 1)[1], seed=seed)
-    elif name == "onepixel":
-        from infoswarm.attacks.onepixel import OnePixel
-
-        attack = OnePixel(counted, pixels=k, population=50, iterations=budget // 50 - 1,
-                                     eps=1.0, seed=seed)
-    elif name == "sparse-rs":
-        from infoswarm.attacks.sparse_rs import SparseRS
-
-        attack = SparseRS(counted, pixels=k, queries=budget, eps=1.0, seed=seed)
-    else:
-        raise ValueError(name)
-    counted.reset()
+def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
+        budget: int, target: torch.Tensor | None, seed: int, **kw: Any) -> dict[str, Any]:
+    attack = make(name, counted, k, budget, target, seed, **kw)
+    counted.forward_seconds = 0.0
     t0 = time.perf_counter()
     res = attack(x, y)
     wall = time.perf_counter() - t0
-    return {"x_adv": res.x_adv, "queries": res.queries.double(), "wall": wall,
-            "forward": counted.forward_seconds, "counted": counted.images}
+    pred = probs_of(model, res.x_adv.clamp(0, 1)).argmax(1)
+    l0_ok = (res.x_adv != x).any(1).flatten(1).sum(1) <= k
+    hit = (pred == target) if target is not None else (pred != y)
+    succ = hit & l0_ok
+    wrong = (pred != y) & l0_ok
+    n = len(x)
+    q = res.queries.double()
+    cap = 1 if name == "random" else budget
+    return {"method": name, "k": k, "n": n, "succ": int(succ.sum()), "wrong": int(wrong.sum()),
+            "median_q": float(q[succ].median()) if succ.any() else float("nan"),
+            "mean_q_fail_at_budget": float(torch.where(succ, q, torch.full_like(q, cap)).mean()),
+            "max_q": int(q.max()), "grad_evals": float(res.grad_evals.double().mean()),
+            "s_per_image": wall / n, "forward_share": counted.forward_seconds / wall if wall else float("nan"),
+            "l0_mean": float(res.pixel_l0.double().mean())}
 
 
-def run_peer(name: str, counted: Counted, x: torch.Tensor, y: torch.Tensor, k: int, budget: int) -> dict[str, Any]:
-    """torchattacks / ART, image by image so that queries per image are counted exactly."""
-    per_q, advs = [], []
-    counted.reset()
-    t0 = time.perf_counter()
-    if name == "torchattacks":
-        import torchattacks
-
-        dims = k * (2 + x.shape[1])
-        pop = 200
-        steps = max(1, budget // max(pop // dims * dims, dims) - 1)
-        attack = torchattacks.OnePixel(counted, pixels=k, steps=steps, popsize=pop, inf_batch=512)
-        for i in range(len(x)):
-            before = counted.images
-            advs.append(attack(x[i: i + 1], y[i: i + 1]).detach())
-            per_q.append(counted.images - before)
-    elif name == "art":
-        from art.attacks.evasion import PixelAttack
-        from art.estimators.classification import PyTorchClassifier
-
-        clf = PyTorchClassifier(counted, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
-        iters = max(1, budget // 400 - 1)
-        attack = PixelAttack(clf, th=k, es=1, max_iter=iters, targeted=False, verbose=False)
-        for i in range(len(x)):
-            before = counted.images
-            out = attack.generate(x[i: i + 1].numpy(), y=np.eye(10)[y[i: i + 1].numpy()])
-            advs.append(torch.from_numpy(out).float())
-            per_q.append(counted.images - before)
-    else:
-        raise ValueError(name)
-    wall = time.perf_counter() - t0
-    return {"x_adv": torch.cat(advs), "queries": torch.tensor(per_q, dtype=torch.float64), "wall": wall,
-            "forward": counted.forward_seconds, "counted": counted.images}
+def fmt_rate(s: int, n: int) -> str:
+    lo, hi = wilson(s, n)
+    return f"{s}/{n} = {s / n:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def batch1_loop(counted: Counted, x: torch.Tensor, y: torch.Tensor, k: int, budget: int, seed: int,
-                images: int) -> float:
-    """mFI-PSO's queries issued one image at a time, one particle per model call: s/image."""
+def row_cells(r: dict[str, Any]) -> list[str]:
+    med = "—" if r["median_q"] != r["median_q"] else f"{r['median_q']:.0f}"
+    return [fmt_rate(r["succ"], r["n"]), f"{r['wrong'] / r['n']:.2f}", med, f"{r['mean_q_fail_at_budget']:.0f}",
+            f"{r['grad_evals']:.0f}", f"{r['s_per_image']:.3f}", f"{r['forward_share']:.2f}"]
 
-    class OneAtATime(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
 
-        def forward(self, xb: torch.Tensor) -> torch.Tensor:
-            return torch.cat([self.inner(xb[i: i + 1]) for i in range(xb.shape[0])])
+HEADER = ["success (n/N = rate [95 % Wilson CI])", "misclassified", "median queries (successes)",
+          "mean queries (failures at budget)", "grad evals / image", "s / image", "forward share"]
 
-    particles = 50
-    iters = max(1, budget // (2 * particles) - 1)
-    attack = MFIPSO(OneAtATime(counted), pixels=k, eps=1.0, target=None, particles=particles,
-                    iterations=iters, restart_iterations=iters, seed=seed)
-    t0 = time.perf_counter()
-    for i in range(images):
-        attack(x[i: i + 1], y[i: i + 1])
-    return (time.perf_counter() - t0) / images
+
+def images_of(model_name: str, n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
+    model = zoo.load(model_name).eval()
+    ds = zoo.ZOO[model_name].dataset if model_name in zoo.ZOO else "mnist"
+    x8, y = data.load(ds, "test")
+    x = data.to_float(x8[: 4 * n])
+    y = y[: 4 * n]
+    ok = probs_of(model, x).argmax(1) == y
+    return model, x[ok][:n], y[ok][:n], ds
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=500)
-    ap.add_argument("--ks", default="1,3,5,10,20")
+    ap.add_argument("--models", default="mnist-cnn,fashion-cnn", help="zoo names, comma-separated")
+    ap.add_argument("--images", type=int, default=100, help="correctly classified test images per model")
+    ap.add_argument("--ks", default="1,5,10,20")
     ap.add_argument("--budget", type=int, default=1000, help="queries per image")
-    ap.add_argument("--methods", default="mfipso-fi,mfipso-fi-eps,mfipso-saliency,mfipso-random,onepixel,sparse-rs,torchattacks,art")
-    ap.add_argument("--loop-images", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modes", default="untargeted,targeted")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--ablation", action="store_true",
+                    help="only SparseSwarm's prior x swarm size at k=10 (first model), in its own section")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ks = [int(v) for v in args.ks.split(",")]
-    model = zoo.load("mnist-cnn")
-    x8, y = data.load("mnist", "test")
-    x = data.to_float(x8[: 4 * args.images])
-    y = y[: 4 * args.images]
-    ok = probs_of(model, x).argmax(1) == y
-    x, y = x[ok][: args.images], y[ok][: args.images]
-    counted = Counted(model).eval()
-    rows, notes = [], []
-
-    for k in ks:
-        for name in args.methods.split(","):
-            try:
-                if name in ("torchattacks", "art"):
-                    r = run_peer(name, counted, x, y, k, args.budget)
-                else:
-                    r = run_ours(name, counted, x, y, k, args.budget, args.seed)
-            except ImportError as e:
-                notes.append(f"{name}: not available here ({e.name}); run from bench/.venv-peers")
-                continue
-            succ = outcome(model, x, y, r["x_adv"], k)
-            q = r["queries"][succ]
-            rows.append({"k": k, "method": name, "success": float(succ.double().mean()),
-                         "median_q": float(q.median()) if q.numel() else float("nan"),
-                         "mean_q": float(r["queries"].mean()), "s_per_image": r["wall"] / len(x),
-                         "forward_share": r["forward"] / r["wall"] if r["wall"] else float("nan"),
-                         "counted_per_image": r["counted"] / len(x)})
-            print(rows[-1], flush=True)
-        if "mfipso-fi" in args.methods.split(",") and args.loop_images > 0:
-            t_loop = batch1_loop(counted, x, y, k, args.budget, args.seed, args.loop_images)
-            batched = next(r for r in rows if r["k"] == k and r["method"] == "mfipso-fi")
-            rows.append({"k": k, "method": "mfipso-fi, batch-1 loop", "success": float("nan"),
-                         "median_q": float("nan"), "mean_q": float("nan"), "s_per_image": t_loop,
-                         "forward_share": float("nan"), "counted_per_image": float("nan"),
-                         "speedup": t_loop / batched["s_per_image"]})
-            print(rows[-1], flush=True)
-    command = "python bench/attack.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_section(Path(args.out), section(rows, notes, args, command.strip(), len(x)))
+    machine = machine_line()
+    started = time.perf_counter()
+    blocks = []
+    for model_name in ([] if args.ablation else args.models.split(",")):
+        model, x, y, ds = images_of(model_name, args.images)
+        counted = Counted(model).eval()
+        g = torch.Generator().manual_seed(args.seed)
+        t_rand = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
+        for mode in args.modes.split(","):
+            target = t_rand if mode == "targeted" else None
+            rows = []
+            for k in ks:
+                for name in args.methods.split(","):
+                    r = run(name, counted, model, x, y, k, args.budget, target, args.seed)
+                    print(model_name, mode, r, flush=True)
+                    rows.append([k, name, *row_cells(r)])
+                    write(args, argv, machine, started, blocks + [
+                        f"### {model_name} ({ds}), {mode}, budget {args.budget}\n\n"
+                        + md_table(["k", "method", *HEADER], rows)], done=False)
+            blocks.append(f"### {model_name} ({ds}), {mode}, budget {args.budget}\n\n"
+                          + md_table(["k", "method", *HEADER], rows))
+            write(args, argv, machine, started, blocks, done=False)
+    if args.ablation:
+        model_name = args.models.split(",")[0]
+        model, x, y, ds = images_of(model_name, args.images)
+        counted = Counted(model).eval()
+        rows = []
+        for prior in ("uniform", "saliency", "fi", "fi-eps"):
+            for p in (1, 4, 16):
+                r = run("sparse-swarm", counted, model, x, y, 10, args.budget, None, args.seed,
+                        prior=prior, particles=p)
+                print("ablation", prior, p, r, flush=True)
+                rows.append([prior, p, *row_cells(r)])
+                write(args, argv, machine, started, blocks + [md_table(["prior", "particles", *HEADER], rows)],
+                      done=False)
+        blocks.append(f"### Ablation: SparseSwarm prior × swarm size ({model_name}, k = 10, untargeted, "
+                      f"budget {args.budget})\n\n" + md_table(["prior", "particles", *HEADER], rows))
+    write(args, argv, machine, started, blocks, done=True)
     return 0
 
 
-def section(rows: list[dict[str, Any]], notes: list[str], args: argparse.Namespace, command: str, n: int) -> str:
-    lines = [START, "## Sparse attacks at equal k and budget (`bench/attack.py`)", "",
-             f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-             f"Python {platform.python_version()}; {datetime.date.today().isoformat()}.",
-             f"Command: `{command}`. Model: shipped mnist-cnn; {n} correctly classified MNIST test images "
-             f"(the first ones); untargeted; pixel values free in [0, 1]; budget {args.budget} queries "
-             "per image (the peers' population sizes make their budgets approximate: the table shows "
-             "the queries counted). Success is re-checked here: misclassified with at most k changed "
-             "pixel locations. One run per cell (seed 0).", "",
-             "| k | method | success rate | median queries (successes) | mean queries | s / image "
-             "| forward share of wall time | batch-1 loop / batched |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def f(v: float, fmt: str) -> str:
-            return "—" if v != v else format(v, fmt)
-        lines.append(f"| {r['k']} | {r['method']} | {f(r['success'], '.3f')} | {f(r['median_q'], '.0f')} "
-                     f"| {f(r['mean_q'], '.0f')} | {r['s_per_image']:.4f} | {f(r['forward_share'], '.2f')} "
-                     f"| {format(r['speedup'], '.0f') + '×' if 'speedup' in r else ''} |")
-    lines += [""] + [f"- {n_}" for n_ in notes] + [END]
-    return "\n".join(lines)
-
-
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
+def write(args: argparse.Namespace, argv: list[str] | None, machine: str, started: float,
+          blocks: list[str], done: bool) -> None:
+    """(Re)write the section (``attack``, or ``attack-ablation``); a run in progress says so."""
+    minutes = (time.perf_counter() - started) / 60
+    state = f"Whole run: {minutes:.0f} min." if done else f"PARTIAL: {minutes:.0f} min so far, run still going."
+    body = "\n".join([
+        "### SparseSwarm ablation (`bench/attack.py --ablation`)" if args.ablation else
+        "## Sparse attacks at equal k and budget (`bench/attack.py`)", "",
+        f"Machine: {machine}. {state}",
+        f"Command: `{command_line('bench/attack.py', argv)}`.",
+        f"Images: the first {args.images} correctly classified test images of each model's dataset; pixel "
+        "values free in [0, 1] (eps = 1, pure L0); one run per cell (seed "
+        f"{args.seed}). Success is re-checked by the benchmark: untargeted = misclassified, targeted = a "
+        "random target ≠ label (seeded) is predicted, and at most k pixel locations changed. "
+        "`misclassified` is the share predicted ≠ label (the paper's measure). Mean queries count "
+        "every failure at the full budget. `random` is the control: k random locations at random "
+        "corners, no search. Grad evals are backward passes (PGD0: every step; SparseSwarm: its prior).",
+        "", *[b + "\n" for b in blocks]])
+    replace_section(args.out, "attack-ablation" if args.ablation else "attack", body)
 
 
 if __name__ == "__main__":

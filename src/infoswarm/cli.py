@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fi: correct images with image FI >= --tau (paper); all: every correct image")
     g.add_argument("--tau", type=float, default=0.01, help="image FI threshold (default 0.01)")
     g = p.add_argument_group("attack")
-    g.add_argument("--attack", default="mfipso", choices=["mfipso", "fgsm", "pgd", "jsma", "onepixel", "sparse-rs"],
+    g.add_argument("--attack", default="mfipso", choices=list(_attack_names()),
                    help="mfipso (default) or a baseline")
     g.add_argument("--budget", type=int, default=1000, help="queries per image for onepixel / sparse-rs")
     g.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
@@ -464,6 +464,12 @@ def _check_labels(y: torch.Tensor, k: int, args: argparse.Namespace) -> None:
                          "use the model made for this dataset, or relabel the data")
 
 
+def _attack_names() -> tuple[str, ...]:
+    from .attacks.registry import NAMES
+
+    return NAMES
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     """``infoswarm attack``. Under ``torchrun`` the selected images are split over the processes
     (:func:`_attack_sharded`) and only rank 0 writes; the process group is left on return."""
@@ -589,7 +595,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
                      "p_true_before": float(probs_before[j, yy[j]]), "p_true_after": float(probs_after[j, yy[j]]),
                      "target_prob": float(res.target_prob[j]), "linf": float(res.linf[j]),
                      "pixel_l0": int(res.pixel_l0[j]), "element_l0": int(res.element_l0[j]),
-                     "queries": int(res.queries[j])})
+                     "queries": int(res.queries[j]), "misclassified": int(res.pred[j] != yy[j]),
+                     "grad_evals": int(res.grad_evals[j])})
     order = sorted(range(len(idx)), key=lambda j: (not bool(res.success[j]), j))[: args.gallery]
     captions = [{"before": f"#{int(idx[j])} {names[int(yy[j])]} p={float(probs_before[j, yy[j]]):.2f}",
                  "after": f"-> {names[int(res.pred[j])]} p={float(probs_after[j, res.pred[j]]):.2f}"
@@ -609,7 +616,11 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     run.write_json("summary.json", summary)  # last: marks the run finished
     rule = f"correct, image FI >= {args.tau:g}" if args.select == "fi" else "every correct image"
     lines = [f"selected {int(idx.numel())} of {len(y)} images ({rule})",
-             f"success rate {summary['success_rate']:.3f}; L-inf on successes: mean "
+             f"success rate {summary['success_rate']:.3f} ({summary['successes']}/{summary['images']}, 95% CI "
+             f"{summary['success_ci95'][0]:.3f}-{summary['success_ci95'][1]:.3f}); misclassified "
+             f"{summary['misclassified']:.3f} ({summary['misclassified_count']}/{summary['images']}, 95% CI "
+             f"{summary['misclassified_ci95'][0]:.3f}-{summary['misclassified_ci95'][1]:.3f})",
+             f"L-inf on successes: mean "
              f"{summary['linf_success']['mean'] or 0:.3f}, max {summary['linf_success']['max'] or 0:.3f}; "
              f"pixels per image {summary['pixel_l0_mean']:.1f}; queries {summary['queries_mean']:.0f}",
              f"{summary['seconds']:.1f}s; wrote {args.out}/{{adversarial.npz, results.csv, gallery.png, summary.json}}"]
@@ -728,7 +739,7 @@ def _merge(parts: list[Any], seconds: float) -> Any:
 
     fields = {f: torch.cat([getattr(p, f) for p in parts])
               for f in ("x_adv", "success", "pred", "target", "target_prob", "pixel_l0",
-                        "element_l0", "linf", "queries", "y")}
+                        "element_l0", "linf", "queries", "y", "grad_evals")}
     return AttackResult(indices=torch.cat([pad(p.indices) for p in parts]), seconds=seconds, **fields)
 
 

@@ -1,9 +1,12 @@
 """Attacks. Every attack is called as ``attack(x, y)`` on a batch of [0,1] images [N,C,H,W]
 with labels [N] and returns an :class:`AttackResult`.
 
-* :class:`MFIPSO` — the FI-guided particle-swarm sparse attack (this project's method);
+* :class:`SparseSwarm` — the default sparse attack: a small swarm searching which k pixels to
+  set to corners of their box (query-only with the uniform prior: callables and ONNX files too);
+* :class:`MFIPSO` — the paper's FI-guided particle-swarm attack (fixed pixels, searched values);
 * baselines: :class:`FGSM`, :class:`PGD` (L∞), :class:`JSMA` (L0, gradient), 
-  :class:`OnePixel` (differential evolution) and :class:`SparseRS` (random search).
+  :class:`OnePixel` (differential evolution), :class:`SparseRS` (random search) and
+  :class:`PGD0` (white-box L0 PGD).
 """
 
 from .fgsm import FGSM
@@ -11,7 +14,9 @@ from .jsma import JSMA
 from .mfipso import MFIPSO, confusion_counts
 from .onepixel import OnePixel
 from .pgd import PGD
+from .pgd0 import PGD0
 from .result import AttackResult, finalize
 from .sparse_rs import SparseRS
+from .sparse_swarm import SparseSwarm
 
-__all__ = ["AttackResult", "FGSM", "JSMA", "MFIPSO", "OnePixel", "PGD", "SparseRS", "confusion_counts", "finalize"]
+__all__ = ["AttackResult", "FGSM", "JSMA", "MFIPSO", "OnePixel", "PGD", "PGD0", "SparseRS", "SparseSwarm", "confusion_counts", "finalize"]

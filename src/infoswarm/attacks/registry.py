@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import InputError
 from .result import AttackResult
 
-NAMES = ("mfipso", "fgsm", "pgd", "jsma", "onepixel", "sparse-rs")
+NAMES = ("mfipso", "fgsm", "pgd", "jsma", "onepixel", "sparse-rs", "sparse-swarm", "pgd0")
 
 
 def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 0.15,
@@ -20,7 +20,8 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
 
     Shared options: ``pixels`` (k, for the sparse attacks), ``eps`` (L∞), ``target``,
     ``min_prob``/``max_prob``, ``seed``; ``budget`` queries per image for the query-based
-    baselines (one-pixel DE: population 50; Sparse-RS); ``steps`` for PGD; the remaining
+    baselines (one-pixel DE: population 50; Sparse-RS; SparseSwarm; PGD0 as restarts of up to
+    20 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD; the remaining
     keyword arguments go to :class:`MFIPSO`."""
     if name not in NAMES:
         raise InputError(f"unknown attack {name!r}", f"use one of {', '.join(NAMES)}")
@@ -42,6 +43,16 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
         return PGD(model, eps=eps, steps=steps, seed=seed, **common)
     if pixels is None:
         raise InputError(f"{name} needs --pixels", "pass --pixels k")
+    if name == "sparse-swarm":
+        from .sparse_swarm import SparseSwarm
+
+        return SparseSwarm(model, pixels=pixels, queries=budget, eps=eps, seed=seed, **common)
+    if name == "pgd0":
+        from .pgd0 import PGD0
+
+        steps0 = min(20, max(1, budget - 1))                     # steps × restarts + 1 <= budget
+        return PGD0(model, pixels=pixels, eps=eps, steps=steps0, restarts=max(1, (budget - 1) // steps0),
+                    seed=seed, **common)
     if name == "jsma":
         from .jsma import JSMA
 

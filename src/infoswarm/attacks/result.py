@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,9 @@ class AttackResult:
     probability of the judged class (target, or best wrong class) on x_adv; indices [N, k]
     perturbed pixel locations h·W + w (−1 padding); pixel_l0 / element_l0 [N] locations / channel
     entries that changed; linf [N] max |x_adv − x|; queries [N] model evaluations spent; seconds
-    wall time of the whole call."""
+    wall time of the whole call; grad_evals [N] input-gradient (backward) passes spent on the
+    image outside its queries, e.g. for a sparse attack's saliency or FI prior (zeros when the
+    attack computes none; a gradient attack's forward+backward steps are its queries)."""
 
     x_adv: torch.Tensor
     success: torch.Tensor
@@ -36,6 +39,11 @@ class AttackResult:
     queries: torch.Tensor
     seconds: float
     y: torch.Tensor
+    grad_evals: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.grad_evals is None:
+            self.grad_evals = torch.zeros_like(self.queries)
 
     def __len__(self) -> int:
         return int(self.success.numel())
@@ -58,18 +66,37 @@ class AttackResult:
                     "max": float(t.max()), "q95": float(torch.quantile(t, 0.95))}
 
         q = self.queries[s].double()
+        wrong = self.pred != self.y
+        assert self.grad_evals is not None
         return {
             "images": n,
             "success_rate": float(s.double().mean()) if n else 0.0,
             "successes": int(s.sum()),
+            "success_ci95": list(wilson(int(s.sum()), n)),
+            "misclassified": float(wrong.double().mean()) if n else 0.0,
+            "misclassified_count": int(wrong.sum()),
+            "misclassified_ci95": list(wilson(int(wrong.sum()), n)),
             "linf_success": stats(linf),
             "pixel_l0_mean": float(self.pixel_l0.double().mean()) if n else 0.0,
             "element_l0_mean": float(self.element_l0.double().mean()) if n else 0.0,
             "queries_mean": float(self.queries.double().mean()) if n else 0.0,
             "queries_median_success": float(q.median()) if q.numel() else None,
+            "grad_evals_mean": float(self.grad_evals.double().mean()) if n else 0.0,
             "seconds": self.seconds,
             "seconds_per_image": self.seconds / max(n, 1),
         }
+
+
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval (lower, upper) for ``successes`` out of ``n`` trials
+    ((0, 1) when n = 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 @torch.no_grad()

