@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import torch
 
 from . import __version__
+from .cpu import tune_cpu
 from .errors import InputError
 
 
@@ -742,6 +743,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``infoswarm`` command; returns the exit status."""
+    tune_cpu()  # keep big freed tensor buffers in the process (glibc; see infoswarm.cpu)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
