@@ -16,9 +16,11 @@ freshly initialised (seed 0) and the inputs are uniform random images.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per model and setting")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    ap.add_argument("--raw", help="also write every process's measurements to this JSON file")
+    ap.add_argument("--from-log", metavar="LOG",
+                    help="measure nothing: render the section from the stderr log of an earlier run "
+                         "(also of an interrupted one: its finished processes), with --command")
+    ap.add_argument("--command", help="with --from-log: the command that produced the log")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -129,39 +136,73 @@ def run_worker(args: argparse.Namespace, model: str, tuned: bool) -> dict[str, A
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def parse_log(path: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Results from the progress lines an earlier run printed to stderr; a process whose lines
+    stop early (the run was interrupted) is dropped."""
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    current: dict[str, Any] | None = None
+    runs: list[tuple[str, str, dict[str, Any]]] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        head = re.match(r"(\S+): repeat \d+/\d+, (tuned|untuned)$", line)
+        if head:
+            current = {"reason": "see the note below", "forward": {}, "train": {}}
+            runs.append((head.group(1), head.group(2), current))
+            continue
+        row = re.match(r"\s+\S+ (forward|fwd\+bwd) (\d+): (\{.*\})$", line)
+        if row and current is not None:
+            kind = "forward" if row.group(1) == "forward" else "train"
+            current[kind][row.group(2)] = ast.literal_eval(row.group(3))
+    for model, setting, run in runs:
+        results.setdefault(model, {"untuned": [], "tuned": []})[setting].append(run)
+    for by in results.values():            # keep the processes that measured every batch size
+        full = {k: max((len(r[k]) for t in by.values() for r in t), default=0) for k in ("forward", "train")}
+        for t in by:
+            by[t] = [r for r in by[t] if all(len(r[k]) == full[k] for k in full)]
+    return {m: by for m, by in results.items() if by["untuned"] and by["tuned"]}
+
+
 def med(runs: list[dict[str, Any]], kind: str, b: str, key: str) -> float:
     return statistics.median(r[kind][b][key] for r in runs)
+
+
+def derived(r: dict[str, float]) -> dict[str, float]:
+    """CPU milliseconds (user + sys) per image, sys/user and minor faults per 1000 images."""
+    return {"cpu_ms": (r["user"] + r["sys"]) / r["images"] * 1000,
+            "sys_user": r["sys"] / r["user"] if r["user"] else float("nan"),
+            "faults_k": r["faults"] / r["images"] * 1000}
 
 
 def render(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.Namespace, command: str,
            machine: str) -> str:
     lines = ["## Throughput and kernel overhead per batch size (`bench/throughput.py`)", "",
              f"Machine: {machine}.", f"Command: `{command}`.", "",
-             "Each cell is the median over "
-             f"{args.repeats} fresh processes per setting (the settings alternate). *untuned*: glibc malloc "
-             "as it comes (`INFOSWARM_TUNE_CPU=0`); *tuned*: `infoswarm.tune_cpu()` "
-             f"({results and next(iter(results.values()))['tuned'][0]['reason']}). "
-             "sys/user is system over user CPU time of the process (all threads); faults are minor "
-             "page faults per 1000 images. Models freshly initialised (seed 0), uniform random "
-             "inputs: throughput does not depend on the weights.", ""]
+             "Each cell is the median over fresh processes ("
+             + ", ".join(f"{m}: {len(by['untuned'])} untuned, {len(by['tuned'])} tuned" for m, by in results.items())
+             + "; the settings alternate). *untuned*: glibc malloc as it comes (`INFOSWARM_TUNE_CPU=0`); "
+             "*tuned*: `infoswarm.tune_cpu()` (`mallopt` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD = 1 GiB). "
+             "images/s is wall-clock throughput; CPU ms/image is the process's user + system CPU time "
+             "(all threads) per image, less sensitive than wall time to other work on a shared "
+             "machine; sys/user is system over user CPU time; faults are minor page faults per 1000 "
+             "images. Models freshly initialised (seed 0), uniform random inputs: throughput does "
+             "not depend on the weights.", ""]
     for model, by in results.items():
         for kind, title in (("forward", "forward under no_grad (eval mode)"),
                             ("train", "forward + backward of the loss (train mode)")):
             rows = []
             for b in by["tuned"][0][kind]:
-                u_ips, t_ips = med(by["untuned"], kind, b, "ips"), med(by["tuned"], kind, b, "ips")
-                row = [b]
-                for runs in (by["untuned"], by["tuned"]):
-                    user, sys_ = med(runs, kind, b, "user"), med(runs, kind, b, "sys")
-                    faults = statistics.median(r[kind][b]["faults"] / r[kind][b]["images"] * 1000 for r in runs)
-                    row += [f"{med(runs, kind, b, 'ips'):.0f}", f"{sys_ / user:.2f}" if user else "—",
-                            f"{faults:.0f}"]
-                row.append(f"{t_ips / u_ips:.2f}×")
+                row: list[object] = [b]
+                ips = {t: med(by[t], kind, b, "ips") for t in ("untuned", "tuned")}
+                row += [f"{ips['untuned']:.0f}", f"{ips['tuned']:.0f}", f"{ips['tuned'] / ips['untuned']:.2f}×"]
+                for key in ("cpu_ms", "sys_user", "faults_k"):
+                    for t in ("untuned", "tuned"):
+                        v = statistics.median(derived(r[kind][b])[key] for r in by[t])
+                        row.append(f"{v:.2f}" if key != "faults_k" else f"{v:.0f}")
                 rows.append(row)
             lines += [f"### {model}: {title}", "",
-                      md_table(["batch", "untuned images/s", "untuned sys/user", "untuned faults/1k img",
-                                "tuned images/s", "tuned sys/user", "tuned faults/1k img",
-                                "tuned / untuned images/s"], rows), ""]
+                      md_table(["batch", "images/s untuned", "images/s tuned", "tuned / untuned",
+                                "CPU ms/image untuned", "CPU ms/image tuned", "sys/user untuned",
+                                "sys/user tuned", "faults/1k images untuned", "faults/1k images tuned"], rows),
+                      ""]
     lines.append(f"Load average at the end: {load_average()}.")
     return "\n".join(lines)
 
@@ -176,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = command_line("bench/throughput.py", argv)
     machine = machine_line()
+    if args.from_log:
+        results = parse_log(args.from_log)
+        command = f"{args.command or 'unknown'}`, interrupted, rendered from its log by `{command}"
+        machine = "as in the log's run; this rendering: " + machine
+        text = render(results, args, command, machine)
+        replace_section(args.out, SECTION, text)
+        print(text)
+        return 0
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for model in args.models.split(","):
         results[model] = {"untuned": [], "tuned": []}
@@ -185,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{model}: repeat {r + 1}/{args.repeats}, {'tuned' if tuned else 'untuned'}",
                       file=sys.stderr, flush=True)
                 results[model]["tuned" if tuned else "untuned"].append(run_worker(args, model, tuned))
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"command": command, "machine": machine, "results": results}))
     text = render(results, args, command, machine)
     replace_section(args.out, SECTION, text)
     print(text)

@@ -22,7 +22,7 @@ _DECIDING = (*cpu._MALLOC_ENV, "GLIBC_TUNABLES", "LD_PRELOAD", "INFOSWARM_TUNE_C
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DECIDING}
-    env.update(OMP_NUM_THREADS="1", **extra)
+    env.update({"OMP_NUM_THREADS": "1", **extra})
     return env
 
 
@@ -127,7 +127,7 @@ def digits(tmp_path_factory):
 
 @needs_glibc
 def test_attack_results_are_bitwise_unchanged_by_tuning(tmp_path, digits):
-    """The same `infoswarm attack` (its default batch of 4096 model rows) in two fresh processes,
+    """The same `infoswarm attack` (its default batch of 1024 model rows) in two fresh processes,
     tuned (the CLI calls tune_cpu) and untuned (INFOSWARM_TUNE_CPU=0): identical artefacts."""
     outs = {}
     for tuned in (True, False):

@@ -452,7 +452,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             fi_threshold=args.fi_threshold, particles=args.particles, iterations=args.iterations,
             w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
             restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
-            confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)))
+            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024)))
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=show, device=device)
     correct = rank.c == y
