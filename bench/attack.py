@@ -204,4 +204,9 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, starte
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from common import start_cpu, sys_user_guard  # bench/common.py: tune_cpu, and the sys/user guard
+
+    start_cpu()
+    code = main()
+    sys_user_guard("bench/attack.py, whole run")
+    sys.exit(code)

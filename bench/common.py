@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+_T0 = time.perf_counter()          # when this module was imported: about when the script started
+SYS_USER_LIMIT = 0.15              # the guard's ceiling on system CPU time / user CPU time
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; run `make bench`.\n"
 
 
@@ -123,3 +126,60 @@ def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int,
             fn()
             runs[k].append(time.perf_counter() - t0)
     return {k: Timing(statistics.median(v), v) for k, v in runs.items()}
+
+
+def start_cpu() -> str:
+    """Apply :func:`infoswarm.tune_cpu` (keep big freed buffers in the process) and return its
+    one-line reason. Every bench script calls this first; ``INFOSWARM_TUNE_CPU=0`` in the
+    environment measures the untuned behaviour instead."""
+    from infoswarm import tune_cpu
+
+    return tune_cpu().reason
+
+
+@dataclass
+class CpuUsage:
+    """Wall time and the process's CPU time (all threads, plus waited-for children), seconds."""
+
+    wall: float
+    user: float
+    sys: float
+    minor_faults: int
+
+    @property
+    def sys_per_user(self) -> float:
+        """System over user CPU time (nan when no user time was used)."""
+        return self.sys / self.user if self.user > 0 else float("nan")
+
+    def __sub__(self, other: "CpuUsage") -> "CpuUsage":
+        return CpuUsage(self.wall - other.wall, self.user - other.user, self.sys - other.sys,
+                        self.minor_faults - other.minor_faults)
+
+
+def cpu_usage() -> CpuUsage:
+    """Usage so far: wall time since this module was imported; user/sys CPU time and minor page
+    faults of this process (all its threads) and of its finished children. Subtract two
+    readings to measure a stretch of work."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuUsage(time.perf_counter() - _T0, me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime,
+                    me.ru_minflt + kids.ru_minflt)
+
+
+def sys_user_guard(label: str, since: CpuUsage | None = None, limit: float = SYS_USER_LIMIT) -> bool:
+    """Regression guard on kernel overhead: print the run's wall, user and sys time with
+    sys/user and PASS (sys/user <= ``limit``) or FAIL; return whether it passed.
+
+    ``since``: a :func:`cpu_usage` reading taken before the work (default: the whole process).
+    A FAIL usually means big buffers go back to the kernel after every batch again (glibc's
+    munmap; see :mod:`infoswarm.cpu`). A benchmark prints this, it does not fail a unit test:
+    timings on a shared machine are not test material."""
+    from infoswarm.cpu import last_tuning
+
+    u = cpu_usage() - since if since is not None else cpu_usage()
+    tuned = last_tuning()
+    ok = u.sys_per_user <= limit
+    print(f"sys/user guard ({label}): wall {u.wall:.1f} s, user {u.user:.1f} s, sys {u.sys:.1f} s, "
+          f"minor faults {u.minor_faults / 1e6:.2f} M; sys/user = {u.sys_per_user:.3f} "
+          f"(limit {limit}): {'PASS' if ok else 'FAIL'}; "
+          f"{tuned.reason if tuned else 'tune_cpu() was not called'}", flush=True)
+    return ok

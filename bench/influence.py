@@ -36,7 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (command_line, interleaved_times, load_average, machine_line, md_table,  # noqa: E402
-                    median_time, replace_section)
+                    median_time, replace_section, start_cpu)
 
 from infoswarm import data, influence, zoo  # noqa: E402
 
@@ -275,6 +275,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    start_cpu()
     torch.set_num_threads(args.threads)
     command = command_line("bench/influence.py", argv)
     machine = machine_line()                       # before the runs: the load average at start

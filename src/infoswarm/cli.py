@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import torch
 
 from . import __version__
+from .cpu import tune_cpu
 from .errors import InputError
 
 
@@ -553,7 +554,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
             restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
             fi_eps_scale=args.fi_eps_scale,
-            confusion_min=args.confusion_min, batch_size=args.batch_size or 4096)))
+            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024)))
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=show, device=device)
     correct = rank.c == y
@@ -999,6 +1000,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``infoswarm`` command; returns the exit status."""
+    tune_cpu()  # keep big freed tensor buffers in the process (glibc; see infoswarm.cpu)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

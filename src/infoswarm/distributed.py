@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .cpu import tune_cpu
 from .errors import InputError
 
 __all__ = ["Context", "init", "shutdown", "shard", "shard_bounds", "gather_objects", "broadcast_object",
@@ -108,6 +109,7 @@ def init(device: str = "cpu") -> Context:
         backend, dev = "nccl", f"cuda:{local}"
     else:
         backend, dev = "gloo", device
+    tune_cpu()  # a torchrun worker: keep big freed buffers in the process (infoswarm.cpu; idempotent)
     # A long timeout: ranks wait at barriers for the slowest rank's attack chunk.
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
                             timeout=datetime.timedelta(hours=12))

@@ -66,7 +66,7 @@ def fooling_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torc
 
 def shared_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, *,
                         eps: float = 0.15, per_class: bool = False, particles: int = 40,
-                        iterations: int = 20, seed: int = 0, batch_size: int = 4096,
+                        iterations: int = 20, seed: int = 0, batch_size: int = 1024,
                         selection: str = "fi") -> SharedPerturbation:
     """Optimise one k-pixel δ (or one per true class) on fit images x [N,C,H,W], labels y [N].
 

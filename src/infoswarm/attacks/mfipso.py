@@ -55,7 +55,8 @@ class MFIPSO:
             the caller's list (g = ``offset`` of the call + position in x) from its own stream
             seeded with (seed, g), so a list attacked in chunks or shards makes the same choices
             as one call over the whole list.
-        batch_size: images per model call when evaluating particles.
+        batch_size: images per model call when evaluating particles. Default 1024, the fastest batch of
+            `bench/throughput.py` (BENCHMARKS.md).
     """
 
     def __init__(self, model: nn.Module, pixels: int | None = None, fi_threshold: float | None = None,
@@ -64,8 +65,8 @@ class MFIPSO:
                  iterations: int = 10, w: float = 0.6, c1: float = 2.0, c2: float = 2.0,
                  restart: bool = True, restart_iterations: int = 40, selection: Selection = "fi",
                  bounds: Literal["box", "paper"] = "box", lam: float | None = None, seed: int = 0,
-                 fi_eps: float = 1e-3, fi_eps_scale: float = 1.0, confusion: torch.Tensor | None = None, confusion_min: int = 5,
-                 batch_size: int = 4096, vmax_frac: float = 0.05) -> None:
+                 fi_eps: float = 1e-3, fi_eps_scale: float = 1.0, confusion: torch.Tensor | None = None,
+                 confusion_min: int = 5, batch_size: int = 1024, vmax_frac: float = 0.05) -> None:
         if (pixels is None) == (fi_threshold is None):
             raise InputError("give exactly one of pixels=k and fi_threshold=tau",
                              "e.g. MFIPSO(model, pixels=10) or MFIPSO(model, fi_threshold=0.01)")

@@ -50,7 +50,7 @@ def _check_common(pixels: int, eps: float, batch_size: int, criterion: Criterion
     if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps <= 1):
         raise InputError(f"eps must be positive and at most 1, got {eps!r}", "pass eps=1.0 for unbounded values, or e.g. 0.3")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. 4096")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. 1024")
     criterion.validate()
 
 
@@ -161,7 +161,7 @@ class OnePixel:
 
     def __init__(self, model: nn.Module, pixels: int = 1, population: int = 400, iterations: int = 100,
                  eps: float = 1.0, target: TargetSpec = None, min_prob: float | None = None,
-                 max_prob: float | None = None, seed: int = 0, batch_size: int = 4096) -> None:
+                 max_prob: float | None = None, seed: int = 0, batch_size: int = 1024) -> None:
         self.criterion = Criterion(min_prob, max_prob)
         _check_common(pixels, eps, batch_size, self.criterion)
         if isinstance(population, bool) or not isinstance(population, int) or population < 4:

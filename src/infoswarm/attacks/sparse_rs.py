@@ -65,7 +65,8 @@ class SparseRS:
         min_prob, max_prob: success also needs the judged class's probability in this window.
         p_init: initial fraction α of the k locations resampled per step, in (0, 1] (paper: 0.3).
         seed: seed of every image's own generator (results do not depend on the batch).
-        batch_size: candidate images per model call.
+        batch_size: candidate images per model call. Default 1024, the fastest batch of
+            `bench/throughput.py` (BENCHMARKS.md); results do not depend on it.
 
     Calling ``attack(x, y)`` returns an :class:`AttackResult`; ``indices`` [N, k] holds the
     locations h·W + w of the returned perturbation (all −1 for images returned unchanged).
@@ -73,7 +74,7 @@ class SparseRS:
 
     def __init__(self, model: nn.Module, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
-                 p_init: float = 0.3, seed: int = 0, batch_size: int = 4096) -> None:
+                 p_init: float = 0.3, seed: int = 0, batch_size: int = 1024) -> None:
         self.criterion = Criterion(min_prob, max_prob)
         _check_common(pixels, eps, batch_size, self.criterion)
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
