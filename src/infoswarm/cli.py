@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     add_demo(sub)
+    from .cli_analysis import add_parsers as add_analysis
+
+    add_analysis(sub)
     return parser
 
 
