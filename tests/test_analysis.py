@@ -308,3 +308,51 @@ def test_sensitivity_command_end_to_end(tmp_path):
         assert all(a <= b for a, b in zip(vals, vals[1:]))
     assert set(s["layer_fi"]["layers"]) == {"conv1", "bn1", "conv2", "bn2", "fc1", "fc2"}
     assert (out / "layer_fi.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------------------------
+# the report's heatmaps
+
+
+def test_choose_map_rules():
+    assert maps.choose_map(None) == maps.DEFAULT_MAP
+    assert maps.choose_map(None, "element") == "fi" and maps.choose_map(None, window=3) == "fi"
+    assert maps.choose_map(None, eps=1e-3) == "fi" and maps.choose_map("fi", window=5) == "fi"
+    assert maps.choose_map("random") == "random"
+    with pytest.raises(InputError, match="--map fi"):
+        maps.choose_map("saliency", eps=1e-3)
+
+
+def test_heatmaps_for_report_draws_the_map_and_tests_it(tiny):
+    model, x = tiny(channels=1, size=5, classes=4, n=3)
+    heat, info, dele = maps.heatmaps_for_report(model, x, "pred", None, k_max=5)
+    want, c = maps.attribution_maps(model, x, [maps.DEFAULT_MAP], "pred")
+    torch.testing.assert_close(heat, want[maps.DEFAULT_MAP])
+    assert info["name"] == maps.DEFAULT_MAP and info["why"] == maps.DEFAULT_MAP_REASON
+    assert set(dele["curves"]) == {maps.DEFAULT_MAP, "exact pixel FI", "random"}
+    drop, _, _ = maps.deletion_curves(model, x, c, want[maps.DEFAULT_MAP], "box", 5)
+    assert dele["auc"][maps.DEFAULT_MAP] == pytest.approx(float(maps.deletion_auc(drop).mean()))
+    heat, info, _ = maps.heatmaps_for_report(model, x, "pred", None, unit="element", window=3, k_max=5)
+    torch.testing.assert_close(heat, inf.pixel_fi(model, x, "pred", unit="element", window=3))
+    assert info["exact"] and info["name"].startswith("exact FI")
+
+
+def test_influence_map_and_fi_options_conflict(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["influence", "--map", "saliency", "--window", "3", "--out", str(out)]) == 2
+    assert "--map fi" in capsys.readouterr().err and not out.exists()
+
+
+def test_influence_report_states_the_map_and_shows_deletion(tmp_path):
+    import json
+
+    _mnist_or_skip()
+    from infoswarm.report.html import write_report
+
+    out = tmp_path / "fi"
+    assert cli.main(["influence", "--limit", "60", "--top", "3", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["map"]["name"] == maps.DEFAULT_MAP and (out / "deletion.png").stat().st_size > 0
+    assert s["deletion"]["images"] == 3 and len(s["deletion"]["curves"]["random"]) == 51
+    html = write_report([out], tmp_path / "r.html").path.read_text()
+    assert "Why this map" in html and "deletion curves of" in html

@@ -235,3 +235,69 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     mid = (ph + z * z / (2 * n)) / den
     half = z * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / den
     return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+# --------------------------------------------------------------------------------------------
+# the report's heatmaps
+
+DEFAULT_MAP = "saliency"
+"""The map ``infoswarm influence`` draws by default: the deletion benchmark's winner (see
+:data:`DEFAULT_MAP_REASON` and BENCHMARKS.md, section "Pixel maps: deletion test")."""
+
+DEFAULT_MAP_REASON = "PLACEHOLDER"
+
+
+def choose_map(map_name: str | None, unit: str = "pixel", window: int = 1, eps: float | None = None,
+               eps_scale: float = 1.0) -> str:
+    """The heatmap to draw: ``map_name`` when given, else ``"fi"`` when the FI options ask for
+    it (unit element, a window, ε or an ε scale), else :data:`DEFAULT_MAP`."""
+    wants_fi = unit != "pixel" or window != 1 or eps is not None or eps_scale != 1.0
+    if map_name is not None:
+        if map_name != "fi" and map_name not in MAPS:
+            raise InputError(f"unknown map {map_name!r}", f"use fi or one of {', '.join(MAPS)}")
+        if map_name != "fi" and wants_fi:
+            raise InputError(f"--unit/--window/--eps/--fi-eps-scale set the FI map, not {map_name}",
+                             "pass --map fi with them, or drop them")
+        return map_name
+    return "fi" if wants_fi else DEFAULT_MAP
+
+
+def heatmaps_for_report(model: nn.Module, x: torch.Tensor, cls: ClassSpec, y: torch.Tensor | None, *,
+                        map_name: str | None = None, unit: str = "pixel", window: int = 1,
+                        eps: float | None = None, eps_scale: float = 1.0, batch_size: int = 32,
+                        k_max: int = 50, seed: int = 0) -> tuple[torch.Tensor, dict, dict]:
+    """Heatmaps of images x [N, C, H, W] for the influence report, their description, and a
+    deletion test of them on the same images.
+
+    Returns ``maps`` (float64 [N, C, H, W] for FI with unit element, else [N, H, W]), ``info``
+    {name, class, unit, window, eps, exact, why} and ``deletion`` {replacement, k_max, images,
+    curves: {map: mean drop of p_c at k = 0 … k_max}, auc: {map: mean drop over k ≥ 1}} for the
+    drawn map, exact pixel FI and the random control ("box" replacement)."""
+    from .influence import pixel_fi
+
+    name = choose_map(map_name, unit, window, eps, eps_scale)
+    if name == "fi":
+        heat = pixel_fi(model, x, cls, y=y, unit=unit, window=window, eps=eps, eps_scale=eps_scale,
+                        batch_size=batch_size).cpu()
+        label = f"exact FI ({unit}, window {window})" if eps is None else f"ε-FI (ε={eps:g}, {unit}, window {window})"
+        info = {"name": label, "class": cls, "unit": unit, "window": window, "eps": eps, "eps_scale": eps_scale,
+                "exact": eps is None,
+                "why": "exact FI was asked for (--map fi, --unit element, --window or --eps)"}
+        loc = heat.sum(1) if heat.dim() == 4 else heat
+    else:
+        got, _ = attribution_maps(model, x, [name], cls, y=y, batch_size=batch_size, seed=seed)
+        heat = loc = got[name].cpu()
+        info = {"name": name, "class": cls, "unit": "pixel", "window": 1, "eps": EPS if name == "eps-fi" else None,
+                "exact": name.endswith("fi") and name != "eps-fi",
+                "why": DEFAULT_MAP_REASON if map_name is None else f"--map {name} was asked for"}
+    others = [k for k in ("pixel-fi", "random") if k != name]
+    ref, c = attribution_maps(model, x, others, cls, y=y, batch_size=batch_size, seed=seed)
+    k = min(k_max, x.shape[-1] * x.shape[-2])
+    curves, auc = {}, {}
+    for label, m in [(info["name"], loc), *[(o if o != "pixel-fi" else "exact pixel FI", ref[o]) for o in others]]:
+        drop, _, _ = deletion_curves(model, x, c, m.to(x.device), "box", k)
+        curves[label] = drop.mean(0).tolist()
+        auc[label] = float(deletion_auc(drop).mean())
+    deletion = {"replacement": "box (opposite corner of [0, 1])", "k_max": k, "images": int(x.shape[0]),
+                "curves": curves, "auc": auc}
+    return heat, info, deletion

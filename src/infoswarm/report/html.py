@@ -293,7 +293,16 @@ def _heatmaps(run: Run) -> dict[str, Any] | None:
                               "p_pred": "–", "fi": "–", "file": f.name})
     if not items:
         return None
-    return {"run": run.name, "items": items, "map": _fmt(run.summary.get("map")),
+    m = run.summary.get("map")
+    dele = run.summary.get("deletion")
+    deletion = None
+    if isinstance(dele, dict) and isinstance(dele.get("auc"), dict):
+        deletion = {"uri": _png_file(run.path / "deletion.png"), "images": dele.get("images"),
+                    "k_max": dele.get("k_max"), "replacement": dele.get("replacement"),
+                    "auc": [(str(k), _fmt(v)) for k, v in dele["auc"].items()]}
+    return {"run": run.name, "items": items,
+            "map": _fmt(m.get("name")) if isinstance(m, dict) and "name" in m else _fmt(m),
+            "why": m.get("why") if isinstance(m, dict) else None, "deletion": deletion,
             "vulnerable": run.summary.get("vulnerable_correct"), "tau": _fmt(run.summary.get("tau"))}
 
 
