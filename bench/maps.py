@@ -55,7 +55,7 @@ def correct_images(model: torch.nn.Module, dataset: str, n: int) -> tuple[torch.
     return torch.cat(xs), torch.cat(ys), scanned
 
 
-def run_dataset(dataset: str, n: int, k_max: int, seed: int) -> dict:
+def run_dataset(dataset: str, n: int, k_max: int, seed: int, argv: list[str]) -> dict:
     model = zoo.load(MODELS[dataset])
     x, y, scanned = correct_images(model, dataset, n)
     t0 = time.perf_counter()
@@ -63,6 +63,7 @@ def run_dataset(dataset: str, n: int, k_max: int, seed: int) -> dict:
     t_maps = time.perf_counter() - t0
     assert torch.equal(c, y)
     res: dict = {"dataset": dataset, "model": MODELS[dataset], "images": len(x), "scanned": scanned,
+                 "machine": machine_line(), "command": command_line("bench/maps.py", argv),
                  "k_max": k_max, "seconds_maps": round(t_maps, 1), "replacements": {}}
     for how in maps.REPLACEMENTS:
         t0 = time.perf_counter()
@@ -78,22 +79,26 @@ def run_dataset(dataset: str, n: int, k_max: int, seed: int) -> dict:
             rows[name] = {"auc": s.mean, "auc_lo": s.lo, "auc_hi": s.hi,
                           "drop_k10": float(drop[:, min(10, k_max)].mean()), "drop_kmax": float(drop[:, -1].mean()),
                           "changed_kmax": flipped, "changed_kmax_ci": maps.wilson(flipped, len(x)),
-                          "logodds_auc": lo_auc.mean, "logodds_lo": lo_auc.lo, "logodds_hi": lo_auc.hi,
+                          "auc_per_image": auc.tolist(), "logodds_auc": lo_auc.mean, "logodds_lo": lo_auc.lo, "logodds_hi": lo_auc.hi,
                           "curve": drop.mean(0).tolist(), "logodds_curve": lodrop.mean(0).tolist()}
         best = max(rows, key=lambda k: rows[k]["auc"])
-        comps = {}
+        fi_best = max((k for k in rows if k.endswith("fi")), key=lambda k: rows[k]["auc"])
+        comps, fi_comps = {}, {}
         for other in ("saliency", "random"):
             if other != best:
                 d = maps.mean_interval(aucs[best] - aucs[other])
                 comps[other] = {"diff": d.mean, "lo": d.lo, "hi": d.hi}
+            d = maps.mean_interval(aucs[fi_best] - aucs[other])
+            fi_comps[other] = {"diff": d.mean, "lo": d.lo, "hi": d.hi}
         res["replacements"][how] = {"maps": rows, "best": best, "best_vs": comps,
+                                    "best_fi": fi_best, "best_fi_vs": fi_comps,
                                     "seconds": round(time.perf_counter() - t0, 1)}
         print(f"{dataset} {how}: best {best} " + ", ".join(f"{k} {v['auc']:.3f}" for k, v in rows.items()),
               flush=True)
     return res
 
 
-def markdown(results: list[dict], argv: list[str], missing: list[str]) -> str:
+def markdown(results: list[dict], missing: list[str]) -> str:
     lines = ["## Pixel maps: deletion test",
              "",
              "Which map points at the pixels that matter? For each map, the k top-scoring pixel "
@@ -113,12 +118,13 @@ def markdown(results: list[dict], argv: list[str], missing: list[str]) -> str:
              "saliency max_ch |∂ log p_c/∂x|, gradient × input |Σ_ch x ∂ log p_c/∂x|. On one-channel "
              "images element and pixel FI coincide.",
              "",
-             f"Command: `{command_line('bench/maps.py', argv)}`  ",
-             f"Machine: {machine_line()}",
              ""]
     for r in results:
         lines.append(f"### {r['dataset']} ({r['model']}), {r['images']} images "
                      f"(first correct ones among {r['scanned']} test images), maps in {r['seconds_maps']} s")
+        lines.append("")
+        lines.append(f"Command: `{r.get('command', 'python bench/maps.py')}`  ")
+        lines.append(f"Machine: {r.get('machine', 'not recorded')}")
         lines.append("")
         table = []
         for name in maps.MAPS:
@@ -139,7 +145,12 @@ def markdown(results: list[dict], argv: list[str], missing: list[str]) -> str:
             rr = r["replacements"][how]
             comps = "; ".join(f"minus {k}: {v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
                               for k, v in rr["best_vs"].items())
-            lines.append(f"- {how}: best map **{rr['best']}**; paired AUC difference {comps}.")
+            best_fi = rr.get("best_fi") or max((k for k in rr["maps"] if k.endswith("fi")),
+                                               key=lambda k: rr["maps"][k]["auc"])
+            fi_comps = "; ".join(f"minus {k}: {v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+                                 for k, v in rr.get("best_fi_vs", {}).items())
+            lines.append(f"- {how}: best map **{rr['best']}**" + (f"; paired AUC difference {comps}" if comps else "")
+                         + f". Best FI map: {best_fi}" + (f", paired difference {fi_comps}." if fi_comps else "."))
         lines.append("")
     if missing:
         lines.append("Not run: " + "; ".join(missing) + ".")
@@ -155,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
     ap.add_argument("--json", default=None, help="also write the full results (curves included) here")
+    ap.add_argument("--render-only", action="store_true",
+                    help="only rewrite the Markdown section from the --merge JSON (no computation)")
     ap.add_argument("--merge", default=None,
                     help="earlier --json output whose datasets are kept unless rerun (e.g. add cifar10 later)")
     args = ap.parse_args(argv)
@@ -163,20 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     results, missing = [], []
     if args.merge and Path(args.merge).is_file():
         results = [r for r in json.loads(Path(args.merge).read_text())["results"]
-                   if r["dataset"] not in args.datasets]
+                   if args.render_only or r["dataset"] not in args.datasets]
+    if args.render_only:
+        args.datasets = []
     for ds in args.datasets:
         if not zoo.weights_path(MODELS[ds]).is_file():
             missing.append(f"{ds} ({MODELS[ds]} weights not shipped yet; rerun with --datasets {ds})")
             print(f"skip {ds}: no shipped {MODELS[ds]} weights", flush=True)
             continue
-        results.append(run_dataset(ds, args.images, args.k_max, args.seed))
+        results.append(run_dataset(ds, args.images, args.k_max, args.seed, argv))
     order = list(MODELS)
     results.sort(key=lambda r: order.index(r["dataset"]))
     missing = [m for m in missing if not any(r["dataset"] == m.split()[0] for r in results)]
-    md = markdown(results, argv, missing)
+    done = {r["dataset"] for r in results}
+    missing += [f"{ds} (rerun with --datasets {ds} --merge bench/maps_results.json)" for ds in MODELS
+                if ds not in done and not any(m.startswith(ds + " ") for m in missing)]
+    md = markdown(results, missing)
     replace_section(args.out, SECTION, md)
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": argv, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"results": results}, indent=1))
     print(md)
     return 0
 

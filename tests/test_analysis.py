@@ -168,6 +168,23 @@ def test_roc_auc_and_average_precision_match_brute_force():
         outliers.roc_auc(s, torch.zeros(60, dtype=torch.bool))
 
 
+def test_roc_auc_interval_covers_and_shrinks():
+    lo, hi = outliers.roc_auc_interval(0.8, 50, 500)
+    lo2, hi2 = outliers.roc_auc_interval(0.8, 500, 5000)
+    assert lo < lo2 < 0.8 < hi2 < hi and outliers.roc_auc_interval(1.0, 5, 5) == (1.0, 1.0)
+
+
+def test_auc_difference_is_paired_and_signed():
+    g = torch.Generator().manual_seed(1)
+    pos = torch.rand(300, generator=g) < 0.2
+    good = pos.double() + 0.8 * torch.rand(300, generator=g, dtype=torch.float64)
+    noise = torch.rand(300, generator=g, dtype=torch.float64)
+    d, lo, hi = outliers.auc_difference(good, noise, pos, n_boot=200)
+    assert d == pytest.approx(outliers.roc_auc(good, pos) - outliers.roc_auc(noise, pos))
+    assert 0 < lo <= d <= hi
+    assert outliers.auc_difference(good, good, pos, n_boot=50) == (0.0, 0.0, 0.0)
+
+
 def test_score_images_match_definitions(tiny):
     model, x = tiny(channels=1, size=4, classes=5, n=4)
     y = torch.tensor([0, 1, 2, 3])
@@ -291,6 +308,10 @@ def test_outliers_command_end_to_end(tmp_path, capsys):
     assert s["outliers"] == 40 and s["clean_images"] == 300
     rows = (out / "scores.csv").read_text().splitlines()
     assert len(rows) == 341 and sum(r.split(",")[1] == "1" for r in rows[1:]) == 40
+    from infoswarm.report.html import write_report
+
+    html = write_report([out], tmp_path / "r.html").path.read_text()
+    assert "ROC AUC, image FI" in html and html.count("data:image/png") == 3
 
 
 def test_sensitivity_command_end_to_end(tmp_path):

@@ -127,10 +127,12 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         ap = outliers.average_precision(sc[key], is_out)
         top_n = int(is_out.sum())
         hits = int(is_out[torch.argsort(sc[key], descending=True, stable=True)[:top_n]].sum())
-        result[key] = {"roc_auc": auc, "average_precision": ap, "precision_at_n_outliers": hits / top_n}
+        result[key] = {"roc_auc": auc, "roc_auc_ci95": outliers.roc_auc_interval(auc, top_n, len(xs) - top_n),
+                       "average_precision": ap, "precision_at_n_outliers": hits / top_n}
         roc_pts[names[key]] = (fpr.tolist(), tpr.tolist(), auc)
         pr_pts[names[key]] = (rec.tolist(), prec.tolist(), ap)
         curves[key] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "recall": rec.tolist(), "precision": prec.tolist()}
+    d, d_lo, d_hi = outliers.auc_difference(sc["fi"], sc["jacobian"], is_out, n_boot=500, seed=args.seed)
     with torch.no_grad():
         acc_before = float((model(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
         acc_after = float((tuned(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
@@ -142,6 +144,8 @@ def cmd_outliers(args: argparse.Namespace) -> int:
                      "seconds": round(t_tune, 1), "history": history},
         "train_accuracy_first_2000_clean": {"before": acc_before, "after": acc_after},
         "scores": result, "seconds_scoring": round(t_score, 1),
+        "roc_auc_fi_minus_jacobian": {"difference": d, "ci95": [d_lo, d_hi],
+                                      "interval": "paired stratified bootstrap, 500 resamples"},
         "measure": "outliers are the positives; ROC AUC = P(outlier scores above a clean image); "
                    "average precision = area under the precision-recall curve",
     }
@@ -169,8 +173,12 @@ def cmd_outliers(args: argparse.Namespace) -> int:
              f"{args.dataset} train images ({t_tune:.0f}s)"]
     for key in ("fi", "jacobian"):
         r = result[key]
-        lines.append(f"{names[key]}: ROC AUC {r['roc_auc']:.4f}, average precision {r['average_precision']:.4f} "
-                     f"(random {len(out.x) / len(xs):.4f})")
+        lo_, hi_ = r["roc_auc_ci95"]
+        lines.append(f"{names[key]}: ROC AUC {r['roc_auc']:.4f} [{lo_:.4f}, {hi_:.4f}], average precision "
+                     f"{r['average_precision']:.4f} (random {len(out.x) / len(xs):.4f}), precision in the top "
+                     f"{top_n}: {r['precision_at_n_outliers']:.3f}")
+    lines.append(f"ROC AUC difference (FI - Jacobian norm): {d:+.4f} [{d_lo:+.4f}, {d_hi:+.4f}] "
+                 "(paired bootstrap 95 %)")
     lines.append(f"wrote {args.out}/{{summary.json, scores.csv, curves.json, roc_pr.png, top_fi.png, "
                  "top_jacobian.png, outliers.pt, model.safetensors}")
     _print_summary(args, summary, lines)

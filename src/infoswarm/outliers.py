@@ -171,6 +171,38 @@ def roc_auc(score: torch.Tensor, positive: torch.Tensor) -> float:
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def roc_auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:
+    """Approximate 95 % interval of a ROC AUC from its standard error (Hanley & McNeil 1982),
+    clipped to [0, 1]; n_pos outliers and n_neg clean images."""
+    if n_pos < 1 or n_neg < 1:
+        raise InputError("need both outliers and clean images", "include some of each")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    half = z * max(var, 0.0) ** 0.5
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def auc_difference(score_a: torch.Tensor, score_b: torch.Tensor, positive: torch.Tensor,
+                   n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """ROC AUC of ``score_a`` minus that of ``score_b`` on the same images, with a paired
+    stratified bootstrap 95 % interval (outliers and clean images resampled separately, the
+    same draw for both scores): (difference, low, high)."""
+    a, pos = _check_scores(score_a, positive)
+    b, _ = _check_scores(score_b, positive)
+    if n_boot < 1:
+        raise InputError(f"n_boot must be positive, got {n_boot}", "pass e.g. 1000")
+    diff = roc_auc(a, pos) - roc_auc(b, pos)
+    gen = torch.Generator().manual_seed(seed)
+    ip, ineg = pos.nonzero().flatten(), (~pos).nonzero().flatten()
+    boots = []
+    for _ in range(n_boot):
+        idx = torch.cat([ip[torch.randint(len(ip), (len(ip),), generator=gen)],
+                         ineg[torch.randint(len(ineg), (len(ineg),), generator=gen)]])
+        boots.append(roc_auc(a[idx], pos[idx]) - roc_auc(b[idx], pos[idx]))
+    q = torch.quantile(torch.tensor(boots, dtype=torch.float64), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return diff, float(q[0]), float(q[1])
+
+
 def _average_ranks(s: torch.Tensor) -> torch.Tensor:
     """1-based ranks of s (ascending), ties given their average rank."""
     order = torch.argsort(s, stable=True)
