@@ -82,7 +82,7 @@ def run_dataset(dataset: str, n: int, k_max: int, seed: int, argv: list[str]) ->
                           "auc_per_image": auc.tolist(), "logodds_auc": lo_auc.mean, "logodds_lo": lo_auc.lo, "logodds_hi": lo_auc.hi,
                           "curve": drop.mean(0).tolist(), "logodds_curve": lodrop.mean(0).tolist()}
         best = max(rows, key=lambda k: rows[k]["auc"])
-        fi_best = max((k for k in rows if k.endswith("fi")), key=lambda k: rows[k]["auc"])
+        fi_best = max((k for k in rows if "fi" in k.split("-")), key=lambda k: rows[k]["auc"])
         comps, fi_comps = {}, {}
         for other in ("saliency", "random"):
             if other != best:
@@ -145,7 +145,7 @@ def markdown(results: list[dict], missing: list[str]) -> str:
             rr = r["replacements"][how]
             comps = "; ".join(f"minus {k}: {v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
                               for k, v in rr["best_vs"].items())
-            best_fi = rr.get("best_fi") or max((k for k in rr["maps"] if k.endswith("fi")),
+            best_fi = rr.get("best_fi") or max((k for k in rr["maps"] if "fi" in k.split("-")),
                                                key=lambda k: rr["maps"][k]["auc"])
             fi_comps = "; ".join(f"minus {k}: {v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
                                  for k, v in rr.get("best_fi_vs", {}).items())
