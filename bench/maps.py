@@ -55,15 +55,15 @@ def correct_images(model: torch.nn.Module, dataset: str, n: int) -> tuple[torch.
     return torch.cat(xs), torch.cat(ys), scanned
 
 
-def run_dataset(dataset: str, n: int, k_max: int, seed: int, argv: list[str]) -> dict:
-    model = zoo.load(MODELS[dataset])
+def run_dataset(dataset: str, n: int, k_max: int, seed: int, argv: list[str], weights: str | None = None) -> dict:
+    model = zoo.load(MODELS[dataset], weights)
     x, y, scanned = correct_images(model, dataset, n)
     t0 = time.perf_counter()
     all_maps, c = maps.attribution_maps(model, x, maps.MAPS, y, seed=seed, batch_size=25)
     t_maps = time.perf_counter() - t0
     assert torch.equal(c, y)
     res: dict = {"dataset": dataset, "model": MODELS[dataset], "images": len(x), "scanned": scanned,
-                 "machine": machine_line(), "command": command_line("bench/maps.py", argv),
+                 "weights": weights or "shipped", "machine": machine_line(), "command": command_line("bench/maps.py", argv),
                  "k_max": k_max, "seconds_maps": round(t_maps, 1), "replacements": {}}
     for how in maps.REPLACEMENTS:
         t0 = time.perf_counter()
@@ -120,7 +120,8 @@ def markdown(results: list[dict], missing: list[str]) -> str:
              "",
              ""]
     for r in results:
-        lines.append(f"### {r['dataset']} ({r['model']}), {r['images']} images "
+        wt = "" if r.get("weights", "shipped") == "shipped" else f", weights {r['weights']}"
+        lines.append(f"### {r['dataset']} ({r['model']}{wt}), {r['images']} images "
                      f"(first correct ones among {r['scanned']} test images), maps in {r['seconds_maps']} s")
         lines.append("")
         lines.append(f"Command: `{r.get('command', 'python bench/maps.py')}`  ")
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md"))
     ap.add_argument("--json", default=None, help="also write the full results (curves included) here")
+    ap.add_argument("--weights", nargs="*", default=[], metavar="DATASET=FILE",
+                    help="weights for a dataset's model instead of the shipped ones, e.g. cifar10=runs/c/model.safetensors")
     ap.add_argument("--render-only", action="store_true",
                     help="only rewrite the Markdown section from the --merge JSON (no computation)")
     ap.add_argument("--merge", default=None,
@@ -179,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                    if args.render_only or r["dataset"] not in args.datasets]
     if args.render_only:
         args.datasets = []
+    weights = dict(w.split("=", 1) for w in args.weights)
     for ds in args.datasets:
-        if not zoo.weights_path(MODELS[ds]).is_file():
+        if ds not in weights and not zoo.weights_path(MODELS[ds]).is_file():
             missing.append(f"{ds} ({MODELS[ds]} weights not shipped yet; rerun with --datasets {ds})")
             print(f"skip {ds}: no shipped {MODELS[ds]} weights", flush=True)
             continue
-        results.append(run_dataset(ds, args.images, args.k_max, args.seed, argv))
+        results.append(run_dataset(ds, args.images, args.k_max, args.seed, argv, weights.get(ds)))
     order = list(MODELS)
     results.sort(key=lambda r: order.index(r["dataset"]))
     missing = [m for m in missing if not any(r["dataset"] == m.split()[0] for r in results)]
