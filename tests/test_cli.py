@@ -72,7 +72,9 @@ def test_influence_json_output(tmp_path, grey_npz, capsys):
                            "--window", 3, "--eps", 1e-3, "--json", "--out", tmp_path / "o"], capsys)
     assert code == 0
     summary = json.loads(stdout)
-    assert summary["map"] == {"class": "pred", "unit": "pixel", "window": 3, "eps": 1e-3, "exact": False}
+    assert {k: summary["map"][k] for k in ("class", "unit", "window", "eps", "exact")} == \
+        {"class": "pred", "unit": "pixel", "window": 3, "eps": 1e-3, "exact": False}
+    assert summary["map"]["name"].startswith("ε-FI")
 
 
 def test_train_writes_weights_card_and_history(tmp_path, grey_npz, capsys):

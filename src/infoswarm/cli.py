@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top", type=int, default=20, help="heatmaps for the N most vulnerable images")
     g.add_argument("--map-class", default="pred", choices=["pred", "true", "second"],
                    help="class c of the pixel maps' objective log p_c (default pred)")
+    g.add_argument("--map", default=None, choices=["fi", "saliency", "grad-input", "eps-fi", "window-fi-3",
+                                                   "window-fi-5", "window-fi-7", "random"],
+                   help="heatmap: fi = exact FI set by --unit/--window/--eps; otherwise a map of infoswarm.maps "
+                        "(default: the deletion benchmark's winner, see BENCHMARKS.md, unless --unit element, "
+                        "--window or --eps ask for FI)")
     g.add_argument("--unit", default="pixel", choices=["pixel", "element"],
                    help="pixel: all channels of a location together; element: one channel")
     g.add_argument("--window", type=int, default=1, choices=[1, 3, 5, 7], help="block width")
@@ -202,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     add_demo(sub)
+    from .cli_analysis import add_parsers as add_analysis
+
+    add_analysis(sub)
     return parser
 
 
@@ -860,6 +868,9 @@ def cmd_influence(args: argparse.Namespace) -> int:
                          "pass 1 for [0,1] models or 255 for models trained on raw 0..255 pixels")
     if args.tau < 0:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
+    from .maps import choose_map
+
+    choose_map(args.map, args.unit, args.window, args.eps, args.fi_eps_scale)  # checks the combination first
     runs.check_out(args.out, args.overwrite, _inputs(args))
     device = _device(args.device)
     x8, y = _load_data(args)
@@ -879,18 +890,11 @@ def cmd_influence(args: argparse.Namespace) -> int:
     top = rank.order[: args.top]
     t0 = time.perf_counter()
     xt = data.to_float(x8[top]).to(device)
-    from .progress import LogProgress
+    from .maps import heatmaps_for_report
 
-    mb = min(bs, 64)
-    starts = range(0, len(xt), mb)
-    lines = LogProgress("pixel maps", len(starts), "batches")
-    parts = []
-    for n, i in enumerate(starts):  # the batches pixel_fi would make itself; one log line each
-        parts.append(influence.pixel_fi(model, xt[i: i + mb], args.map_class, y=y[top][i: i + mb].to(device),
-                                        unit=args.unit, window=args.window, eps=args.eps,
-                                        eps_scale=args.fi_eps_scale, batch_size=mb).cpu())
-        lines.update(n + 1)
-    maps = torch.cat(parts)
+    maps, map_info, deletion = heatmaps_for_report(model, xt, args.map_class, y[top].to(device), map_name=args.map,
+                                                   unit=args.unit, window=args.window, eps=args.eps,
+                                                   eps_scale=args.fi_eps_scale, batch_size=min(bs, 64))
     t_maps = time.perf_counter() - t0
     map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
     vulnerable = correct & (rank.fi >= args.tau)
@@ -904,8 +908,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
         "vulnerable_correct": int(vulnerable.sum()),
         "vulnerable_rule": "correctly classified and image FI (pred) >= tau, i.e. p_pred <= 1/(1+tau)",
         "image_fi_pred_quantiles": {q: float(torch.quantile(rank.fi, float(q))) for q in ("0.5", "0.9", "0.99")},
-        "map": {"class": args.map_class, "unit": args.unit, "window": args.window,
-                "eps": args.eps, "eps_scale": args.fi_eps_scale, "exact": args.eps is None},
+        "map": map_info, "deletion": deletion,
         "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
         "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
     }
@@ -918,10 +921,15 @@ def cmd_influence(args: argparse.Namespace) -> int:
             title = (f"#{r + 1}: index {i}, label {classes[int(y[i])]}, pred {classes[int(pred[i])]} "
                      f"(p={float(probs[i, pred[i]]):.3f}), image FI {float(rank.fi[i]):.3g}")
             heatmap_figure(tmp / "heatmaps" / name, xt[r], maps[r],
-                           title, f"pixel FI, f = log p[{classes[mc]}]")
+                           title, f"{map_info['name']}, f = log p[{classes[mc]}]")
             top_rows.append({"rank": r + 1, "index": i, "label": int(y[i]), "pred": int(pred[i]),
                              "p_pred": float(probs[i, pred[i]]), "image_fi_pred": float(rank.fi[i]),
                              "map_class": mc, "map_max": float(maps[r].max()), "heatmap": f"heatmaps/{name}"})
+        if deletion:
+            from .report.analysis_figures import deletion_figure
+
+            deletion_figure(tmp / "deletion.png", deletion["curves"],
+                            f"deletion test on the {len(top)} heatmap images ({deletion['replacement']})")
         runs.write_json(tmp / "summary.json", summary)
     lines = [
         f"{args.model} on {args.dataset} {args.split}: {len(y)} images, accuracy {summary['accuracy']:.4f}",

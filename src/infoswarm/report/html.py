@@ -259,6 +259,18 @@ def _headline(run: Run) -> list[tuple[str, str]]:
         add("clean accuracy", s.get("accuracy_clean"), pct=True)
         add("adversarial accuracy", s.get("accuracy_adversarial"), pct=True)
         add("seconds", s.get("seconds"))
+    elif run.kind == "outliers":
+        add("clean + outlier images", f"{s.get('clean_images')} + {s.get('outliers')}")
+        add("ROC AUC, image FI", _get(s, "scores", "fi", "roc_auc"))
+        add("ROC AUC, Jacobian norm", _get(s, "scores", "jacobian", "roc_auc"))
+        add("avg precision, image FI", _get(s, "scores", "fi", "average_precision"))
+        add("avg precision, Jacobian norm", _get(s, "scores", "jacobian", "average_precision"))
+        add("random (outlier share)", s.get("outlier_share"))
+    elif run.kind == "sensitivity":
+        for split in ("train", "test"):
+            add(f"{split}: 99th pct image FI", _get(s, "percentiles", split, "fi_true", "99"))
+            add(f"{split}: max image FI", _get(s, "percentiles", split, "fi_true", "100"))
+        add("layer-FI images", _get(s, "layer_fi", "images"))
     if not out:  # train, harden and anything else: scalar numbers at the top level
         for k, v in s.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and len(out) < 8:
@@ -268,6 +280,22 @@ def _headline(run: Run) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------------------------
 # sections
+
+
+ANALYSIS_FIGURES = {"outliers": (("roc_pr.png", "ROC and precision-recall: image FI vs Jacobian norm"),
+                                 ("top_fi.png", "top-ranked by image FI (red: synthetic outlier)"),
+                                 ("top_jacobian.png", "top-ranked by Jacobian norm (red: synthetic outlier)")),
+                    "sensitivity": (("layer_fi.png", "parameter FI per layer and class"),)}
+
+
+def _card_figures(run: Run) -> list[dict[str, str]]:
+    """Figures of the analysis commands (outliers, sensitivity) shown in the run's card."""
+    out = []
+    for name, caption in ANALYSIS_FIGURES.get(run.kind, ()):
+        uri = _png_file(run.path / name)
+        if uri:
+            out.append({"uri": uri, "caption": caption})
+    return out
 
 
 def _heatmaps(run: Run) -> dict[str, Any] | None:
@@ -293,7 +321,16 @@ def _heatmaps(run: Run) -> dict[str, Any] | None:
                               "p_pred": "–", "fi": "–", "file": f.name})
     if not items:
         return None
-    return {"run": run.name, "items": items, "map": _fmt(run.summary.get("map")),
+    m = run.summary.get("map")
+    dele = run.summary.get("deletion")
+    deletion = None
+    if isinstance(dele, dict) and isinstance(dele.get("auc"), dict):
+        deletion = {"uri": _png_file(run.path / "deletion.png"), "images": dele.get("images"),
+                    "k_max": dele.get("k_max"), "replacement": dele.get("replacement"),
+                    "auc": [(str(k), _fmt(v)) for k, v in dele["auc"].items()]}
+    return {"run": run.name, "items": items,
+            "map": _fmt(m.get("name")) if isinstance(m, dict) and "name" in m else _fmt(m),
+            "why": m.get("why") if isinstance(m, dict) else None, "deletion": deletion,
             "vulnerable": run.summary.get("vulnerable_correct"), "tau": _fmt(run.summary.get("tau"))}
 
 
@@ -485,7 +522,7 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     runs = [load_run(d) for d in dirs]
     _unique_names(runs)
 
-    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
+    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r), "figures": _card_figures(r),
               "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
              for r in runs]
     attacks = [r for r in runs if r.kind == "attack"]

