@@ -113,7 +113,7 @@ def bad_cases(tmp_path, grey_npz):
                       "expected uint8"),
         "corrupt npz": (["influence", "--dataset", tmp_path / "corrupt.npz", "--out", tmp_path / "o"],
                         "cannot read"),
-        "bad eps": (base + ["--eps", -1, "--out", tmp_path / "o"], "--eps must be positive"),
+        "bad eps": (base + ["--eps", -1, "--out", tmp_path / "o"], "--eps must be a finite number > 0"),
         "bad window": (base + ["--window", 4, "--out", tmp_path / "o"], "invalid choice"),
         "no cuda": (base + ["--device", "cuda", "--out", tmp_path / "o"], "no CUDA"),
         "train unknown model": (["train", "--model", "nope", "--out", tmp_path / "o"], "unknown model"),
