@@ -5,7 +5,7 @@
 set -euo pipefail
 IS=${IS:-.venv/bin/infoswarm}
 OUT=${OUT:-runs/results}
-LIMIT=${LIMIT:-120}          # first training images scanned by the paper's pipeline
+LIMIT=${LIMIT:-24}          # first training images scanned by the paper's pipeline
 M="--dataset cifar10 --model cifar10-cnn"
 # The paper preset on CIFAR-10: tau 0.01, element FI >= 0.01 with the authors' epsilon in their units
 # (raw 0..255 pixels), paper bounds, L-inf 0.15, 200 particles, 10 + 40 iterations, target "second".
@@ -20,7 +20,7 @@ done_ $OUT/cifar10-paper-1draw  || $IS attack $P --particles 1 --iterations 0 --
     --run "control: the swarm's random start only (best of 200 random draws, no search)=$OUT/cifar10-paper-start" \
     --run "control: one random draw in the paper box=$OUT/cifar10-paper-1draw"
 # harden: reduced attack and a one-epoch fine-tune, with the clean fine-tuning control
-H="$M --limit ${HLIMIT:-120} --particles 100 --iterations 10 --restart-iterations 10 --eval-images ${EVAL:-16} --lr 0.01 --epochs 1 --milestones 1"
+H="$M --limit ${HLIMIT:-40} --particles 100 --iterations 10 --restart-iterations 10 --eval-images ${EVAL:-8} --lr 0.01 --epochs 1 --milestones 1"
 $IS harden $H --method fi   --out $OUT/cifar10-fi
 $IS harden $H --method none --out $OUT/cifar10-none
 .venv/bin/python bench/results.py --out RESULTS.md --section cifar10 --harden $OUT/cifar10-fi $OUT/cifar10-none
