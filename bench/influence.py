@@ -46,7 +46,7 @@ SEED = 0
 TARGET_AB = 1.25
 TARGET_CA = 100.0
 DEFAULT_CIFAR_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
-DEFAULT_SVD_IMAGES = {"mnist-cnn": 4, "cifar10-resnet32": 2}
+DEFAULT_SVD_IMAGES = {"mnist-cnn": 4, "cifar10-cnn": 2, "cifar10-resnet32": 2}
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +260,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="BENCHMARKS.md", help="Markdown file whose influence section is replaced")
     ap.add_argument("--cifar-root", default=str(DEFAULT_CIFAR_ROOT), help="folder with the CIFAR-10 test split")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    ap.add_argument("--models", default="mnist-cnn,cifar10-cnn",
+                    help="comma-separated zoo models (default mnist-cnn,cifar10-cnn; cifar10-resnet32 "
+                         "has no shipped weights and is timed with random ones)")
     args = ap.parse_args(argv)
     if args.quick:
         args.images, args.repeats, args.batch_size = min(args.images, 8), 1, min(args.batch_size, 4)
@@ -280,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[str] = []
 
     plans = [("mnist-cnn", lambda: data.load("mnist", "test")),
+             ("cifar10-cnn", lambda: data.load("cifar10", "test", root=args.cifar_root)),
              ("cifar10-resnet32", lambda: data.load("cifar10", "test", root=args.cifar_root))]
+    plans = [p for p in plans if p[0] in args.models.split(",")]
     for name, load in plans:
         try:
             x8, _ = load()

@@ -160,6 +160,7 @@ def isolated(tmp_path, monkeypatch):
     """A private cache folder, and a URL opener that never goes through a proxy."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("INFOSWARM_DATA", str(cache))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the per-user cache is searched too
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -942,3 +943,27 @@ def test_real_cifar10():
     x, y = data.load("cifar10", "test", root=SHARED_CIFAR)
     assert x.shape == (10000, 3, 32, 32) and x.dtype == torch.uint8
     assert torch.bincount(y).tolist() == [1000] * 10
+
+
+def _tiny_cifar_npz(folder, value):
+    folder.mkdir(parents=True, exist_ok=True)
+    x = np.full((3, 32, 32, 3), value, dtype=np.uint8)
+    np.savez(folder / "cifar10_test.npz", x=x, y=np.arange(3))
+
+
+def test_search_order_root_then_env_then_cache(monkeypatch, isolated, tmp_path):
+    """--data-root first, then $INFOSWARM_DATA, then ~/.cache/infoswarm (each also with the
+    dataset's name appended); the error names every place and the formats accepted."""
+    home_cache = tmp_path / "home" / ".cache" / "infoswarm"
+    assert data.search_roots(tmp_path / "r") == [tmp_path / "r", isolated, home_cache]
+    with pytest.raises(InputError) as e:
+        data.load("cifar10", "test")
+    msg = str(e.value)
+    assert str(isolated) in msg and str(home_cache) in msg
+    assert "cifar-10-python.tar.gz" in msg and "cifar10_test.npz" in msg and "\n" not in msg
+    _tiny_cifar_npz(home_cache / "cifar10", 1)
+    assert int(data.load("cifar10", "test")[0][0, 0, 0, 0]) == 1          # the cache
+    _tiny_cifar_npz(isolated / "cifar10", 2)
+    assert int(data.load("cifar10", "test")[0][0, 0, 0, 0]) == 2          # $INFOSWARM_DATA wins
+    _tiny_cifar_npz(tmp_path / "root", 3)
+    assert int(data.load("cifar10", "test", root=tmp_path / "root")[0][0, 0, 0, 0]) == 3  # root wins

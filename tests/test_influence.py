@@ -289,3 +289,52 @@ def test_bad_classes_and_outputs_are_refused(tiny):
         inf.pixel_fi(nn.Identity(), x, "pred")
     with pytest.raises(InputError, match="window"):
         inf.pixel_fi(model, x, "pred", window=2)
+
+
+class _Raw255(nn.Module):
+    """The same network fed raw 0..255 pixels (as the authors' CIFAR-10 model was)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, v):
+        return self.model(v / 255.0)
+
+
+@pytest.mark.parametrize("unit,window", [("element", 1), ("pixel", 1), ("pixel", 3)])
+def test_eps_scale_matches_authors_formula_on_raw_pixels(tiny, unit, window):
+    """eps_scale=255 on a [0,1] model = the authors' ε-FI of the same network on 0..255 input,
+    built explicitly (Jacobian w.r.t. raw pixels, SVD cut at ε)."""
+    eps = 1e-3
+    model, x = tiny(channels=3, size=4, classes=6, n=2)
+    raw = _Raw255(model)
+    got = inf.pixel_fi(model, x, "pred", unit=unit, window=window, eps=eps, eps_scale=255)
+    plain = inf.pixel_fi(model, x, "pred", unit=unit, window=window, eps=eps)
+    c = model(x).argmax(1)
+    for n, i, j in itertools.product(range(2), range(4), range(4)):
+        if unit == "element":
+            for ch in range(3):
+                want = ref_fi(raw, x[n] * 255, int(c[n]), [ch * 16 + i * 4 + j], eps=eps)
+                assert got[n, ch, i, j].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+        else:
+            want = ref_fi(raw, x[n] * 255, int(c[n]), window_entries((3, 4, 4), i, j, window, range(3)), eps=eps)
+            assert got[n, i, j].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+    assert not torch.allclose(got, plain)  # the cut-off really depends on the units
+    img = inf.image_fi(model, x, "pred", eps=eps, eps_scale=255)
+    for n in range(2):
+        want = ref_fi(raw, x[n] * 255, int(c[n]), list(range(48)), eps=eps)
+        assert img[n].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+
+def test_eps_scale_leaves_exact_fi_alone(tiny):
+    model, x = tiny(channels=3, size=4, classes=6, n=2)
+    assert torch.equal(inf.pixel_fi(model, x, "pred", eps_scale=255), inf.pixel_fi(model, x, "pred"))
+
+
+@pytest.mark.parametrize("kw", [dict(eps=-1.0), dict(eps=float("nan")), dict(eps=1e-3, eps_scale=0),
+                                dict(eps=1e-3, eps_scale=float("inf"))])
+def test_bad_eps_is_refused(tiny, kw):
+    model, x = tiny(channels=1, size=4, classes=4, n=1)
+    with pytest.raises(InputError):
+        inf.pixel_fi(model, x, "pred", **kw)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 import torch
 
 from infoswarm import training
@@ -61,3 +63,24 @@ def test_float_images_and_perturb_hook() -> None:
     training.train(c, x, y, Recipe(epochs=1, lr=0.05, batch_size=32), seed=1, perturb=perturb)
     assert calls == [(False, 32)] * 3  # made in eval mode, once per batch
     assert not _same(a, c)
+
+
+def test_onecycle_schedule_ramps_then_falls_to_zero() -> None:
+    r = Recipe(epochs=10, lr=0.2, schedule="onecycle", warmup=2.0)
+    assert training.lr_at(r, 0) == pytest.approx(0.02)
+    assert training.lr_at(r, 1) == pytest.approx(0.02 + 0.09)
+    assert training.lr_at(r, 2) == pytest.approx(0.2)
+    assert training.lr_at(r, 6) == pytest.approx(0.1)
+    assert training.lr_at(r, 10) == pytest.approx(0.0)
+
+
+def test_channels_last_and_label_smoothing_train_and_restore_layout() -> None:
+    x, y = _data()
+    r = Recipe(epochs=1, lr=0.05, batch_size=32, label_smoothing=0.1, channels_last=True,
+               schedule="onecycle", warmup=0.5)
+    m = _model()
+    training.train(m, x, y, r, seed=1)
+    assert all(p.is_contiguous() for p in m.parameters())  # saved weights are plain NCHW
+    m2 = _model()
+    training.train(m2, x, y, r, seed=1)
+    assert _same(m, m2)

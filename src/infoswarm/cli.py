@@ -7,6 +7,7 @@ Every command validates its input before doing work, writes its outputs atomical
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 import time
@@ -79,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unit", default="pixel", choices=["pixel", "element"],
                    help="pixel: all channels of a location together; element: one channel")
     g.add_argument("--window", type=int, default=1, choices=[1, 3, 5, 7], help="block width")
-    g.add_argument("--eps", type=float, default=None,
+    g.add_argument("--eps", "--fi-eps", dest="eps", type=float, default=None,
                    help="authors' regularised variant with this epsilon (e.g. 1e-3); default exact")
+    g.add_argument("--fi-eps-scale", type=float, default=1.0,
+                   help="input scale the epsilon variant is evaluated in: 1 for [0,1] models (default), "
+                        "255 for models trained on raw 0..255 pixels (the authors' CIFAR-10 model)")
     g.add_argument("--tau", type=float, default=0.01,
                    help="vulnerability threshold on image FI, reported in the summary (default 0.01)")
     _common(p)
@@ -118,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box: |delta| <= eps within [0,1]; paper: delta in [-eps*x, eps*(1-x)]")
     g.add_argument("--selection", default="fi", choices=["fi", "fi-eps", "saliency", "random"],
                    help="how pixels are chosen (default fi, exact)")
+    g.add_argument("--fi-eps-scale", type=float, default=1.0,
+                   help="with --selection fi-eps: input scale of the authors' epsilon cut-off "
+                        "(1 for [0,1] units, 255 for the authors' raw-pixel CIFAR-10 setting)")
     g.add_argument("--particles", type=int, default=200, help="swarm size (paper: 200 CIFAR, 500 MNIST)")
     g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
     g.add_argument("--w", type=float, default=0.6, help="inertia (default 0.6)")
@@ -332,7 +339,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     runs.atomic_write(run.path / "model.safetensors", lambda p: save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(p),
-        metadata={"name": args.model, "dataset": args.dataset}))
+        # one metadata key: safetensors writes several keys in no fixed order, one keeps the
+        # file bitwise repeatable
+        metadata={"infoswarm": json.dumps({"name": args.model, "dataset": args.dataset}, sort_keys=True)}))
     run.write_json("card.json", card)
     run.write_csv("history.csv", history, list(history[0]))
     run.write_json(run.DONE, card)
@@ -452,6 +461,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             fi_threshold=args.fi_threshold, particles=args.particles, iterations=args.iterations,
             w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
             restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
+            fi_eps_scale=args.fi_eps_scale,
             confusion_min=args.confusion_min, batch_size=args.batch_size or 1024)))
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=show, device=device)
@@ -662,8 +672,11 @@ def cmd_influence(args: argparse.Namespace) -> int:
 
     _positive(args.top, "--top")
     _positive(args.batch_size, "--batch-size")
-    if args.eps is not None and args.eps <= 0:
-        raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 1e-3, or omit it for exact FI")
+    if args.eps is not None and not (args.eps > 0 and math.isfinite(args.eps)):
+        raise InputError(f"--eps must be a finite number > 0, got {args.eps}", "pass e.g. --eps 1e-3, or omit it for exact FI")
+    if not (args.fi_eps_scale > 0 and math.isfinite(args.fi_eps_scale)):
+        raise InputError(f"--fi-eps-scale must be a finite number > 0, got {args.fi_eps_scale}",
+                         "pass 1 for [0,1] models or 255 for models trained on raw 0..255 pixels")
     if args.tau < 0:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
     runs.check_out(args.out, args.overwrite)
@@ -687,7 +700,8 @@ def cmd_influence(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     xt = data.to_float(x8[top]).to(device)
     maps = influence.pixel_fi(model, xt, args.map_class, y=y[top].to(device), unit=args.unit,
-                              window=args.window, eps=args.eps, batch_size=min(bs, 64)).cpu()
+                              window=args.window, eps=args.eps, eps_scale=args.fi_eps_scale,
+                              batch_size=min(bs, 64)).cpu()
     t_maps = time.perf_counter() - t0
     map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
     vulnerable = correct & (rank.fi >= args.tau)
@@ -702,7 +716,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
         "vulnerable_rule": "correctly classified and image FI (pred) >= tau, i.e. p_pred <= 1/(1+tau)",
         "image_fi_pred_quantiles": {q: float(torch.quantile(rank.fi, float(q))) for q in ("0.5", "0.9", "0.99")},
         "map": {"class": args.map_class, "unit": args.unit, "window": args.window,
-                "eps": args.eps, "exact": args.eps is None},
+                "eps": args.eps, "eps_scale": args.fi_eps_scale, "exact": args.eps is None},
         "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
         "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
     }

@@ -89,6 +89,7 @@ def add_parsers(sub: Any) -> None:
 
 def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones: tuple[int, ...],
               wd: float) -> Any:
+    from . import zoo
     from .hardening import HardenConfig, parse_protect
 
     return HardenConfig(
@@ -98,7 +99,8 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
         bounds=args.bounds, selection=args.selection, target=args.target, epochs=epochs, lr=args.lr,
         milestones=milestones, gamma=args.gamma, momentum=args.momentum,
         batch_size=args.batch_size or 128, weight_decay=wd, pgd_steps=args.pgd_steps, repeat=args.repeat,
-        eval_images=args.eval_images, chunk=args.chunk, seed=args.seed)
+        eval_images=args.eval_images, chunk=args.chunk, seed=args.seed,
+        channels_last=bool(args.model in zoo.ZOO and zoo.ZOO[args.model].recipe.channels_last))
 
 
 def cmd_harden(args: argparse.Namespace) -> int:

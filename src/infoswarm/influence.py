@@ -18,6 +18,10 @@ How it is computed here (exactly, batched over images):
 * Pseudo-inverse cut-off: eigenvalues of AᵀA below ``rtol`` × the block's largest are
   dropped (exact; the Gram matrices are formed in float64, so structural zeros sit at
   ~1e-16); with ``eps`` the authors' rule drops singular values ≤ ε (eigenvalues ≤ ε²).
+* The ε variant is not scale-free: its cut-off compares gradients with ε in the model's input
+  units. Gradients here are in [0, 1] pixel units; ``eps_scale=s`` evaluates the variant as if
+  the model took pixels in 0..s (gradients divided by s), e.g. ``eps_scale=255`` for the
+  authors' CIFAR-10 model, which read raw 0–255 pixels. Exact FI ignores ``eps_scale``.
 * Whole image: FI = (1 − p_c)/p_c whenever J has rank K (any network), computed from the
   logits as exp(logsumexp_{k≠c} z_k − z_c).
 
@@ -84,6 +88,27 @@ def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
             (g,) = torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j < k - 1)
             rows.append(g)
     return logits.detach(), torch.stack(rows, 1)
+
+
+def check_eps(eps: float | None, eps_scale: float = 1.0) -> None:
+    """Raise InputError unless ``eps`` is None or a finite number > 0 and ``eps_scale`` a finite
+    number > 0."""
+    import math
+
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                            or not math.isfinite(eps) or eps <= 0):
+        raise InputError(f"eps must be a finite number > 0 (or None for exact FI), got {eps!r}",
+                         "pass eps=1e-3 (the authors' value) or leave it out")
+    if isinstance(eps_scale, bool) or not isinstance(eps_scale, (int, float)) \
+            or not math.isfinite(eps_scale) or eps_scale <= 0:
+        raise InputError(f"eps_scale must be a finite number > 0, got {eps_scale!r}",
+                         "pass 1 for models on [0, 1] pixels or 255 for models trained on 0..255")
+
+
+def _in_units(jac: torch.Tensor, eps: float | None, eps_scale: float) -> torch.Tensor:
+    """The Jacobian in the input units the ε variant is evaluated in (unchanged when exact)."""
+    check_eps(eps, eps_scale)
+    return jac / eps_scale if eps is not None and eps_scale != 1.0 else jac
 
 
 def _rows(jac: torch.Tensor, logits: torch.Tensor, c: torch.Tensor,
@@ -177,7 +202,8 @@ def _prepare(model: nn.Module, x: torch.Tensor) -> None:
 
 def image_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
              y: torch.Tensor | None = None, eps: float | None = None,
-             method: Literal["closed", "general"] = "closed", rtol: float = RTOL) -> torch.Tensor:
+             method: Literal["closed", "general"] = "closed", rtol: float = RTOL,
+             eps_scale: float = 1.0) -> torch.Tensor:
     """Whole-image FI, float64 [N], for images x [N, C, H, W] in [0, 1].
 
     ``method="closed"`` (default, exact when the logit Jacobian has full rank K, which holds
@@ -190,11 +216,12 @@ def image_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
         check_logits(logits, x.shape[0])
         return image_fi_from_logits(logits, resolve_class(logits, cls, y))
     mask = torch.ones(x.shape[1:], dtype=torch.bool, device=x.device)
-    return block_fi(model, x, cls, mask, y=y, eps=eps, rtol=rtol)
+    return block_fi(model, x, cls, mask, y=y, eps=eps, rtol=rtol, eps_scale=eps_scale)
 
 
 def block_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec, mask: torch.Tensor, *,
-             y: torch.Tensor | None = None, eps: float | None = None, rtol: float = RTOL) -> torch.Tensor:
+             y: torch.Tensor | None = None, eps: float | None = None, rtol: float = RTOL,
+             eps_scale: float = 1.0) -> torch.Tensor:
     """FI of perturbing a chosen set of input entries together, float64 [N].
 
     ``mask`` is bool [C, H, W] (same set for every image) or [N, C, H, W] (a set per image);
@@ -204,9 +231,10 @@ def block_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec, mask: torch.Tens
     if mask.dtype != torch.bool or mask.shape not in (x.shape[1:], x.shape):
         raise InputError(f"mask must be bool with shape {tuple(x.shape[1:])} or {tuple(x.shape)}, "
                          f"got {mask.dtype} {tuple(mask.shape)}", "build it with x.new_zeros(...).bool()")
+    check_eps(eps, eps_scale)
     logits, jac = logit_jacobian(model, x)
     c = resolve_class(logits, cls, y)
-    a, alpha2 = _rows(jac, logits, c, eps)
+    a, alpha2 = _rows(_in_units(jac, eps, eps_scale), logits, c, eps)
     a = a * mask.expand_as(x).unsqueeze(1)
     return _fi_class_gram(_class_gram_from_rows(a.flatten(2)), c, alpha2, eps, rtol)[:, 0]
 
@@ -226,8 +254,10 @@ def _window_sum(t: torch.Tensor, window: int) -> torch.Tensor:
 
 def fi_map_from_jacobian(jac: torch.Tensor, logits: torch.Tensor, c: torch.Tensor, *,
                          unit: Unit = "element", window: int = 1, eps: float | None = None,
-                         rtol: float = RTOL) -> torch.Tensor:
+                         rtol: float = RTOL, eps_scale: float = 1.0) -> torch.Tensor:
     """Pixel-FI map from a logit Jacobian [N, K, C, H, W] (pure maths, no model).
+
+    ``eps_scale``: with ``eps``, the input scale the ε cut-off is meant for (module docstring).
 
     Returns float64 [N, C, H, W] for ``unit="element"`` (each channel entry, or each
     channel's window) and [N, H, W] for ``unit="pixel"`` (all channels of a location, or of
@@ -237,7 +267,7 @@ def fi_map_from_jacobian(jac: torch.Tensor, logits: torch.Tensor, c: torch.Tenso
     if window < 1 or window % 2 == 0:
         raise InputError(f"window must be an odd size like 1, 3, 5 or 7, got {window}", "pass window=1, 3, 5 or 7")
     n, k, ch, h, w = jac.shape
-    a, alpha2 = _rows(jac, logits, c, eps)                    # [N, K, C, H, W]
+    a, alpha2 = _rows(_in_units(jac, eps, eps_scale), logits, c, eps)   # [N, K, C, H, W]
     d = (ch if unit == "pixel" else 1) * window * window
     if d == 1:
         fi = _fi_elements(a, c, alpha2, eps)                  # [N, C, H, W] (or C == 1 pixels)
@@ -259,7 +289,8 @@ def fi_map_from_jacobian(jac: torch.Tensor, logits: torch.Tensor, c: torch.Tenso
 
 def pixel_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
              y: torch.Tensor | None = None, unit: Unit = "element", window: int = 1,
-             eps: float | None = None, batch_size: int = 64, rtol: float = RTOL) -> torch.Tensor:
+             eps: float | None = None, batch_size: int = 64, rtol: float = RTOL,
+             eps_scale: float = 1.0) -> torch.Tensor:
     """Per-pixel FI maps for images x [N, C, H, W] in [0, 1], objective f = log p_cls.
 
     ``unit="element"`` -> float64 [N, C, H, W]: FI of each channel entry alone (with
@@ -267,6 +298,7 @@ def pixel_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
     FI of all channels of a location together (with ``window``: of the window×window block
     centred there, all channels, cut at the borders). Values lie in [0, (1 − p_c)/p_c]."""
     _prepare(model, x)
+    check_eps(eps, eps_scale)
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}", "pass batch_size=1 or more")
     out = []
@@ -276,7 +308,8 @@ def pixel_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
         cb = cls[i: i + batch_size] if isinstance(cls, torch.Tensor) and cls.dim() > 0 else cls
         logits, jac = logit_jacobian(model, xb)
         c = resolve_class(logits, cb, yb)
-        out.append(fi_map_from_jacobian(jac, logits, c, unit=unit, window=window, eps=eps, rtol=rtol))
+        out.append(fi_map_from_jacobian(jac, logits, c, unit=unit, window=window, eps=eps, rtol=rtol,
+                                        eps_scale=eps_scale))
     return torch.cat(out)
 
 

@@ -46,7 +46,9 @@ class MFIPSO:
             bounds="paper": δ ∈ [−eps·x, eps·(1−x)] (the authors' code).
         particles, iterations, w, c1, c2: swarm settings (paper: 200 CIFAR / 500 MNIST, 10,
             0.6, 2, 2); restart / restart_iterations: the paper's second chance (40).
-        selection: "fi" (exact FI), "fi-eps" (authors' ε = fi_eps), "saliency" (|∇ log p_t|),
+        selection: "fi" (exact FI), "fi-eps" (authors' ε = fi_eps, evaluated in input units
+            0..fi_eps_scale: 255 reproduces the authors' CIFAR-10 model, which read raw 0–255
+            pixels; 1 = [0, 1] units), "saliency" (|∇ log p_t|),
             "random" (a seeded random choice per image) — for ablations.
         seed: every image's swarm uses its own stream seeded with this, so results do not
             depend on the batch an image is in. The "random" selection draws image number g of
@@ -63,7 +65,7 @@ class MFIPSO:
                  iterations: int = 10, w: float = 0.6, c1: float = 2.0, c2: float = 2.0,
                  restart: bool = True, restart_iterations: int = 40, selection: Selection = "fi",
                  bounds: Literal["box", "paper"] = "box", lam: float | None = None, seed: int = 0,
-                 fi_eps: float = 1e-3, confusion: torch.Tensor | None = None, confusion_min: int = 5,
+                 fi_eps: float = 1e-3, fi_eps_scale: float = 1.0, confusion: torch.Tensor | None = None, confusion_min: int = 5,
                  batch_size: int = 1024, vmax_frac: float = 0.05) -> None:
         if (pixels is None) == (fi_threshold is None):
             raise InputError("give exactly one of pixels=k and fi_threshold=tau",
@@ -89,7 +91,9 @@ class MFIPSO:
         self.target, self.eps, self.restart = target, float(eps), restart
         self.restart_iterations, self.selection, self.bounds = restart_iterations, selection, bounds
         self.lam = lam if lam is not None else (1.0 if (min_prob or max_prob) else 255.0)
+        influence.check_eps(fi_eps, fi_eps_scale)
         self.seed, self.fi_eps, self.batch_size = seed, fi_eps, batch_size
+        self.fi_eps_scale = float(fi_eps_scale)
         self.confusion, self.confusion_min = confusion, confusion_min
 
     # ---------------------------------------------------------------------------------------
@@ -122,7 +126,8 @@ class MFIPSO:
             grad = jac[idx, cls].double() - torch.einsum("nk,nkchw->nchw", p, jac.double())
             return grad.abs() if unit == "element" else grad.square().sum(1).sqrt()
         eps = self.fi_eps if self.selection == "fi-eps" else None
-        return influence.pixel_fi(self.model, x, cls, unit=unit, eps=eps)  # type: ignore[arg-type]
+        return influence.pixel_fi(self.model, x, cls, unit=unit, eps=eps,  # type: ignore[arg-type]
+                                  eps_scale=self.fi_eps_scale)
 
     def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: Offset = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbed entries as flat indices into C·H·W, [N, m] (−1 padding), and locations."""
