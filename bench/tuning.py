@@ -33,11 +33,11 @@ CLI = [PY, "-m", "infoswarm"]
 # name -> argv; {tmp} is a fresh scratch folder per run, {data} holds mnist3k.npz (the first 3000
 # MNIST training images, used as both splits by `harden`). Reduced sizes: see each name.
 COMMANDS: dict[str, list[str]] = {
-    "demo (reduced: 300 images scanned, 20 particles)":
-        [*CLI, "demo", "--limit", "300", "--particles", "20", "--iterations", "3", "--restart-iterations", "3",
-         "--out", "{tmp}/demo"],
     "attack bench row: Sparse-RS k=10, 100 MNIST images, 1000 queries":
         [PY, "bench/attack.py", "--images", "100", "--ks", "10", "--methods", "sparse-rs", "--loop-images", "0",
+         "--out", "{tmp}/attack.md"],
+    "attack bench row: mFI-PSO (exact-FI pixels) k=10, 100 MNIST images, 1000 queries":
+        [PY, "bench/attack.py", "--images", "100", "--ks", "10", "--methods", "mfipso-fi", "--loop-images", "0",
          "--out", "{tmp}/attack.md"],
     "harden (reduced: fi, 1 epoch over 3000 MNIST training images)":
         [*CLI, "harden", "--dataset", "{data}/mnist3k.npz", "--model", "mnist-cnn", "--method", "fi",
@@ -46,6 +46,9 @@ COMMANDS: dict[str, list[str]] = {
     "FI bench (reduced: MNIST only, 64 images, 1 repeat)":
         [PY, "bench/influence.py", "--images", "64", "--repeats", "1", "--svd-images", "1",
          "--cifar-root", "{tmp}/no-cifar", "--out", "{tmp}/influence.md"],
+    "demo (reduced: 300 images scanned, 20 particles)":
+        [*CLI, "demo", "--limit", "300", "--particles", "20", "--iterations", "3", "--restart-iterations", "3",
+         "--out", "{tmp}/demo"],
 }
 
 
@@ -65,6 +68,21 @@ def run_once(argv: list[str], tuned: bool, threads: int, data_dir: str) -> dict[
     return {"wall": wall, "guard": guard[-1] if guard else ""}
 
 
+def render(rows: list[list[str]], guards: list[str], args: argparse.Namespace, command: str, machine: str) -> str:
+    return "\n".join([
+        "## Whole commands before and after `tune_cpu` (`bench/tuning.py`)", "",
+        f"Machine: {machine}.", f"Command: `{command}`.", "",
+        f"Each figure is the median of {args.repeats} fresh runs per setting, the settings alternating; "
+        "a → b reads untuned (`INFOSWARM_TUNE_CPU=0`) → tuned (default). Seconds; user and sys are "
+        "the command's own CPU time over all its threads. The last two columns are untuned / tuned "
+        "for wall time and for CPU time (user + sys). `/tmp/data/mnist3k.npz`: the first 3000 MNIST "
+        "training images, written by the script (`harden` uses the file as both splits).", "",
+        md_table(["run", "command", "wall s", "user s", "sys s", "sys/user", "wall ratio", "CPU ratio"], rows),
+        "", *(["Regression guard printed by `bench/attack.py` (sys/user ≤ 0.15):", ""]
+              + [f"- {g}" for g in guards] + [""] if guards else []),
+        f"Load average at the end: {load_average()}."])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=2, help="runs per command and setting (median)")
@@ -80,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = tempfile.TemporaryDirectory(prefix="tuning-data-")
     x8, y = data.load("mnist", "train")
     np.savez(Path(data_dir.name) / "mnist3k.npz", x=x8[:3000].numpy(), y=y[:3000].numpy())
-    rows, guards = [], []
+    rows: list[list[str]] = []
+    guards: list[str] = []
+    text = ""
     for name, cmd in COMMANDS.items():
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
             continue
@@ -102,18 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{m[False]['sys'] / m[False]['user']:.2f} → {m[True]['sys'] / m[True]['user']:.2f}",
                      f"{m[False]['wall'] / m[True]['wall']:.2f}×",
                      f"{(m[False]['user'] + m[False]['sys']) / (m[True]['user'] + m[True]['sys']):.2f}×"])
-    text = "\n".join([
-        "## Whole commands before and after `tune_cpu` (`bench/tuning.py`)", "",
-        f"Machine: {machine}.", f"Command: `{command}`.", "",
-        f"Each figure is the median of {args.repeats} fresh runs per setting, the settings alternating; "
-        "a → b reads untuned (`INFOSWARM_TUNE_CPU=0`) → tuned (default). Seconds; user and sys are "
-        "the command's own CPU time over all its threads. The last two columns are untuned / tuned "
-        "for wall time and for CPU time (user + sys).", "",
-        md_table(["run", "command", "wall s", "user s", "sys s", "sys/user", "wall ratio", "CPU ratio"], rows),
-        "", *([f"Regression guard printed by `bench/attack.py` (sys/user ≤ 0.15):", ""]
-              + [f"- {g}" for g in guards] + [""] if guards else []),
-        f"Load average at the end: {load_average()}."])
-    replace_section(args.out, SECTION, text)
+        text = render(rows, guards, args, command, machine)
+        replace_section(args.out, SECTION, text)     # after every command: partial results land
     print(text)
     return 0
 

@@ -127,14 +127,15 @@ def digits(tmp_path_factory):
 
 @needs_glibc
 def test_attack_results_are_bitwise_unchanged_by_tuning(tmp_path, digits):
-    """The same `infoswarm attack` (its default batch of 1024 model rows) in two fresh processes,
-    tuned (the CLI calls tune_cpu) and untuned (INFOSWARM_TUNE_CPU=0): identical artefacts."""
+    """The same `infoswarm attack` in two fresh processes, tuned (the CLI calls tune_cpu) and
+    untuned (INFOSWARM_TUNE_CPU=0): identical artefacts. Every correct image of 60 is attacked
+    (tau 0) by 30 particles: well over one default batch of 1024 model rows per swarm step."""
     outs = {}
     for tuned in (True, False):
         out = tmp_path / f"tuned{int(tuned)}"
-        argv = [sys.executable, "-m", "infoswarm", "attack", "--dataset", str(digits), "--pixels", "3",
-                "--eps", "1", "--particles", "40", "--iterations", "3", "--restart-iterations", "3",
-                "--out", str(out), "--json"]
+        argv = [sys.executable, "-m", "infoswarm", "attack", "--dataset", str(digits), "--limit", "60",
+                "--tau", "0", "--pixels", "3", "--eps", "1", "--particles", "30", "--iterations", "2",
+                "--restart-iterations", "2", "--out", str(out), "--json"]
         env = child_env(OMP_NUM_THREADS="2") if tuned else child_env(OMP_NUM_THREADS="2", INFOSWARM_TUNE_CPU="0")
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
