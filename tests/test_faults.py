@@ -102,7 +102,7 @@ def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path,
 def test_harden_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(harden_args(npz, ref)) == 0
-    points = [out / "run.json", out / "checkpoints" / "attack-train-00001.pt", out / "checkpoints" / "train.pt"]
+    points = [out / "run.json", out / "checkpoints" / "attack-train-00000.pt", out / "checkpoints" / "train.pt"]
     for point in points:
         kill_when(harden_args(npz, out), point)
         assert not (out / "summary.json").exists()
