@@ -102,7 +102,9 @@ def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path,
 def test_harden_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(harden_args(npz, ref)) == 0
-    points = [out / "run.json", out / "checkpoints" / "attack-train-00000.pt", out / "checkpoints" / "train.pt"]
+    chunks = sorted(p.name for p in (ref / "checkpoints").glob("attack-train-*.pt"))
+    assert chunks, "the small selection attacked no image: no attack chunk to kill the run at"
+    points = [out / "run.json", out / "checkpoints" / chunks[0], out / "checkpoints" / "train.pt"]
     for point in points:
         kill_when(harden_args(npz, out), point)
         assert not (out / "summary.json").exists()
