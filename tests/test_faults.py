@@ -133,7 +133,8 @@ def test_train_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, 
     assert main(train_args(npz, ref)) == 0
     for point in (out / "run.json", out / "checkpoints" / "train.pt", out / "model.safetensors"):
         kill_when(train_args(npz, out), point)
-        assert not (out / "summary.json").exists()
+        # the last writes after model.safetensors take milliseconds: the kill may come after them
+        assert point.name == "model.safetensors" or not (out / "summary.json").exists()
     assert main(train_args(npz, out)) == 0
     assert same_weights(ref / "model.safetensors", out / "model.safetensors")
     assert table(ref / "history.csv") == table(out / "history.csv")
