@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from infoswarm import data, runs
 from infoswarm.cli import main
@@ -77,6 +78,17 @@ def table(path: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
+def same_weights(a: Path, b: Path) -> bool:
+    """Bitwise equal tensors and equal metadata (safetensors may order header keys differently
+    from one process to the next, so the files' bytes are not compared)."""
+    from safetensors import safe_open
+
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        if fa.metadata() != fb.metadata() or sorted(fa.keys()) != sorted(fb.keys()):
+            return False
+        return all(torch.equal(fa.get_tensor(k), fb.get_tensor(k)) for k in fa.keys())
+
+
 def same_npz(a: Path, b: Path) -> bool:
     with np.load(a) as za, np.load(b) as zb:
         return za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
@@ -102,7 +114,9 @@ def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path,
 def test_harden_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(harden_args(npz, ref)) == 0
-    points = [out / "run.json", out / "checkpoints" / "attack-train-00001.pt", out / "checkpoints" / "train.pt"]
+    chunks = sorted(p.name for p in (ref / "checkpoints").glob("attack-train-*.pt"))
+    assert chunks, "the small selection attacked no image: no attack chunk to kill the run at"
+    points = [out / "run.json", out / "checkpoints" / chunks[0], out / "checkpoints" / "train.pt"]
     for point in points:
         kill_when(harden_args(npz, out), point)
         assert not (out / "summary.json").exists()
@@ -119,9 +133,10 @@ def test_train_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, 
     assert main(train_args(npz, ref)) == 0
     for point in (out / "run.json", out / "checkpoints" / "train.pt", out / "model.safetensors"):
         kill_when(train_args(npz, out), point)
-        assert not (out / "summary.json").exists()
+        # the last writes after model.safetensors take milliseconds: the kill may come after them
+        assert point.name == "model.safetensors" or not (out / "summary.json").exists()
     assert main(train_args(npz, out)) == 0
-    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert same_weights(ref / "model.safetensors", out / "model.safetensors")
     assert table(ref / "history.csv") == table(out / "history.csv")
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
