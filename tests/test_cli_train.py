@@ -63,6 +63,7 @@ def test_train_killed_then_rerun_gives_the_uninterrupted_weights(tmp_path, rgb_n
     again = subprocess.run(_cmd(rgb_npz, out), capture_output=True, text=True, env=_env(), timeout=600)
     assert again.returncode == 0, again.stderr
     assert "continuing the training" in again.stderr
+    assert [line.split()[1] for line in (out / "train.log").read_text().splitlines()] == ["1/3", "2/3", "3/3"]
     a, b = load_file(str(out / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (out / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()

@@ -363,18 +363,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     elapsed0 = float(state.get("elapsed", 0.0)) if state is not None else 0.0
     log_path = run.path / "train.log"
 
-    def log(row: dict[str, Any]) -> None:
-        line = (f"epoch {row['epoch']:3d}/{recipe.epochs}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
+    def line_of(row: dict[str, Any]) -> str:
+        return (f"epoch {row['epoch']:3d}/{recipe.epochs}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
                 f"train {row['train_acc']:.4f}  test {row.get('test_acc', float('nan')):.4f}  "
                 f"{row['seconds']:.0f}s")
-        with open(log_path, "a") as f:
-            f.write(line + "\n")
+
+    def log(row: dict[str, Any]) -> None:
         if not args.json:
-            print(line, flush=True)
+            print(line_of(row), flush=True)
 
     def checkpoint(st: dict[str, Any]) -> None:
         st = dict(st, elapsed=elapsed0 + time.perf_counter() - t0)
         run.save("train.pt", st)
+        # logged once the epoch is saved, so a killed and resumed run lists each epoch once
+        with open(log_path, "a") as f:
+            f.write(line_of(st["history"][-1]) + "\n")
 
     flush_notes()
     history = training.train(model, x.to(device), y.to(device), recipe, seed=args.seed,
