@@ -169,8 +169,14 @@ def test_resumable_run_folder_rules(tmp_path) -> None:
     with pytest.raises(InputError, match="holds another run's files"):
         runs.ResumableRun(other, "harden", {})
     assert [p.name for p in other.iterdir()] == ["results.csv"]
-    fresh = runs.ResumableRun(other, "harden", {}, overwrite=True)
-    assert not fresh.resumed and sorted(p.name for p in other.iterdir()) == ["checkpoints", "run.json"]
+    # --overwrite replaces only folders infoswarm wrote (run.json): a user's files stay
+    with pytest.raises(InputError, match="did not write"):
+        runs.ResumableRun(other, "harden", {}, overwrite=True)
+    assert [p.name for p in other.iterdir()] == ["results.csv"]
+    h2 = tmp_path / "h2"
+    runs.ResumableRun(h2, "harden", {"epochs": 3}).save("a.pt", {"v": torch.arange(3)})
+    fresh = runs.ResumableRun(h2, "harden", {"epochs": 4}, overwrite=True)  # an infoswarm run: replaced
+    assert not fresh.resumed and sorted(p.name for p in h2.iterdir()) == ["checkpoints", "run.json"]
 
     # A kill while run.json was being written leaves only its temporary file: not "another run".
     half = tmp_path / "half"

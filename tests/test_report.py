@@ -292,7 +292,8 @@ def test_unwritable_parent_is_refused(tmp_path, capsys):
 def test_a_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, monkeypatch):
     a = _fake_attack(tmp_path / "a", 3, 0.5)
     out = tmp_path / "r.html"
-    out.write_text("old page")
+    report.build_report([a], out)  # an earlier report: the only kind of file a report replaces
+    old = out.read_text()
 
     def boom(src, dst):
         raise OSError("disk full")
@@ -300,7 +301,7 @@ def test_a_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, mon
     monkeypatch.setattr(report.os, "replace", boom)
     with pytest.raises(OSError):
         report.build_report([a], out)
-    assert out.read_text() == "old page"
+    assert out.read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "r.html"]
 
 
