@@ -27,20 +27,22 @@ SYS_USER_LIMIT = 0.15              # the guard's ceiling on system CPU time / us
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; run `make bench`.\n"
 
 
-def markers(name: str) -> tuple[str, str]:
-    """The start and end comment lines that delimit a script's section."""
-    return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+def markers(name: str, kind: str = "bench") -> tuple[str, str]:
+    """The start and end comment lines that delimit a script's section (``kind`` "bench" in
+    BENCHMARKS.md, "results" in RESULTS.md)."""
+    return f"<!-- {kind}:{name}:start -->", f"<!-- {kind}:{name}:end -->"
 
 
-def replace_section(path: str | os.PathLike[str], name: str, body: str) -> None:
+def replace_section(path: str | os.PathLike[str], name: str, body: str, kind: str = "bench",
+                    header: str = HEADER) -> None:
     """Write ``body`` between the markers of section ``name`` in ``path``.
 
-    Creates the file (with a short header) or appends the section when absent; everything
+    Creates the file (with ``header``) or appends the section when absent; everything
     outside the markers is kept byte for byte."""
-    start, end = markers(name)
+    start, end = markers(name, kind)
     block = f"{start}\n{body.strip()}\n{end}"
     path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    old = path.read_text(encoding="utf-8") if path.exists() else header
     i, j = old.find(start), old.find(end)
     if i >= 0 and j > i:
         new = old[:i] + block + old[j + len(end):]

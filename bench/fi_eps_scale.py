@@ -11,13 +11,15 @@ f = log p_t with t the second most probable class, as in the paper's pipeline.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 import torch
 
 from infoswarm import data, influence, zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import replace_section  # noqa: E402
 
 
 def main() -> None:
@@ -51,15 +53,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        start, end = f"<!-- results:{args.section}:start -->", f"<!-- results:{args.section}:end -->"
-        block = "\n".join([start, text, end])
-        out = Path(args.out)
-        body = out.read_text()
-        if start in body:
-            body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: block, body, flags=re.S)
-        else:
-            body = body.rstrip("\n") + "\n\n" + block + "\n"
-        out.write_text(body)
+        replace_section(args.out, args.section, text, kind="results", header="# Results\n")
 
 
 if __name__ == "__main__":

@@ -14,20 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
-import re
+import sys
 from pathlib import Path
 
+from infoswarm.stats import wilson
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of k successes in n trials, as fractions."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import replace_section  # noqa: E402
 
 
 def rate(k: int, n: int) -> str:
@@ -65,15 +58,7 @@ def main() -> None:
     for spec in args.run:
         label, _, folder = spec.partition("=")
         lines.append(row(label, Path(folder)))
-    start, end = f"<!-- results:{args.section}:start -->", f"<!-- results:{args.section}:end -->"
-    block = "\n".join([start, *lines, end])
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# Results\n"
-    if start in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
+    replace_section(args.out, args.section, "\n".join(lines), kind="results", header="# Results\n")
     print("\n".join(lines))
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import replace_section  # noqa: E402
 
 
 ADDED = {"pgd": "on the fly", "fgsm-rs": "on the fly", "none": "none (control)"}
@@ -82,15 +85,7 @@ def main() -> None:
         body += harden_table([Path(p) for p in args.harden]) + [""]
     if args.evaluate:
         body += evaluate_table([Path(p) for p in args.evaluate]) + [""]
-    start, end = f"<!-- results:{args.section}:start -->", f"<!-- results:{args.section}:end -->"
-    block = "\n".join([start, *body, end])
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# Results\n"
-    if start in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
+    replace_section(args.out, args.section, "\n".join(body), kind="results", header="# Results\n")
 
 
 if __name__ == "__main__":

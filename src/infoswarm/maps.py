@@ -37,6 +37,7 @@ from torch import nn
 from .checks import check_images, check_logits
 from .errors import InputError
 from .influence import ClassSpec, fi_map_from_jacobian, logit_jacobian, resolve_class
+from .stats import wilson  # noqa: F401  (re-exported: maps.wilson for the benchmark)
 
 MAPS: tuple[str, ...] = ("element-fi", "pixel-fi", "window-fi-3", "window-fi-5", "window-fi-7",
                          "eps-fi", "saliency", "grad-input", "random")
@@ -224,17 +225,6 @@ def mean_interval(v: torch.Tensor, z: float = 1.959964) -> Summary:
 def deletion_auc(drop: torch.Tensor) -> torch.Tensor:
     """Area under each deletion curve, normalised: the mean drop over k = 1 … k_max, [N]."""
     return drop[:, 1:].mean(1)
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson 95 % interval of a rate successes / n."""
-    if n == 0:
-        return (0.0, 1.0)
-    ph = successes / n
-    den = 1 + z * z / n
-    mid = (ph + z * z / (2 * n)) / den
-    half = z * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from ..criteria import Criterion
+from ..stats import wilson
 from .base import probs_of
 
 
@@ -85,18 +85,6 @@ class AttackResult:
             "seconds": self.seconds,
             "seconds_per_image": self.seconds / max(n, 1),
         }
-
-
-def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95 % Wilson score interval (lower, upper) for ``successes`` out of ``n`` trials
-    ((0, 1) when n = 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 @torch.no_grad()
