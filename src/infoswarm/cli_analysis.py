@@ -15,6 +15,15 @@ import torch
 from .errors import InputError
 
 
+def _data_group(p: argparse.ArgumentParser, dataset_help: str, limit: int | None, limit_help: str) -> None:
+    """The data options of the analysis commands (--dataset, --data-root, --download, --limit)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="mnist", help=dataset_help)
+    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
+    g.add_argument("--download", action="store_true", help="download the official files if no local copy exists")
+    g.add_argument("--limit", type=int, default=limit, help=limit_help)
+
+
 def add_parsers(sub: Any) -> None:
     """Register ``outliers`` and ``sensitivity`` on the ``infoswarm`` sub-command parser."""
     from .cli import _common, _model_args
@@ -30,12 +39,8 @@ def add_parsers(sub: Any) -> None:
                     "and the top-ranked images.",
         epilog="example:\n  infoswarm outliers --dataset mnist --model mnist-cnn --limit 10000 --outliers 1000 "
                "--out runs/outliers")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, cifar10, or a path (train split used)")
-    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
-    g.add_argument("--download", action="store_true", help="download the official files if no local copy exists")
-    g.add_argument("--limit", type=int, default=10000,
-                   help="clean training images (the first N of the train split; default 10000)")
+    _data_group(p, "mnist, fashion-mnist, cifar10, or a path (train split used)", 10000,
+                "clean training images (the first N of the train split; default 10000)")
     _model_args(p)
     g = p.add_argument_group("outliers")
     g.add_argument("--outliers", type=int, default=1000, help="synthetic outliers added (default 1000)")
@@ -56,11 +61,8 @@ def add_parsers(sub: Any) -> None:
                     "on the train and test splits (--limit images of each).",
         epilog="example:\n  infoswarm sensitivity --dataset mnist --model mnist-cnn --limit 10000 "
                "--param-images 200 --out runs/sensitivity")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, cifar10, or a path to an .npz / folder")
-    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
-    g.add_argument("--download", action="store_true", help="download the official files if no local copy exists")
-    g.add_argument("--limit", type=int, default=None, help="images of each split for the percentiles (default all)")
+    _data_group(p, "mnist, fashion-mnist, cifar10, or a path to an .npz / folder", None,
+                "images of each split for the percentiles (default all)")
     _model_args(p)
     g = p.add_argument_group("sensitivity")
     g.add_argument("--param-images", type=int, default=200,
