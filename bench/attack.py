@@ -4,6 +4,10 @@ Methods (each wrapped by a counter that times the model's forward passes):
   sparse-swarm: infoswarm's default sparse attack (SparseSwarm, its default settings);
   sparse-rs: our Sparse-RS (the reference query attack);
   pgd0: white-box L0 PGD (restarts of 20 steps, steps × restarts + 1 ≤ budget);
+  onepixel: one-pixel-style differential evolution over k pixels (population 50, budget/50 − 1
+      generations);
+  jsma: white-box JSMA (k pixels at most; untargeted runs aim at the second class; queries =
+      its forward + Jacobian passes, not limited by the budget);
   mfipso-paper: the paper's mFI-PSO at equal k (exact-FI pixels, margin-free paper fitness,
       canonical PSO, 50 particles, half the iterations before the paper's restart, half after);
   random: the control — the same k and box, k uniform random locations at random box corners,
@@ -13,11 +17,18 @@ Every image is a correctly classified test image (the first N); pixel values fre
 per image (seeded), success = the target is predicted. Success is re-checked here (prediction on
 the returned image and at most k changed pixel locations), not trusted from the attack.
 
-    python bench/attack.py --models mnist-cnn,fashion-cnn --images 100 --ks 1,5,10,20 --budget 1000
+Modes: ``untargeted``, ``targeted`` (random target), ``targeted-p90`` (random target reached
+with probability ≥ 0.9: every method gets ``min_prob=0.9``).
+Models: zoo names, or ``label=zoo-name:weights.safetensors`` for other weights of a zoo
+architecture (e.g. an adversarially trained one).
 
-``--ablation`` runs only SparseSwarm's prior × swarm-size table (k = 10, first model,
-untargeted) and writes it to its own section.
-The peers (torchattacks OnePixel, ART PixelAttack) are not part of this script.
+    python bench/attack.py --models mnist-cnn,fashion-cnn --images 100 --ks 1,5,10,20 --budgets 1000
+
+``--section NAME`` writes the tables to their own section of ``--out`` (so runs of different
+sizes sit side by side). ``--ablation`` runs only SparseSwarm's ablation (k = 10, first model,
+untargeted): prior × swarm size 1/4/16, then corner vs continuous values and the margin vs
+CE vs the paper's fitness, one at a time from the defaults.
+The peers (torchattacks OnePixel, ART PixelAttack) run in their own environment: bench/peers.py.
 """
 
 from __future__ import annotations
@@ -36,11 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
 
 from infoswarm import data, zoo  # noqa: E402
-from infoswarm.attacks import MFIPSO, PGD0, SparseRS, SparseSwarm  # noqa: E402
+from infoswarm.attacks import JSMA, MFIPSO, PGD0, OnePixel, SparseRS, SparseSwarm  # noqa: E402
 from infoswarm.attacks.base import probs_of  # noqa: E402
 from infoswarm.attacks.result import wilson  # noqa: E402
 
-METHODS = ("sparse-swarm", "sparse-rs", "pgd0", "mfipso-paper", "random")
+METHODS = ("sparse-swarm", "sparse-rs", "pgd0", "onepixel", "jsma", "mfipso-paper", "random")
+MODES = ("untargeted", "targeted", "targeted-p90")
 
 
 class Counted(nn.Module):
@@ -58,40 +70,49 @@ class Counted(nn.Module):
         return out
 
 
-def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: int, **kw: Any) -> Callable[..., Any]:
+def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: int, min_prob: float | None = None,
+         **kw: Any) -> Callable[..., Any]:
+    w = dict(target=target, min_prob=min_prob)
     if name == "sparse-swarm":
-        return SparseSwarm(model, pixels=k, queries=budget, eps=1.0, target=target, seed=seed, **kw)
+        return SparseSwarm(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w, **kw)
     if name == "random":
-        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, target=target, seed=seed, prior="uniform")
+        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, seed=seed, prior="uniform", **w)
     if name == "sparse-rs":
-        return SparseRS(model, pixels=k, queries=budget, eps=1.0, target=target, seed=seed)
+        return SparseRS(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w)
     if name == "pgd0":
         steps = min(20, budget - 1)
-        return PGD0(model, pixels=k, eps=1.0, steps=steps, restarts=max(1, (budget - 1) // steps),
-                    target=target, seed=seed)
+        return PGD0(model, pixels=k, eps=1.0, steps=steps, restarts=max(1, (budget - 1) // steps), seed=seed, **w)
+    if name == "onepixel":
+        return OnePixel(model, pixels=k, population=50, iterations=max(1, budget // 50 - 1), eps=1.0, seed=seed, **w)
+    if name == "jsma":
+        return JSMA(model, pixels=k, eps=1.0, target="second" if target is None else target, min_prob=min_prob)
     if name == "mfipso-paper":
         particles = 50
         iters = max(1, budget // (2 * particles) - 1)
-        return MFIPSO(model, pixels=k, eps=1.0, target=target, particles=particles, iterations=iters,
-                      restart_iterations=iters, selection="fi", seed=seed)
+        return MFIPSO(model, pixels=k, eps=1.0, particles=particles, iterations=iters,
+                      restart_iterations=iters, selection="fi", seed=seed, **w)
     raise ValueError(name)
 
 
 def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
-        budget: int, target: torch.Tensor | None, seed: int, **kw: Any) -> dict[str, Any]:
-    attack = make(name, counted, k, budget, target, seed, **kw)
+        budget: int, target: torch.Tensor | None, seed: int, min_prob: float | None = None,
+        **kw: Any) -> dict[str, Any]:
+    attack = make(name, counted, k, budget, target, seed, min_prob, **kw)
     counted.forward_seconds = 0.0
     t0 = time.perf_counter()
     res = attack(x, y)
     wall = time.perf_counter() - t0
-    pred = probs_of(model, res.x_adv.clamp(0, 1)).argmax(1)
+    probs = probs_of(model, res.x_adv.clamp(0, 1))
+    pred = probs.argmax(1)
     l0_ok = (res.x_adv != x).any(1).flatten(1).sum(1) <= k
     hit = (pred == target) if target is not None else (pred != y)
+    if min_prob is not None and target is not None:
+        hit &= probs.gather(1, target.view(-1, 1)).view(-1) >= min_prob
     succ = hit & l0_ok
     wrong = (pred != y) & l0_ok
     n = len(x)
     q = res.queries.double()
-    cap = 1 if name == "random" else budget
+    cap = 1 if name == "random" else (int(q.max()) if name == "jsma" else budget)
     return {"method": name, "k": k, "n": n, "succ": int(succ.sum()), "wrong": int(wrong.sum()),
             "median_q": float(q[succ].median()) if succ.any() else float("nan"),
             "mean_q_fail_at_budget": float(torch.where(succ, q, torch.full_like(q, cap)).mean()),
@@ -107,17 +128,21 @@ def fmt_rate(s: int, n: int) -> str:
 
 def row_cells(r: dict[str, Any]) -> list[str]:
     med = "—" if r["median_q"] != r["median_q"] else f"{r['median_q']:.0f}"
-    return [fmt_rate(r["succ"], r["n"]), f"{r['wrong'] / r['n']:.2f}", med, f"{r['mean_q_fail_at_budget']:.0f}",
+    return [fmt_rate(r["succ"], r["n"]), fmt_rate(r["wrong"], r["n"]), med, f"{r['mean_q_fail_at_budget']:.0f}",
             f"{r['grad_evals']:.0f}", f"{r['s_per_image']:.3f}", f"{r['forward_share']:.2f}"]
 
 
-HEADER = ["success (n/N = rate [95 % Wilson CI])", "misclassified", "median queries (successes)",
+HEADER = ["success (n/N = rate [95 % Wilson CI])", "misclassified (n/N [CI])", "median queries (successes)",
           "mean queries (failures at budget)", "grad evals / image", "s / image", "forward share"]
 
 
-def images_of(model_name: str, n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
-    model = zoo.load(model_name).eval()
-    ds = zoo.ZOO[model_name].dataset if model_name in zoo.ZOO else "mnist"
+def images_of(spec: str, n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
+    """``spec``: a zoo name, or ``label=zoo-name:weights.safetensors``."""
+    arch, weights = spec, None
+    if "=" in spec:
+        arch, weights = spec.split("=", 1)[1].split(":", 1)
+    model = zoo.load(arch, weights).eval()
+    ds = zoo.ZOO[arch].dataset
     x8, y = data.load(ds, "test")
     x = data.to_float(x8[: 4 * n])
     y = y[: 4 * n]
@@ -127,57 +152,70 @@ def images_of(model_name: str, n: int) -> tuple[nn.Module, torch.Tensor, torch.T
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="mnist-cnn,fashion-cnn", help="zoo names, comma-separated")
+    ap.add_argument("--models", default="mnist-cnn,fashion-cnn",
+                    help="zoo names or label=zoo-name:weights.safetensors, comma-separated")
     ap.add_argument("--images", type=int, default=100, help="correctly classified test images per model")
     ap.add_argument("--ks", default="1,5,10,20")
-    ap.add_argument("--budget", type=int, default=1000, help="queries per image")
-    ap.add_argument("--modes", default="untargeted,targeted")
+    ap.add_argument("--budgets", "--budget", dest="budgets", default="1000", help="queries per image, comma-separated")
+    ap.add_argument("--modes", default="untargeted,targeted", help=f"comma-separated of {', '.join(MODES)}")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--ablation", action="store_true",
-                    help="only SparseSwarm's prior x swarm size at k=10 (first model), in its own section")
+                    help="only SparseSwarm's ablation at k=10 (first model, untargeted), in its own section")
+    ap.add_argument("--section", default=None, help="section of --out to write (default attack / attack-ablation)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ks = [int(v) for v in args.ks.split(",")]
+    budgets = [int(v) for v in args.budgets.split(",")]
+    for m in args.modes.split(","):
+        if m not in MODES:
+            ap.error(f"unknown mode {m!r}")
     machine = machine_line()
     started = time.perf_counter()
-    blocks = []
-    for model_name in ([] if args.ablation else args.models.split(",")):
-        model, x, y, ds = images_of(model_name, args.images)
+    blocks: list[str] = []
+    for spec in ([] if args.ablation else args.models.split(",")):
+        model, x, y, ds = images_of(spec, args.images)
+        label = spec.split("=", 1)[0]
         counted = Counted(model).eval()
         g = torch.Generator().manual_seed(args.seed)
         t_rand = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
-        for mode in args.modes.split(","):
-            target = t_rand if mode == "targeted" else None
-            rows = []
-            for k in ks:
-                for name in args.methods.split(","):
-                    r = run(name, counted, model, x, y, k, args.budget, target, args.seed)
-                    print(model_name, mode, r, flush=True)
-                    rows.append([k, name, *row_cells(r)])
-                    write(args, argv, machine, started, blocks + [
-                        f"### {model_name} ({ds}), {mode}, budget {args.budget}\n\n"
-                        + md_table(["k", "method", *HEADER], rows)], done=False)
-            blocks.append(f"### {model_name} ({ds}), {mode}, budget {args.budget}\n\n"
-                          + md_table(["k", "method", *HEADER], rows))
-            write(args, argv, machine, started, blocks, done=False)
+        for budget in budgets:
+            for mode in args.modes.split(","):
+                target = None if mode == "untargeted" else t_rand
+                min_prob = 0.9 if mode == "targeted-p90" else None
+                rows: list[list[Any]] = []
+                title = f"### {label} ({ds}, {len(x)} images), {mode}, budget {budget}\n\n"
+                for k in ks:
+                    for name in args.methods.split(","):
+                        r = run(name, counted, model, x, y, k, budget, target, args.seed, min_prob)
+                        print(label, mode, budget, r, flush=True)
+                        rows.append([k, name, *row_cells(r)])
+                        write(args, argv, machine, started,
+                              blocks + [title + md_table(["k", "method", *HEADER], rows)], done=False)
+                blocks.append(title + md_table(["k", "method", *HEADER], rows))
+                write(args, argv, machine, started, blocks, done=False)
     if args.ablation:
-        model_name = args.models.split(",")[0]
-        model, x, y, ds = images_of(model_name, args.images)
+        spec = args.models.split(",")[0]
+        model, x, y, ds = images_of(spec, args.images)
         counted = Counted(model).eval()
+        budget = budgets[0]
         rows = []
-        for prior in ("uniform", "saliency", "fi", "fi-eps"):
-            for p in (1, 4, 16):
-                r = run("sparse-swarm", counted, model, x, y, 10, args.budget, None, args.seed,
-                        prior=prior, particles=p)
-                print("ablation", prior, p, r, flush=True)
-                rows.append([prior, p, *row_cells(r)])
-                write(args, argv, machine, started, blocks + [md_table(["prior", "particles", *HEADER], rows)],
-                      done=False)
-        blocks.append(f"### Ablation: SparseSwarm prior × swarm size ({model_name}, k = 10, untargeted, "
-                      f"budget {args.budget})\n\n" + md_table(["prior", "particles", *HEADER], rows))
+        variants: list[dict[str, Any]] = [dict(prior=pr, particles=p) for pr in ("uniform", "gain", "saliency", "fi", "fi-eps")
+                                          for p in (1, 4, 16)]
+        variants += [dict(values="continuous"), dict(loss="paper"), dict(loss="ce"), dict(refine=True)]
+        head = ["prior", "particles", "values", "loss", "refine", *HEADER]
+        for v in variants:
+            r = run("sparse-swarm", counted, model, x, y, 10, budget, None, args.seed, **v)
+            print("ablation", v, r, flush=True)
+            rows.append([v.get("prior", "gain"), v.get("particles", 1), v.get("values", "corner"),
+                         v.get("loss", "margin"), "yes" if v.get("refine") else "no", *row_cells(r)])
+            write(args, argv, machine, started, blocks + [md_table(head, rows)], done=False)
+        blocks.append(f"### Ablation: SparseSwarm at k = 10 ({spec}, {len(x)} images, untargeted, budget {budget})"
+                      "\n\nFirst the prior × swarm-size grid (corner values, margin loss), then one change at a "
+                      "time from the defaults (gain prior, 1 particle, corner values, margin loss).\n\n"
+                      + md_table(head, rows))
     write(args, argv, machine, started, blocks, done=True)
     return 0
 
@@ -189,7 +227,7 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, starte
     state = f"Whole run: {minutes:.0f} min." if done else f"PARTIAL: {minutes:.0f} min so far, run still going."
     body = "\n".join([
         "### SparseSwarm ablation (`bench/attack.py --ablation`)" if args.ablation else
-        "## Sparse attacks at equal k and budget (`bench/attack.py`)", "",
+        f"## Sparse attacks at equal k and budget (`bench/attack.py`, section {args.section or 'attack'})", "",
         f"Machine: {machine}. {state}",
         f"Command: `{command_line('bench/attack.py', argv)}`.",
         f"Images: the first {args.images} correctly classified test images of each model's dataset; pixel "
@@ -198,9 +236,9 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, starte
         "random target ≠ label (seeded) is predicted, and at most k pixel locations changed. "
         "`misclassified` is the share predicted ≠ label (the paper's measure). Mean queries count "
         "every failure at the full budget. `random` is the control: k random locations at random "
-        "corners, no search. Grad evals are backward passes (PGD0: every step; SparseSwarm: its prior).",
+        "corners, no search. Grad evals are backward passes (PGD0: every step; SparseSwarm: its prior; JSMA: none counted, its Jacobians are in its queries).",
         "", *[b + "\n" for b in blocks]])
-    replace_section(args.out, "attack-ablation" if args.ablation else "attack", body)
+    replace_section(args.out, args.section or ("attack-ablation" if args.ablation else "attack"), body)
 
 
 if __name__ == "__main__":

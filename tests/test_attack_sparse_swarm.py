@@ -146,6 +146,67 @@ def test_finds_the_known_pixel_set(prior, particles):
         assert res.queries.double().mean() < uni.queries.double().mean()
 
 
+def test_gain_prior_starts_at_the_linearised_best_set():
+    """Needle's logit of class 1 rises with the three SET pixels: their first-order gain
+    (gradient × distance to the better corner) is the largest, so the gain prior's first
+    candidate is SET at white — success with one query, one backward pass per image."""
+    x = torch.zeros(5, 1, 8, 8)
+    res = SparseSwarm(Needle(), pixels=3, queries=50)(x, torch.zeros(5, dtype=torch.long))   # auto = gain
+    assert torch.all(res.success) and torch.all(res.queries == 1) and torch.all(res.grad_evals == 1)
+    assert all(sorted(res.indices[i].tolist()) == sorted(Needle.SET) for i in range(5))
+    # saliency samples its start (Gumbel top-k with a uniform share): on average more queries
+    uni = SparseSwarm(Needle(), pixels=3, queries=50, prior="saliency")(x, torch.zeros(5, dtype=torch.long))
+    assert uni.queries.double().mean() > 1
+
+
+def test_gain_prior_knows_which_way_a_pixel_can_move():
+    """Half the image at 0, half at 1, the same gradient everywhere: only pixels that can move
+    the wanted way gain, so the prior puts (almost) all its weight on them."""
+    class Lin(nn.Module):
+        def forward(self, x):
+            z = x.flatten(1).sum(1)
+            return torch.stack([-z, z], 1)
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., 2:, :] = 1
+    att = SparseSwarm(Lin(), pixels=2, prior="gain", prior_mix=0.0)
+    lo, hi = (x - 1).clamp(min=0), (x + 1).clamp(max=1)
+    lw, passes, code = att._log_prior(x, torch.zeros(1, dtype=torch.long), 2, torch.tensor([False]), lo, hi)
+    p = lw.exp().view(4, 4)
+    assert passes == 1 and p[:2].sum() > 0.999 and torch.all(code.view(4, 4)[:2] == 1)   # the dark half, to white
+
+
+@pytest.mark.parametrize("loss", ["margin", "ce", "paper"])
+def test_every_loss_finds_the_known_pixel_set(loss):
+    x = torch.zeros(4, 1, 8, 8)
+    res = SparseSwarm(Needle(), pixels=3, queries=1000, prior="uniform", loss=loss)(x, torch.zeros(4, dtype=torch.long))
+    assert torch.all(res.success)
+    assert all(sorted(res.indices[i].tolist()) == sorted(Needle.SET) for i in range(4))
+
+
+def test_continuous_values_stay_in_the_box_and_off_the_corners(mnist):
+    model, x, y = mnist
+    eps = 0.3
+    res = SparseSwarm(model, pixels=5, eps=eps, queries=40, values="continuous")(x, y)
+    assert torch.all(res.pixel_l0 <= 5) and torch.all(res.linf <= eps + 1e-6)
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert torch.equal(res.success, fresh_success(model, res))
+    moved = res.x_adv != x
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    off = (res.x_adv[moved] != lo[moved]) & (res.x_adv[moved] != hi[moved])
+    assert off.float().mean() > 0.9                  # uniform values, not corners
+
+
+def test_ce_loss_reaches_a_high_target_probability(mnist):
+    """Targeted with a probability window: CE and margin both count only target hits at ≥ 0.9."""
+    model, x, y = mnist
+    t = (y + 1) % 10
+    res = SparseSwarm(model, pixels=20, queries=300, target=t, min_prob=0.9, loss="ce")(x, y)
+    p = probs_of(model, res.x_adv)
+    ok = (p.argmax(1) == t) & (p.gather(1, t.view(-1, 1)).view(-1) >= 0.9)
+    assert torch.equal(res.success, ok)
+    assert ok.any()
+
+
 def test_refine_removes_pixels_that_are_not_needed():
     model = Needle()
     x = torch.zeros(4, 1, 8, 8)
@@ -257,6 +318,8 @@ def test_onnx_bad_files(tmp_path):
     (dict(eps=0), "eps must be positive"),
     (dict(min_prob=1.5), "min_prob must lie in"),
     (dict(target="magic"), "unknown target"),
+    (dict(loss="hinge"), "unknown loss"),
+    (dict(values="gray"), "unknown values"),
 ])
 def test_bad_arguments(kwargs, needle):
     with pytest.raises(InputError) as e:

@@ -497,7 +497,8 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
                                 ("--seed", 2 ** 64, "--seed"), ("--fi-threshold", "nan", "--fi-threshold"),
                                 ("--device", "mps", "MPS"), ("--device", "xpu", "XPU"),
                                 ("--outputs", "scores", "invalid choice")]:
-        c[f"attack {flag} {value}"] = Case([*att, flag, value, "--out", o], needle)
+        mf = ["--attack", "mfipso"] if flag in ("--w", "--c1", "--c2", "--confusion-min", "--fi-threshold") else []
+        c[f"attack {flag} {value}"] = Case([*att, *mf, flag, value, "--out", o], needle)
     for flag, value, needle in [("--eps", "nan", "--eps"), ("--eps", "-inf", "--eps"), ("--tau", "inf", "--tau"),
                                 ("--seed", 2 ** 64, "--seed"), ("--device", "mps", "MPS"),
                                 ("--device", "xpu:0", "XPU")]:
@@ -533,7 +534,8 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
     c["transfer with a model returning probabilities"] = Case(
         ["universality", "--mode", "transfer", "--adversarial", f.attack_run / "adversarial.npz",
          "--model", user + "Probs", *lw, "--out", o], "probabilities")
-    for name, base in (("influence", inf), ("attack (mfipso)", att), ("attack (fgsm)", [*att, "--attack", "fgsm"]),
+    for name, base in (("influence", inf), ("attack (mfipso)", [*att, "--attack", "mfipso"]),
+                       ("attack (sparse-swarm, saliency prior)", att), ("attack (fgsm)", [*att, "--attack", "fgsm"]),
                        ("attack (jsma)", [*att, "--attack", "jsma", "--pixels", 3]),
                        ("universality", uni), ("harden", har)):
         c[f"{name} with a model without gradients"] = Case([*base, "--model", user + "NoGrad", *lw, "--out", o],

@@ -98,12 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_influence, dataset="mnist")
 
     p = sub.add_parser(
-        "attack", help="select vulnerable images (image FI >= tau) and attack them with mFI-PSO",
+        "attack", help="select vulnerable images (image FI >= tau) and attack them (SparseSwarm by default)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Select correctly classified images with image FI >= --tau (the paper's rule) "
-                    "and attack them; writes adversarial.npz, results.csv, gallery.png, summary.json.",
-        epilog="example:\n  infoswarm attack --dataset mnist --model mnist-cnn --split test --select fi "
-               "--tau 0.01 --limit 500 --pixels 10 --target second --min-prob 0.5 --out runs/a")
+                    "and attack them; writes adversarial.npz, results.csv, gallery.png, summary.json. "
+                    "The default attack is SparseSwarm (k = 10 pixels, values free in [0, 1], 1,000 "
+                    "queries, untargeted); --preset paper runs the paper's mFI-PSO with its settings.",
+        epilog="examples:\n  infoswarm attack --dataset mnist --model mnist-cnn --split test --limit 500 "
+               "--pixels 10 --out runs/a\n"
+               "  infoswarm attack --dataset mnist --limit 500 --pixels 20 --target 3 --min-prob 0.9 "
+               "--budget 10000 --out runs/t\n"
+               "  infoswarm attack --dataset mnist --limit 500 --preset paper --out runs/paper")
     _data_args(p)
     _model_args(p)
     g = p.add_argument_group("selection of images")
@@ -111,28 +116,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fi: correct images with image FI >= --tau (paper); all: every correct image")
     g.add_argument("--tau", type=float, default=0.01, help="image FI threshold (default 0.01)")
     g = p.add_argument_group("attack")
-    g.add_argument("--attack", default="mfipso", choices=list(_attack_names()),
-                   help="mfipso (default) or a baseline")
-    g.add_argument("--budget", type=int, default=1000, help="queries per image for onepixel / sparse-rs")
+    g.add_argument("--attack", default=None, choices=list(_attack_names()),
+                   help="sparse-swarm (default), mfipso (the paper's swarm) or a baseline")
+    g.add_argument("--preset", default=None, choices=["paper"],
+                   help="paper: the paper's mFI-PSO as published (element FI >= 0.01 entries, paper bounds, "
+                        "L-inf 0.15, 500 particles on MNIST-like data / 200 on CIFAR-10, 10 + 40 iterations, "
+                        "target second); flags given explicitly still win")
+    g.add_argument("--budget", type=int, default=1000,
+                   help="queries per image for sparse-swarm / sparse-rs / onepixel / pgd0 (default 1000)")
+    g.add_argument("--prior", default="auto", choices=["auto", "uniform", "gain", "saliency", "fi", "fi-eps"],
+                   help="sparse-swarm: where fresh pixel locations are drawn (auto = gain: the linearised loss change)")
+    g.add_argument("--loss", default="margin", choices=["margin", "ce", "paper"],
+                   help="sparse-swarm: loss minimised before success (default margin)")
+    g.add_argument("--refine", action="store_true",
+                   help="sparse-swarm: after a success, spend leftover queries removing unneeded pixels")
     g.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     k = g.add_mutually_exclusive_group()
     k.add_argument("--pixels", type=int, default=None, help="k pixel locations to perturb (default 10)")
     k.add_argument("--fi-threshold", type=float, default=None,
                    help="perturb every channel entry with element FI >= this (the paper's rule, 0.01)")
-    g.add_argument("--target", default="second",
-                   help="second (most probable wrong class), none (untargeted), confusion, or a class index")
+    g.add_argument("--target", default=None,
+                   help="none (untargeted; the default), second (most probable wrong class; mfipso's default), "
+                        "confusion, or a class index")
     g.add_argument("--confusion-min", type=int, default=5, help="errors needed for a confusion pair (default 5)")
     g.add_argument("--min-prob", type=float, default=None, help="success needs p(target) >= this")
     g.add_argument("--max-prob", type=float, default=None, help="success needs p(target) <= this")
-    g.add_argument("--eps", type=float, default=0.15, help="L-infinity bound in [0,1] units (default 0.15)")
-    g.add_argument("--bounds", default="box", choices=["box", "paper"],
-                   help="box: |delta| <= eps within [0,1]; paper: delta in [-eps*x, eps*(1-x)]")
-    g.add_argument("--selection", default="fi", choices=["fi", "fi-eps", "saliency", "random"],
-                   help="how pixels are chosen (default fi, exact)")
+    g.add_argument("--eps", type=float, default=None,
+                   help="L-infinity bound in [0,1] units (default 1 = pure L0 for the sparse attacks, "
+                        "0.15 for mfipso, fgsm, pgd)")
+    g.add_argument("--bounds", default=None, choices=["box", "paper"],
+                   help="mfipso: box (default): |delta| <= eps within [0,1]; paper: delta in [-eps*x, eps*(1-x)]")
+    g.add_argument("--selection", default=None, choices=["fi", "fi-eps", "saliency", "random"],
+                   help="mfipso: how pixels are chosen (default fi, exact)")
     g.add_argument("--fi-eps-scale", type=float, default=1.0,
                    help="with --selection fi-eps: input scale of the authors' epsilon cut-off "
                         "(1 for [0,1] units, 255 for the authors' raw-pixel CIFAR-10 setting)")
-    g.add_argument("--particles", type=int, default=200, help="swarm size (paper: 200 CIFAR, 500 MNIST)")
+    g.add_argument("--particles", type=int, default=None,
+                   help="swarm size (sparse-swarm default 1; mfipso default 200; paper: 200 CIFAR, 500 MNIST)")
     g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
     g.add_argument("--w", type=float, default=0.6, help="inertia (default 0.6)")
     g.add_argument("--c1", type=float, default=2.0, help="cognitive weight (default 2)")
@@ -501,6 +521,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from .attacks.mfipso import confusion_counts
     from .report.figures import gallery_figure
 
+    _ignored_flags(args)
+    _resolve_attack(args)
     for flag in ("particles", "gallery", "chunk"):
         _positive(getattr(args, flag), "--" + flag)
     _positive(args.batch_size, "--batch-size")
@@ -514,7 +536,6 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}", "pass e.g. --eps 0.15")
     if args.confusion_min < 1:
         raise InputError(f"--confusion-min must be >= 1, got {args.confusion_min}", "pass e.g. --confusion-min 5")
-    _ignored_flags(args)
     settings = _attack_settings(args)
     run_check = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
                                   create=False, inputs=_inputs(args))
@@ -527,8 +548,9 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     device = torch.device(ctx.device) if ctx.active else device
     show = _progress(args) and distributed.is_main(ctx)
     x8, y = _load_data(args)
-    needs_grad = args.attack in ("fgsm", "pgd", "jsma") or (args.attack == "mfipso" and (
-        args.selection != "random" or args.fi_threshold is not None))
+    needs_grad = args.attack in ("fgsm", "pgd", "jsma", "pgd0") or (args.attack == "mfipso" and (
+        args.selection != "random" or args.fi_threshold is not None)) or (
+        args.attack == "sparse-swarm" and args.prior != "uniform")
     model = _load_model(args, data.to_float(x8[:PROBE]), device, grad=needs_grad)
     k = args.num_classes
     _check_labels(y, k, args)
@@ -565,7 +587,9 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
             restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
             fi_eps_scale=args.fi_eps_scale,
-            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024)))
+            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024)),
+        **({} if args.attack != "sparse-swarm" else dict(
+            particles=args.particles, prior=args.prior, loss=args.loss, refine=args.refine)))
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=show, device=device)
     correct = rank.c == y
@@ -705,6 +729,45 @@ def _result_from_dict(d: Any, device: torch.device) -> Any:
     return AttackResult(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
 
 
+_LINF_ATTACKS = ("mfipso", "fgsm", "pgd")
+
+
+def _resolve_attack(args: argparse.Namespace) -> None:
+    """Fill the attack flags left at None: the preset's values, then each attack's defaults
+    (in place; called after :func:`_ignored_flags`, which compares against the parser's Nones)."""
+    if args.preset == "paper":
+        if args.attack not in (None, "mfipso"):
+            raise InputError(f"--preset paper runs mfipso, not --attack {args.attack}",
+                             "drop --attack, or drop --preset")
+        cifar = (args.dataset or "").lower().startswith("cifar")
+        args.attack = "mfipso"
+        if args.pixels is None and args.fi_threshold is None:
+            args.fi_threshold = 0.01
+        if args.bounds is None:
+            args.bounds = "paper"
+        if args.particles is None:
+            args.particles = 200 if cifar else 500
+        if args.selection is None:
+            args.selection = "fi-eps" if cifar else "fi"
+            if cifar and args.fi_eps_scale == 1.0:
+                args.fi_eps_scale = 255.0
+        if args.target is None:
+            args.target = "second"
+    if args.attack is None:
+        args.attack = "sparse-swarm"
+    mf = args.attack == "mfipso"
+    if args.target is None:
+        args.target = "second" if mf else "none"
+    if args.eps is None:
+        args.eps = 0.15 if args.attack in _LINF_ATTACKS else 1.0
+    if args.particles is None:
+        args.particles = 200 if mf else 1
+    if args.bounds is None:
+        args.bounds = "box"
+    if args.selection is None:
+        args.selection = "fi"
+
+
 def _attack_settings(args: argparse.Namespace) -> dict[str, Any]:
     """What an attack run's results depend on (a rerun with other values is refused)."""
     return {k: v for k, v in sorted(vars(args).items())
@@ -721,15 +784,18 @@ def _ignored_flags(args: argparse.Namespace) -> None:
     parser = build_parser()
     sub = next(a for a in parser._subparsers._group_actions if a.dest == "command")  # type: ignore[union-attr]
     defaults = {a.dest: a.default for a in sub.choices["attack"]._actions}
-    used = {"mfipso": _MFIPSO_ONLY, "onepixel": ("budget",), "sparse-rs": ("budget",), "pgd": ("steps",)}
-    known = set(_MFIPSO_ONLY) | {"budget", "steps"}
-    ignored = [k for k in sorted(known - set(used.get(args.attack, ())))
+    swarm = ("budget", "particles", "prior", "loss", "refine")
+    used = {"mfipso": _MFIPSO_ONLY, "onepixel": ("budget",), "sparse-rs": ("budget",), "pgd": ("steps",),
+            "pgd0": ("budget",), "sparse-swarm": swarm, None: swarm}
+    known = set(_MFIPSO_ONLY) | set(swarm) | {"steps"}
+    attack = "mfipso" if args.preset == "paper" else args.attack
+    ignored = [k for k in sorted(known - set(used.get(attack, ())))
                if getattr(args, k, None) != defaults.get(k)]
-    if args.target.lower() != "confusion" and args.confusion_min != defaults.get("confusion_min") \
+    if (args.target or "").lower() != "confusion" and args.confusion_min != defaults.get("confusion_min") \
             and "confusion_min" not in ignored:
         ignored.append("confusion_min")
     if ignored:
-        note(f"--attack {args.attack} ignores " + ", ".join("--" + k.replace("_", "-") for k in ignored))
+        note(f"--attack {attack or 'sparse-swarm'} ignores " + ", ".join("--" + k.replace("_", "-") for k in ignored))
 
 
 def _result_to(res: Any, device: torch.device | str) -> Any:

@@ -349,10 +349,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         fi_threshold=s.get("fi_threshold"), particles=s["particles"], iterations=s["iterations"], w=s["w"],
         c1=s["c1"], c2=s["c2"], restart=not s.get("no_restart"), restart_iterations=s["restart_iterations"],
         selection=s["selection"], bounds=s["bounds"])
+    swarm = {k: s[k] for k in ("particles", "prior", "loss", "refine") if k in s} if s["attack"] == "sparse-swarm" else {}
     attacks = [(name, registry.build(name, model, pixels=pixels if name == s["attack"] else base_pixels,
                                      eps=s["eps"], target=target, min_prob=s.get("min_prob"),
                                      max_prob=s.get("max_prob"), seed=args.seed, budget=budget,
-                                     steps=s.get("steps", 10), **(mf if name == "mfipso" else {})))
+                                     steps=s.get("steps", 10), **(mf if name == "mfipso" else {}),
+                                     **(swarm if name == "sparse-swarm" else {})))
                for name in [s["attack"], *[b for b in names if b != s["attack"]]]]  # all built before any runs
     rows = []
     from .distributed import Context

@@ -32,6 +32,7 @@ rows), so an image's result does not depend on the other images in the batch.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import torch
 from torch import nn
@@ -66,19 +67,32 @@ def _box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
 
 
-def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, criterion: Criterion
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+LossKind = Literal["margin", "ce", "paper"]
+LOSSES: tuple[str, ...] = ("margin", "ce", "paper")
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, criterion: Criterion,
+          kind: LossKind = "margin") -> tuple[torch.Tensor, torch.Tensor]:
     """logits [M, K], y and target [M] -> (loss [M] float64, success [M] bool).
 
-    loss is −1 on success, else the log-probability margin (≥ 0) plus window penalties."""
+    loss is −1 on success, else (≥ 0): ``"margin"`` the logit margin (untargeted z_y − max_{j≠y}
+    z_j, targeted max_{j≠t} z_j − z_t) plus the window penalties in log-probability units;
+    ``"ce"`` the cross-entropy to the judged class, −log p_j (j = the target, or the best wrong
+    class), plus the same penalties; ``"paper"`` the paper's saturating fitness (the criterion's
+    ``aim``: probability gap plus window distances, in probability units)."""
     z = logits.double()
-    ok, _, judged, _ = criterion.evaluate(torch.softmax(z, -1), y, target)
+    ok, aim, judged, _ = criterion.evaluate(torch.softmax(z, -1), y, target)
+    if kind == "paper":
+        return torch.where(ok, torch.full_like(aim, -1.0), aim.double()), ok
     logp = torch.log_softmax(z, -1)
     k = logp.shape[-1]
     lp_j = logp.gather(-1, judged.unsqueeze(-1)).squeeze(-1)
     lp_y = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     others = logp.masked_fill(torch.nn.functional.one_hot(judged, k).bool(), float("-inf")).amax(-1)
-    loss = torch.where(target >= 0, others - lp_j, lp_y - lp_j).clamp(min=0)
+    if kind == "ce":
+        loss = -lp_j
+    else:
+        loss = torch.where(target >= 0, others - lp_j, lp_y - lp_j).clamp(min=0)
     if criterion.min_prob is not None:
         loss = loss + (torch.log(torch.tensor(criterion.min_prob, dtype=z.dtype)) - lp_j).clamp(min=0)
     if criterion.max_prob is not None:
@@ -97,8 +111,8 @@ def _forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _score(model: nn.Module, x: torch.Tensor, img: torch.Tensor, loc: torch.Tensor, val: torch.Tensor,
-           y: torch.Tensor, target: torch.Tensor, criterion: Criterion, batch_size: int
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+           y: torch.Tensor, target: torch.Tensor, criterion: Criterion, batch_size: int,
+           kind: LossKind = "margin") -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and success of M candidates, built and evaluated ``batch_size`` at a time.
 
     x [N, C, H, W]; img [M] the image each candidate perturbs; loc [M, k] flat locations h·W + w;
@@ -112,7 +126,7 @@ def _score(model: nn.Module, x: torch.Tensor, img: torch.Tensor, loc: torch.Tens
         li = loc[s: s + batch_size]
         xb = flat[i].clone()
         xb.scatter_(2, li.unsqueeze(1).expand(-1, c, -1), val[s: s + batch_size].transpose(1, 2).to(x.dtype))
-        loss, ok = _loss(_forward(model, xb.view(-1, c, h, w)), y[i], target[i], criterion)
+        loss, ok = _loss(_forward(model, xb.view(-1, c, h, w)), y[i], target[i], criterion, kind)
         losses.append(loss)
         oks.append(ok)
     if not losses:

@@ -22,7 +22,8 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
     ``min_prob``/``max_prob``, ``seed``; ``budget`` queries per image for the query-based
     baselines (one-pixel DE: population 50; Sparse-RS; SparseSwarm; PGD0 as restarts of up to
     20 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD; the remaining
-    keyword arguments go to :class:`MFIPSO`."""
+    keyword arguments go to :class:`MFIPSO` or :class:`SparseSwarm` (``particles``, ``prior``,
+    ``loss``, ``refine``)."""
     if name not in NAMES:
         raise InputError(f"unknown attack {name!r}", f"use one of {', '.join(NAMES)}")
     if name == "mfipso":
@@ -46,7 +47,7 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
     if name == "sparse-swarm":
         from .sparse_swarm import SparseSwarm
 
-        return SparseSwarm(model, pixels=pixels, queries=budget, eps=eps, seed=seed, **common)
+        return SparseSwarm(model, pixels=pixels, queries=budget, eps=eps, seed=seed, **common, **mfipso)
     if name == "pgd0":
         from .pgd0 import PGD0
 

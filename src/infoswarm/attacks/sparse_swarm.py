@@ -20,8 +20,13 @@ particle lacks is offered with probability ``social`` (it enters with the global
 the remaining entries are drawn from the prior among the locations outside the particle (with a
 fresh corner). With one particle this is Sparse-RS with a sampling prior.
 
-Prior over locations (where fresh locations are drawn): ``"uniform"``; ``"saliency"`` (the
-default for torch models; per-pixel
+Prior over locations (where fresh locations are drawn): ``"uniform"``; ``"gain"`` (the default
+for torch models, one backward pass): the first-order change of log p_c when the pixel moves to
+the best corner of its box, Σ_channels |∂ log p_c/∂x| · |v* − x| with v* = hi where the
+gradient points the wanted way (up for the target, down for the true class) and lo otherwise —
+unlike saliency it knows that a black pixel can only get brighter; with it, particle 0 starts at
+the k locations of largest gain at their corners v*, and a location drawn from the prior enters
+at v* with probability 1/2 (else at a random corner); ``"saliency"`` (per-pixel
 ‖∇ₓ log p_c‖₂ over channels, one backward pass); ``"fi"`` (exact pixel FI of log p_c,
 :func:`infoswarm.influence.pixel_fi`, K backward passes) or ``"fi-eps"`` (the authors' ε-FI);
 c = the target class (targeted) or the true class. A map s ≥ 0 becomes the distribution
@@ -65,13 +70,15 @@ from .. import influence
 from ..criteria import Criterion
 from ..errors import InputError
 from .base import TargetSpec, prepare
-from .onepixel import _apply, _box, _check_common, _check_size, _loss, _score
+from .onepixel import LOSSES, LossKind, _apply, _box, _check_common, _check_size, _loss, _score
 from .query import ModelLike, Outputs, as_model, is_query_only
 from .result import AttackResult, finalize
 from .sparse_rs import SparseRS, alpha_schedule
 
-Prior = Literal["auto", "uniform", "saliency", "fi", "fi-eps"]
-PRIORS = ("auto", "uniform", "saliency", "fi", "fi-eps")
+Prior = Literal["auto", "uniform", "saliency", "gain", "fi", "fi-eps"]
+PRIORS = ("auto", "uniform", "saliency", "gain", "fi", "fi-eps")
+Values = Literal["corner", "continuous"]
+VALUES = ("corner", "continuous")
 Offset = int | torch.Tensor
 
 # ---- counter-based random numbers ----------------------------------------------------------
@@ -133,15 +140,20 @@ class SparseSwarm:
         target: None (untargeted), "second" (most probable wrong class), or class indices.
         min_prob, max_prob: success also needs the judged class's probability in this window.
         particles: swarm size (≥ 1; one query per particle per step; small swarms do best).
-        prior: where fresh locations are drawn: "uniform" (no gradients), "saliency", "fi",
-            "fi-eps" (gradient priors; not for query-only models), or "auto" (default):
-            "saliency" for a torch module, "uniform" for a query-only model. Saliency measured
-            best on mnist-cnn at k = 10 (BENCHMARKS.md).
+        prior: where fresh locations are drawn: "uniform" (no gradients), "gain", "saliency",
+            "fi", "fi-eps" (gradient priors; not for query-only models), or "auto" (default):
+            "gain" for a torch module, "uniform" for a query-only model (see the ablation in
+            BENCHMARKS.md).
         prior_mix: weight of the uniform part of a gradient prior, in [0, 1].
         fi_eps: ε of the "fi-eps" prior.
         social: probability that a global-best location the particle lacks is offered to enter.
         p_init: initial swap fraction α, in (0, 1] (Sparse-RS's 0.3).
         refine: after a success, spend leftover budget on removing pixels that are not needed.
+        loss: what the search minimises before success: "margin" (default; logit margin to the
+            best other class, or to the target), "ce" (cross-entropy to the target / best wrong
+            class) or "paper" (the paper's saturating probability gap; for ablations).
+        values: "corner" (default; each perturbed channel at x − eps or x + eps clipped to
+            [0, 1]) or "continuous" (uniform in that box; for ablations).
         outputs: "logits" or "probs" — what ``model`` returns.
         seed: seed of the counter-based random streams.
         batch_size: candidate images per model call.
@@ -155,6 +167,7 @@ class SparseSwarm:
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  particles: int = 1, prior: Prior = "auto", prior_mix: float = 0.5,
                  fi_eps: float = 1e-3, social: float = 0.5, p_init: float = 0.3, refine: bool = False,
+                 loss: LossKind = "margin", values: Values = "corner",
                  outputs: Outputs = "logits", seed: int = 0, batch_size: int = 4096) -> None:
         self.criterion = Criterion(min_prob, max_prob)
         _check_common(pixels, eps, batch_size, self.criterion)
@@ -164,12 +177,16 @@ class SparseSwarm:
             raise InputError(f"particles must be a positive integer, got {particles!r}", "pass e.g. particles=1")
         if prior not in PRIORS:
             raise InputError(f"unknown prior {prior!r}", f"use one of {', '.join(PRIORS)}")
+        if loss not in LOSSES:
+            raise InputError(f"unknown loss {loss!r}", f"use one of {', '.join(LOSSES)}")
+        if values not in VALUES:
+            raise InputError(f"unknown values {values!r}", f"use one of {', '.join(VALUES)}")
         for name, v, lo_ok in (("prior_mix", prior_mix, True), ("social", social, True), ("p_init", p_init, False)):
             if not isinstance(v, (int, float)) or not ((0 <= v) if lo_ok else (0 < v)) or v > 1:
                 raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}", f"pass e.g. {name}=0.5")
         self.model = as_model(model, outputs)
         if prior == "auto":
-            prior = "uniform" if is_query_only(self.model) else "saliency"
+            prior = "uniform" if is_query_only(self.model) else "gain"
         if prior != "uniform" and is_query_only(self.model):
             raise InputError(f'prior "{prior}" needs gradients, which a query-only model does not give',
                              'use prior="uniform", or pass the model as a torch nn.Module')
@@ -177,20 +194,39 @@ class SparseSwarm:
         self.particles, self.prior, self.prior_mix, self.fi_eps = particles, prior, float(prior_mix), fi_eps
         self.social, self.p_init, self.refine = float(social), float(p_init), bool(refine)
         self.seed, self.batch_size = int(seed), batch_size
+        self.loss, self.values = loss, values
+        self.greedy_values = 0.5
 
     # ---------------------------------------------------------------------------------------
 
-    def _log_prior(self, x: torch.Tensor, cls: torch.Tensor, classes: int) -> tuple[torch.Tensor, int]:
-        """log prior over locations [N, H·W] (float64) and backward passes per image."""
+    def _log_prior(self, x: torch.Tensor, cls: torch.Tensor, classes: int, up: torch.Tensor | None = None,
+                   lo: torch.Tensor | None = None, hi: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """log prior over locations [N, H·W] (float64), backward passes per image, and (for the
+        "gain" prior) the corner code [N, H·W] each location's linearised gain is measured at.
+
+        ``up`` [N] bool: raise log p_cls (targeted) or lower it (untargeted); ``lo``/``hi`` the
+        box [N, C, H, W] (needed by "gain")."""
         n, c, h, w = x.shape
         if self.prior == "uniform":
-            return torch.zeros(n, h * w, dtype=torch.float64, device=x.device), 0
-        if self.prior == "saliency":
+            return torch.zeros(n, h * w, dtype=torch.float64, device=x.device), 0, None
+        code = None
+        if self.prior in ("saliency", "gain"):
             xa = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 logp = torch.log_softmax(self.model(xa).double(), -1)
                 (g,) = torch.autograd.grad(logp.gather(1, cls.view(-1, 1)).sum(), xa)
-            s, passes = g.double().square().sum(1).sqrt().flatten(1), 1
+            passes = 1
+            if self.prior == "saliency":
+                s = g.double().square().sum(1).sqrt().flatten(1)
+            else:
+                assert up is not None and lo is not None and hi is not None
+                d = g.double() * torch.where(up, 1.0, -1.0).to(g.device, torch.float64).view(-1, 1, 1, 1)
+                go_up = d > 0
+                v = torch.where(go_up, hi, lo).double()
+                s = (d.abs() * (v - x.double()).abs()).sum(1).flatten(1)      # first-order gain
+                bits = (2 ** torch.arange(c, device=x.device)).view(1, c, 1, 1)
+                code = (go_up.long() * bits).sum(1).flatten(1)
         else:
             eps = self.fi_eps if self.prior == "fi-eps" else None
             s = influence.pixel_fi(self.model, x, cls, unit="pixel", eps=eps).double().flatten(1)
@@ -199,7 +235,7 @@ class SparseSwarm:
         tot = s.sum(1, keepdim=True)
         share = torch.where(tot > 0, s / tot.clamp(min=1e-300), torch.full_like(s, 1.0 / (h * w)))
         p = self.prior_mix / (h * w) + (1 - self.prior_mix) * share
-        return torch.log(p.clamp(min=1e-300)), passes
+        return torch.log(p.clamp(min=1e-300)), passes, code
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: Offset = 0) -> AttackResult:
@@ -230,33 +266,51 @@ class SparseSwarm:
                                  torch.full_like(corner, -1, dtype=torch.long))
         chan = torch.arange(c, device=dev).view(1, 1, c)
 
-        def values(img: torch.Tensor, loc: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-            """[M, k, C] values of corner codes [M, k] at loc [M, k] of images img [M]."""
-            at = (img.view(-1, 1, 1), chan, loc.unsqueeze(-1))
-            up = (code.unsqueeze(-1) & bits.view(1, 1, c)) > 0
-            return torch.where(up, hi_f[at], lo_f[at])
+        def fresh(idx: torch.Tensor, kk: torch.Tensor, step: int, stream: int, new: torch.Tensor,
+                  code: torch.Tensor | None = None) -> torch.Tensor:
+            """Fresh values [b, p, m, C] for locations new [b, p, m] of images idx [b]: a random
+            corner other than the clean pixel's own ("corner"), or uniform in the box."""
+            b, p, m = new.shape
+            at = (idx.view(-1, 1, 1, 1), chan.view(1, 1, 1, c), new.unsqueeze(-1))
+            lo_v, hi_v = lo_f[at], hi_f[at]                               # [b, p, m, C]
+            if self.values == "continuous":
+                u = uniforms(kk, step, stream, (p, m, c)).to(x.dtype)
+                return lo_v + u * (hi_v - lo_v)
+            if code is None:
+                code = SparseRS._corners(uniforms(kk, step, stream, (p, m)),
+                                         clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new), c)
+                if greedy_code is not None and self.greedy_values > 0:    # "gain": often the linearised best corner
+                    take = uniforms(kk, step, stream + 16, (p, m)) < self.greedy_values
+                    gc = greedy_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new)
+                    code = torch.where(take & (gc >= 0), gc, code)
+            up = (code.unsqueeze(-1) & bits.view(1, 1, 1, c)) > 0
+            return torch.where(up, hi_v, lo_v)
 
         _, done = _loss(clean, y, target, self.criterion)                 # already adversarial
         cls = torch.where(target >= 0, target, y)
         logw = torch.zeros(n, hw, dtype=torch.float64, device=dev)
+        greedy_code: torch.Tensor | None = None
         grad_evals = torch.zeros(n, dtype=torch.long, device=dev)
         todo = (~done).nonzero().view(-1)
         if todo.numel() and self.prior != "uniform":
             with torch.enable_grad():
-                lw, passes = self._log_prior(x[todo], cls[todo], clean.shape[1])
+                lw, passes, gcode = self._log_prior(x[todo], cls[todo], clean.shape[1], (target[todo] >= 0),
+                                                    lo[todo], hi[todo])
             logw[todo] = lw.to(dev)
+            if gcode is not None:
+                greedy_code = torch.full((n, hw), -1, dtype=torch.long, device=dev)
+                greedy_code[todo] = gcode.to(dev)
             grad_evals[todo] = passes
         loc = torch.zeros(n, P, k, dtype=torch.long, device=dev)
-        code = torch.zeros(n, P, k, dtype=torch.long, device=dev)
+        val = torch.zeros(n, P, k, c, dtype=x.dtype, device=dev)
         loss = torch.full((n, P), float("inf"), dtype=torch.float64, device=dev)
         queries = torch.zeros(n, dtype=torch.long, device=dev)
 
-        def evaluate(idx: torch.Tensor, cl: torch.Tensor, cc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def evaluate(idx: torch.Tensor, cl: torch.Tensor, cv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             b, p = cl.shape[:2]
             img = idx.repeat_interleave(p)
-            fl, fc = cl.reshape(b * p, k), cc.reshape(b * p, k)
-            lv, ok = _score(self.model, x, img, fl, values(img, fl, fc), y, target, self.criterion,
-                            self.batch_size)
+            lv, ok = _score(self.model, x, img, cl.reshape(b * p, k), cv.reshape(b * p, k, c), y, target,
+                            self.criterion, self.batch_size, self.loss)
             queries[idx] += p
             return lv.view(b, p), ok.view(b, p)
 
@@ -268,10 +322,12 @@ class SparseSwarm:
             kk = keys[idx]
             score = logw[idx].unsqueeze(1) + _gumbel(uniforms(kk, 0, 0, (p0, hw)))
             loc[idx, :p0] = score.topk(k, dim=2).indices
-            code[idx, :p0] = SparseRS._corners(uniforms(kk, 0, 1, (p0, k)),
-                                               clean_code[idx].unsqueeze(1).expand(-1, p0, -1)
-                                               .gather(2, loc[idx, :p0]), c)
-            lv, ok = evaluate(idx, loc[idx, :p0], code[idx, :p0])
+            val[idx, :p0] = fresh(idx, kk, 0, 1, loc[idx, :p0])
+            if greedy_code is not None:             # "gain": particle 0 starts at the linearised best
+                g_loc = logw[idx].topk(k, dim=1).indices                   # [b, k]
+                loc[idx, 0] = g_loc
+                val[idx, 0] = fresh(idx, kk, 0, 1, g_loc.unsqueeze(1), greedy_code[idx].gather(1, g_loc).unsqueeze(1))[:, 0]
+            lv, ok = evaluate(idx, loc[idx, :p0], val[idx, :p0])
             loss[idx, :p0] = lv
             done[idx] |= ok.any(1)
             used = p0
@@ -288,12 +344,12 @@ class SparseSwarm:
             if move:
                 m = min(m, hw - k)
             kk = keys[idx]
-            cur_loc, cur_code, cur_loss = loc[idx, :p], code[idx, :p], loss[idx]
+            cur_loc, cur_val, cur_loss = loc[idx, :p], val[idx, :p], loss[idx]
             gb = cur_loss.argmin(1)                                        # global best particle
             g_loc = loc[idx, gb]                                           # [b, k]
-            g_code = code[idx, gb]
             g_mask = torch.zeros(b, hw, dtype=torch.bool, device=dev).scatter_(1, g_loc, True)
-            g_map = torch.zeros(b, hw, dtype=torch.long, device=dev).scatter_(1, g_loc, g_code)
+            g_map = torch.zeros(b, hw, c, dtype=x.dtype, device=dev).scatter_(
+                1, g_loc.unsqueeze(-1).expand(-1, -1, c), val[idx, gb])    # [b, HW, C]
             # which leave: uniform among the slots the global best does not hold, those last
             held = g_mask.gather(1, cur_loc.reshape(b, p * k)).view(b, p, k).double()
             slots = (uniforms(kk, step, 0, (p, k)) + held).topk(m, dim=2, largest=False).indices
@@ -305,32 +361,29 @@ class SparseSwarm:
                 sc.scatter_(2, cur_loc, float("-inf"))                    # not the particle's own
                 new_loc = sc.topk(m, dim=2).indices                       # [b, p, m]
                 from_g = g_mask.unsqueeze(1).expand(-1, p, -1).gather(2, new_loc)
-                fresh = SparseRS._corners(uniforms(kk, step, 3, (p, m)),
-                                          clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new_loc), c)
-                new_code = torch.where(from_g, g_map.unsqueeze(1).expand(-1, p, -1).gather(2, new_loc), fresh)
+                g_val = g_map.gather(1, new_loc.reshape(b, p * m, 1).expand(-1, -1, c)).view(b, p, m, c)
+                new_val = torch.where(from_g.unsqueeze(-1), g_val, fresh(idx, kk, step, 3, new_loc))
             else:                                                         # k = H·W: recolour only
                 new_loc = cur_loc.gather(2, slots)
-                new_code = SparseRS._corners(uniforms(kk, step, 3, (p, m)),
-                                             clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new_loc), c)
+                new_val = fresh(idx, kk, step, 3, new_loc)
             cand_loc = cur_loc.scatter(2, slots, new_loc)
-            cand_code = cur_code.scatter(2, slots, new_code)
-            lc, ok = evaluate(idx, cand_loc, cand_code)
+            cand_val = cur_val.scatter(2, slots.unsqueeze(-1).expand(-1, -1, -1, c), new_val)
+            lc, ok = evaluate(idx, cand_loc, cand_val)
             used += p
             accept = lc <= cur_loss[:, :p]
             loc[idx, :p] = torch.where(accept.unsqueeze(-1), cand_loc, cur_loc)
-            code[idx, :p] = torch.where(accept.unsqueeze(-1), cand_code, cur_code)
+            val[idx, :p] = torch.where(accept.view(b, p, 1, 1), cand_val, cur_val)
             loss[idx, :p] = torch.where(accept, lc, cur_loss[:, :p])
             done[idx] |= ok.any(1)
 
         all_i = torch.arange(n, device=dev)
         best = loss.argmin(1)                                             # a success (−1) if any
-        bloc, bcode = loc[all_i, best], code[all_i, best]
-        val = values(all_i, bloc, bcode)
+        bloc, bval = loc[all_i, best], val[all_i, best]
         untouched = queries == 0
         bloc = torch.where(untouched.unsqueeze(1), torch.full_like(bloc, -1), bloc)
         if self.refine:
-            bloc = self._refine(x, y, target, bloc, val, loss.min(1).values < 0, queries, keys)
-        x_adv = torch.minimum(torch.maximum(_apply(x, bloc, val), lo), hi)
+            bloc = self._refine(x, y, target, bloc, bval, loss.min(1).values < 0, queries, keys)
+        x_adv = torch.minimum(torch.maximum(_apply(x, bloc, bval), lo), hi)
         res = finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
                        indices=bloc, batch_size=self.batch_size)
         res.grad_evals = grad_evals
@@ -358,7 +411,7 @@ class SparseSwarm:
                     break
             fl = torch.where(keep, cand, cand.gather(1, anchor))
             fv = torch.where(keep.unsqueeze(-1), val[idx], val[idx].gather(1, anchor.unsqueeze(-1).expand(-1, -1, val.shape[2])))
-            _, ok = _score(self.model, x, idx, fl, fv, y, target, self.criterion, self.batch_size)
+            _, ok = _score(self.model, x, idx, fl, fv, y, target, self.criterion, self.batch_size, self.loss)
             queries[idx] += 1
             loc[idx] = torch.where(ok.unsqueeze(1), cand, loc[idx])
         return loc

@@ -202,6 +202,14 @@ def _pct(v: Any) -> str:
     return "–" if math.isnan(x) else f"{100 * x:.1f} %"
 
 
+def _rate(s: Mapping[str, Any], count: str, rate: str, ci: str) -> str:
+    """"n/N = r % [lo, hi]" from an attack summary (the count and interval when recorded)."""
+    n, c, r, iv = s.get("images"), s.get(count), s.get(rate), s.get(ci)
+    if isinstance(c, int) and isinstance(n, int) and isinstance(iv, list) and len(iv) == 2:
+        return f"{c}/{n} = {_pct(r)} [{_pct(iv[0])}, {_pct(iv[1])}]"
+    return _pct(r)
+
+
 def _get(d: Mapping[str, Any], *keys: str) -> Any:
     """d[k1][k2]..., or None when any level is missing."""
     cur: Any = d
@@ -403,7 +411,9 @@ def _comparison_row(run: Run, rows: list[dict[str, str]] | None) -> dict[str, An
             "k": k if k is not None else ("FI ≥ " + _fmt(_get(s, "settings", "fi_threshold"))
                                           if _get(s, "settings", "fi_threshold") is not None else "–"),
             "eps": _fmt(_eps_of(run)), "images": _fmt(s.get("selected", s.get("images"))),
-            "success": _pct(s.get("success_rate")), "queries": _fmt(med),
+            "success": _rate(s, "successes", "success_rate", "success_ci95"),
+            "misclassified": _rate(s, "misclassified_count", "misclassified", "misclassified_ci95"),
+            "queries": _fmt(med),
             "linf": _fmt(_get(s, "linf_success", "mean")), "seconds": _fmt(s.get("seconds"))}
 
 
