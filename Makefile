@@ -58,7 +58,7 @@ bench-attack: $(PEERS)/.installed
 	$(PEERS)/bin/python bench/attack.py --out BENCHMARKS.md $(ARGS)
 
 # infoswarm's sparse attacks beside torchattacks OnePixel and ART PixelAttack (bench/peers.py),
-# about 40 min on 2 busy cores at the defaults; e.g. ARGS="--images 50 --ks 1,3,5,10 --targeted-ks 5,10".
+# about 1 h wall on 2 busy shared cores (10 min of CPU) at the defaults (50 images, k 1,3,5,10; targeted k 5,10).
 .PHONY: bench-peers
 bench-peers: $(PEERS)/.installed
 	$(PEERS)/bin/python bench/peers.py --out BENCHMARKS.md $(ARGS)
