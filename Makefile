@@ -57,5 +57,11 @@ $(PEERS)/.installed: pyproject.toml
 bench-attack: $(PEERS)/.installed
 	$(PEERS)/bin/python bench/attack.py --out BENCHMARKS.md $(ARGS)
 
+# infoswarm's sparse attacks beside torchattacks OnePixel and ART PixelAttack (bench/peers.py),
+# about 1 h wall on 2 busy shared cores (10 min of CPU) at the defaults (50 images, k 1,3,5,10; targeted k 5,10).
+.PHONY: bench-peers
+bench-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python bench/peers.py --out BENCHMARKS.md $(ARGS)
+
 clean:
 	rm -rf $(VENV) $(PEERS) runs build src/*.egg-info
