@@ -434,3 +434,34 @@ def test_influence_report_states_the_map_and_shows_deletion(tmp_path):
     assert len(s["deletion"]["insertion"]["curves"]["random"]) == 51
     assert "insertion curves of" in html and html.count("data:image/png") == 3 + 2  # 3 heatmaps, 2 curve plots
 
+
+# --------------------------------------------------------------------------------------------
+# bench/sensitivity_results.py: the percentile interval
+
+
+def _bench_module(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quantile_interval_covers_about_95_percent():
+    """Draws from U(0, 1): the interval of the q-quantile must contain q in about 95 % of samples
+    (a normal-approximation interval; 400 draws of 400 values)."""
+    qi = _bench_module("sensitivity_results").quantile_interval
+    g = torch.Generator().manual_seed(0)
+    for q in (0.75, 0.9, 0.99):
+        hits = 0
+        for _ in range(400):
+            lo, hi = qi(torch.rand(400, generator=g, dtype=torch.float64), q)
+            hits += lo <= q <= hi
+        assert 0.92 <= hits / 400 <= 0.99, (q, hits)
+    assert qi(torch.rand(10, dtype=torch.float64), 1.0) is None
+    v = torch.arange(1000, dtype=torch.float64)
+    lo, hi = qi(v, 0.5)
+    assert lo < 499.5 < hi and hi - lo < 80
