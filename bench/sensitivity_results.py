@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="folder written by infoswarm sensitivity (zoo model, built-in dataset)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "RESULTS.md"))
+    ap.add_argument("--where", default="", help="how the run was made, for the text (e.g. '2 shared CPU cores, nice 5')")
     args = ap.parse_args(argv)
     run = Path(args.run)
     s = json.loads((run / "summary.json").read_text())
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if name != "image":
             med_cis[name], rhos[name] = med_ci, float(rho)
         ltab.append([name if name != "image" else "image FI (1 − p_y)/p_y", f"{fmt(float(v.median()))} [{fmt(med_ci[0])}, {fmt(med_ci[1])}]",
-                     fmt(float(v.mean())), fmt(float(v.max())), ratio_med, rho])
+                     fmt(float(v.mean())), fmt(float(v.max())), f"{int((v == 0).sum())}/{v.numel()}", ratio_med, rho])
     per_class = s["layer_fi"]["layers"][layers[0]]["per_class_median"]
     overlap = max(c[0] for c in med_cis.values()) <= min(c[1] for c in med_cis.values())
     layer_reading = (f"The layers' medians {'share a common point of their 95 % intervals' if overlap else 'do not all overlap'}"
@@ -128,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"## Sensitivity: image-FI percentiles, train vs test, and per-layer FI ({s['dataset']}, {s['model']})",
         "",
-        f"`{cmd}` ({secs['percentiles']} s for the percentiles, {secs['layer_fi']} s for layer FI on 2 shared CPU "
-        "cores at nice 5, one thread), then `python bench/sensitivity_results.py "
+        f"`{cmd}` ({secs['percentiles']} s for the percentiles, {secs['layer_fi']} s for layer FI"
+        + (f"; {args.where}" if args.where else "") + "), then `python bench/sensitivity_results.py "
         f"{run}` for the intervals and this section. Percentiles: the first {n_tr:,} training and the first "
         f"{n_te:,} test images; layer FI: the first {lf['images']} test images.",
         "",
@@ -147,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Per-layer parameter FI ({eps_txt}; all of a layer's weights perturbed together; f = log p_y) on "
         f"{lf['images']} test images, against the image's own FI: median with its 95 % interval, mean, max, "
+        "images whose value is exactly 0 (ε-FI drops directions with singular value ≤ ε, all of them on very "
+        "confident images), "
         "median of the per-image ratio layer FI / image FI, and Spearman's rank correlation with image FI "
         "over the images:",
         "",
-        md_table(["layer", "median [95 % CI]", "mean", "max", "median ratio to image FI", "Spearman ρ with image FI"],
+        md_table(["layer", "median [95 % CI]", "mean", "max", "zeros", "median ratio to image FI", "Spearman ρ with image FI"],
                  ltab),
         "",
         layer_reading + " Exact layer FI would equal the image value (1 − p_y)/p_y for every layer whose "
