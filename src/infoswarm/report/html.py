@@ -308,8 +308,9 @@ def _insertion(dele: dict[str, Any]) -> dict[str, Any] | None:
 
     try:
         curves = {str(k): [float(v) for v in c] for k, c in ins["curves"].items()}
+        base = str(ins.get("replacement", "")).split(" (")[0]
         uri = _data_uri(insertion_png(curves, f"insertion test on the {ins.get('images')} heatmap images "
-                                              f"({ins.get('replacement')})")) if curves else None
+                                              f"(baseline: {base})")) if curves else None
     except (TypeError, ValueError):
         uri = None
     return {"uri": uri, "images": ins.get("images"), "k_max": ins.get("k_max"), "replacement": ins.get("replacement"),
