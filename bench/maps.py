@@ -159,10 +159,32 @@ def _ties(rr: dict) -> list[str]:
     return out
 
 
+def failed(kind: str, rr: dict) -> bool:
+    """An insertion setting where every map's AUC is negative (the random map's included): its
+    baseline still holds the class evidence, so the test ranks nothing (see the section's note)."""
+    return kind == "insertion" and all(m["auc"] < 0 for m in rr["maps"].values())
+
+
+def tally(results: list[dict]) -> dict[str, dict[str, int]]:
+    """{test: {map: settings where the map is best or tied with the best, "settings": count}}
+    over datasets × replacements, failed tests left out: the evidence for the default map."""
+    out = {kind: {**{m: 0 for m in maps.MAPS}, "settings": 0} for kind in TESTS}
+    for r in results:
+        for kind, key in TESTS.items():
+            for how in maps.REPLACEMENTS:
+                rr = r.get(key, {}).get(how)
+                if rr is None or failed(kind, rr):
+                    continue
+                out[kind]["settings"] += 1
+                for m in {rr["best"], *_ties(rr)} - {"n/a"}:
+                    out[kind][m] += 1
+    return out
+
+
 def _winners(results: list[dict]) -> list[str]:
     """The summary table (best map per dataset × test × replacement) and counts over settings."""
-    rows, top = [], {"saliency": 0, "an FI map": 0, "random": 0, "grad-input": 0}
-    settings = 0
+    rows = []
+    top = {kind: {"saliency": 0, "grad-input": 0, "an FI map": 0, "random": 0, "settings": 0} for kind in TESTS}
     for r in results:
         for kind, key in TESTS.items():
             if key not in r:
@@ -178,14 +200,31 @@ def _winners(results: list[dict]) -> list[str]:
                              vs.get("saliency", "(is saliency)"), vs.get("random", "(is random)"),
                              ", ".join(ties) or "none",
                              f"{rr['best_fi']}: {_ci(fi_sal)}" if fi_sal else "–"])
-                settings += 1
+                if failed(kind, rr):
+                    rows[-1][3] += " (failed test, see below)"
+                    continue                                  # not counted: see the note below the table
                 winners = {rr["best"], *ties}
-                top["saliency"] += "saliency" in winners
-                top["grad-input"] += "grad-input" in winners
-                top["random"] += "random" in winners
-                top["an FI map"] += any("fi" in w.split("-") for w in winners)
+                t = top[kind]
+                t["settings"] += 1
+                t["saliency"] += "saliency" in winners
+                t["grad-input"] += "grad-input" in winners
+                t["random"] += "random" in winners
+                t["an FI map"] += any("fi" in w.split("-") for w in winners)
     if not rows:
         return []
+    degenerate = []
+    for r in results:
+        for how in maps.REPLACEMENTS:
+            rr = r.get("insertion", {}).get(how)
+            if rr and failed("insertion", rr):
+                b = rr["maps"]["random"]
+                degenerate.append(f"{r['dataset']} {how} (baseline p_c {b['p_baseline']:.3f}, class c still predicted "
+                                  f"on {b['baseline_correct']}/{r['images']})")
+    note = ([f"Insertion settings where every map's AUC is negative, the random map's included: "
+             f"{'; '.join(degenerate)}. There the baseline is no evidence-free start (the model still gives c "
+             "much of its probability) and restoring a few clean pixels makes a mixed image it likes less, so "
+             "those rows rank maps by how little they hurt, not by how much evidence they restore; read them "
+             "as a failed test, not as a win.", ""] if degenerate else [])
     lines = ["### Which map wins", "",
              "Best map by AUC in each setting; *best − saliency* / *best − random*: paired per-image "
              "AUC difference (mean, normal 95 % interval over images); *tied with the best*: maps whose paired "
@@ -193,8 +232,9 @@ def _winners(results: list[dict]) -> list[str]:
              "(exact element / pixel / window FI, ε-FI) minus saliency.", "",
              md_table(["dataset", "test", "replacement", "best map, AUC [95 % CI]", "best − saliency",
                        "best − random", "tied with the best", "best FI map − saliency"], rows), "",
-             f"Counted over the {settings} settings, best or tied with the best: "
-             + "; ".join(f"{k} {v}" for k, v in top.items()) + ".", ""]
+             "Best or tied with the best (failed tests not counted) — " + "; ".join(
+                 f"{kind} ({t['settings']} settings): " + ", ".join(f"{k} {v}" for k, v in t.items() if k != "settings")
+                 for kind, t in top.items() if t["settings"]) + ".", "", *note]
     return lines
 
 
