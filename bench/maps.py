@@ -124,9 +124,10 @@ def run_dataset(dataset: str, n: int, k_max: int, seed: int, argv: list[str], we
     about = {"images": len(x), "scanned": scanned, "weights": weights or "shipped", "machine": machine_line(),
              "command": command_line("bench/maps.py", argv), "k_max": k_max, "seconds_maps": round(t_maps, 1)}
     res: dict = dict(old) if old else {"dataset": dataset, "model": MODELS[dataset]}
-    if old and (old["images"], old["k_max"], old.get("weights", "shipped")) != (len(x), k_max, about["weights"]):
-        raise SystemExit(f"{dataset}: the merged results used {old['images']} images, k_max {old['k_max']}, "
-                         f"weights {old.get('weights', 'shipped')}; rerun both tests (--curves deletion insertion)")
+    if old and (old["k_max"], old.get("weights", "shipped")) != (k_max, about["weights"]):
+        raise SystemExit(f"{dataset}: the merged results used k_max {old['k_max']}, weights "
+                         f"{old.get('weights', 'shipped')}; rerun both tests (--curves deletion insertion)")
+    # a test rerun on fewer images uses the first of the same images (the first correct ones)
     for kind in curves:
         key = "replacements" if kind == "deletion" else "insertion"   # "replacements": the deletion test
         res[key] = {how: run_curves(model, x, c, all_maps, kind, how, k_max) for how in maps.REPLACEMENTS}
@@ -195,7 +196,8 @@ def _winners(results: list[dict]) -> list[str]:
                 ties = _ties(rr)
                 vs = {k: _ci(v) for k, v in rr["best_vs"].items()}
                 fi_sal = rr["best_fi_vs"].get("saliency")
-                rows.append([r["dataset"], kind, how,
+                n_img = r.get(f"{kind}_run", r)["images"]
+                rows.append([f"{r['dataset']} ({n_img} images)", kind, how,
                              f"**{rr['best']}** {b['auc']:.3f} [{b['auc_lo']:.3f}, {b['auc_hi']:.3f}]",
                              vs.get("saliency", "(is saliency)"), vs.get("random", "(is random)"),
                              ", ".join(ties) or "none",
@@ -218,8 +220,9 @@ def _winners(results: list[dict]) -> list[str]:
             rr = r.get("insertion", {}).get(how)
             if rr and failed("insertion", rr):
                 b = rr["maps"]["random"]
+                n = r.get("insertion_run", r)["images"]
                 degenerate.append(f"{r['dataset']} {how} (baseline p_c {b['p_baseline']:.3f}, class c still predicted "
-                                  f"on {b['baseline_correct']}/{r['images']})")
+                                  f"on {b['baseline_correct']}/{n})")
     note = ([f"Insertion settings where every map's AUC is negative, the random map's included: "
              f"{'; '.join(degenerate)}. There the baseline is no evidence-free start (the model still gives c "
              "much of its probability) and restoring a few clean pixels makes a mixed image it likes less, so "
@@ -242,13 +245,14 @@ def _dataset_block(r: dict, kind: str) -> list[str]:
     key = TESTS[kind]
     run = r.get(f"{kind}_run") or r
     wt = "" if r.get("weights", "shipped") == "shipped" else f", weights {r['weights']}"
-    lines = [f"### {kind}: {r['dataset']} ({r['model']}{wt}), {r['images']} images "
-             f"(first correct ones among {r['scanned']} test images), maps in {run['seconds_maps']} s", "",
+    n = run.get("images", r["images"])
+    lines = [f"### {kind}: {r['dataset']} ({r['model']}{wt}), {n} images "
+             f"(first correct ones among {run.get('scanned', r['scanned'])} test images), maps in {run['seconds_maps']} s", "",
              f"Command: `{run.get('command', 'python bench/maps.py')}`  ",
              f"Machine: {run.get('machine', 'not recorded')}", ""]
     if kind == "insertion":
         base = "; ".join(f"{how}: mean p_c {r[key][how]['maps']['random']['p_baseline']:.3f}, "
-                         f"class c predicted on {r[key][how]['maps']['random']['baseline_correct']}/{r['images']}"
+                         f"class c predicted on {r[key][how]['maps']['random']['baseline_correct']}/{n}"
                          for how in maps.REPLACEMENTS)
         lines += [f"Baselines (k = 0) — {base}.", ""]
     hit, word = ("changed_kmax", "changed") if kind == "deletion" else ("recovered_kmax", "c predicted")
@@ -261,7 +265,7 @@ def _dataset_block(r: dict, kind: str) -> list[str]:
             star = " **(best)**" if r[key][how]["best"] == name else ""
             cells += [f"{m['auc']:.3f} [{m['auc_lo']:.3f}, {m['auc_hi']:.3f}]{star}",
                       f"{m['logodds_auc']:.2f} [{m['logodds_lo']:.2f}, {m['logodds_hi']:.2f}]",
-                      f"{m[hit]}/{r['images']} [{lo:.2f}, {hi:.2f}]"]
+                      f"{m[hit]}/{n} [{lo:.2f}, {hi:.2f}]"]
         table.append(cells)
     k = r["k_max"]
     lines.append(md_table(["map", "box AUC [95 % CI]", "box log-odds AUC", f"box {word} @{k}",
