@@ -465,3 +465,29 @@ def test_quantile_interval_covers_about_95_percent():
     v = torch.arange(1000, dtype=torch.float64)
     lo, hi = qi(v, 0.5)
     assert lo < 499.5 < hi and hi - lo < 80
+
+
+def test_default_map_is_what_the_stored_benchmark_says():
+    """The default heatmap and the reason the report prints agree with bench/maps_results.json:
+    the default is best or tied with the best in the most settings, the counts quoted are the
+    stored ones, and every setting it does not win is named with the winner's AUC."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "maps_results.json"
+    if not path.is_file():
+        pytest.skip("no stored benchmark results")
+    bm = _bench_module("maps")
+    results = json.loads(path.read_text())["results"]
+    t = bm.tally(results)
+    total = {m: t["deletion"][m] + t["insertion"][m] for m in maps.MAPS}
+    assert total[maps.DEFAULT_MAP] == max(total.values())
+    assert maps.DEFAULT_MAP_EVIDENCE == {k: (t[k][maps.DEFAULT_MAP], t[k]["settings"]) for k in t}
+    for k, (won, n) in maps.DEFAULT_MAP_EVIDENCE.items():
+        assert f"{won} of the {n} {k}" in maps.DEFAULT_MAP_REASON
+    for r in results:
+        for kind, key in bm.TESTS.items():
+            for how, rr in r.get(key, {}).items():
+                if bm.failed(kind, rr) or maps.DEFAULT_MAP in {rr["best"], *bm._ties(rr)}:
+                    continue
+                assert f"{rr['maps'][rr['best']]['auc']:.3f}" in maps.DEFAULT_MAP_REASON, (r["dataset"], kind, how)
