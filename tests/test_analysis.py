@@ -80,6 +80,55 @@ def test_deletion_curves_match_a_loop(tiny, how):
     assert torch.all(drop[:, 0] == 0)
 
 
+@pytest.mark.parametrize("how", ["box", "blur"])
+def test_insertion_curves_match_a_loop(tiny, how):
+    model, x = tiny(channels=2, size=4, classes=4, n=3, seed=2)
+    torch.manual_seed(3)
+    m = torch.rand(3, 4, 4, dtype=torch.float64)
+    c = torch.tensor([2, 0, 3])
+    rise, lorise, pred, p0 = maps.insertion_curves(model, x, c, m, how, k_max=7, batch_size=4)
+    base = maps.replacement_values(x, how)
+    odds = lambda q, j: float(torch.log(q[j]) - torch.log1p(-q[j]))  # noqa: E731
+    for i in range(3):
+        order = m[i].flatten().argsort(descending=True)
+        qb = probs(model, base[i: i + 1])[0]
+        assert p0[i].item() == pytest.approx(float(qb[c[i]]), abs=1e-12)
+        for k in range(8):
+            xk = base[i].clone().view(2, -1)
+            xk[:, order[:k]] = x[i].view(2, -1)[:, order[:k]]
+            qk = probs(model, xk.view(1, 2, 4, 4))[0]
+            assert rise[i, k].item() == pytest.approx(float(qk[c[i]] - qb[c[i]]), abs=1e-12)
+            assert lorise[i, k].item() == pytest.approx(odds(qk, c[i]) - odds(qb, c[i]), abs=1e-8)
+            assert int(pred[i, k]) == int(qk.argmax())
+    assert torch.all(rise[:, 0] == 0)
+    torch.testing.assert_close(maps.insertion_auc(rise), rise[:, 1:].mean(1))
+
+
+def test_insertion_and_deletion_meet_at_the_ends(tiny):
+    """Restoring every location gives the clean image, deleting every location the baseline:
+    both full curves end at p_c(x) − p_c(baseline), whatever the map."""
+    model, x = tiny(channels=3, size=3, classes=5, n=4, seed=4)
+    c = torch.tensor([0, 1, 2, 3])
+    m = torch.rand(4, 3, 3, dtype=torch.float64)
+    rise, _, pred_in, p0 = maps.insertion_curves(model, x, c, m, "blur", k_max=9)
+    drop, _, pred_del = maps.deletion_curves(model, x, c, m, "blur", k_max=9)
+    pc = probs(model, x)[torch.arange(4), c]
+    torch.testing.assert_close(rise[:, -1], pc - p0)
+    torch.testing.assert_close(drop[:, -1], pc - p0)
+    assert torch.equal(pred_in[:, -1], pred_del[:, 0]) and torch.equal(pred_in[:, 0], pred_del[:, -1])
+
+
+def test_curves_refuse_bad_shapes(tiny):
+    model, x = tiny(channels=1, size=4, classes=3, n=2)
+    m = torch.rand(2, 4, 4)
+    with pytest.raises(InputError, match="map must have shape"):
+        maps.insertion_curves(model, x, torch.tensor([0, 1]), m[:1])
+    with pytest.raises(InputError, match="classes must have shape"):
+        maps.insertion_curves(model, x, torch.tensor([0]), m)
+    with pytest.raises(InputError, match="k_max"):
+        maps.deletion_curves(model, x, torch.tensor([0, 1]), m, k_max=17)
+
+
 def test_replacements():
     x = torch.tensor([[[[0.2, 0.7], [0.5, 0.0]]]], dtype=torch.float64)
     assert torch.equal(maps.replacement_values(x, "box"), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=torch.float64))
@@ -353,6 +402,11 @@ def test_heatmaps_for_report_draws_the_map_and_tests_it(tiny):
     assert set(dele["curves"]) == {maps.DEFAULT_MAP, "exact pixel FI", "random"}
     drop, _, _ = maps.deletion_curves(model, x, c, want[maps.DEFAULT_MAP], "box", 5)
     assert dele["auc"][maps.DEFAULT_MAP] == pytest.approx(float(maps.deletion_auc(drop).mean()))
+    ins = dele["insertion"]
+    assert set(ins["curves"]) == set(dele["curves"]) and ins["k_max"] == 5 and ins["images"] == 3
+    rise, _, _, _ = maps.insertion_curves(model, x, c, want[maps.DEFAULT_MAP], maps.REPORT_INSERTION, 5)
+    assert ins["auc"][maps.DEFAULT_MAP] == pytest.approx(float(maps.insertion_auc(rise).mean()))
+    assert ins["curves"][maps.DEFAULT_MAP] == pytest.approx(rise.mean(0).tolist())
     heat, info, _ = maps.heatmaps_for_report(model, x, "pred", None, unit="element", window=3, k_max=5)
     torch.testing.assert_close(heat, inf.pixel_fi(model, x, "pred", unit="element", window=3))
     assert info["exact"] and info["name"].startswith("exact FI")
@@ -377,3 +431,63 @@ def test_influence_report_states_the_map_and_shows_deletion(tmp_path):
     assert s["deletion"]["images"] == 3 and len(s["deletion"]["curves"]["random"]) == 51
     html = write_report([out], tmp_path / "r.html").path.read_text()
     assert "Why this map" in html and "deletion curves of" in html
+    assert len(s["deletion"]["insertion"]["curves"]["random"]) == 51
+    assert "insertion curves of" in html and html.count("data:image/png") == 3 + 2  # 3 heatmaps, 2 curve plots
+
+
+# --------------------------------------------------------------------------------------------
+# bench/sensitivity_results.py: the percentile interval
+
+
+def _bench_module(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quantile_interval_covers_about_95_percent():
+    """Draws from U(0, 1): the interval of the q-quantile must contain q in about 95 % of samples
+    (a normal-approximation interval; 400 draws of 400 values)."""
+    qi = _bench_module("sensitivity_results").quantile_interval
+    g = torch.Generator().manual_seed(0)
+    for q in (0.75, 0.9, 0.99):
+        hits = 0
+        for _ in range(400):
+            lo, hi = qi(torch.rand(400, generator=g, dtype=torch.float64), q)
+            hits += lo <= q <= hi
+        assert 0.92 <= hits / 400 <= 0.99, (q, hits)
+    assert qi(torch.rand(10, dtype=torch.float64), 1.0) is None
+    v = torch.arange(1000, dtype=torch.float64)
+    lo, hi = qi(v, 0.5)
+    assert lo < 499.5 < hi and hi - lo < 80
+
+
+def test_default_map_is_what_the_stored_benchmark_says():
+    """The default heatmap and the reason the report prints agree with bench/maps_results.json:
+    the default is best or tied with the best in the most settings, the counts quoted are the
+    stored ones, and every setting it does not win is named with the winner's AUC."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "maps_results.json"
+    if not path.is_file():
+        pytest.skip("no stored benchmark results")
+    bm = _bench_module("maps")
+    results = json.loads(path.read_text())["results"]
+    t = bm.tally(results)
+    total = {m: t["deletion"][m] + t["insertion"][m] for m in maps.MAPS}
+    assert total[maps.DEFAULT_MAP] == max(total.values())
+    assert maps.DEFAULT_MAP_EVIDENCE == {k: (t[k][maps.DEFAULT_MAP], t[k]["settings"]) for k in t}
+    for k, (won, n) in maps.DEFAULT_MAP_EVIDENCE.items():
+        assert f"{won} of the {n} {k}" in maps.DEFAULT_MAP_REASON
+    for r in results:
+        for kind, key in bm.TESTS.items():
+            for how, rr in r.get(key, {}).items():
+                if bm.failed(kind, rr) or maps.DEFAULT_MAP in {rr["best"], *bm._ties(rr)}:
+                    continue
+                assert f"{rr['maps'][rr['best']]['auc']:.3f}" in maps.DEFAULT_MAP_REASON, (r["dataset"], kind, how)

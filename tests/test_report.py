@@ -163,8 +163,9 @@ def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsy
     dom = _Dom(text)
     gallery = sum(min(report.MAX_GALLERY, json.loads((real_page.path.parent / r / "summary.json").read_text())
                       ["selected"]) for r in ("pso-k2", "srs-k6"))
-    # 2 heatmaps + their deletion curves + the gallery + success-vs-k + 2 histograms + 1 training figure
-    assert len(dom.imgs) == 2 + 1 + gallery + 1 + 2 + 1
+    # 2 heatmaps + their deletion and insertion curves + the gallery + success-vs-k + 2 histograms
+    # + 1 training figure
+    assert len(dom.imgs) == 2 + 2 + gallery + 1 + 2 + 1
     from PIL import Image
 
     for img in dom.imgs:  # every embedded figure is a real PNG

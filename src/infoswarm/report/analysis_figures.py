@@ -1,5 +1,6 @@
-"""Figures of the analysis commands (outliers, sensitivity, map deletion curves); matplotlib,
-no display needed. Each function writes one PNG file."""
+"""Figures of the analysis commands (outliers, sensitivity, map deletion and insertion curves);
+matplotlib, no display needed. Each function writes one PNG file, except :func:`insertion_png`,
+which returns the PNG bytes for the report."""
 
 from __future__ import annotations
 
@@ -109,19 +110,36 @@ def manhattan_figure(path: Path, values: Mapping[str, np.ndarray], classes: np.n
     plt.close(fig)
 
 
-def deletion_figure(path: Path, curves: Mapping[str, Sequence[float]], title: str = "",
-                    ylabel: str = "drop of p_c") -> None:
-    """Mean deletion curves (value at k = 0 … k_max) per map name."""
+def _curves_fig(curves: Mapping[str, Sequence[float]], title: str, ylabel: str, xlabel: str):
     fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
     for name, c in curves.items():
         ax.plot(np.arange(len(c)), c, label=name, lw=2 if name != "random" else 1,
                 ls="--" if name == "random" else "-")
-    ax.set_xlabel("k (pixels perturbed, most vulnerable first)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def deletion_figure(path: Path, curves: Mapping[str, Sequence[float]], title: str = "",
+                    ylabel: str = "drop of p_c") -> None:
+    """Mean deletion curves (value at k = 0 … k_max) per map name."""
+    fig = _curves_fig(curves, title, ylabel, "k (pixels perturbed, most vulnerable first)")
     fig.savefig(path)
     plt.close(fig)
+
+
+def insertion_png(curves: Mapping[str, Sequence[float]], title: str = "", ylabel: str = "rise of p_c") -> bytes:
+    """Mean insertion curves (rise of p_c at k = 0 … k_max restored pixels) per map name, as PNG
+    bytes (drawn by the report from a run's summary)."""
+    import io
+
+    fig = _curves_fig(curves, title, ylabel, "k (pixels restored to their clean values, top-scoring first)")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -306,6 +306,25 @@ def _card_figures(run: Run) -> list[dict[str, str]]:
     return out
 
 
+def _insertion(dele: dict[str, Any]) -> dict[str, Any] | None:
+    """The insertion test stored beside an influence run's deletion test (curves drawn here, from
+    the summary), or None for runs without one."""
+    ins = dele.get("insertion")
+    if not isinstance(ins, dict) or not isinstance(ins.get("auc"), dict) or not isinstance(ins.get("curves"), dict):
+        return None
+    from .analysis_figures import insertion_png
+
+    try:
+        curves = {str(k): [float(v) for v in c] for k, c in ins["curves"].items()}
+        base = str(ins.get("replacement", "")).split(" (")[0]
+        uri = _data_uri(insertion_png(curves, f"insertion test on the {ins.get('images')} heatmap images "
+                                              f"(baseline: {base})")) if curves else None
+    except (TypeError, ValueError):
+        uri = None
+    return {"uri": uri, "images": ins.get("images"), "k_max": ins.get("k_max"), "replacement": ins.get("replacement"),
+            "auc": [(str(k), _fmt(v)) for k, v in ins["auc"].items()]}
+
+
 def _heatmaps(run: Run) -> dict[str, Any] | None:
     top = run.summary.get("top")
     items: list[dict[str, Any]] = []
@@ -335,7 +354,7 @@ def _heatmaps(run: Run) -> dict[str, Any] | None:
     if isinstance(dele, dict) and isinstance(dele.get("auc"), dict):
         deletion = {"uri": _png_file(run.path / "deletion.png"), "images": dele.get("images"),
                     "k_max": dele.get("k_max"), "replacement": dele.get("replacement"),
-                    "auc": [(str(k), _fmt(v)) for k, v in dele["auc"].items()]}
+                    "auc": [(str(k), _fmt(v)) for k, v in dele["auc"].items()], "insertion": _insertion(dele)}
     return {"run": run.name, "items": items,
             "map": _fmt(m.get("name")) if isinstance(m, dict) and "name" in m else _fmt(m),
             "why": m.get("why") if isinstance(m, dict) else None, "deletion": deletion,
