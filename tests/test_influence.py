@@ -166,7 +166,7 @@ def test_parameter_fi_matches_reference(tiny):
             flat = torch.cat([params[k].detach().reshape(-1) for k in names])
             sizes = [params[k].numel() for k in names]
 
-            def f(v):
+            def f(v, names=names, sizes=sizes, n=n):
                 parts = dict(zip(names, [t.view_as(params[k]) for t, k in zip(v.split(sizes), names)]))
                 return functional_call(model, {**params, **parts}, (x[n: n + 1],))[0]
 

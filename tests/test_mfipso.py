@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from infoswarm import influence
-from infoswarm.attacks.mfipso import MFIPSO, confusion_counts
 from infoswarm.attacks.base import probs_of
+from infoswarm.attacks.mfipso import MFIPSO, confusion_counts
 from infoswarm.errors import InputError
 
 from conftest import mnist_test_digits

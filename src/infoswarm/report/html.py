@@ -522,7 +522,8 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     runs = [load_run(d) for d in dirs]
     _unique_names(runs)
 
-    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r), "figures": _card_figures(r),
+    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
+              "figures": _card_figures(r),
               "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
              for r in runs]
     attacks = [r for r in runs if r.kind == "attack"]
