@@ -271,7 +271,7 @@ def test_bad_inputs_are_one_line_errors_with_status_2_and_leave_no_file(tmp_path
         assert code == 2, name
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
         with pytest.raises(InputError):
-            report.build_report(dirs, out or dirs[0] / "report.html")
+            report.write_report(dirs, out or dirs[0] / "report.html")
         assert not page.exists(), name
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
@@ -292,7 +292,7 @@ def test_unwritable_parent_is_refused(tmp_path, capsys):
 def test_a_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, monkeypatch):
     a = _fake_attack(tmp_path / "a", 3, 0.5)
     out = tmp_path / "r.html"
-    report.build_report([a], out)  # an earlier report: the only kind of file a report replaces
+    report.write_report([a], out)  # an earlier report: the only kind of file a report replaces
     old = out.read_text()
 
     def boom(src, dst):
@@ -300,7 +300,7 @@ def test_a_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, mon
 
     monkeypatch.setattr(report.os, "replace", boom)
     with pytest.raises(OSError):
-        report.build_report([a], out)
+        report.write_report([a], out)
     assert out.read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "r.html"]
 
