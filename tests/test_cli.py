@@ -142,6 +142,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, grey_npz, cap
         assert (tmp_path / "full" / "keep.txt").read_text() == "x"
 
 
+@pytest.mark.subprocess
 def test_console_script_reports_errors_without_traceback(tmp_path):
     exe = Path(sys.executable).with_name("infoswarm")
     res = subprocess.run([str(exe), "influence", "--dataset", "nope", "--out", str(tmp_path / "o")],

@@ -68,6 +68,8 @@ def _strip(summary: dict) -> dict:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(_args(npz, ref)) == 0
@@ -155,6 +157,8 @@ def test_harden_refuses_a_folder_with_another_runs_files(npz, tmp_path, capsys) 
     assert [p.name for p in out.iterdir()] == ["results.csv"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_harden_under_torchrun_with_two_processes(npz, tmp_path, one_thread) -> None:
     """2 CPU processes (gloo): attack chunks shared out, fine-tuning under DDP. The attack part
     is deterministic per image, so the adversarial images equal a single-process run's."""
@@ -173,6 +177,7 @@ def test_harden_under_torchrun_with_two_processes(npz, tmp_path, one_thread) -> 
     assert len(b["history"]) == 3 and (multi / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_control_method_none_is_plain_fine_tuning(npz, tmp_path, one_thread) -> None:
     out = tmp_path / "none"
     assert main(_args(npz, out, "--method", "none", "--epochs", "1", "--milestones", "1")) == 0

@@ -148,6 +148,8 @@ json.dump({"gathered": got, "word": word, "grad": grad, "ref": ref.weight.grad.v
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_process_group_helpers_under_torchrun(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -226,6 +228,8 @@ ATTACK = ["attack", "--dataset", "mnist", "--model", "mnist-cnn", "--limit", "60
           "--eps", "0.5"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_torchrun_attack_equals_single_process(tmp_path, digits):
     one, two = tmp_path / "one", tmp_path / "two"
     env = sub_env()

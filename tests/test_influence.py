@@ -55,6 +55,7 @@ def probs(model, x):
         return torch.softmax(model(x).double(), 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", ["pred", "true", "second", 2])
 def test_element_fi_matches_reference(tiny, cls):
     model, x = tiny(channels=3, size=4, classes=6)

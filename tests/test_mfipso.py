@@ -25,6 +25,7 @@ def mnist():
 SMALL = dict(particles=24, iterations=4, restart_iterations=4)
 
 
+@pytest.mark.slow
 def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
     model, x, y = mnist
     for k, eps in [(1, 0.15), (5, 0.3)]:
@@ -38,6 +39,7 @@ def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
             assert set(moved.tolist()) <= set(res.indices[i].tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lo,hi", [(0.4, None), (None, 0.55)])
 def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
     model, x, y = mnist
@@ -64,6 +66,7 @@ def test_untargeted_success_means_misclassified(mnist):
     assert torch.equal(res.success, pred != y)
 
 
+@pytest.mark.slow
 def test_same_seed_same_output_and_batch_invariance(mnist):
     model, x, y = mnist
     a = MFIPSO(model, pixels=3, seed=7, **SMALL)(x, y)

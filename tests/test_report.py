@@ -155,6 +155,7 @@ def real_page(real_runs):
 # unit tests (no browser)
 
 
+@pytest.mark.slow
 def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsys):
     assert real_page.sections == list(report.SECTIONS)
     text = real_page.path.read_text()
@@ -174,6 +175,7 @@ def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsy
     assert "pso-k2" in text and "srs-k6" in text and "reattack_success" in text
 
 
+@pytest.mark.slow
 def test_sections_follow_the_kinds_of_runs(tmp_path):
     inf = _fake_influence(tmp_path / "inf")
     a1 = _fake_attack(tmp_path / "a1", 1, 0.0)
@@ -363,6 +365,7 @@ def _requests(log: dict) -> tuple[list[str], list[str], list[dict]]:
     return page, background, resolved
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_browser_net_log_catches_a_page_that_fetches(tmp_path):
     """Control: the same harness does see a page that asks for a remote image (the name
@@ -374,6 +377,7 @@ def test_browser_net_log_catches_a_page_that_fetches(tmp_path):
     assert page == ["http://example.invalid/x.png"] and resolved == []
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_report_renders_in_headless_chromium_without_network(real_page, tmp_path):
     from PIL import Image, ImageStat

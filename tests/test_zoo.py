@@ -41,7 +41,8 @@ def _have(dataset):
     return data.FASHION_SYSTEM_DIR.is_dir()
 
 
-@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905), ("cifar10-cnn", 0.88)])
+@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905),
+                                        pytest.param("cifar10-cnn", 0.88, marks=pytest.mark.slow)])
 def test_shipped_weights_reach_their_stated_accuracy(name, floor):
     card = zoo.card(name)
     assert card is not None and zoo.weights_path(name).is_file(), f"{name} weights are not shipped"
