@@ -129,6 +129,7 @@ def digits(tmp_path_factory):
     return path
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.subprocess
 @needs_glibc

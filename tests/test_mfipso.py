@@ -25,6 +25,7 @@ def mnist():
 SMALL = dict(particles=24, iterations=4, restart_iterations=4)
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
 def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
     model, x, y = mnist
@@ -39,6 +40,7 @@ def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
             assert set(moved.tolist()) <= set(res.indices[i].tolist())
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("lo,hi", [(0.4, None), (None, 0.55)])
 def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
@@ -58,6 +60,7 @@ def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
     assert torch.all(res.queries > 0)
 
 
+@pytest.mark.realdata
 def test_untargeted_success_means_misclassified(mnist):
     model, x, y = mnist
     res = MFIPSO(model, pixels=10, eps=0.3, target=None, **SMALL)(x, y)
@@ -66,6 +69,7 @@ def test_untargeted_success_means_misclassified(mnist):
     assert torch.equal(res.success, pred != y)
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
 def test_same_seed_same_output_and_batch_invariance(mnist):
     model, x, y = mnist
@@ -78,6 +82,7 @@ def test_same_seed_same_output_and_batch_invariance(mnist):
         assert one.queries[0] == a.queries[i]
 
 
+@pytest.mark.realdata
 def test_fi_selection_takes_the_top_fi_pixels(mnist):
     model, x, y = mnist
     res = MFIPSO(model, pixels=4, **SMALL)(x[:2], y[:2])
@@ -87,6 +92,7 @@ def test_fi_selection_takes_the_top_fi_pixels(mnist):
         assert chosen.min() >= fi[i].topk(4).values.min() - 1e-12
 
 
+@pytest.mark.realdata
 def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
     model, x, y = mnist
     tau = 0.01
@@ -100,6 +106,7 @@ def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
     assert torch.all(d >= -0.15 * xv - 1e-6) and torch.all(d <= 0.15 * (1 - xv) + 1e-6)
 
 
+@pytest.mark.realdata
 def test_confusion_targets(mnist):
     model, x, y = mnist
     counts = torch.zeros(10, 10, dtype=torch.long)
@@ -110,6 +117,7 @@ def test_confusion_targets(mnist):
     assert cc.shape == (10, 10) and int(cc.sum()) == len(x)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(pixels=0), "pixels must be positive"),
     (dict(pixels=785), "exceeds"),
@@ -128,6 +136,7 @@ def test_bad_arguments(mnist, kwargs, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.realdata
 def test_bad_targets_and_inputs(mnist):
     model, x, y = mnist
     with pytest.raises(InputError, match="equals its true class"):

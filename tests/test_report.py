@@ -155,6 +155,7 @@ def real_page(real_runs):
 # unit tests (no browser)
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
 def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsys):
     assert real_page.sections == list(report.SECTIONS)
@@ -377,6 +378,7 @@ def test_browser_net_log_catches_a_page_that_fetches(tmp_path):
     assert page == ["http://example.invalid/x.png"] and resolved == []
 
 
+@pytest.mark.realdata
 @pytest.mark.browser
 @needs_chromium
 def test_report_renders_in_headless_chromium_without_network(real_page, tmp_path):

@@ -41,6 +41,7 @@ def _have(dataset):
     return data.FASHION_SYSTEM_DIR.is_dir()
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905),
                                         pytest.param("cifar10-cnn", 0.88, marks=pytest.mark.slow)])
 def test_shipped_weights_reach_their_stated_accuracy(name, floor):
