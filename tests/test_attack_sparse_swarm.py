@@ -167,6 +167,7 @@ def test_refine_removes_pixels_that_are_not_needed():
 
 # --- query-only models ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_callable_returning_logits_or_probabilities(mnist):
     model, x, y = mnist

@@ -77,6 +77,7 @@ def test_bounds_and_fresh_success(mnist, name):
         assert torch.all(res.target >= 0)               # default target "second"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist):
     model, x, y = mnist
@@ -89,6 +90,7 @@ def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist):
     assert rate(big) >= 0.9, f"PGD eps 0.3 fooled only {rate(big):.2f} of 32 digits"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("lo,hi", [(0.9, None), (None, 0.6), (0.4, 0.7)])
 def test_probability_window_is_respected(mnist, lo, hi):
@@ -103,6 +105,7 @@ def test_probability_window_is_respected(mnist, lo, hi):
     assert rate(res) >= 0.5, f"PGD met the window [{lo}, {hi}] on only {rate(res):.2f}"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_targeted_modes_hit_the_requested_target(mnist):
     model, x, y = mnist
@@ -124,6 +127,7 @@ def test_targeted_modes_hit_the_requested_target(mnist):
         assert torch.equal(attack(x, y).target, p.argmax(1))
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_jsma_budget_counts_locations_and_untargeted(mnist):
     model, x, y = mnist
@@ -169,6 +173,7 @@ def test_pgd_early_stop_saves_queries_and_freezes_images(mnist):
     assert rate(long) >= rate(short)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_seeds_repeat_and_differ(mnist):
     model, x, y = mnist

@@ -220,6 +220,7 @@ def test_colour_images_and_float64_models(tiny):
 
 # --- strength --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_sparse_rs_20_pixels_fools_most_digits(mnist):
     model, x, y, _, _ = mnist

@@ -44,6 +44,7 @@ def test_version_and_help_with_examples(capsys):
         assert "example:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_influence_writes_csv_heatmaps_and_summary(tmp_path, grey_npz, capsys):
     out = tmp_path / "fi"
     code, stdout, err = run(["influence", "--dataset", grey_npz, "--model", "mnist-cnn",
@@ -77,6 +78,7 @@ def test_influence_json_output(tmp_path, grey_npz, capsys):
     assert summary["map"]["name"].startswith("ε-FI")
 
 
+@pytest.mark.slow
 def test_train_writes_weights_card_and_history(tmp_path, grey_npz, capsys):
     code, _, err = run(["train", "--dataset", grey_npz, "--model", "mnist-cnn", "--epochs", 1,
                         "--out", tmp_path / "t"], capsys)

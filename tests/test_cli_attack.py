@@ -32,6 +32,7 @@ def run(argv, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_attack_writes_consistent_artefacts(tmp_path, digits, capsys):
     out = tmp_path / "a"
@@ -71,6 +72,7 @@ def test_attack_bad_input(tmp_path, digits, capsys, extra, needle):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("attack,extra", [("fgsm", []), ("pgd", ["--steps", 3]), ("jsma", ["--pixels", 4])])
 def test_baselines_through_the_same_command(tmp_path, digits, capsys, attack, extra):
@@ -92,6 +94,7 @@ def test_fi_threshold_is_refused_for_baselines(tmp_path, digits, capsys):
     assert code == 2 and "mfipso option" in err
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("attack", ["onepixel", "sparse-rs"])
 def test_query_baselines_through_the_command(tmp_path, digits, capsys, attack):

