@@ -18,7 +18,7 @@ endif
 PEERS   := bench/.venv-peers
 PEER_PKGS := torchattacks==3.5.1 adversarial-robustness-toolbox==1.20.1
 
-.PHONY: demo test bench bench-attack install clean
+.PHONY: demo test test-fast lint bench bench-attack install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Everything but the slow and browser tests (markers in pyproject.toml; see CONTRIBUTING.md).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not browser"
+
+# Lint (ruff: pyflakes, pycodestyle, import order, bugbear) and type check (mypy on src/infoswarm).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/influence.py --out BENCHMARKS.md

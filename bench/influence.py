@@ -35,10 +35,18 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (command_line, interleaved_times, load_average, machine_line, md_table,  # noqa: E402
-                    median_time, replace_section, start_cpu)
-
 from infoswarm import data, influence, zoo  # noqa: E402
+
+from common import (  # noqa: E402
+    command_line,
+    interleaved_times,
+    load_average,
+    machine_line,
+    md_table,
+    median_time,
+    replace_section,
+    start_cpu,
+)
 
 SECTION = "influence"
 EPS = 1e-3

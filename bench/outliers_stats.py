@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, s in sc.items():
         auc = outliers.roc_auc(s, pos)
         lo, hi = outliers.roc_auc_interval(auc, n1, n0)
-        print(f"{k}: ROC AUC {auc:.4f} [{lo:.4f}, {hi:.4f}], average precision {outliers.average_precision(s, pos):.4f}")
+        ap = outliers.average_precision(s, pos)
+        print(f"{k}: ROC AUC {auc:.4f} [{lo:.4f}, {hi:.4f}], average precision {ap:.4f}")
     d, lo, hi = outliers.auc_difference(sc["image FI"], sc["Jacobian norm"], pos, n_boot=args.boot)
     print(f"AUC difference (image FI - Jacobian norm): {d:+.4f} [{lo:+.4f}, {hi:+.4f}] (paired bootstrap, {args.boot})")
     return 0

@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import replace_section  # noqa: E402
 
-
 ADDED = {"pgd": "on the fly", "fgsm-rs": "on the fly", "none": "none (control)"}
 
 
@@ -65,7 +64,7 @@ def evaluate_table(folders: list[Path]) -> list[str]:
     lines = ["| model | clean acc | acc. on transferred adversarial images | "
              + " | ".join(f"{a} success" for a in attacks) + " |",
              "|---|---|---|" + "---|" * len(attacks)]
-    for d, r in zip(folders, rows):
+    for r in rows:
         name = Path(r["weights"]).parent.name if r.get("weights") else f"{r['model']} (original)"
         cells = {x["attack"]: x["success_rate"] for x in r["reattack"]}
         lines.append(f"| {name} | {pct(r['clean_acc'])} | {pct(r['adv_acc'])} | "

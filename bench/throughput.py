@@ -28,8 +28,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, command_line, cpu_usage, load_average, machine_line, md_table,  # noqa: E402
-                    replace_section, start_cpu)
+from common import (  # noqa: E402
+    REPO,
+    command_line,
+    cpu_usage,
+    load_average,
+    machine_line,
+    md_table,
+    replace_section,
+    start_cpu,
+)
 
 SECTION = "throughput"
 
@@ -107,22 +115,22 @@ def worker(args: argparse.Namespace) -> None:
     for b in [int(v) for v in args.batches.split(",")]:
         x = torch.rand(b, *shape)
 
-        def fwd() -> None:
+        def fwd(x: torch.Tensor = x) -> None:
             with torch.no_grad():
                 model(x)
         out["forward"][b] = measure(fwd, b, per_model(args.images, args.model), args.min_batches)
         print(f"  {args.model} forward {b}: {out['forward'][b]}", file=sys.stderr, flush=True)
-        del x
+        del x, fwd
     model.train()
     for b in [int(v) for v in args.train_batches.split(",")]:
         x, y = torch.rand(b, *shape), torch.randint(0, 10, (b,))
 
-        def train() -> None:
+        def train(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
         out["train"][b] = measure(train, b, per_model(args.train_images, args.model), args.min_batches)
         print(f"  {args.model} fwd+bwd {b}: {out['train'][b]}", file=sys.stderr, flush=True)
-        del x, y
+        del x, y, train
     print(json.dumps(out))
 
 
@@ -130,8 +138,9 @@ def run_worker(args: argparse.Namespace, model: str, tuned: bool) -> dict[str, A
     env = dict(os.environ, INFOSWARM_TUNE_CPU="1" if tuned else "0", OMP_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, "--worker", "--model", model,
            "--batches", batches_for(args.batches, args.model_batches, model),
-           "--train-batches", batches_for(args.train_batches, args.model_train_batches, model), "--images", args.images, "--train-images",
-           args.train_images, "--min-batches", str(args.min_batches), "--threads", str(args.threads)]
+           "--train-batches", batches_for(args.train_batches, args.model_train_batches, model),
+           "--images", args.images, "--train-images", args.train_images,
+           "--min-batches", str(args.min_batches), "--threads", str(args.threads)]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

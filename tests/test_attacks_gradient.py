@@ -63,6 +63,7 @@ ATTACKS = {
 EPS = {"fgsm": 0.2, "fgsm-rs": 0.2, "pgd": 0.2, "jsma": 0.6}
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_bounds_and_fresh_success(mnist, name):
     model, x, y = mnist
@@ -76,6 +77,8 @@ def test_bounds_and_fresh_success(mnist, name):
         assert torch.all(res.target >= 0)               # default target "second"
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist):
     model, x, y = mnist
     for eps in (0.1, 0.2):
@@ -87,6 +90,8 @@ def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist):
     assert rate(big) >= 0.9, f"PGD eps 0.3 fooled only {rate(big):.2f} of 32 digits"
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 @pytest.mark.parametrize("lo,hi", [(0.9, None), (None, 0.6), (0.4, 0.7)])
 def test_probability_window_is_respected(mnist, lo, hi):
     model, x, y = mnist
@@ -100,6 +105,8 @@ def test_probability_window_is_respected(mnist, lo, hi):
     assert rate(res) >= 0.5, f"PGD met the window [{lo}, {hi}] on only {rate(res):.2f}"
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_targeted_modes_hit_the_requested_target(mnist):
     model, x, y = mnist
     t = (y + 3) % 10
@@ -120,6 +127,8 @@ def test_targeted_modes_hit_the_requested_target(mnist):
         assert torch.equal(attack(x, y).target, p.argmax(1))
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_jsma_budget_counts_locations_and_untargeted(mnist):
     model, x, y = mnist
     r10 = JSMA(model, pixels=10)(x, y)
@@ -146,6 +155,7 @@ def test_jsma_budget_counts_locations_and_untargeted(mnist):
     assert torch.all(small.pixel_l0 <= 8) and torch.all(small.x_adv >= x)
 
 
+@pytest.mark.realdata
 def test_pgd_early_stop_saves_queries_and_freezes_images(mnist):
     model, x, y = mnist
     steps = 10
@@ -163,6 +173,8 @@ def test_pgd_early_stop_saves_queries_and_freezes_images(mnist):
     assert rate(long) >= rate(short)
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_seeds_repeat_and_differ(mnist):
     model, x, y = mnist
     for make in (lambda s: FGSM(model, eps=0.1, random_start=True, seed=s),
@@ -194,6 +206,7 @@ def test_colour_float64_and_whole_locations(tiny):
         JSMA(model, pixels=26)(x, y)
 
 
+@pytest.mark.realdata
 def test_target_equal_to_label_and_bad_arguments_are_refused(mnist):
     model, x, y = mnist
     for make in (lambda: FGSM(model, target=y), lambda: PGD(model, target=y),

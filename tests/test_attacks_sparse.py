@@ -87,6 +87,7 @@ def fresh_success(model, res, lo=None, hi=None, classes=10):
 
 # --- bounds, re-verification, budgets ------------------------------------------------------
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("k,eps", [(1, 1.0), (3, 0.3), (20, 1.0)])
 def test_sparse_rs_sparsity_box_corners_and_budget(mnist, k, eps):
     model, x, y, _, _ = mnist
@@ -102,6 +103,7 @@ def test_sparse_rs_sparsity_box_corners_and_budget(mnist, k, eps):
     assert torch.all(res.queries[~res.success] == 40)  # failures spend the whole budget
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("k,eps", [(1, 1.0), (3, 0.3)])
 def test_onepixel_sparsity_box_and_budget(mnist, k, eps):
     model, x, y, _, _ = mnist
@@ -113,6 +115,7 @@ def test_onepixel_sparsity_box_and_budget(mnist, k, eps):
     assert torch.equal(res.success, fresh_success(model, res))
 
 
+@pytest.mark.realdata
 def test_pixels_equal_to_all_locations(mnist):
     model, x, y, _, _ = mnist
     res = small_rs(model, pixels=28 * 28, queries=4)(x[:2], y[:2])
@@ -120,6 +123,7 @@ def test_pixels_equal_to_all_locations(mnist):
     assert res.indices.sort(1).values.equal(torch.arange(784).expand(2, 784))
 
 
+@pytest.mark.realdata
 def test_already_misclassified_image_is_returned_unchanged(mnist):
     model, _, _, xw, yw = mnist
     if len(xw) == 0:
@@ -132,6 +136,7 @@ def test_already_misclassified_image_is_returned_unchanged(mnist):
 
 # --- windows and targets -----------------------------------------------------------------------
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("lo,hi", [(0.8, None), (None, 0.6)])
 def test_success_respects_probability_window(mixed, lo, hi):
     model, x, y = mixed
@@ -142,6 +147,7 @@ def test_success_respects_probability_window(mixed, lo, hi):
         assert res.success.sum() >= 1, f"{type(attack).__name__} met the window on no digit"
 
 
+@pytest.mark.realdata
 def test_targeted_success_hits_the_target(mnist):
     model, x, y, _, _ = mnist
     x, y = x[:8], y[:8]
@@ -158,6 +164,7 @@ def test_targeted_success_hits_the_target(mnist):
 
 # --- seeds and batching --------------------------------------------------------------------------
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("make", [lambda m, s: small_rs(m, pixels=4, seed=s),
                                   lambda m, s: small_op(m, pixels=2, seed=s)], ids=["sparse-rs", "onepixel"])
 def test_batched_equals_one_at_a_time_and_seeds_repeat(mixed, make):
@@ -178,6 +185,7 @@ def test_batched_equals_one_at_a_time_and_seeds_repeat(mixed, make):
     assert not torch.equal(other.indices, a.indices)
 
 
+@pytest.mark.realdata
 def test_batch_size_does_not_change_results(mixed):
     """batch_size splits the candidates over several model calls; results stay the same."""
     model, x, y = mixed
@@ -212,6 +220,8 @@ def test_colour_images_and_float64_models(tiny):
 
 # --- strength --------------------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_sparse_rs_20_pixels_fools_most_digits(mnist):
     model, x, y, _, _ = mnist
     res = SparseRS(model, pixels=20, queries=1000)(x, y)
@@ -275,6 +285,7 @@ def test_loss_is_minus_one_exactly_on_success():
 
 # --- bad input -------------------------------------------------------------------------------
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("cls,kwargs,needle", [
     (SparseRS, dict(pixels=0), "pixels must be a positive integer"),
     (OnePixel, dict(pixels=0), "pixels must be a positive integer"),
@@ -299,6 +310,7 @@ def test_bad_arguments(mnist, cls, kwargs, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.realdata
 def test_bad_images_and_targets(mnist):
     model, x, y, _, _ = mnist
     with pytest.raises(InputError, match="equals its true class"):

@@ -576,12 +576,13 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
     return c
 
 
-CASE_IDS = list(cases(SimpleNamespace(**{k: Path("x") for k in (
+_CASES_BY_ID = cases(SimpleNamespace(**{k: Path("x") for k in (
     "dir digits rgb floats nan labels random_npz truncated_npz crc_npz bad_weights models broken scalar_weights "
     "lin_weights not_script missing influence_run attack_run attack_no_settings attack_corrupt tampered_eps "
     "tampered_nan tampered_attack tampered_target tampered_steps tampered_list tampered_shapes tampered_dataset "
     "folder_big_label folder_dup folder_bad_image folder_bomb folder_empty_classes").split()}),
-    Path("t")))
+    Path("t"))
+CASE_IDS = [pytest.param(k, marks=pytest.mark.subprocess) if c.subprocess else k for k, c in _CASES_BY_ID.items()]
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int] | None]:

@@ -44,6 +44,7 @@ def test_version_and_help_with_examples(capsys):
         assert "example:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_influence_writes_csv_heatmaps_and_summary(tmp_path, grey_npz, capsys):
     out = tmp_path / "fi"
     code, stdout, err = run(["influence", "--dataset", grey_npz, "--model", "mnist-cnn",
@@ -77,6 +78,7 @@ def test_influence_json_output(tmp_path, grey_npz, capsys):
     assert summary["map"]["name"].startswith("ε-FI")
 
 
+@pytest.mark.slow
 def test_train_writes_weights_card_and_history(tmp_path, grey_npz, capsys):
     code, _, err = run(["train", "--dataset", grey_npz, "--model", "mnist-cnn", "--epochs", 1,
                         "--out", tmp_path / "t"], capsys)
@@ -142,6 +144,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, grey_npz, cap
         assert (tmp_path / "full" / "keep.txt").read_text() == "x"
 
 
+@pytest.mark.subprocess
 def test_console_script_reports_errors_without_traceback(tmp_path):
     exe = Path(sys.executable).with_name("infoswarm")
     res = subprocess.run([str(exe), "influence", "--dataset", "nope", "--out", str(tmp_path / "o")],

@@ -32,6 +32,8 @@ def run(argv, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_attack_writes_consistent_artefacts(tmp_path, digits, capsys):
     out = tmp_path / "a"
     code, stdout, err = run(["attack", "--dataset", digits, "--pixels", 3, "--eps", 0.3, *FAST,
@@ -52,6 +54,7 @@ def test_attack_writes_consistent_artefacts(tmp_path, digits, capsys):
     assert "success rate" in stdout
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("extra,needle", [
     (["--pixels", 0], "--pixels must be positive"),
     (["--pixels", 5000], "exceeds"),
@@ -69,6 +72,8 @@ def test_attack_bad_input(tmp_path, digits, capsys, extra, needle):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 @pytest.mark.parametrize("attack,extra", [("fgsm", []), ("pgd", ["--steps", 3]), ("jsma", ["--pixels", 4])])
 def test_baselines_through_the_same_command(tmp_path, digits, capsys, attack, extra):
     out = tmp_path / attack
@@ -82,12 +87,15 @@ def test_baselines_through_the_same_command(tmp_path, digits, capsys, attack, ex
     assert json.loads((out / "summary.json").read_text())["attack"] == attack
 
 
+@pytest.mark.realdata
 def test_fi_threshold_is_refused_for_baselines(tmp_path, digits, capsys):
     code, _, err = run(["attack", "--dataset", digits, "--attack", "pgd", "--fi-threshold", 0.01,
                         "--out", tmp_path / "o"], capsys)
     assert code == 2 and "mfipso option" in err
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 @pytest.mark.parametrize("attack", ["onepixel", "sparse-rs"])
 def test_query_baselines_through_the_command(tmp_path, digits, capsys, attack):
     out = tmp_path / attack

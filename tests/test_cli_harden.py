@@ -68,6 +68,9 @@ def _strip(summary: dict) -> dict:
     return out
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(_args(npz, ref)) == 0
@@ -130,6 +133,7 @@ def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread
     assert [r["attack"] for r in e0["reattack"]] == ["mfipso", "sparse-rs"]
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("extra, message", [
     (["--protect", "3:3"], "equal classes"),
     (["--protect", "3:12"], "class 12"),
@@ -146,6 +150,7 @@ def test_bad_harden_input_writes_nothing(npz, tmp_path, capsys, extra, message) 
     assert not out.exists()
 
 
+@pytest.mark.realdata
 def test_harden_refuses_a_folder_with_another_runs_files(npz, tmp_path, capsys) -> None:
     out = tmp_path / "a"
     out.mkdir()
@@ -155,6 +160,9 @@ def test_harden_refuses_a_folder_with_another_runs_files(npz, tmp_path, capsys) 
     assert [p.name for p in out.iterdir()] == ["results.csv"]
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_harden_under_torchrun_with_two_processes(npz, tmp_path, one_thread) -> None:
     """2 CPU processes (gloo): attack chunks shared out, fine-tuning under DDP. The attack part
     is deterministic per image, so the adversarial images equal a single-process run's."""
@@ -173,6 +181,8 @@ def test_harden_under_torchrun_with_two_processes(npz, tmp_path, one_thread) -> 
     assert len(b["history"]) == 3 and (multi / "model.safetensors").is_file()
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_control_method_none_is_plain_fine_tuning(npz, tmp_path, one_thread) -> None:
     out = tmp_path / "none"
     assert main(_args(npz, out, "--method", "none", "--epochs", "1", "--milestones", "1")) == 0

@@ -43,6 +43,8 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_train_killed_then_rerun_gives_the_uninterrupted_weights(tmp_path, rgb_npz):
     ref = tmp_path / "ref"
     done = subprocess.run(_cmd(rgb_npz, ref), capture_output=True, text=True, env=_env(), timeout=600)

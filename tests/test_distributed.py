@@ -148,6 +148,8 @@ json.dump({"gathered": got, "word": word, "grad": grad, "ref": ref.weight.grad.v
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_process_group_helpers_under_torchrun(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -181,6 +183,8 @@ def attack_in_pieces(attack, x, y, cuts, offsets=False):
     return [attack(x[a:b], y[a:b], **({"offset": a} if offsets else {})) for a, b in zip(bounds, bounds[1:])]
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 @pytest.mark.parametrize("name, kw", [
     ("mfipso", dict(particles=8, iterations=2, restart_iterations=2)),
     ("mfipso", dict(particles=8, iterations=1, restart_iterations=1, selection="random")),
@@ -197,6 +201,7 @@ def test_splitting_a_batch_gives_identical_per_image_results(digits, one_thread,
             assert torch.equal(cat(whole, f), cat(pieces, f)), (name, cuts, f)
 
 
+@pytest.mark.realdata
 def test_random_selection_depends_on_the_global_position_only(digits):
     model, x, y = digits
     attack = MFIPSO(model, pixels=3, selection="random", seed=1, particles=2, iterations=0, restart=False)
@@ -207,6 +212,7 @@ def test_random_selection_depends_on_the_global_position_only(digits):
     assert len({tuple(r) for r in whole.indices.tolist()}) > 1            # images differ
 
 
+@pytest.mark.realdata
 def test_cli_chunking_is_invisible(digits, one_thread):
     model, x, y = digits
     attack = MFIPSO(model, pixels=3, selection="random", seed=2, particles=4, iterations=1, restart_iterations=1)
@@ -226,6 +232,9 @@ ATTACK = ["attack", "--dataset", "mnist", "--model", "mnist-cnn", "--limit", "60
           "--eps", "0.5"]
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_torchrun_attack_equals_single_process(tmp_path, digits):
     one, two = tmp_path / "one", tmp_path / "two"
     env = sub_env()

@@ -94,6 +94,8 @@ def same_npz(a: Path, b: Path) -> bool:
         return za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
 
 
+@pytest.mark.realdata
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
@@ -110,6 +112,8 @@ def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path,
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
 
+@pytest.mark.realdata
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_harden_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
@@ -127,6 +131,8 @@ def test_harden_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path,
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
 
+@pytest.mark.realdata
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_train_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
@@ -141,6 +147,7 @@ def test_train_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, 
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
 
+@pytest.mark.realdata
 def test_killed_atomic_run_leaves_nothing_the_next_run_keeps(npz, tmp_path, one_thread) -> None:
     """influence writes through a temporary folder: a leftover from a killed run is removed by
     the next run on the same --out (it holds the lock, so no live process owns the leftover)."""
@@ -154,6 +161,9 @@ def test_killed_atomic_run_leaves_nothing_the_next_run_keeps(npz, tmp_path, one_
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_runs_on_one_folder_one_is_refused(npz, tmp_path, one_thread) -> None:
     out = tmp_path / "a"
     slow = [a if a != "2" else "100000" for a in attack_args(npz, out)]  # --iterations 100000: still running

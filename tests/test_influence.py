@@ -55,6 +55,7 @@ def probs(model, x):
         return torch.softmax(model(x).double(), 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", ["pred", "true", "second", 2])
 def test_element_fi_matches_reference(tiny, cls):
     model, x = tiny(channels=3, size=4, classes=6)
@@ -79,6 +80,7 @@ def test_pixel_fi_all_channels_matches_reference(tiny, classes):
         assert got[n, i, j].item() == pytest.approx(want, rel=1e-7, abs=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window,unit", [(3, "pixel"), (5, "pixel"), (3, "element")])
 def test_window_fi_matches_reference(tiny, window, unit):
     model, x = tiny(channels=3, size=5, classes=6, n=2)
@@ -127,6 +129,7 @@ def test_closed_form_is_stable_when_confident():
     assert fi[1].item() == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit,window", [("element", 1), ("pixel", 1), ("pixel", 3)])
 def test_eps_variant_matches_authors_formula(tiny, unit, window):
     eps = 1e-3
@@ -166,7 +169,7 @@ def test_parameter_fi_matches_reference(tiny):
             flat = torch.cat([params[k].detach().reshape(-1) for k in names])
             sizes = [params[k].numel() for k in names]
 
-            def f(v):
+            def f(v, names=names, sizes=sizes, n=n):
                 parts = dict(zip(names, [t.view_as(params[k]) for t, k in zip(v.split(sizes), names)]))
                 return functional_call(model, {**params, **parts}, (x[n: n + 1],))[0]
 
@@ -302,6 +305,7 @@ class _Raw255(nn.Module):
         return self.model(v / 255.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit,window", [("element", 1), ("pixel", 1), ("pixel", 3)])
 def test_eps_scale_matches_authors_formula_on_raw_pixels(tiny, unit, window):
     """eps_scale=255 on a [0,1] model = the authors' ε-FI of the same network on 0..255 input,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from infoswarm import influence
-from infoswarm.attacks.mfipso import MFIPSO, confusion_counts
 from infoswarm.attacks.base import probs_of
+from infoswarm.attacks.mfipso import MFIPSO, confusion_counts
 from infoswarm.errors import InputError
 
 from conftest import mnist_test_digits
@@ -25,6 +25,8 @@ def mnist():
 SMALL = dict(particles=24, iterations=4, restart_iterations=4)
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
     model, x, y = mnist
     for k, eps in [(1, 0.15), (5, 0.3)]:
@@ -38,6 +40,8 @@ def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
             assert set(moved.tolist()) <= set(res.indices[i].tolist())
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 @pytest.mark.parametrize("lo,hi", [(0.4, None), (None, 0.55)])
 def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
     model, x, y = mnist
@@ -56,6 +60,8 @@ def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
     assert torch.all(res.queries > 0)
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_untargeted_success_means_misclassified(mnist):
     model, x, y = mnist
     res = MFIPSO(model, pixels=10, eps=0.3, target=None, **SMALL)(x, y)
@@ -64,6 +70,8 @@ def test_untargeted_success_means_misclassified(mnist):
     assert torch.equal(res.success, pred != y)
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_same_seed_same_output_and_batch_invariance(mnist):
     model, x, y = mnist
     a = MFIPSO(model, pixels=3, seed=7, **SMALL)(x, y)
@@ -75,6 +83,8 @@ def test_same_seed_same_output_and_batch_invariance(mnist):
         assert one.queries[0] == a.queries[i]
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_fi_selection_takes_the_top_fi_pixels(mnist):
     model, x, y = mnist
     res = MFIPSO(model, pixels=4, **SMALL)(x[:2], y[:2])
@@ -84,6 +94,8 @@ def test_fi_selection_takes_the_top_fi_pixels(mnist):
         assert chosen.min() >= fi[i].topk(4).values.min() - 1e-12
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
     model, x, y = mnist
     tau = 0.01
@@ -97,6 +109,7 @@ def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
     assert torch.all(d >= -0.15 * xv - 1e-6) and torch.all(d <= 0.15 * (1 - xv) + 1e-6)
 
 
+@pytest.mark.realdata
 def test_confusion_targets(mnist):
     model, x, y = mnist
     counts = torch.zeros(10, 10, dtype=torch.long)
@@ -107,6 +120,7 @@ def test_confusion_targets(mnist):
     assert cc.shape == (10, 10) and int(cc.sum()) == len(x)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(pixels=0), "pixels must be positive"),
     (dict(pixels=785), "exceeds"),
@@ -125,6 +139,7 @@ def test_bad_arguments(mnist, kwargs, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.realdata
 def test_bad_targets_and_inputs(mnist):
     model, x, y = mnist
     with pytest.raises(InputError, match="equals its true class"):

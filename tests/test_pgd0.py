@@ -50,6 +50,7 @@ def test_projection_is_the_nearest_k_sparse_point_in_the_box():
             assert (p[i] - u[i]).square().sum().item() == pytest.approx(best, rel=1e-6)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("k,eps,targeted", [(1, 1.0, False), (10, 1.0, False), (10, 0.3, True)])
 def test_bounds_budget_and_reverified_success(mnist, k, eps, targeted):
     model, x, y = mnist
@@ -66,6 +67,7 @@ def test_bounds_budget_and_reverified_success(mnist, k, eps, targeted):
         assert res.success.double().mean() >= 0.5     # observed 8/8: a real attack, not a no-op
 
 
+@pytest.mark.realdata
 def test_seed_and_chunks(mnist):
     model, x, y = mnist
     att = PGD0(model, pixels=3, steps=5, restarts=3, seed=2)

@@ -155,6 +155,8 @@ def real_page(real_runs):
 # unit tests (no browser)
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsys):
     assert real_page.sections == list(report.SECTIONS)
     text = real_page.path.read_text()
@@ -175,6 +177,7 @@ def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsy
     assert "pso-k2" in text and "srs-k6" in text and "reattack_success" in text
 
 
+@pytest.mark.slow
 def test_sections_follow_the_kinds_of_runs(tmp_path):
     inf = _fake_influence(tmp_path / "inf")
     a1 = _fake_attack(tmp_path / "a1", 1, 0.0)
@@ -272,7 +275,7 @@ def test_bad_inputs_are_one_line_errors_with_status_2_and_leave_no_file(tmp_path
         assert code == 2, name
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
         with pytest.raises(InputError):
-            report.build_report(dirs, out or dirs[0] / "report.html")
+            report.write_report(dirs, out or dirs[0] / "report.html")
         assert not page.exists(), name
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
@@ -293,7 +296,7 @@ def test_unwritable_parent_is_refused(tmp_path, capsys):
 def test_a_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, monkeypatch):
     a = _fake_attack(tmp_path / "a", 3, 0.5)
     out = tmp_path / "r.html"
-    report.build_report([a], out)  # an earlier report: the only kind of file a report replaces
+    report.write_report([a], out)  # an earlier report: the only kind of file a report replaces
     old = out.read_text()
 
     def boom(src, dst):
@@ -301,7 +304,7 @@ def test_a_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, mon
 
     monkeypatch.setattr(report.os, "replace", boom)
     with pytest.raises(OSError):
-        report.build_report([a], out)
+        report.write_report([a], out)
     assert out.read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "r.html"]
 
@@ -364,6 +367,7 @@ def _requests(log: dict) -> tuple[list[str], list[str], list[dict]]:
     return page, background, resolved
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_browser_net_log_catches_a_page_that_fetches(tmp_path):
     """Control: the same harness does see a page that asks for a remote image (the name
@@ -375,6 +379,8 @@ def test_browser_net_log_catches_a_page_that_fetches(tmp_path):
     assert page == ["http://example.invalid/x.png"] and resolved == []
 
 
+@pytest.mark.realdata
+@pytest.mark.browser
 @needs_chromium
 def test_report_renders_in_headless_chromium_without_network(real_page, tmp_path):
     from PIL import Image, ImageStat

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 import torch
 
 from infoswarm import training
@@ -31,6 +30,7 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_resume_from_any_epoch_is_bitwise_equal() -> None:
     x, y = _data()
     ref = _model()
@@ -45,6 +45,7 @@ def test_resume_from_any_epoch_is_bitwise_equal() -> None:
         assert [r["train_loss"] for r in hist2] == [r["train_loss"] for r in hist]
 
 
+@pytest.mark.slow
 def test_float_images_and_perturb_hook() -> None:
     x, y = _data()
     a, b = _model(), _model()

@@ -82,6 +82,7 @@ def test_pattern_reuse_and_transfer(near_threshold):
     assert tr["transfer_rate"] == 1.0 and tr["accuracy_adversarial"] == 0.0
 
 
+@pytest.mark.slow
 def test_cli_modes_and_bad_input(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (80, 28, 28), dtype=np.uint8)

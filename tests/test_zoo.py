@@ -41,6 +41,8 @@ def _have(dataset):
     return data.FASHION_SYSTEM_DIR.is_dir()
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 @pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905), ("cifar10-cnn", 0.88)])
 def test_shipped_weights_reach_their_stated_accuracy(name, floor):
     card = zoo.card(name)
@@ -115,6 +117,7 @@ def test_bad_user_models_and_weights(tmp_path):
         zoo.load(f"{tmp_path / 'broken.py'}:Net", tmp_path / "w.safetensors")
 
 
+@pytest.mark.slow
 def test_training_is_bitwise_repeatable_and_learns():
     torch.manual_seed(0)
     x = (torch.rand(256, 1, 28, 28) * 255).to(torch.uint8)

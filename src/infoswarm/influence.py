@@ -349,11 +349,11 @@ def parameter_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
             groups.setdefault(name.rpartition(".")[0] or name, []).append(name)
     if layers is not None:
         wanted = list(layers)
-        unknown = [l for l in wanted if l not in groups]
+        unknown = [layer for layer in wanted if layer not in groups]
         if unknown:
             raise InputError(f"no layer named {unknown[0]!r} with parameters",
                              f"use one of {', '.join(groups)}")
-        groups = {l: groups[l] for l in wanted}
+        groups = {layer: groups[layer] for layer in wanted}
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 

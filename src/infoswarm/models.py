@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel; x in [0, 1] [N, C, H, W]."""
+
+    mean: torch.Tensor  # buffer [1, C, 1, 1]
+    std: torch.Tensor  # buffer [1, C, 1, 1]
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

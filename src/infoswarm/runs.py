@@ -16,7 +16,6 @@ from typing import Any
 
 from .errors import InputError
 
-
 MARKER = "run.json"
 """The file every command writes into its run folder: ``{"kind": <command>, ...}``. Only a folder
 holding it is ever replaced by ``--overwrite``."""
@@ -364,5 +363,5 @@ class ResumableRun:
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.path / name, lambda p: write_json(p, obj))
 
-    def write_csv(self, name: str, rows: list[Mapping[str, Any]], columns: list[str]) -> None:
+    def write_csv(self, name: str, rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
         atomic_write(self.path / name, lambda p: write_csv(p, rows, columns))

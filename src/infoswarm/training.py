@@ -119,7 +119,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
     dev = device_of(model)
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     if recipe.channels_last:
-        model.to(memory_format=fmt)
+        model.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs omit memory_format
     n = len(x)
     steps = math.ceil(n / recipe.batch_size)
     for epoch in range(start, recipe.epochs):
@@ -168,7 +168,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                         "history": history})
     if recipe.channels_last:
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
     return history
 

@@ -22,7 +22,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class ZooEntry:
     dataset: str
     recipe: Recipe
     notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -93,11 +92,6 @@ ZOO: dict[str, ZooEntry] = {
         notes="The paper's pre-activation ResNet-32 (16/32/64 filters, weight decay 1e-4).",
     ),
 }
-
-
-def names() -> list[str]:
-    """The zoo's model names."""
-    return list(ZOO)
 
 
 def weights_path(name: str) -> Path:

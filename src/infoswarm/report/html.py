@@ -1,6 +1,6 @@
 """A self-contained HTML report over one or more run folders.
 
-:func:`build_report` reads the folders written by ``infoswarm influence``, ``attack``,
+:func:`write_report` reads the folders written by ``infoswarm influence``, ``attack``,
 ``universality``, ``train`` and ``harden`` and writes one HTML page: every figure is embedded as a
 ``data:image/png;base64`` URI, the CSS is inline and there is no script and no URL to fetch, so
 the page opens the same offline, from a mail attachment or from an archive.
@@ -39,7 +39,7 @@ from typing import Any
 from .. import __version__
 from ..errors import InputError
 
-__all__ = ["Run", "Report", "SECTIONS", "load_run", "render_report", "write_report", "build_report"]
+__all__ = ["Run", "Report", "SECTIONS", "load_run", "render_report", "write_report"]
 
 #: Section ids in page order.
 SECTIONS = ("summary", "heatmaps", "gallery", "success-vs-k", "histograms", "comparison", "training",
@@ -551,7 +551,8 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     runs = [load_run(d) for d in dirs]
     _unique_names(runs)
 
-    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r), "figures": _card_figures(r),
+    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
+              "figures": _card_figures(r),
               "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
              for r in runs]
     attacks = [r for r in runs if r.kind == "attack"]
@@ -604,7 +605,9 @@ def is_report(path: Path) -> bool:
 def write_report(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Report:
     """Build the page (see :func:`render_report`) and write it atomically to ``out``: a temporary
     file in the same folder is renamed over ``out`` only when complete (an existing file is
-    replaced). Returns the path, section ids and runs."""
+    replaced). Returns the path, section ids and runs. Raises :class:`InputError` for a missing
+    folder, a folder without ``summary.json``, an unreadable summary, CSV or ``adversarial.npz``,
+    or an ``out`` that is a folder or cannot be written."""
     dirs = list(run_dirs)
     for d in dirs:  # cheap checks of every input before any work
         load_run(d)
@@ -627,10 +630,3 @@ def write_report(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathL
         raise
     return Report(path=path, sections=sections, runs=runs)
 
-
-def build_report(run_dirs: list[Path], out: Path) -> Path:
-    """Read the run folders ``run_dirs`` and write one self-contained HTML page to ``out``
-    (atomically); returns ``out``. Raises :class:`InputError` for a missing folder, a folder
-    without ``summary.json``, an unreadable summary, CSV or ``adversarial.npz``, or an ``out``
-    that is a folder or cannot be written."""
-    return write_report(run_dirs, out).path
