@@ -44,12 +44,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
-
 from infoswarm import data, zoo  # noqa: E402
 from infoswarm.attacks import JSMA, MFIPSO, PGD0, OnePixel, SparseRS, SparseSwarm  # noqa: E402
 from infoswarm.attacks.base import probs_of  # noqa: E402
 from infoswarm.attacks.result import wilson  # noqa: E402
+
+from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
 
 METHODS = ("sparse-swarm", "sparse-rs", "pgd0", "onepixel", "jsma", "mfipso-paper", "random")
 MODES = ("untargeted", "targeted", "targeted-p90")

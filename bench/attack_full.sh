@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The sparse-attack benchmark behind BENCHMARKS.md (issue 11), sized for 2 CPU cores in about an
-# hour: two streams run side by side (A: mnist-cnn; B: CIFAR-10, Fashion-MNIST, the PGD-trained
+# The sparse-attack benchmark behind BENCHMARKS.md (issue 11), sized for 2 shared CPU cores in
+# about an hour (50-100 images per model, fewer k and budgets than the full plan): two streams run side by side (A: mnist-cnn; B: CIFAR-10, Fashion-MNIST, the PGD-trained
 # MNIST model), each writing its own file; the sections are then copied into BENCHMARKS.md with
 # `python bench/merge_sections.py`. Re-running a stream repeats it (one seed, no resume).
 #   PGD_MODEL: weights of mnist-cnn fine-tuned with `infoswarm harden --method pgd` (see RESULTS.md
@@ -10,32 +10,34 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/bench-attack}
 PGD_MODEL=${PGD_MODEL:-runs/mnist-pgd/model.safetensors}
 mkdir -p "$OUT"
-B="$PY bench/attack.py --images 100"
+A="$PY bench/attack.py"
 stream_a() {
-  $B --out "$OUT/a.md" --section attack-mnist --models mnist-cnn --ks 1,3,5,10,20 --budgets 1000 \
-     --modes untargeted,targeted --methods sparse-swarm,sparse-rs,pgd0,onepixel,jsma,random
-  $B --out "$OUT/a.md" --section attack-mnist-p90 --models mnist-cnn --ks 20 --budgets 10000 \
+  $A --images 100 --out "$OUT/a.md" --section attack-mnist --models mnist-cnn --ks 10,20,5,3,1 --budgets 1000 \
+     --modes untargeted --methods sparse-swarm,sparse-rs,pgd0,jsma,random
+  $A --images 100 --out "$OUT/a.md" --section attack-mnist-targeted --models mnist-cnn --ks 10,20,5 --budgets 1000 \
+     --modes targeted --methods sparse-swarm,sparse-rs,pgd0,jsma,random
+  $A --images 50 --out "$OUT/a.md" --section attack-mnist-p90 --models mnist-cnn --ks 20 --budgets 10000 \
      --modes targeted-p90 --methods sparse-swarm,sparse-rs,random
-  $B --out "$OUT/a.md" --section attack-mnist-10k --models mnist-cnn --ks 1,3 --budgets 10000 \
+  $A --images 50 --out "$OUT/a.md" --section attack-mnist-10k --models mnist-cnn --ks 3 --budgets 10000 \
      --modes untargeted --methods sparse-swarm,sparse-rs,random
-  $B --out "$OUT/a.md" --section attack-ablation --models mnist-cnn --budgets 1000 --ablation
-  # the paper preset on the mnist-cnn training selection, both measures (reduced: first 1,500 images)
-  $PY -m infoswarm attack --dataset mnist --model mnist-cnn --split train --limit 1500 --preset paper \
-     --out "$OUT/paper-mnist-train" --overwrite
+  $A --images 50 --out "$OUT/a.md" --section attack-ablation --models mnist-cnn --budgets 1000 --ablation
 }
 stream_b() {
-  $B --out "$OUT/b.md" --section attack-cifar10 --models cifar10-cnn --ks 5,10,20 --budgets 1000 \
+  $A --images 50 --out "$OUT/b.md" --section attack-cifar10 --models cifar10-cnn --ks 5,10,20 --budgets 1000 \
      --modes untargeted --methods sparse-swarm,sparse-rs,pgd0,random
-  $B --out "$OUT/b.md" --section attack-fashion --models fashion-cnn --ks 1,5,10,20 --budgets 1000 \
-     --modes untargeted,targeted --methods sparse-swarm,sparse-rs,pgd0,onepixel,random
+  $A --images 50 --out "$OUT/b.md" --section attack-fashion --models fashion-cnn --ks 1,5,10,20 --budgets 1000 \
+     --modes untargeted --methods sparse-swarm,sparse-rs,pgd0,random
   if [ -f "$PGD_MODEL" ]; then
-    $B --out "$OUT/b.md" --section attack-mnist-pgd --models "mnist-pgd=mnist-cnn:$PGD_MODEL" --ks 5,10,20 \
-       --budgets 1000 --modes untargeted,targeted --methods sparse-swarm,sparse-rs,pgd0,random
+    $A --images 50 --out "$OUT/b.md" --section attack-mnist-pgd --models "mnist-pgd=mnist-cnn:$PGD_MODEL" \
+       --ks 5,10,20 --budgets 1000 --modes untargeted --methods sparse-swarm,sparse-rs,pgd0,random
   fi
-  $B --out "$OUT/b.md" --section attack-mnist-paper --models mnist-cnn --ks 10,20 --budgets 1000 \
-     --modes untargeted --methods mfipso-paper,random
-  $PY bench/attack.py --images 50 --out "$OUT/b.md" --section attack-cifar10-targeted --models cifar10-cnn \
-     --ks 10,20 --budgets 1000 --modes targeted --methods sparse-swarm,sparse-rs,pgd0,random
+  $A --images 50 --out "$OUT/b.md" --section attack-targeted-others --models fashion-cnn,cifar10-cnn --ks 10,20 \
+     --budgets 1000 --modes targeted --methods sparse-swarm,sparse-rs,random
+  $A --images 100 --out "$OUT/b.md" --section attack-mnist-more --models mnist-cnn --ks 1,10 --budgets 1000 \
+     --modes untargeted --methods onepixel,mfipso-paper,random
+  # the paper preset on the mnist-cnn training selection, both measures (reduced: first 1,000 images)
+  $PY -m infoswarm attack --dataset mnist --model mnist-cnn --split train --limit 1000 --preset paper \
+     --out "$OUT/paper-mnist-train" --overwrite
 }
 case "${1:-both}" in
   a) stream_a ;;

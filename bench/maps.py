@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine_line, md_table, replace_section  # noqa: E402
-
 from infoswarm import data, maps, zoo  # noqa: E402
+
+from common import command_line, machine_line, md_table, replace_section  # noqa: E402
 
 SECTION = "maps"
 MODELS = {"mnist": "mnist-cnn", "fashion-mnist": "fashion-cnn", "cifar10": "cifar10-cnn"}

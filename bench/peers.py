@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,11 +42,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
-
 from infoswarm import data, zoo  # noqa: E402
 from infoswarm.attacks import SparseRS, SparseSwarm  # noqa: E402
 from infoswarm.stats import wilson  # noqa: E402
+
+from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
 
 METHODS = ("random", "torchattacks-onepixel", "art-pixel", "sparse-swarm", "sparse-swarm-uniform", "sparse-rs")
 SECTION = "attack-peers"

@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_table, replace_section  # noqa: E402
-
 from infoswarm import data, influence, outliers, sensitivity, zoo  # noqa: E402
 from infoswarm.stats import wilson  # noqa: E402
+
+from common import md_table, replace_section  # noqa: E402
 
 SECTION = "sensitivity"
 Z = 1.959964

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from infoswarm import cli, influence as inf, maps, outliers, sensitivity
+from infoswarm import cli, maps, outliers, sensitivity
+from infoswarm import influence as inf
 from infoswarm.errors import InputError
 
 
@@ -74,7 +75,7 @@ def test_deletion_curves_match_a_loop(tiny, how):
             xk[:, order[:k]] = target[i].view(2, -1)[:, order[:k]]
             pk = probs(model, xk.view(1, 2, 4, 4))[0]
             assert drop[i, k].item() == pytest.approx(float(p0 - pk[c[i]]), abs=1e-12)
-            odds = lambda q: float(torch.log(q[c[i]]) - torch.log1p(-q[c[i]]))  # noqa: E731
+            odds = lambda q, ci=c[i]: float(torch.log(q[ci]) - torch.log1p(-q[ci]))  # noqa: E731
             assert lodrop[i, k].item() == pytest.approx(odds(probs(model, x[i: i + 1])[0]) - odds(pk), abs=1e-8)
             assert int(pred[i, k]) == int(pk.argmax())
     assert torch.all(drop[:, 0] == 0)
@@ -131,7 +132,8 @@ def test_curves_refuse_bad_shapes(tiny):
 
 def test_replacements():
     x = torch.tensor([[[[0.2, 0.7], [0.5, 0.0]]]], dtype=torch.float64)
-    assert torch.equal(maps.replacement_values(x, "box"), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=torch.float64))
+    want = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=torch.float64)
+    assert torch.equal(maps.replacement_values(x, "box"), want)
     const = torch.full((1, 3, 6, 6), 0.3)
     torch.testing.assert_close(maps.gaussian_blur(const), const)
     spike = torch.zeros(1, 1, 9, 9, dtype=torch.float64)

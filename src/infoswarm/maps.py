@@ -301,12 +301,14 @@ checked against that file by the tests."""
 DEFAULT_MAP_REASON = (
     "saliency |d log p_c/dx| is best or tied with the best (paired 95 % interval of the AUC difference "
     "containing 0) in 4 of the 6 deletion settings and 2 of the 4 insertion settings of bench/maps.py "
-    "(MNIST, Fashion-MNIST, CIFAR-10; 200 correctly classified test images each, 30 for CIFAR-10 insertion; the k = 1..50 top pixels set to "
-    "the opposite corner of [0, 1] or to a blurred value, or restored from that baseline), more than any other map. "
+    "(MNIST, Fashion-MNIST, CIFAR-10; 200 correctly classified test images each, 30 for CIFAR-10 insertion; "
+    "the k = 1..50 top pixels set to the opposite corner of [0, 1] or to a blurred value, or restored from that "
+    "baseline), more than any other map. "
     "E.g. MNIST deletion, opposite corner: saliency 0.352 [0.312, 0.392] against 0.231 for the best FI map (the "
     "authors' eps-FI) and 0.080 for random. Where it loses: Fashion-MNIST deletion with the opposite corner, exact "
     "3x3 window FI 0.367 [0.331, 0.402] (saliency 0.313); CIFAR-10 deletion with the opposite corner, the random "
-    "map 0.465 [0.430, 0.500] (saliency 0.411); MNIST insertion from the blurred image, gradient x input 0.405 [0.369, 0.441] (saliency 0.348); "
+    "map 0.465 [0.430, 0.500] (saliency 0.411); MNIST insertion from the blurred image, gradient x input "
+    "0.405 [0.369, 0.441] (saliency 0.348); "
     "CIFAR-10 insertion from the opposite-corner image, the authors' eps-FI 0.001 [-0.021, 0.023] (saliency -0.021; "
     "random is tied with it). Gradient x input comes second (best or tied in 2 deletion and 3 insertion settings). "
     "Insertion from the opposite-corner image is a failed test on MNIST and Fashion-MNIST (every map, random "
@@ -355,7 +357,8 @@ def heatmaps_for_report(model: nn.Module, x: torch.Tensor, cls: ClassSpec, y: to
 
     name = choose_map(map_name, unit, window, eps, eps_scale)
     if name == "fi":
-        heat = pixel_fi(model, x, cls, y=y, unit=unit, window=window, eps=eps, eps_scale=eps_scale,
+        heat = pixel_fi(model, x, cls, y=y, unit="element" if unit == "element" else "pixel", window=window,
+                        eps=eps, eps_scale=eps_scale,
                         batch_size=batch_size).cpu()
         label = f"exact FI ({unit}, window {window})" if eps is None else f"ε-FI (ε={eps:g}, {unit}, window {window})"
         info = {"name": label, "class": cls, "unit": unit, "window": window, "eps": eps, "eps_scale": eps_scale,
@@ -372,7 +375,7 @@ def heatmaps_for_report(model: nn.Module, x: torch.Tensor, cls: ClassSpec, y: to
     ref, c = attribution_maps(model, x, others, cls, y=y, batch_size=batch_size, seed=seed)
     k = min(k_max, x.shape[-1] * x.shape[-2])
     curves, auc, in_curves, in_auc = {}, {}, {}, {}
-    for label, m in [(info["name"], loc), *[(o if o != "pixel-fi" else "exact pixel FI", ref[o]) for o in others]]:
+    for label, m in [(str(info["name"]), loc), *[(o if o != "pixel-fi" else "exact pixel FI", ref[o]) for o in others]]:
         drop, _, _ = deletion_curves(model, x, c, m.to(x.device), "box", k)
         curves[label] = drop.mean(0).tolist()
         auc[label] = float(deletion_auc(drop).mean())
