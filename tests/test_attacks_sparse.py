@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from infoswarm.attacks._sparse import _apply, _loss
 from infoswarm.attacks.base import probs_of
-from infoswarm.attacks.onepixel import OnePixel, _apply, _loss
+from infoswarm.attacks.onepixel import OnePixel
 from infoswarm.attacks.sparse_rs import SparseRS, alpha_schedule
 from infoswarm.criteria import Criterion
 from infoswarm.errors import InputError
