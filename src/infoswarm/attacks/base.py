@@ -97,10 +97,10 @@ def _clean_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
 def _model_device(model: nn.Module) -> torch.device | None:
     """The device of the model's first parameter or buffer (None for a model without either,
     e.g. a query-only callable: the inputs then stay where they are)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return None
 
 

@@ -88,7 +88,8 @@ class FGSM(Attack):
         random_start: start from x + U(−eps, eps) (then take the eps step and project back).
         seed: seeds the random start together with each image's position (see :class:`.Attack`).
 
-    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with
+    x [N,C,H,W] float in [0,1], y [N] int labels ->
     :class:`AttackResult`. queries = 2 per image: one forward+backward pass for the gradient
     and one forward pass to judge the result.
     """

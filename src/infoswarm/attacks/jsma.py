@@ -53,7 +53,8 @@ class JSMA(Attack):
 
     Deterministic (no random numbers: ``offset`` changes nothing).
 
-    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with
+    x [N,C,H,W] float in [0,1], y [N] int labels ->
     :class:`AttackResult` whose ``indices`` [N, pixels] list the chosen locations h·W + w in
     choice order (−1 padding). queries per image = forward+Jacobian passes spent on it (an
     image that fails after using its whole budget gets one more, the final judgement).

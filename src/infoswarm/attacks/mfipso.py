@@ -159,6 +159,7 @@ class MFIPSO(Attack):
             loc = torch.argsort(score, dim=1, descending=True, stable=True)[:, : self.pixels]   # [N, k]
             ent = (torch.arange(c, device=x.device).view(1, 1, c) * h * w + loc.unsqueeze(-1)).flatten(1)
             return ent, loc
+        assert self.fi_threshold is not None                  # the constructor takes exactly one of the two
         score = self._scores(x, cls, "element", offset).flatten(1)                             # [N, CHW]
         keep = score >= self.fi_threshold
         m = max(int(keep.sum(1).max()), 1)
@@ -169,10 +170,10 @@ class MFIPSO(Attack):
         return ent, pix
 
     def _swarm(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, ent: torch.Tensor,
-               active: torch.Tensor, iterations: int, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               active: torch.Tensor, iterations: int, seeds: list[int]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One swarm over the images in ``active`` (image i's stream seeded with seeds[i]);
         returns (δ [N,m], success [N], queries [N])."""
-        n = x.shape[0]
         flat = x.flatten(1)
         valid = ent >= 0
         safe = ent.clamp(min=0)

@@ -58,7 +58,8 @@ class OnePixel(Attack):
             depend on the batch or the chunking).
         batch_size: candidate images per model call.
 
-    Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an :class:`AttackResult`; ``indices`` [N, pixels] holds the
+    Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an
+    :class:`AttackResult`; ``indices`` [N, pixels] holds the
     encoded locations h·W + w of the returned candidate (−1 for a repeated location, and for
     images returned unchanged); ``queries`` [N] ≤ population × (iterations + 1).
     """

@@ -35,7 +35,8 @@ class PGD(Attack):
         min_prob, max_prob: success also needs the judged class's probability in this window.
         seed: seeds the random start together with each image's position (see :class:`.Attack`).
 
-    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with
+    x [N,C,H,W] float in [0,1], y [N] int labels ->
     :class:`AttackResult`. queries per image = model passes spent on it: one per evaluated
     iterate (forward+backward counts as one); an image that succeeds at iterate i (0 = the
     start) costs i+1; one that never succeeds costs steps+1 (the last is the final judgement).

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import nn

@@ -70,7 +70,8 @@ class SparseRS(Attack):
         batch_size: candidate images per model call. Default 1024, the fastest batch of
             `bench/throughput.py` (BENCHMARKS.md); results do not depend on it.
 
-    Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an :class:`AttackResult`; ``indices`` [N, k] holds the
+    Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an
+    :class:`AttackResult`; ``indices`` [N, k] holds the
     locations h·W + w of the returned perturbation (all −1 for images returned unchanged).
     """
 

@@ -140,7 +140,8 @@ class SparseSwarm(Attack):
             raise InputError(f"unknown values {values!r}", f"use one of {', '.join(VALUES)}")
         for name, v, lo_ok in (("prior_mix", prior_mix, True), ("social", social, True), ("p_init", p_init, False)):
             if not isinstance(v, (int, float)) or not ((0 <= v) if lo_ok else (0 < v)) or v > 1:
-                raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}", f"pass e.g. {name}=0.5")
+                raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}",
+                                 f"pass e.g. {name}=0.5")
         super().__init__(as_model(model, outputs), target=target, min_prob=min_prob, max_prob=max_prob, seed=seed,
                          batch_size=batch_size)
         if prior == "auto":
@@ -272,7 +273,8 @@ class SparseSwarm(Attack):
             if greedy_code is not None:             # "gain": particle 0 starts at the linearised best
                 g_loc = logw[idx].topk(k, dim=1).indices                   # [b, k]
                 loc[idx, 0] = g_loc
-                val[idx, 0] = fresh(idx, kk, 0, 1, g_loc.unsqueeze(1), greedy_code[idx].gather(1, g_loc).unsqueeze(1))[:, 0]
+                g_code = greedy_code[idx].gather(1, g_loc).unsqueeze(1)
+                val[idx, 0] = fresh(idx, kk, 0, 1, g_loc.unsqueeze(1), g_code)[:, 0]
             lv, ok = evaluate(idx, loc[idx, :p0], val[idx, :p0])
             loss[idx, :p0] = lv
             done[idx] |= ok.any(1)
@@ -353,7 +355,8 @@ class SparseSwarm(Attack):
                 if idx.numel() == 0:
                     break
             fl = torch.where(keep, cand, cand.gather(1, anchor))
-            fv = torch.where(keep.unsqueeze(-1), val[idx], val[idx].gather(1, anchor.unsqueeze(-1).expand(-1, -1, val.shape[2])))
+            a_val = val[idx].gather(1, anchor.unsqueeze(-1).expand(-1, -1, val.shape[2]))
+            fv = torch.where(keep.unsqueeze(-1), val[idx], a_val)
             _, ok = _score(self.model, x, idx, fl, fv, y, target, self.criterion, self.batch_size, self.loss)
             queries[idx] += 1
             loc[idx] = torch.where(ok.unsqueeze(1), cand, loc[idx])
