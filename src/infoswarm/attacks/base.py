@@ -17,6 +17,8 @@ one intra-op thread: every model call is padded to :data:`MIN_ROWS` rows).
 
 from __future__ import annotations
 
+import inspect
+import operator
 import time
 from dataclasses import dataclass
 from typing import Any, final
@@ -41,10 +43,13 @@ tensor [N]); :class:`~infoswarm.attacks.MFIPSO` also takes ``"confusion"``."""
 
 
 def check_seed(seed: int) -> int:
-    """An int seed or an :class:`InputError` naming ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed must be an int, got {seed!r}", "pass e.g. seed=0")
-    return seed
+    """An integer seed (a Python or numpy int) as an int, or an :class:`InputError` naming ``seed``."""
+    if not isinstance(seed, bool):
+        try:
+            return operator.index(seed)
+        except TypeError:
+            pass
+    raise InputError(f"seed must be an int, got {seed!r}", "pass e.g. seed=0")
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -225,8 +230,15 @@ class Attack:
 
 
 def takes_offset(attack: Any) -> bool:
-    """Whether ``attack(x, y, offset=...)`` is accepted: true for every :class:`Attack`."""
-    return isinstance(attack, Attack)
+    """Whether ``attack(x, y, offset=...)`` is accepted: true for every :class:`Attack` (the
+    contract); for another callable (a caller's own wrapper), whether its signature names
+    ``offset``."""
+    if isinstance(attack, Attack):
+        return True
+    try:
+        return "offset" in inspect.signature(attack).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @torch.no_grad()
