@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from infoswarm.attacks._sparse import _apply, _loss
 from infoswarm.attacks.base import probs_of
-from infoswarm.attacks.onepixel import OnePixel, _apply, _loss
+from infoswarm.attacks.onepixel import OnePixel
 from infoswarm.attacks.sparse_rs import SparseRS, alpha_schedule
 from infoswarm.criteria import Criterion
 from infoswarm.errors import InputError
@@ -175,7 +176,7 @@ def test_batched_equals_one_at_a_time_and_seeds_repeat(mixed, make):
     for f in ("x_adv", "indices", "queries", "success"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
     for i in range(len(x)):
-        one = make(model, 3)(x[i: i + 1], y[i: i + 1])
+        one = make(model, 3)(x[i: i + 1], y[i: i + 1], offset=i)    # image i draws from (seed, i)
         for f in ("x_adv", "indices", "queries", "success"):
             assert torch.equal(getattr(one, f)[0], getattr(a, f)[i]), (i, f)
         # finalize's fresh forward pass on a single image may round differently in the last bits
@@ -208,7 +209,7 @@ def test_colour_images_and_float64_models(tiny):
             assert res.x_adv.dtype == torch.float64
             assert torch.equal(res.success, fresh_success(model, res, classes=6))
             for i in range(len(x)):
-                one = attack(x[i: i + 1], y[i: i + 1])
+                one = attack(x[i: i + 1], y[i: i + 1], offset=i)
                 assert torch.equal(one.x_adv[0], res.x_adv[i]) and torch.equal(one.queries[0], res.queries[i])
             if isinstance(attack, SparseRS):
                 lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)

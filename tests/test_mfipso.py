@@ -78,7 +78,7 @@ def test_same_seed_same_output_and_batch_invariance(mnist):
     b = MFIPSO(model, pixels=3, seed=7, **SMALL)(x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
     for i in (0, 3):
-        one = MFIPSO(model, pixels=3, seed=7, **SMALL)(x[i: i + 1], y[i: i + 1])
+        one = MFIPSO(model, pixels=3, seed=7, **SMALL)(x[i: i + 1], y[i: i + 1], offset=i)
         torch.testing.assert_close(one.x_adv[0], a.x_adv[i], rtol=0, atol=1e-6)
         assert one.queries[0] == a.queries[i]
 

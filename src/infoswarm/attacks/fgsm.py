@@ -2,9 +2,10 @@
 
 Untargeted (``target=None``): ascend the cross-entropy of the true label y.
 Targeted (a class index per image, or ``"second"``): descend the cross-entropy of the target.
-With ``random_start`` the step starts from a point drawn uniformly in the L∞ eps ball (a seeded
-``torch.Generator``, so equal seeds give equal results) and the result is projected back onto
-the eps ball around x intersected with [0, 1].
+With ``random_start`` the step starts from a point drawn uniformly in the L∞ eps ball (counter-based
+uniforms per image, seeded with (seed, the image's position in the caller's list), so equal seeds
+give equal results whatever the chunking) and the result is projected back onto the eps ball
+around x intersected with [0, 1].
 
 The helpers :func:`objective`, :func:`project` and :func:`uniform_start` are shared with :mod:`.pgd`.
 """
@@ -12,16 +13,18 @@ The helpers :func:`objective`, :func:`project` and :func:`uniform_start` are sha
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, evaluating, prepare
-from .result import AttackResult, finalize
+from ._forward import padded_logits
+from ._rng import image_keys, uniforms
+from .base import Attack, Call, TargetSpec, check_seed
+from .result import AttackResult
+
+__all__ = ["FGSM", "check_eps", "check_seed", "loss_grad", "objective", "project", "uniform_start"]
 
 
 def check_eps(eps: float, name: str = "eps") -> float:
@@ -31,12 +34,6 @@ def check_eps(eps: float, name: str = "eps") -> float:
     if eps > 1:
         raise InputError(f"{name} must be at most 1 (images lie in [0, 1]), got {eps!r}", f"pass e.g. {name}=8/255")
     return float(eps)
-
-
-def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed must be an int, got {seed!r}", "pass e.g. seed=0")
-    return seed
 
 
 def objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
@@ -53,10 +50,11 @@ def objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
 def loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
               flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward + backward pass: (logits [N,K] detached, ∇ₓ objective [N,C,H,W]).
-    Images are independent (model in eval mode), so the batch gradient is per image."""
+    Images are independent (model in eval mode), so the batch gradient is per image; calls are
+    padded to :data:`.base.MIN_ROWS` rows (results do not depend on the batch)."""
     with torch.enable_grad():
         xa = x.detach().clone().requires_grad_(True)
-        logits = model(xa)
+        logits = padded_logits(model, xa)
         (grad,) = torch.autograd.grad(objective(logits, y, target, flip).sum(), xa)
     return logits.detach(), grad
 
@@ -66,14 +64,17 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
 
 
-def uniform_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-    """x + U(−eps, eps) noise from a CPU generator seeded with ``seed``, projected to [0,1]."""
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+def uniform_start(x: torch.Tensor, eps: float, seed: int, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """x [N,C,H,W] + U(−eps, eps) noise, projected to [0,1] ∩ the eps ball. Image i's noise is
+    a function of (seed, offset[i]) only (counter-based uniforms, :mod:`._rng`); ``offset`` [N]
+    are the images' positions in the caller's list (default 0..N−1)."""
+    pos = torch.arange(x.shape[0]) if offset is None else offset
+    keys = image_keys(seed, pos.to(torch.long)).to(x.device)
+    noise = uniforms(keys, 0, 0, tuple(x.shape[1:])).to(x.dtype)
     return project(x + (2.0 * noise - 1.0) * eps, x, eps)
 
 
-class FGSM:
+class FGSM(Attack):
     """Fast gradient sign method, batched (torchattacks-like: ``FGSM(model, ...)(x, y)``).
 
     Args:
@@ -85,9 +86,10 @@ class FGSM:
             the best wrong class) in [min_prob, max_prob]. FGSM does not aim for the window; it
             is only used when judging success.
         random_start: start from x + U(−eps, eps) (then take the eps step and project back).
-        seed: seeds the random start (a CPU ``torch.Generator``).
+        seed: seeds the random start together with each image's position (see :class:`.Attack`).
 
-    Call: ``attack(x, y)`` with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with
+    x [N,C,H,W] float in [0,1], y [N] int labels ->
     :class:`AttackResult`. queries = 2 per image: one forward+backward pass for the gradient
     and one forward pass to judge the result.
     """
@@ -96,19 +98,16 @@ class FGSM:
                  min_prob: float | None = None, max_prob: float | None = None,
                  random_start: bool = False, seed: int = 0) -> None:
         self.eps = check_eps(eps)
-        self.seed = check_seed(seed)
-        self.criterion = Criterion(min_prob, max_prob)
-        self.criterion.validate()
-        self.model, self.target, self.random_start = model, target, bool(random_start)
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
+        self.random_start = bool(random_start)
 
-    @evaluating(True)
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
-        started = time.perf_counter()
-        _, y, target = prepare(self.model, x, y, self.target)
-        x = x.detach()
-        start = uniform_start(x, self.eps, self.seed) if self.random_start else x
+    def _needs_gradient(self) -> bool:
+        return True
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
+        start = uniform_start(x, self.eps, self.seed, offset) if self.random_start else x
         _, grad = loss_grad(self.model, start, y, target)
         x_adv = project(start + self.eps * grad.sign(), x, self.eps)
         queries = torch.full((x.shape[0],), 2, dtype=torch.long, device=x.device)
-        return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started)
+        return self._finish(x, x_adv, y, target, queries)

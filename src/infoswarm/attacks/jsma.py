@@ -24,19 +24,19 @@ judged class's probability is already above ``max_prob``: only more of the same 
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
 
-from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, evaluating, prepare
+from ._forward import padded_logits
+from ._sparse import _check_size
+from .base import Attack, Call, TargetSpec
 from .fgsm import check_eps
-from .result import AttackResult, finalize
+from .result import AttackResult
 
 
-class JSMA:
+class JSMA(Attack):
     """Jacobian saliency map attack, batched (``JSMA(model, ...)(x, y)``).
 
     Args:
@@ -51,7 +51,10 @@ class JSMA:
         min_prob, max_prob: success also needs the judged class's probability in this window.
         eps: L∞ bound around x (pixel units), > 0; the default 1.0 leaves only [0, 1].
 
-    Call: ``attack(x, y)`` with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    Deterministic (no random numbers: ``offset`` changes nothing).
+
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with
+    x [N,C,H,W] float in [0,1], y [N] int labels ->
     :class:`AttackResult` whose ``indices`` [N, pixels] list the chosen locations h·W + w in
     choice order (−1 padding). queries per image = forward+Jacobian passes spent on it (an
     image that fails after using its whole budget gets one more, the final judgement).
@@ -67,20 +70,16 @@ class JSMA:
             raise InputError(f"theta must be a nonzero number, got {theta!r}",
                              "pass theta=1.0 to raise pixel values or theta=-1.0 to lower them")
         self.eps = check_eps(eps)
-        self.criterion = Criterion(min_prob, max_prob)
-        self.criterion.validate()
-        self.model, self.pixels, self.theta, self.target = model, pixels, float(theta), target
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob)
+        self.pixels, self.theta = pixels, float(theta)
 
-    @evaluating(True)
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
-        started = time.perf_counter()
-        _, y, target = prepare(self.model, x, y, self.target)
-        x = x.detach()
+    def _needs_gradient(self) -> bool:
+        return True
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         n, c, h, w = x.shape
-        if self.pixels > h * w:
-            raise InputError(f"pixels={self.pixels} exceeds the {h}x{w} = {h * w} pixels of an image",
-                             f"pass at most {h * w}")
+        _check_size(self.pixels, x)
         s = 1.0 if self.theta > 0 else -1.0
         lo = (x - self.eps).clamp(min=0.0).view(n, c, h * w)
         hi = (x + self.eps).clamp(max=1.0).view(n, c, h * w)
@@ -99,7 +98,7 @@ class JSMA:
             xi, yi, ti = cur[idx].view(-1, c, h, w), y[idx], target[idx]
             with torch.enable_grad():  # one forward serves the judgement and both VJPs
                 xa = xi.clone().requires_grad_(True)
-                z = self.model(xa)
+                z = padded_logits(self.model, xa)
                 probs = torch.softmax(z.detach().double(), -1)
                 # judged = the target, or (untargeted) the best wrong class right now
                 ok, _, judged, p_j = self.criterion.evaluate(probs, yi, ti)
@@ -147,5 +146,4 @@ class JSMA:
             used[g_idx, best] = True
         queries[active] += 1  # budget spent: the final iterate is judged by finalize
         x_adv = cur.view(n, c, h, w)
-        return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
-                        indices=chosen)
+        return self._finish(x, x_adv, y, target, queries, indices=chosen)

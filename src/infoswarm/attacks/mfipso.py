@@ -11,25 +11,25 @@ as target and ``restart_iterations`` more iterations (the paper's rule).
 
 from __future__ import annotations
 
-import hashlib
-import time
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from .. import influence
-from ..criteria import Criterion
 from ..errors import InputError
 from ..swarm import SwarmConfig, minimize
-from .base import TargetSpec, evaluating, prepare, probs_of
-from .result import AttackResult, finalize
+from ._forward import probs_of
+from ._rng import image_generators, image_seed
+from .base import Attack, Call, TargetSpec, resolve_target
+from .result import AttackResult
+
+__all__ = ["MFIPSO", "Selection", "confusion_counts", "image_seed"]
 
 Selection = Literal["fi", "fi-eps", "saliency", "random"]
-Offset = int | torch.Tensor   # where a call's images sit in the caller's list (see MFIPSO.__call__)
 
 
-class MFIPSO:
+class MFIPSO(Attack):
     """The customised sparse attack (torchattacks-like: ``MFIPSO(model, ...)(x, y)``).
 
     Args:
@@ -41,6 +41,9 @@ class MFIPSO:
             (untargeted), or "confusion" with ``confusion=`` a [K,K] count matrix (target = the
             most frequent mistake for the true class when it has ≥ ``confusion_min`` errors,
             else "second").
+        confusion: confusion counts [K, K] (true row, predicted column; e.g.
+            :func:`confusion_counts`) for target "confusion"; the attribute ``attack.confusion``
+            may also be set after construction.
         min_prob, max_prob: success also needs the judged class's probability in this window.
         eps: L∞ bound (pixel units in [0,1]); bounds="box": δ ∈ [max(−eps, −x), min(eps, 1−x)];
             bounds="paper": δ ∈ [−eps·x, eps·(1−x)] (the authors' code).
@@ -50,13 +53,16 @@ class MFIPSO:
             0..fi_eps_scale: 255 reproduces the authors' CIFAR-10 model, which read raw 0–255
             pixels; 1 = [0, 1] units), "saliency" (|∇ log p_t|),
             "random" (a seeded random choice per image) — for ablations.
-        seed: every image's swarm uses its own stream seeded with this, so results do not
-            depend on the batch an image is in. The "random" selection draws image number g of
-            the caller's list (g = ``offset`` of the call + position in x) from its own stream
-            seeded with (seed, g), so a list attacked in chunks or shards makes the same choices
-            as one call over the whole list.
+        seed: image number g of the caller's list (g = ``offset`` of the call + position in x)
+            draws its swarm's numbers and its "random" selection from streams seeded with
+            (seed, g), so a list attacked in chunks or shards makes the same choices as one call
+            over the whole list, and results do not depend on the batch an image is in.
         batch_size: images per model call when evaluating particles. Default 1024, the fastest batch of
             `bench/throughput.py` (BENCHMARKS.md).
+
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`). When the
+    target was chosen by the attack ("second", "confusion"), images still correctly classified
+    after the swarm restart with the best wrong class as their target.
     """
 
     def __init__(self, model: nn.Module, pixels: int | None = None, fi_threshold: float | None = None,
@@ -83,43 +89,53 @@ class MFIPSO:
             raise InputError(f"unknown selection {selection!r}", "use fi, fi-eps, saliency or random")
         if bounds not in ("box", "paper"):
             raise InputError(f"unknown bounds {bounds!r}", "use box or paper")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be positive, got {batch_size}", "pass 1 or more")
-        self.criterion = Criterion(min_prob, max_prob)
-        self.criterion.validate()
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed, batch_size=batch_size)
         self.swarm = SwarmConfig(particles=particles, iterations=iterations, w=w, c1=c1, c2=c2,
                                  vmax_frac=vmax_frac)
         self.swarm.validate()
-        self.model, self.pixels, self.fi_threshold = model, pixels, fi_threshold
-        self.target, self.eps, self.restart = target, float(eps), restart
+        self.pixels, self.fi_threshold = pixels, fi_threshold
+        self.eps, self.restart = float(eps), restart
         self.restart_iterations, self.selection, self.bounds = restart_iterations, selection, bounds
         self.lam = lam if lam is not None else (1.0 if (min_prob or max_prob) else 255.0)
         influence.check_eps(fi_eps, fi_eps_scale)
-        self.seed, self.fi_eps, self.batch_size = seed, fi_eps, batch_size
+        self.fi_eps = fi_eps
         self.fi_eps_scale = float(fi_eps_scale)
-        self.confusion, self.confusion_min = confusion, confusion_min
+        self.confusion: Any = confusion
+        self.confusion_min = confusion_min
 
     # ---------------------------------------------------------------------------------------
 
-    def _targets(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.target, str) and self.target == "confusion":
-            if self.confusion is None:
-                raise InputError('target="confusion" needs a confusion count matrix',
-                                 "pass confusion=counts [K,K] (see infoswarm.attacks.confusion_counts)")
-            _, _, second = prepare(self.model, x, y, "second")
-            counts = torch.as_tensor(self.confusion, device=x.device).clone()
-            counts.fill_diagonal_(-1)
-            best = counts[y].argmax(1)
-            ok = counts[y].gather(1, best.view(-1, 1)).view(-1) >= self.confusion_min
-            return torch.where(ok, best, second)
-        _, _, t = prepare(self.model, x, y, self.target)
-        return t
+    def _needs_gradient(self) -> bool:
+        return self.selection != "random"
 
-    def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str, offset: Offset = 0) -> torch.Tensor:
+    def _resolve_target(self, spec: TargetSpec, clean: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Targets [N]: :func:`.base.resolve_target`, plus ``"confusion"`` (the most frequent
+        mistake for the true class in ``self.confusion`` when it has ≥ ``confusion_min`` errors,
+        else "second")."""
+        if not (isinstance(spec, str) and spec == "confusion"):
+            return resolve_target(spec, clean, y)
+        k = clean.shape[1]
+        if self.confusion is None:
+            raise InputError('target="confusion" needs a confusion count matrix',
+                             "pass confusion=counts [K,K] (see infoswarm.attacks.confusion_counts)")
+        counts = torch.as_tensor(self.confusion, device=y.device)
+        m = counts.shape[0] if counts.dim() == 2 else -1
+        if counts.shape != (m, m) or not 1 <= m <= k or counts.is_floating_point() or counts.dtype == torch.bool:
+            raise InputError(f"confusion must be an integer count matrix [K, K] (K <= {k}, the model's classes), "
+                             f"got {counts.dtype} of shape {tuple(counts.shape)}",
+                             "pass confusion=infoswarm.attacks.confusion_counts(model, x, y)")
+        counts = torch.nn.functional.pad(counts.long(), (0, k - m, 0, k - m))  # classes never seen: no errors
+        second = resolve_target("second", clean, y)
+        counts.fill_diagonal_(-1)
+        best = counts[y].argmax(1)
+        ok = counts[y].gather(1, best.view(-1, 1)).view(-1) >= self.confusion_min
+        return torch.where(ok, best, second)
+
+    def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str, offset: torch.Tensor) -> torch.Tensor:
         """Selection scores: [N, H, W] for unit="pixel", [N, C, H, W] for "element"."""
         if self.selection == "random":
             shape = x.shape[1:] if unit == "element" else x.shape[2:]
-            gens = [torch.Generator().manual_seed(image_seed(self.seed, g)) for g in positions(offset, x.shape[0])]
+            gens = image_generators(self.seed, offset, "")
             return torch.stack([torch.rand(shape, generator=g) for g in gens]).to(x.device) \
                 if gens else torch.empty(0, *shape, device=x.device)
         if self.selection == "saliency":
@@ -132,7 +148,7 @@ class MFIPSO:
         return influence.pixel_fi(self.model, x, cls, unit=unit, eps=eps,  # type: ignore[arg-type]
                                   eps_scale=self.fi_eps_scale)
 
-    def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: Offset = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbed entries as flat indices into C·H·W, [N, m] (−1 padding), and locations."""
         n, c, h, w = x.shape
         if self.pixels is not None:
@@ -143,6 +159,7 @@ class MFIPSO:
             loc = torch.argsort(score, dim=1, descending=True, stable=True)[:, : self.pixels]   # [N, k]
             ent = (torch.arange(c, device=x.device).view(1, 1, c) * h * w + loc.unsqueeze(-1)).flatten(1)
             return ent, loc
+        assert self.fi_threshold is not None                  # the constructor takes exactly one of the two
         score = self._scores(x, cls, "element", offset).flatten(1)                             # [N, CHW]
         keep = score >= self.fi_threshold
         m = max(int(keep.sum(1).max()), 1)
@@ -152,10 +169,11 @@ class MFIPSO:
         pix = torch.where(ent >= 0, ent % (h * w), ent)
         return ent, pix
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, ent: torch.Tensor,
-             active: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One swarm over the images in ``active``; returns (δ [N,m], success [N], queries [N])."""
-        n = x.shape[0]
+    def _swarm(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, ent: torch.Tensor,
+               active: torch.Tensor, iterations: int, seeds: list[int]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One swarm over the images in ``active`` (image i's stream seeded with seeds[i]);
+        returns (δ [N,m], success [N], queries [N])."""
         flat = x.flatten(1)
         valid = ent >= 0
         safe = ent.clamp(min=0)
@@ -181,7 +199,7 @@ class MFIPSO:
             return q.to(pos.dtype), ok
 
         cfg = SwarmConfig(**{**self.swarm.__dict__, "iterations": iterations})
-        res = minimize(objective, lo, hi, cfg, seeds=[self.seed] * n, active=active)
+        res = minimize(objective, lo, hi, cfg, seeds=seeds, active=active)
         return res.position, res.success, res.evaluations
 
     @staticmethod
@@ -190,20 +208,13 @@ class MFIPSO:
         flat.scatter_add_(1, ent.clamp(min=0), torch.where(ent >= 0, delta, 0.0))
         return flat.view_as(x).clamp(0.0, 1.0)
 
-    @evaluating(lambda a: a.selection != "random")
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: Offset = 0) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N].
-
-        ``offset``: position of x[0] in the caller's whole list of images (for chunked or
-        sharded runs), or the positions of all N images as an integer tensor [N] (for a subset
-        that is not contiguous); only the "random" selection depends on it."""
-        started = time.perf_counter()
-        logits, y, _ = prepare(self.model, x, y, None)
-        target = self._targets(logits, x, y)
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         fi_class = torch.where(target >= 0, target, y)
         ent, loc = self._select(x, fi_class, offset)
+        seeds = [image_seed(self.seed, g, "swarm") for g in offset.tolist()]
         all_imgs = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        delta, success, queries = self._run(x, y, target, ent, all_imgs, self.swarm.iterations)
+        delta, success, queries = self._swarm(x, y, target, ent, all_imgs, self.swarm.iterations, seeds)
         x_adv = self._apply(x, ent, delta)
         if self.restart and self.restart_iterations > 0:
             probs = probs_of(self.model, x_adv, self.batch_size)
@@ -212,10 +223,9 @@ class MFIPSO:
                 new_t = target.clone()
                 best_wrong = probs.masked_fill(torch.nn.functional.one_hot(y, probs.shape[1]).bool(),
                                                float("-inf")).argmax(1)
-                auto = not isinstance(self.target, torch.Tensor) and not isinstance(self.target, int)
-                if auto:  # the target was chosen by the attack: switch to the best wrong class
+                if isinstance(call.spec, str):  # the target was chosen by the attack: switch to the best wrong class
                     new_t = torch.where(still & (target >= 0), best_wrong, target)
-                d2, s2, q2 = self._run(x, y, new_t, ent, still, self.restart_iterations)
+                d2, s2, q2 = self._swarm(x, y, new_t, ent, still, self.restart_iterations, seeds)
                 use = still & s2
                 delta = torch.where(use.unsqueeze(1), d2, delta)
                 target = torch.where(use, new_t, target)
@@ -223,26 +233,7 @@ class MFIPSO:
                 x_adv = self._apply(x, ent, delta)
         # L∞ is guaranteed by the bounds; clamp once more against rounding in x + δ.
         x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
-        return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
-                        indices=loc, batch_size=self.batch_size)
-
-
-def positions(offset: Offset, n: int) -> list[int]:
-    """Positions in the caller's list of a call's n images: offset, offset+1, ... for an int,
-    or the n entries of an integer tensor."""
-    if isinstance(offset, torch.Tensor):
-        if offset.shape != (n,) or offset.is_floating_point():
-            raise ValueError(f"offset must be an int or an integer tensor of shape [{n}], got "
-                             f"{offset.dtype} of shape {tuple(offset.shape)}")
-        return [int(g) for g in offset.tolist()]
-    return [int(offset) + j for j in range(n)]
-
-
-def image_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for image ``index`` of a run seeded with ``seed`` (a hash of both, so
-    neighbouring seeds and indices give unrelated streams)."""
-    digest = hashlib.blake2b(f"{int(seed)}/{int(index)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+        return self._finish(x, x_adv, y, target, queries, indices=loc)
 
 
 @torch.no_grad()

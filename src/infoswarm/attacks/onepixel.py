@@ -24,135 +24,26 @@ queries per image = population × (1 + generations run). Images whose clean pred
 meets the criterion are returned unchanged with 0 queries.
 
 Batching: the images' populations are evaluated together in model calls of ``batch_size`` rows;
-each image draws from its own generator seeded with ``seed``, and every model call has at least
-16 rows (CPU GEMM kernels take a different, slightly different-rounding path for a handful of
-rows), so an image's result does not depend on the other images in the batch.
+each image draws from its own generator seeded with (``seed``, the image's position in the
+caller's list, see :class:`.Attack`), and every model call has at least 16 rows (CPU GEMM kernels
+take a different, slightly different-rounding path for a handful of rows), so an image's result
+does not depend on the other images in the batch or on the chunking.
 """
 
 from __future__ import annotations
-
-import time
-from typing import Literal
 
 import torch
 from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, evaluating, prepare
-from .result import AttackResult, finalize
-
-_MIN_ROWS = 16
-
-
-def _check_common(pixels: int, eps: float, batch_size: int, criterion: Criterion) -> None:
-    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
-        raise InputError(f"pixels must be a positive integer, got {pixels!r}", "pass pixels=1 or more")
-    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps <= 1):
-        raise InputError(f"eps must be positive and at most 1, got {eps!r}", "pass eps=1.0 for unbounded values, or e.g. 0.3")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. 1024")
-    criterion.validate()
+from ._rng import image_generators
+from ._sparse import _apply, _box, _check_common, _check_size, _loss, _score
+from .base import Attack, Call, TargetSpec
+from .result import AttackResult
 
 
-def _check_size(pixels: int, x: torch.Tensor) -> None:
-    h, w = x.shape[-2:]
-    if pixels > h * w:
-        raise InputError(f"pixels={pixels} exceeds the {h}x{w} = {h * w} pixels of an image",
-                         f"pass at most {h * w}")
-
-
-def _box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Allowed values per entry: lo = max(0, x − eps), hi = min(1, x + eps), each [N, C, H, W]."""
-    return (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
-
-
-LossKind = Literal["margin", "ce", "paper"]
-LOSSES: tuple[str, ...] = ("margin", "ce", "paper")
-
-
-def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, criterion: Criterion,
-          kind: LossKind = "margin") -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [M, K], y and target [M] -> (loss [M] float64, success [M] bool).
-
-    loss is −1 on success, else (≥ 0): ``"margin"`` the logit margin (untargeted z_y − max_{j≠y}
-    z_j, targeted max_{j≠t} z_j − z_t) plus the window penalties in log-probability units;
-    ``"ce"`` the cross-entropy to the judged class, −log p_j (j = the target, or the best wrong
-    class), plus the same penalties; ``"paper"`` the paper's saturating fitness (the criterion's
-    ``aim``: probability gap plus window distances, in probability units)."""
-    z = logits.double()
-    ok, aim, judged, _ = criterion.evaluate(torch.softmax(z, -1), y, target)
-    if kind == "paper":
-        return torch.where(ok, torch.full_like(aim, -1.0), aim.double()), ok
-    logp = torch.log_softmax(z, -1)
-    k = logp.shape[-1]
-    lp_j = logp.gather(-1, judged.unsqueeze(-1)).squeeze(-1)
-    lp_y = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    others = logp.masked_fill(torch.nn.functional.one_hot(judged, k).bool(), float("-inf")).amax(-1)
-    if kind == "ce":
-        loss = -lp_j
-    else:
-        loss = torch.where(target >= 0, others - lp_j, lp_y - lp_j).clamp(min=0)
-    if criterion.min_prob is not None:
-        loss = loss + (torch.log(torch.tensor(criterion.min_prob, dtype=z.dtype)) - lp_j).clamp(min=0)
-    if criterion.max_prob is not None:
-        loss = loss + (lp_j - torch.log(torch.tensor(criterion.max_prob, dtype=z.dtype))).clamp(min=0)
-    return torch.where(ok, torch.full_like(loss, -1.0), loss), ok
-
-
-@torch.no_grad()
-def _forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
-    """model(xb) with the call padded to at least 16 rows (see the module docstring)."""
-    m = xb.shape[0]
-    if m < _MIN_ROWS:
-        xb = torch.cat([xb, xb[-1:].expand(_MIN_ROWS - m, *xb.shape[1:])])
-    return model(xb)[:m]
-
-
-@torch.no_grad()
-def _score(model: nn.Module, x: torch.Tensor, img: torch.Tensor, loc: torch.Tensor, val: torch.Tensor,
-           y: torch.Tensor, target: torch.Tensor, criterion: Criterion, batch_size: int,
-           kind: LossKind = "margin") -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and success of M candidates, built and evaluated ``batch_size`` at a time.
-
-    x [N, C, H, W]; img [M] the image each candidate perturbs; loc [M, k] flat locations h·W + w;
-    val [M, k, C] their values (rows repeating a location must repeat its value); y, target [N].
-    Returns (loss [M] float64, success [M] bool)."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w)
-    losses, oks = [], []
-    for s in range(0, img.shape[0], batch_size):
-        i = img[s: s + batch_size]
-        li = loc[s: s + batch_size]
-        xb = flat[i].clone()
-        xb.scatter_(2, li.unsqueeze(1).expand(-1, c, -1), val[s: s + batch_size].transpose(1, 2).to(x.dtype))
-        loss, ok = _loss(_forward(model, xb.view(-1, c, h, w)), y[i], target[i], criterion, kind)
-        losses.append(loss)
-        oks.append(ok)
-    if not losses:
-        return torch.zeros(0, dtype=torch.float64, device=x.device), torch.zeros(0, dtype=torch.bool, device=x.device)
-    return torch.cat(losses), torch.cat(oks)
-
-
-def _apply(x: torch.Tensor, loc: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
-    """Write val [N, k, C] at locations loc [N, k] (−1 = none) into a copy of x [N, C, H, W]."""
-    n, c, h, w = x.shape
-    out = x.reshape(n, c, h * w).clone()
-    valid = loc >= 0
-    # unused slots repeat a used slot of their row (or location 0 with its own value), so that
-    # no location receives two different values in the scatter
-    anchor = valid.to(torch.int8).argmax(1, keepdim=True)                      # first used slot
-    a_loc = loc.gather(1, anchor).clamp(min=0)
-    a_val = torch.where(valid.gather(1, anchor).unsqueeze(-1),
-                        val.gather(1, anchor.unsqueeze(-1).expand(-1, -1, c)).to(x.dtype),
-                        out[:, :, 0].unsqueeze(1))
-    loc = torch.where(valid, loc, a_loc)
-    val = torch.where(valid.unsqueeze(-1), val.to(x.dtype), a_val)
-    out.scatter_(2, loc.unsqueeze(1).expand(-1, c, -1), val.transpose(1, 2))
-    return out.view_as(x)
-
-
-class OnePixel:
+class OnePixel(Attack):
     """Differential-evolution one/few-pixel attack, batched over images × population.
 
     Args:
@@ -163,10 +54,12 @@ class OnePixel:
         eps: L∞ bound on the change of a perturbed entry, in [0,1] pixel units; 1.0 = unbounded.
         target: None (untargeted), "second" (most probable wrong class), or class indices [N] / int.
         min_prob, max_prob: success also needs the judged class's probability in this window.
-        seed: seed of every image's own generator (results do not depend on the batch).
+        seed: seeds every image's own generator together with its position (results do not
+            depend on the batch or the chunking).
         batch_size: candidate images per model call.
 
-    Calling ``attack(x, y)`` returns an :class:`AttackResult`; ``indices`` [N, pixels] holds the
+    Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an
+    :class:`AttackResult`; ``indices`` [N, pixels] holds the
     encoded locations h·W + w of the returned candidate (−1 for a repeated location, and for
     images returned unchanged); ``queries`` [N] ≤ population × (iterations + 1).
     """
@@ -176,15 +69,14 @@ class OnePixel:
     def __init__(self, model: nn.Module, pixels: int = 1, population: int = 400, iterations: int = 100,
                  eps: float = 1.0, target: TargetSpec = None, min_prob: float | None = None,
                  max_prob: float | None = None, seed: int = 0, batch_size: int = 1024) -> None:
-        self.criterion = Criterion(min_prob, max_prob)
-        _check_common(pixels, eps, batch_size, self.criterion)
+        _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed, batch_size=batch_size)
         if isinstance(population, bool) or not isinstance(population, int) or population < 4:
             raise InputError(f"population must be an integer >= 4 (DE/rand/1 needs 3 other members), "
                              f"got {population!r}", "pass e.g. population=400")
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise InputError(f"iterations must be a positive integer, got {iterations!r}", "pass e.g. iterations=100")
-        self.model, self.pixels, self.population, self.iterations = model, pixels, population, iterations
-        self.eps, self.target, self.seed, self.batch_size = float(eps), target, int(seed), batch_size
+        self.pixels, self.population, self.iterations, self.eps = pixels, population, iterations, float(eps)
 
     # ---------------------------------------------------------------------------------------
 
@@ -228,18 +120,15 @@ class OnePixel:
         val = val.gather(1, first_of.unsqueeze(-1).expand(-1, -1, c))
         return loc, val, first_of == pos
 
-    @evaluating()
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
-        started = time.perf_counter()
-        clean, y, target = prepare(self.model, x, y, self.target)
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         _check_size(self.pixels, x)
         n, c, h, w = x.shape
         p, k, dev = self.population, self.pixels, x.device
         lo, hi = _box(x, self.eps)
-        _, done = _loss(clean, y, target, self.criterion)                 # already adversarial
-        gens = [torch.Generator().manual_seed(self.seed) for _ in range(n)]
+        _, done = _loss(call.clean, y, target, self.criterion)            # already adversarial
+        gens = image_generators(self.seed, offset, "onepixel")
         scale = torch.tensor([float(h), float(w)], dtype=torch.float64)
 
         genes = torch.zeros(n, p, k, 2 + c, dtype=torch.float64, device=dev)
@@ -284,5 +173,4 @@ class OnePixel:
         loc = torch.where(first & ~untouched.unsqueeze(1), loc, torch.full_like(loc, -1))
         x_adv = _apply(x, loc, val)
         x_adv = torch.minimum(torch.maximum(x_adv, lo), hi)
-        return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
-                        indices=loc, batch_size=self.batch_size)
+        return self._finish(x, x_adv, y, target, queries, indices=loc)

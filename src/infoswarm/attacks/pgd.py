@@ -12,19 +12,17 @@ reversed for that image so that it comes back into the window.
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, evaluating, prepare
-from .fgsm import check_eps, check_seed, objective, project, uniform_start
-from .result import AttackResult, finalize
+from ._forward import padded_logits
+from .base import Attack, Call, TargetSpec
+from .fgsm import check_eps, objective, project, uniform_start
+from .result import AttackResult
 
 
-class PGD:
+class PGD(Attack):
     """Projected gradient descent in L∞, batched (``PGD(model, ...)(x, y)``).
 
     Args:
@@ -35,9 +33,10 @@ class PGD:
         random_start: start from x + U(−eps, eps) (seeded); else from x.
         target: None (untargeted), ``"second"`` or class indices (int or LongTensor [N]).
         min_prob, max_prob: success also needs the judged class's probability in this window.
-        seed: seeds the random start (a CPU ``torch.Generator``).
+        seed: seeds the random start together with each image's position (see :class:`.Attack`).
 
-    Call: ``attack(x, y)`` with x [N,C,H,W] float in [0,1], y [N] int labels ->
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) with
+    x [N,C,H,W] float in [0,1], y [N] int labels ->
     :class:`AttackResult`. queries per image = model passes spent on it: one per evaluated
     iterate (forward+backward counts as one); an image that succeeds at iterate i (0 = the
     start) costs i+1; one that never succeeds costs steps+1 (the last is the final judgement).
@@ -52,19 +51,16 @@ class PGD:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InputError(f"steps must be an integer >= 1, got {steps!r}", "pass e.g. steps=10")
         self.steps = steps
-        self.seed = check_seed(seed)
-        self.criterion = Criterion(min_prob, max_prob)
-        self.criterion.validate()
-        self.model, self.target, self.random_start = model, target, bool(random_start)
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
+        self.random_start = bool(random_start)
 
-    @evaluating(True)
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
-        started = time.perf_counter()
-        _, y, target = prepare(self.model, x, y, self.target)
-        x = x.detach()
+    def _needs_gradient(self) -> bool:
+        return True
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         n = x.shape[0]
-        cur = uniform_start(x, self.eps, self.seed) if self.random_start else x.clone()
+        cur = uniform_start(x, self.eps, self.seed, offset) if self.random_start else x.clone()
         queries = torch.zeros(n, dtype=torch.long, device=x.device)
         active = torch.ones(n, dtype=torch.bool, device=x.device)
         hi = self.criterion.max_prob
@@ -75,7 +71,7 @@ class PGD:
             xi, yi, ti = cur[idx], y[idx], target[idx]
             with torch.enable_grad():  # one forward serves both the judgement and the gradient
                 xa = xi.clone().requires_grad_(True)
-                logits = self.model(xa)
+                logits = padded_logits(self.model, xa)
                 probs = torch.softmax(logits.detach().double(), -1)
                 ok, _, judged, p_j = self.criterion.evaluate(probs, yi, ti)
                 flip = None
@@ -92,4 +88,4 @@ class PGD:
             g_idx = idx[go]
             cur[g_idx] = project(xi[go] + self.alpha * grad[go].sign(), x[g_idx], self.eps)
         queries[active] += 1  # the final iterate is judged by finalize
-        return finalize(self.model, x, cur, y, target, self.criterion, queries, started)
+        return self._finish(x, cur, y, target, queries)

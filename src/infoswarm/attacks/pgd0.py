@@ -19,18 +19,16 @@ last iterate of the last restart is judged by the final re-verification).
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
+from ._forward import padded_logits
+from ._rng import image_keys, uniforms
+from ._sparse import _box, _check_common, _check_size
+from .base import Attack, Call, TargetSpec
 from .fgsm import objective
-from .onepixel import _box, _check_common, _check_size
-from .result import AttackResult, finalize
-from .sparse_swarm import image_keys, uniforms
+from .result import AttackResult
 
 
 def project_l0(x: torch.Tensor, u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,7 +45,7 @@ def project_l0(x: torch.Tensor, u: torch.Tensor, lo: torch.Tensor, hi: torch.Ten
     return x + d * keep.view(n, 1, *x.shape[2:])
 
 
-class PGD0:
+class PGD0(Attack):
     """White-box L0 PGD baseline, batched (``PGD0(model, pixels=k, ...)(x, y)``).
 
     Args:
@@ -58,21 +56,26 @@ class PGD0:
         alpha: step size (average change per entry of the L1-normalised step), > 0; 0.1 did
             best of 0.02/0.05/0.1/0.3/1/5 on mnist-cnn at k = 10 (40 digits, 1,000 queries).
         target, min_prob, max_prob: as for every attack.
-        seed: seeds the random starts (per image, independent of the batch).
+        seed: seeds the random starts together with each image's position (independent of the batch).
+
+    Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`).
     """
 
     def __init__(self, model: nn.Module, pixels: int = 10, eps: float = 1.0, steps: int = 20,
                  restarts: int = 1, alpha: float = 0.1, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None, seed: int = 0) -> None:
-        self.criterion = Criterion(min_prob, max_prob)
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
         _check_common(pixels, eps, 1, self.criterion)
         for name, v in (("steps", steps), ("restarts", restarts)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"{name} must be a positive integer, got {v!r}", f"pass e.g. {name}=1")
         if not (isinstance(alpha, (int, float)) and alpha > 0):
             raise InputError(f"alpha must be positive, got {alpha!r}", "pass e.g. alpha=1.0")
-        self.model, self.pixels, self.eps, self.steps, self.restarts = model, pixels, float(eps), steps, restarts
-        self.alpha, self.target, self.seed = float(alpha), target, int(seed)
+        self.pixels, self.eps, self.steps, self.restarts = pixels, float(eps), steps, restarts
+        self.alpha = float(alpha)
+
+    def _needs_gradient(self) -> bool:
+        return True
 
     def _start(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, keys: torch.Tensor, r: int) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -81,16 +84,12 @@ class PGD0:
         v = lo + uniforms(keys, r, 1, (c * h * w,)).view_as(x).to(x.dtype) * (hi - lo)
         return torch.where(mask, v, x)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: int = 0) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]; ``offset`` = position of
-        x[0] in the caller's list (seeds the random restarts)."""
-        started = time.perf_counter()
-        _, y, target = prepare(self.model, x, y, self.target)
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         _check_size(self.pixels, x)
-        x = x.detach()
         n, dev = x.shape[0], x.device
         lo, hi = _box(x, self.eps)
-        keys = image_keys(self.seed, torch.arange(n) + int(offset)).to(dev)
+        keys = image_keys(self.seed, offset).to(dev)
         d = x[0].numel()
         queries = torch.zeros(n, dtype=torch.long, device=dev)
         active = torch.ones(n, dtype=torch.bool, device=dev)
@@ -105,7 +104,7 @@ class PGD0:
                 xi, yi, ti = cur[idx], y[idx], target[idx]
                 with torch.enable_grad():
                     xa = xi.clone().requires_grad_(True)
-                    logits = self.model(xa)
+                    logits = padded_logits(self.model, xa)
                     ok, _, _, _ = self.criterion.evaluate(torch.softmax(logits.detach().double(), -1), yi, ti)
                     queries[idx] += 1
                     best[idx[ok]] = xi[ok]
@@ -120,6 +119,4 @@ class PGD0:
             if last:
                 best[active] = cur[active]
         queries[active] += 1                                   # the final iterate is judged by finalize
-        res = finalize(self.model, x, best, y, target, self.criterion, queries, started)
-        res.grad_evals = queries.clone()
-        return res
+        return self._finish(x, best, y, target, queries, grad_evals=queries.clone())

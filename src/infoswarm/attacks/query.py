@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -42,6 +43,7 @@ class _LogOf(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
+        self.train(inner.training)  # the wrapper reports (and switches) the inner model's mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log(self.inner(x).clamp(min=1e-30))
@@ -59,6 +61,7 @@ class QueryOnly(nn.Module):
                  name: str = "callable") -> None:
         super().__init__()
         self.fn, self.outputs, self.name = fn, outputs, name
+        self.eval()  # nothing to train: never reported as a model left in train mode
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

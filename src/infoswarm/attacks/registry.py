@@ -1,68 +1,132 @@
-"""Build any attack by name from one set of options (used by the CLI and the benchmarks)."""
+"""Build any attack by name from one set of options (used by the CLI and the benchmarks).
+
+:data:`ATTACKS` is the one table: name -> :class:`Spec` (the class, and how the shared options
+map to its constructor). :data:`NAMES` and :func:`build` read it, so adding an attack is one
+module (a subclass of :class:`.base.Attack`) and one row here.
+"""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from ..errors import InputError
-from .result import AttackResult
+from .base import Attack
+from .fgsm import FGSM
+from .jsma import JSMA
+from .mfipso import MFIPSO
+from .onepixel import OnePixel
+from .pgd import PGD
+from .pgd0 import PGD0
+from .sparse_rs import SparseRS
+from .sparse_swarm import SparseSwarm
 
-NAMES = ("mfipso", "fgsm", "pgd", "jsma", "onepixel", "sparse-rs", "sparse-swarm", "pgd0")
+__all__ = ["ATTACKS", "NAMES", "Options", "Spec", "build"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The shared options of :func:`build`.
+
+    pixels: k pixel locations (sparse attacks; None where an attack has another rule);
+    eps: L∞ bound in [0,1] pixel units; target: see :data:`.base.TargetSpec`;
+    min_prob / max_prob: the judged class's probability window; seed: random streams;
+    budget: model queries per image (query-based attacks); steps: gradient steps (PGD)."""
+
+    pixels: int | None
+    eps: float
+    target: Any
+    min_prob: float | None
+    max_prob: float | None
+    seed: int
+    budget: int
+    steps: int
+
+    def judged(self) -> dict[str, Any]:
+        """target, min_prob, max_prob: what every attack's success is judged by."""
+        return {"target": self.target, "min_prob": self.min_prob, "max_prob": self.max_prob}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One registry row: ``cls`` the attack class; ``kwargs`` maps the shared :class:`Options`
+    to its constructor's keyword arguments (the extra keyword arguments of :func:`build` are
+    added to them); ``pixels``: the attack needs ``pixels`` k; ``confusion``: it accepts
+    target "confusion"; ``about``: one line for help texts."""
+
+    cls: type[Attack]
+    kwargs: Callable[[Options], dict[str, Any]]
+    pixels: bool = True
+    confusion: bool = False
+    about: str = ""
+
+
+def _pgd0(o: Options) -> dict[str, Any]:
+    steps = min(20, max(1, o.budget - 1))                          # steps × restarts + 1 <= budget
+    return dict(pixels=o.pixels, eps=o.eps, steps=steps, restarts=max(1, (o.budget - 1) // steps), seed=o.seed,
+                **o.judged())
+
+
+ATTACKS: dict[str, Spec] = {
+    "mfipso": Spec(MFIPSO, lambda o: dict(pixels=o.pixels, eps=o.eps, seed=o.seed, **o.judged()),
+                   pixels=False, confusion=True, about="FI-selected pixels, values searched by a particle swarm"),
+    "fgsm": Spec(FGSM, lambda o: dict(eps=o.eps, seed=o.seed, **o.judged()), pixels=False,
+                 about="one signed-gradient step (L∞)"),
+    "pgd": Spec(PGD, lambda o: dict(eps=o.eps, steps=o.steps, seed=o.seed, **o.judged()), pixels=False,
+                about="projected gradient descent (L∞), steps"),
+    "jsma": Spec(JSMA, lambda o: dict(pixels=o.pixels, eps=o.eps, **o.judged()),
+                 about="Jacobian saliency map, one location per step (L0)"),
+    "onepixel": Spec(OnePixel, lambda o: dict(pixels=o.pixels, population=50, iterations=max(1, o.budget // 50 - 1),
+                                              eps=o.eps, seed=o.seed, **o.judged()),
+                     about="differential evolution, population 50, budget // 50 generations"),
+    "sparse-rs": Spec(SparseRS, lambda o: dict(pixels=o.pixels, queries=o.budget, eps=o.eps, seed=o.seed,
+                                               **o.judged()), about="Sparse-RS random search (L0), budget queries"),
+    "sparse-swarm": Spec(SparseSwarm, lambda o: dict(pixels=o.pixels, queries=o.budget, eps=o.eps, seed=o.seed,
+                                                     **o.judged()),
+                         about="the default sparse attack: a swarm over pixel locations, budget queries"),
+    "pgd0": Spec(PGD0, _pgd0, about="white-box L0 PGD, restarts of up to 20 steps within the budget"),
+}
+
+NAMES: tuple[str, ...] = tuple(ATTACKS)
+
+
+def _check_extra(name: str, spec: Spec, given: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Extra keyword arguments must be constructor arguments the shared options do not set."""
+    params = inspect.signature(spec.cls.__init__).parameters
+    for key in extra:
+        if key in given:
+            raise InputError(f"{key}= is set by build's shared options for {name}",
+                             "pass the shared option (pixels, eps, target, min_prob, max_prob, seed, budget, steps)")
+        if key not in params or key in ("self", "model"):
+            known = sorted(set(params) - {"self", "model"} - set(given))
+            raise InputError(f"{name} takes no argument {key}=", f"use one of {', '.join(known) or '(none)'}")
 
 
 def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 0.15,
           target: Any = "second", min_prob: float | None = None, max_prob: float | None = None,
-          seed: int = 0, budget: int = 1000, steps: int = 10, **mfipso: Any) -> Callable[..., AttackResult]:
-    """An attack ready to call as ``attack(x, y)``.
+          seed: int = 0, budget: int = 1000, steps: int = 10, **extra: Any) -> Attack:
+    """An attack ready to call as ``attack(x, y, target=None, offset=0)``.
 
     Shared options: ``pixels`` (k, for the sparse attacks), ``eps`` (L∞), ``target``,
     ``min_prob``/``max_prob``, ``seed``; ``budget`` queries per image for the query-based
     baselines (one-pixel DE: population 50; Sparse-RS; SparseSwarm; PGD0 as restarts of up to
-    20 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD; the remaining
-    keyword arguments go to :class:`MFIPSO` or :class:`SparseSwarm` (``particles``, ``prior``,
-    ``loss``, ``refine``)."""
-    if name not in NAMES:
+    20 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD. The remaining keyword arguments
+    go to the attack's constructor (e.g. ``particles``, ``prior``, ``loss``, ``refine`` for
+    :class:`SparseSwarm`; the swarm settings for :class:`MFIPSO`); an argument the attack does
+    not take, or one the shared options set, raises :class:`InputError`."""
+    spec = ATTACKS.get(name)
+    if spec is None:
         raise InputError(f"unknown attack {name!r}", f"use one of {', '.join(NAMES)}")
-    if name == "mfipso":
-        from .mfipso import MFIPSO
-
-        return MFIPSO(model, pixels=pixels, eps=eps, target=target, min_prob=min_prob,
-                      max_prob=max_prob, seed=seed, **mfipso)
-    if target == "confusion":
-        raise InputError("--target confusion is only for mfipso", "use second, none or a class index")
-    common = dict(target=target, min_prob=min_prob, max_prob=max_prob)
-    if name == "fgsm":
-        from .fgsm import FGSM
-
-        return FGSM(model, eps=eps, seed=seed, **common)
-    if name == "pgd":
-        from .pgd import PGD
-
-        return PGD(model, eps=eps, steps=steps, seed=seed, **common)
-    if pixels is None:
+    if target == "confusion" and not spec.confusion:
+        allowed = [n for n, s in ATTACKS.items() if s.confusion]
+        raise InputError(f"--target confusion is only for {', '.join(allowed)}", "use second, none or a class index")
+    if spec.pixels and pixels is None:
         raise InputError(f"{name} needs --pixels", "pass --pixels k")
-    if name == "sparse-swarm":
-        from .sparse_swarm import SparseSwarm
-
-        return SparseSwarm(model, pixels=pixels, queries=budget, eps=eps, seed=seed, **common, **mfipso)
-    if name == "pgd0":
-        from .pgd0 import PGD0
-
-        steps0 = min(20, max(1, budget - 1))                     # steps × restarts + 1 <= budget
-        return PGD0(model, pixels=pixels, eps=eps, steps=steps0, restarts=max(1, (budget - 1) // steps0),
-                    seed=seed, **common)
-    if name == "jsma":
-        from .jsma import JSMA
-
-        return JSMA(model, pixels=pixels, eps=eps, **common)
-    try:
-        mod = importlib.import_module(f".{name.replace('-', '_')}", __package__)
-    except ImportError:
-        raise InputError(f"attack {name} is not available in this version", "use mfipso, fgsm, pgd or jsma") from None
-    if name == "onepixel":
-        return mod.OnePixel(model, pixels=pixels, population=50, iterations=max(1, budget // 50 - 1),
-                            eps=eps, seed=seed, **common)
-    return mod.SparseRS(model, pixels=pixels, queries=budget, eps=eps, seed=seed, **common)
+    given = spec.kwargs(Options(pixels=pixels, eps=eps, target=target, min_prob=min_prob, max_prob=max_prob,
+                                seed=seed, budget=budget, steps=steps))
+    _check_extra(name, spec, given, extra)
+    return spec.cls(model, **given, **extra)

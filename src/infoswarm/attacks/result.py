@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..criteria import Criterion
+from ..errors import InputError
 from ..stats import wilson
-from .base import probs_of
+from ._forward import probs_of
 
 
 @dataclass
@@ -20,7 +25,9 @@ class AttackResult:
 
     x_adv [N,C,H,W] float in [0,1]; success [N] bool (re-verified by a fresh forward pass);
     pred [N] class predicted on x_adv; target [N] (−1 when untargeted); target_prob [N] the
-    probability of the judged class (target, or best wrong class) on x_adv; indices [N, k]
+    probability on x_adv of the *judged* class — the target when targeted, and for an
+    untargeted attack the most probable class other than the true one (not a target that was
+    given; −1 rows have no target); indices [N, k]
     perturbed pixel locations h·W + w (−1 padding); pixel_l0 / element_l0 [N] locations / channel
     entries that changed; linf [N] max |x_adv − x|; queries [N] model evaluations spent; seconds
     wall time of the whole call; grad_evals [N] input-gradient (backward) passes spent on the
@@ -47,6 +54,65 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.success.numel())
+
+    @classmethod
+    def cat(cls, results: Sequence[AttackResult], seconds: float | None = None) -> AttackResult:
+        """Concatenate results over chunks of images, in order: every [N, …] field is joined,
+        ``indices`` padded with −1 to the widest k; ``seconds`` defaults to the chunks' sum.
+        Tensors must be on one device (see :meth:`to`); :class:`InputError` for no results."""
+        if len(results) == 0:
+            raise InputError("results is empty: nothing to concatenate", "pass at least one AttackResult")
+        width = max(r.indices.shape[1] for r in results)
+        joined = {f.name: torch.cat([getattr(r, f.name) for r in results]) for f in fields(cls)
+                  if f.name not in ("indices", "seconds")}
+        idx = torch.cat([torch.nn.functional.pad(r.indices, (0, width - r.indices.shape[1]), value=-1)
+                         for r in results])
+        total = float(sum(r.seconds for r in results)) if seconds is None else float(seconds)
+        return cls(indices=idx, seconds=total, **joined)
+
+    def to(self, device: torch.device | str) -> AttackResult:
+        """A copy with every tensor on ``device``."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+    def save(self, path: str | os.PathLike[str], **extra: Any) -> None:
+        """Write the result to an .npz file at ``path`` (exactly that name): the arrays
+        :data:`ARRAYS` (x_adv float [N,C,H,W], success bool [N], pred, target, indices [N,k] (−1
+        padding), queries, grad_evals, pixel_l0, element_l0, y int64 [N], target_prob and linf
+        float [N]) and ``seconds`` (a 0-d float64). ``extra`` arrays (e.g. the clean ``x``, a
+        ``dataset_index``) are stored beside them under their own names."""
+        clash = sorted(set(extra) & (set(ARRAYS) | {"seconds"}))
+        if clash:
+            raise InputError(f"extra array name {clash[0]!r} is taken by the result itself",
+                             "store it under another name")
+        arrays: dict[str, Any] = {name: getattr(self, name).detach().cpu().numpy() for name in ARRAYS}
+        arrays["indices"] = self.index_array()
+        arrays["seconds"] = np.asarray(self.seconds, dtype=np.float64)
+        arrays.update({k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                       for k, v in extra.items()})
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> AttackResult:
+        """Read a result written by :meth:`save` (extra arrays are ignored) onto ``device``;
+        :class:`InputError` naming ``path`` when the file is missing, not an .npz archive or
+        lacks one of the result's arrays."""
+        where = os.fspath(path)
+        if not os.path.isfile(where) or not zipfile.is_zipfile(where):
+            raise InputError(f"path {where} is not an .npz file", "pass a file written by AttackResult.save")
+        try:
+            with np.load(where, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - zipfile and numpy raise many types for damaged files
+            raise InputError(f"cannot read path {where} ({type(e).__name__})",
+                             "pass a file written by AttackResult.save") from None
+        missing = sorted(set(ARRAYS) - set(arrays))
+        if missing or "seconds" not in arrays:
+            raise InputError(f"path {where} lacks the result's {', '.join(missing or ['seconds'])}",
+                             "pass a file written by AttackResult.save")
+        got = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).to(device) for k in ARRAYS}
+        return cls(seconds=float(arrays["seconds"]), **got)
 
     def index_array(self) -> Any:
         """Perturbed locations as a numpy int64 array [N, k] (−1 padding)."""
@@ -85,6 +151,11 @@ class AttackResult:
             "seconds": self.seconds,
             "seconds_per_image": self.seconds / max(n, 1),
         }
+
+
+ARRAYS: tuple[str, ...] = ("x_adv", "success", "pred", "target", "target_prob", "indices", "queries", "grad_evals",
+                           "linf", "pixel_l0", "element_l0", "y")
+"""The tensors of an :class:`AttackResult`, as :meth:`AttackResult.save` writes them."""
 
 
 @torch.no_grad()

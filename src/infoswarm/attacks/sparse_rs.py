@@ -24,23 +24,24 @@ same goal and reaches 0 exactly when the target wins.)
 
 Queries per image: 1 for the start plus 1 per step, at most ``queries``; an image stops at its
 first success. Images whose clean prediction already meets the criterion are returned unchanged
-with 0 queries. Every image draws from its own generator seeded with ``seed``, and model calls
-are padded to ≥ 16 rows, so batched and one-at-a-time runs agree bit for bit.
+with 0 queries. Every image draws from its own generator seeded with (``seed``, the image's
+position in the caller's list), and model calls are padded to ≥ 16 rows, so batched, chunked and
+one-at-a-time runs (with ``offset``) agree bit for bit.
 """
 
 from __future__ import annotations
 
 import bisect
-import time
 
 import torch
 from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, evaluating, prepare
-from .onepixel import _apply, _box, _check_common, _check_size, _loss, _score
-from .result import AttackResult, finalize
+from ._rng import image_generators
+from ._sparse import _apply, _box, _check_common, _check_size, _loss, _score
+from .base import Attack, Call, TargetSpec
+from .result import AttackResult
 
 _MILESTONES = (0, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _DIVISORS = (1, 2, 4, 5, 6, 8, 10, 12, 15, 20)
@@ -52,7 +53,7 @@ def alpha_schedule(step: int, queries: int, p_init: float) -> float:
     return p_init / _DIVISORS[bisect.bisect_left(_MILESTONES, j)]
 
 
-class SparseRS:
+class SparseRS(Attack):
     """Sparse-RS L0 pixel attack (query-only), batched over images.
 
     Args:
@@ -64,25 +65,26 @@ class SparseRS:
         target: None (untargeted), "second" (most probable wrong class), or class indices [N] / int.
         min_prob, max_prob: success also needs the judged class's probability in this window.
         p_init: initial fraction α of the k locations resampled per step, in (0, 1] (paper: 0.3).
-        seed: seed of every image's own generator (results do not depend on the batch).
+        seed: seeds every image's own generator together with its position (results do not
+            depend on the batch or the chunking).
         batch_size: candidate images per model call. Default 1024, the fastest batch of
             `bench/throughput.py` (BENCHMARKS.md); results do not depend on it.
 
-    Calling ``attack(x, y)`` returns an :class:`AttackResult`; ``indices`` [N, k] holds the
+    Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an
+    :class:`AttackResult`; ``indices`` [N, k] holds the
     locations h·W + w of the returned perturbation (all −1 for images returned unchanged).
     """
 
     def __init__(self, model: nn.Module, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  p_init: float = 0.3, seed: int = 0, batch_size: int = 1024) -> None:
-        self.criterion = Criterion(min_prob, max_prob)
-        _check_common(pixels, eps, batch_size, self.criterion)
+        _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed, batch_size=batch_size)
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
             raise InputError(f"queries must be a positive integer, got {queries!r}", "pass e.g. queries=1000")
         if not (isinstance(p_init, (int, float)) and 0 < p_init <= 1):
             raise InputError(f"p_init must lie in (0, 1], got {p_init!r}", "use the paper's 0.3")
-        self.model, self.pixels, self.queries, self.eps = model, pixels, queries, float(eps)
-        self.target, self.p_init, self.seed, self.batch_size = target, float(p_init), int(seed), batch_size
+        self.pixels, self.queries, self.eps, self.p_init = pixels, queries, float(eps), float(p_init)
 
     @staticmethod
     def _corners(u: torch.Tensor, clean_code: torch.Tensor, c: int) -> torch.Tensor:
@@ -93,12 +95,9 @@ class SparseRS:
         v = (u * m).long().clamp(max=m - 1)
         return v + (has & (v >= clean_code)).long()
 
-    @evaluating()
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N]."""
-        started = time.perf_counter()
-        clean, y, target = prepare(self.model, x, y, self.target)
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         _check_size(self.pixels, x)
         n, c, h, w = x.shape
         k, hw, dev = self.pixels, h * w, x.device
@@ -116,8 +115,8 @@ class SparseRS:
             up = (code.unsqueeze(-1) & bits.view(1, 1, c)) > 0
             return torch.where(up, hi_f[at], lo_f[at])
 
-        _, done = _loss(clean, y, target, self.criterion)                 # already adversarial
-        gens = [torch.Generator().manual_seed(self.seed) for _ in range(n)]
+        _, done = _loss(call.clean, y, target, self.criterion)            # already adversarial
+        gens = image_generators(self.seed, offset, "sparse-rs")
         loc = torch.zeros(n, k, dtype=torch.long, device=dev)
         code = torch.zeros(n, k, dtype=torch.long, device=dev)
         for i in range(n):
@@ -171,5 +170,4 @@ class SparseRS:
         val = values(all_i, loc, code)
         loc = torch.where(untouched.unsqueeze(1), torch.full_like(loc, -1), loc)
         x_adv = torch.minimum(torch.maximum(_apply(x, loc, val), lo), hi)
-        return finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
-                        indices=loc, batch_size=self.batch_size)
+        return self._finish(x, x_adv, y, target, queries, indices=loc)

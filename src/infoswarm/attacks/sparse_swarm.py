@@ -48,7 +48,7 @@ in random order, a pixel goes back to its clean value when the image stays adver
 per try).
 
 Randomness: a counter-based hash (SplitMix64 finalizer) of (seed, image position g, step,
-stream, counter) — no generator objects, no Python loop over images. Image g = ``offset`` + its
+stream, counter; :mod:`._rng`) — no generator objects, no Python loop over images. Image g = ``offset`` + its
 position in x, so a list attacked in chunks or shards makes the same draws as one call; model
 calls are padded to ≥ 16 rows, so (at one intra-op thread) results agree bit for bit.
 
@@ -60,74 +60,31 @@ file (onnxruntime, ``pip install infoswarm[onnx]``); see :mod:`.query`.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
-from torch import nn
 
 from .. import influence
 from ..criteria import Criterion
 from ..errors import InputError
-from .base import TargetSpec, prepare
-from .onepixel import LOSSES, LossKind, _apply, _box, _check_common, _check_size, _loss, _score
+from ._forward import padded_logits
+from ._rng import image_keys as image_keys
+from ._rng import uniforms as uniforms
+from ._sparse import LOSSES, LossKind, _apply, _box, _check_common, _check_size, _loss, _score
+from .base import Attack, Call, TargetSpec
 from .query import ModelLike, Outputs, as_model, is_query_only
-from .result import AttackResult, finalize
+from .result import AttackResult
 from .sparse_rs import SparseRS, alpha_schedule
 
 Prior = Literal["auto", "uniform", "saliency", "gain", "fi", "fi-eps"]
 PRIORS = ("auto", "uniform", "saliency", "gain", "fi", "fi-eps")
 Values = Literal["corner", "continuous"]
 VALUES = ("corner", "continuous")
-Offset = int | torch.Tensor
-
-# ---- counter-based random numbers ----------------------------------------------------------
-
-
-def _s64(v: int) -> int:
-    """A 64-bit constant as a signed int64."""
-    v &= (1 << 64) - 1
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-_GOLD, _C1, _C2 = _s64(0x9E3779B97F4A7C15), _s64(0xBF58476D1CE4E5B9), _s64(0x94D049BB133111EB)
-
-
-def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
-
-
-def _mix(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64 finaliser on int64 tensors (multiplication wraps modulo 2^64)."""
-    z = (z ^ _srl(z, 30)) * _C1
-    z = (z ^ _srl(z, 27)) * _C2
-    return z ^ _srl(z, 31)
-
-
-def image_keys(seed: int, positions: torch.Tensor) -> torch.Tensor:
-    """int64 keys [N] of the images at ``positions`` [N] of a run seeded with ``seed``."""
-    s = _mix(torch.tensor(int(seed) & ((1 << 63) - 1), dtype=torch.long) * _GOLD + 1)
-    return _mix(s + (positions.long() + 1) * _GOLD)
-
-
-def uniforms(keys: torch.Tensor, step: int, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """float64 uniforms in [0, 1), shape [len(keys), *shape]: a hash of (image key, step,
-    stream, element index) — the same numbers whatever the other images of the call."""
-    base = _mix(keys + _mix(torch.tensor(step * 64 + stream + 1, dtype=torch.long, device=keys.device)))
-    m = 1
-    for d in shape:
-        m *= d
-    ctr = torch.arange(1, m + 1, dtype=torch.long, device=keys.device) * _GOLD
-    z = _mix(base.view(-1, 1) + ctr.view(1, -1))
-    return (_srl(z, 11).double() * 2.0 ** -53).view(len(keys), *shape)
-
-
 def _gumbel(u: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u.clamp(1e-300, 1 - 2.0 ** -53)))
 
 
-class SparseSwarm:
+class SparseSwarm(Attack):
     """Location-searching sparse swarm attack (query-based; the default sparse attack).
 
     Args:
@@ -158,7 +115,8 @@ class SparseSwarm:
         seed: seed of the counter-based random streams.
         batch_size: candidate images per model call.
 
-    Call ``attack(x, y, offset=0)`` -> :class:`AttackResult`; ``indices`` [N, k] holds the
+    Call ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) ->
+    :class:`AttackResult`; ``indices`` [N, k] holds the
     perturbed locations h·W + w (−1 for removed pixels and for images returned unchanged),
     ``grad_evals`` [N] the backward passes spent on the prior.
     """
@@ -169,8 +127,7 @@ class SparseSwarm:
                  fi_eps: float = 1e-3, social: float = 0.5, p_init: float = 0.3, refine: bool = False,
                  loss: LossKind = "margin", values: Values = "corner",
                  outputs: Outputs = "logits", seed: int = 0, batch_size: int = 4096) -> None:
-        self.criterion = Criterion(min_prob, max_prob)
-        _check_common(pixels, eps, batch_size, self.criterion)
+        _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
             raise InputError(f"queries must be a positive integer, got {queries!r}", "pass e.g. queries=1000")
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
@@ -183,17 +140,18 @@ class SparseSwarm:
             raise InputError(f"unknown values {values!r}", f"use one of {', '.join(VALUES)}")
         for name, v, lo_ok in (("prior_mix", prior_mix, True), ("social", social, True), ("p_init", p_init, False)):
             if not isinstance(v, (int, float)) or not ((0 <= v) if lo_ok else (0 < v)) or v > 1:
-                raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}", f"pass e.g. {name}=0.5")
-        self.model = as_model(model, outputs)
+                raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}",
+                                 f"pass e.g. {name}=0.5")
+        super().__init__(as_model(model, outputs), target=target, min_prob=min_prob, max_prob=max_prob, seed=seed,
+                         batch_size=batch_size)
         if prior == "auto":
             prior = "uniform" if is_query_only(self.model) else "gain"
         if prior != "uniform" and is_query_only(self.model):
             raise InputError(f'prior "{prior}" needs gradients, which a query-only model does not give',
                              'use prior="uniform", or pass the model as a torch nn.Module')
-        self.pixels, self.queries, self.eps, self.target = pixels, queries, float(eps), target
+        self.pixels, self.queries, self.eps = pixels, queries, float(eps)
         self.particles, self.prior, self.prior_mix, self.fi_eps = particles, prior, float(prior_mix), fi_eps
         self.social, self.p_init, self.refine = float(social), float(p_init), bool(refine)
-        self.seed, self.batch_size = int(seed), batch_size
         self.loss, self.values = loss, values
         self.greedy_values = 0.5
 
@@ -214,7 +172,7 @@ class SparseSwarm:
         if self.prior in ("saliency", "gain"):
             xa = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                logp = torch.log_softmax(self.model(xa).double(), -1)
+                logp = torch.log_softmax(padded_logits(self.model, xa).double(), -1)
                 (g,) = torch.autograd.grad(logp.gather(1, cls.view(-1, 1)).sum(), xa)
             passes = 1
             if self.prior == "saliency":
@@ -238,24 +196,13 @@ class SparseSwarm:
         return torch.log(p.clamp(min=1e-300)), passes, code
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: Offset = 0) -> AttackResult:
-        """Attack images x [N,C,H,W] in [0,1] with true labels y [N].
-
-        ``offset``: position of x[0] in the caller's whole list (chunked or sharded runs), or
-        the positions of all N images as an integer tensor [N]."""
-        started = time.perf_counter()
-        clean, y, target = prepare(self.model, x, y, self.target)
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
+             call: Call) -> AttackResult:
         _check_size(self.pixels, x)
+        clean = call.clean
         n, c, h, w = x.shape
         k, hw, dev, P, budget = self.pixels, h * w, x.device, self.particles, self.queries
-        if isinstance(offset, torch.Tensor):
-            if offset.shape != (n,) or offset.is_floating_point():
-                raise InputError(f"offset must be an int or an integer tensor of shape [{n}]",
-                                 "pass the images' positions in the caller's list")
-            pos = offset.to(device=dev, dtype=torch.long)
-        else:
-            pos = torch.arange(n, device=dev) + int(offset)
-        keys = image_keys(self.seed, pos.cpu()).to(dev)
+        keys = image_keys(self.seed, offset).to(dev)
 
         lo, hi = _box(x, self.eps)
         lo_f, hi_f = lo.reshape(n, c, hw), hi.reshape(n, c, hw)
@@ -326,7 +273,8 @@ class SparseSwarm:
             if greedy_code is not None:             # "gain": particle 0 starts at the linearised best
                 g_loc = logw[idx].topk(k, dim=1).indices                   # [b, k]
                 loc[idx, 0] = g_loc
-                val[idx, 0] = fresh(idx, kk, 0, 1, g_loc.unsqueeze(1), greedy_code[idx].gather(1, g_loc).unsqueeze(1))[:, 0]
+                g_code = greedy_code[idx].gather(1, g_loc).unsqueeze(1)
+                val[idx, 0] = fresh(idx, kk, 0, 1, g_loc.unsqueeze(1), g_code)[:, 0]
             lv, ok = evaluate(idx, loc[idx, :p0], val[idx, :p0])
             loss[idx, :p0] = lv
             done[idx] |= ok.any(1)
@@ -384,10 +332,7 @@ class SparseSwarm:
         if self.refine:
             bloc = self._refine(x, y, target, bloc, bval, loss.min(1).values < 0, queries, keys)
         x_adv = torch.minimum(torch.maximum(_apply(x, bloc, bval), lo), hi)
-        res = finalize(self.model, x, x_adv, y, target, self.criterion, queries, started,
-                       indices=bloc, batch_size=self.batch_size)
-        res.grad_evals = grad_evals
-        return res
+        return self._finish(x, x_adv, y, target, queries, indices=bloc, grad_evals=grad_evals)
 
     def _refine(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, loc: torch.Tensor,
                 val: torch.Tensor, won: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -410,7 +355,8 @@ class SparseSwarm:
                 if idx.numel() == 0:
                     break
             fl = torch.where(keep, cand, cand.gather(1, anchor))
-            fv = torch.where(keep.unsqueeze(-1), val[idx], val[idx].gather(1, anchor.unsqueeze(-1).expand(-1, -1, val.shape[2])))
+            a_val = val[idx].gather(1, anchor.unsqueeze(-1).expand(-1, -1, val.shape[2]))
+            fv = torch.where(keep.unsqueeze(-1), val[idx], a_val)
             _, ok = _score(self.model, x, idx, fl, fv, y, target, self.criterion, self.batch_size, self.loss)
             queries[idx] += 1
             loc[idx] = torch.where(ok.unsqueeze(1), cand, loc[idx])
