@@ -38,6 +38,15 @@ stream_b() {
   # the paper preset on the mnist-cnn training selection, both measures (reduced: first 1,000 images)
   $PY -m infoswarm attack --dataset mnist --model mnist-cnn --split train --limit 1000 --preset paper \
      --out "$OUT/paper-mnist-train" --overwrite
+  # its controls: the swarm's random start alone (500 draws, no search) and a single random draw
+  $PY -m infoswarm attack --dataset mnist --model mnist-cnn --split train --limit 1000 --preset paper \
+     --iterations 0 --no-restart --out "$OUT/paper-mnist-train-start" --overwrite
+  $PY -m infoswarm attack --dataset mnist --model mnist-cnn --split train --limit 1000 --preset paper \
+     --particles 1 --iterations 0 --no-restart --out "$OUT/paper-mnist-train-1draw" --overwrite
+  $PY bench/paper_pipeline.py --out RESULTS.md --section mnist-paper-train \
+     --run "mFI-PSO, paper preset (500 particles, 10 + 40 iterations)=$OUT/paper-mnist-train" \
+     --run "control: the swarm's random start only (best of 500 random draws, no search)=$OUT/paper-mnist-train-start" \
+     --run "control: one random draw=$OUT/paper-mnist-train-1draw"
 }
 case "${1:-both}" in
   a) stream_a ;;
