@@ -504,7 +504,7 @@ def _attack_names() -> tuple[str, ...]:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """``infoswarm attack``. Under ``torchrun`` the selected images are split over the processes
-    (:func:`_attack_sharded`) and only rank 0 writes; the process group is left on return."""
+    (:func:`infoswarm.runner.run_attack`) and only rank 0 writes; the process group is left on return."""
     from . import distributed
 
     try:
@@ -514,12 +514,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    import numpy as np
+    from dataclasses import replace
 
-    from . import data, distributed, influence, runs
-    from .attacks import registry
+    from . import data, distributed, runs
+    from .artifacts import AttackRun, AttackSpec
     from .attacks.mfipso import confusion_counts
     from .report.figures import gallery_figure
+    from .runner import run_attack
 
     _ignored_flags(args)
     _resolve_attack(args)
@@ -554,20 +555,9 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     model = _load_model(args, data.to_float(x8[:PROBE]), device, grad=needs_grad)
     k = args.num_classes
     _check_labels(y, k, args)
-    target: Any
-    t = args.target.lower()
-    if t == "none":
-        target = None
-    elif t in ("second", "confusion"):
-        target = t
-    else:
-        try:
-            target = int(t)
-        except ValueError:
-            raise InputError(f"unknown --target {args.target!r}",
-                             "use second, none, confusion or a class index") from None
-        if not 0 <= target < k:
-            raise InputError(f"--target {target} is out of range for {k} classes", f"use 0..{k - 1}")
+    from .selection import parse_target, select_images
+
+    target = parse_target(args.target, k, name="--target")
     pixels = args.pixels if args.fi_threshold is None else None
     if pixels is None and args.fi_threshold is None:
         pixels = 10
@@ -579,24 +569,22 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         raise InputError("--fi-threshold is an mfipso option", "use --pixels with other attacks")
     _positive(args.budget, "--budget")
     _positive(args.steps, "--steps")
-    attack = registry.build(
-        args.attack, model, pixels=pixels, eps=args.eps, target=target, min_prob=args.min_prob,
-        max_prob=args.max_prob, seed=args.seed, budget=args.budget, steps=args.steps,
-        **({} if args.attack != "mfipso" else dict(
+    spec = AttackSpec(
+        name=args.attack, pixels=pixels, eps=args.eps, target="none" if target is None else target,
+        min_prob=args.min_prob, max_prob=args.max_prob, seed=args.seed, budget=args.budget, steps=args.steps,
+        options={} if args.attack not in ("mfipso", "sparse-swarm") else dict(
             fi_threshold=args.fi_threshold, particles=args.particles, iterations=args.iterations,
             w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
             restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
             fi_eps_scale=args.fi_eps_scale,
-            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024)),
-        **({} if args.attack != "sparse-swarm" else dict(
-            particles=args.particles, prior=args.prior, loss=args.loss, refine=args.refine)))
+            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024) if args.attack == "mfipso" else dict(
+            particles=args.particles, prior=args.prior, loss=args.loss, refine=args.refine))
+    attack = spec.build(model, target=target)
     t0 = time.perf_counter()
-    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=show, device=device)
-    correct = rank.c == y
-    chosen = correct & (rank.fi >= args.tau) if args.select == "fi" else correct
-    if isinstance(target, int):
-        chosen &= y != target
-    idx = distributed.broadcast_object(chosen.nonzero().view(-1).cpu(), ctx)   # rank 0's list everywhere
+    selection = select_images(model, x8, y, rule=args.select, tau=args.tau, target=target,
+                              batch_size=500, device=device, progress=show)
+    rank = selection.ranking
+    idx = distributed.broadcast_object(selection.indices, ctx)   # rank 0's list everywhere
     if idx.numel() == 0:
         raise InputError(f"no image passes the selection (correct and image FI >= {args.tau:g}) "
                          f"among {len(y)}", "raise --limit or lower --tau")
@@ -611,46 +599,28 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     if run.resumed and distributed.is_main(ctx):
         print(f"continuing the attack in {args.out} from its checkpoints", file=sys.stderr, flush=True)
     flush_notes()
-    results = _attack_sharded(attack, x, yy, ctx, progress=show, chunk=args.chunk, run=run, log=True)
-    if results is None:  # not rank 0: rank 0 merges and writes
+    res = run_attack(attack, x, yy, chunk=args.chunk, run=run, ctx=ctx, progress=show)
+    if res is None:  # not rank 0: rank 0 merges and writes
         return 0
-    res = _merge(results, time.perf_counter() - t0)
+    res = replace(res, seconds=time.perf_counter() - t0)
     probs_before = torch.softmax(rank.logits[idx].double(), 1)
     with torch.no_grad():
         probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
     summary = {"command": "attack", "attack": args.attack, "dataset": args.dataset, "split": args.split, "model": args.model,
                "candidates": len(y), "selected": int(idx.numel()), "selection_rule": args.select,
                "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
-                                             if kk not in ("func", "json", "out", "overwrite")},
-               **res.summary()}
+                                             if kk not in ("func", "json", "out", "overwrite")}}
+    record = AttackRun.from_result(res, x, yy, idx, probs_before, probs_after, summary, spec)
+    summary = record.summary
     names = _class_names(args, k)
-    rows = []
-    for j in range(len(idx)):
-        rows.append({"index": int(idx[j]), "label": int(yy[j]), "target": int(res.target[j]),
-                     "success": int(res.success[j]), "pred_adv": int(res.pred[j]),
-                     "p_true_before": float(probs_before[j, yy[j]]), "p_true_after": float(probs_after[j, yy[j]]),
-                     "target_prob": float(res.target_prob[j]), "linf": float(res.linf[j]),
-                     "pixel_l0": int(res.pixel_l0[j]), "element_l0": int(res.element_l0[j]),
-                     "queries": int(res.queries[j]), "misclassified": int(res.pred[j] != yy[j]),
-                     "grad_evals": int(res.grad_evals[j])})
     order = sorted(range(len(idx)), key=lambda j: (not bool(res.success[j]), j))[: args.gallery]
     captions = [{"before": f"#{int(idx[j])} {names[int(yy[j])]} p={float(probs_before[j, yy[j]]):.2f}",
                  "after": f"-> {names[int(res.pred[j])]} p={float(probs_after[j, res.pred[j]]):.2f}"
                           + ("" if res.success[j] else " (failed)"),
                  "diff": f"L0 {int(res.pixel_l0[j])} px, Linf {float(res.linf[j]):.3f}"} for j in order]
-    def write_npz(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.savez_compressed(f, x_adv=res.x_adv.cpu().numpy(), x=x.cpu().numpy(),
-                                y=yy.cpu().numpy(), target=res.target.cpu().numpy(),
-                                success=res.success.cpu().numpy(), indices=res.index_array(),
-                                dataset_index=idx.numpy())
-
-    runs.atomic_write(run.path / "adversarial.npz", write_npz)
-    run.write_csv("results.csv", rows, list(rows[0]))
-    runs.atomic_write(run.path / "gallery.png",
-                      lambda p: gallery_figure(p, x[order].cpu(), res.x_adv[order].cpu(), captions))
-    run.write_json("summary.json", summary)  # last: marks the run finished
-    rule = f"correct, image FI >= {args.tau:g}" if args.select == "fi" else "every correct image"
+    record.save(run.path, before_summary=lambda: runs.atomic_write(
+        run.path / "gallery.png", lambda p: gallery_figure(p, x[order].cpu(), res.x_adv[order].cpu(), captions)))
+    rule = selection.describe()
     lines = [f"selected {int(idx.numel())} of {len(y)} images ({rule})",
              f"success rate {summary['success_rate']:.3f} ({summary['successes']}/{summary['images']}, 95% CI "
              f"{summary['success_ci95'][0]:.3f}-{summary['success_ci95'][1]:.3f}); misclassified "
@@ -662,71 +632,6 @@ def _cmd_attack(args: argparse.Namespace) -> int:
              f"{summary['seconds']:.1f}s; wrote {args.out}/{{adversarial.npz, results.csv, gallery.png, summary.json}}"]
     _print_summary(args, summary, lines)
     return 0
-
-
-def _attack_sharded(attack: Any, x: torch.Tensor, y: torch.Tensor, ctx: Any, progress: bool,
-                    chunk: int = 64, run: Any = None, log: bool = True, label: str = "attack") -> list[Any] | None:
-    """Attack this process's shard of (x, y) in chunks of ``chunk`` images; return every
-    process's results in the order of x on rank 0 (on x's device), None on the other ranks.
-
-    Single process: the whole of x. Each image's random streams are seeded per image (attacks
-    that take ``offset=`` get the chunk's position in x), and model calls are padded to at
-    least 16 rows, so the merged results do not depend on the number of processes. With a
-    :class:`~infoswarm.runs.ResumableRun` ``run``, each chunk's result is checkpointed
-    (``checkpoints/chunk-<start>.pt``) and a rerun loads finished chunks instead of attacking
-    them again. Without a terminal, one progress line per chunk goes to stderr."""
-
-    from tqdm.auto import tqdm
-
-    from . import distributed
-    from .progress import LogProgress
-
-    part = distributed.shard(len(x), ctx)
-    from .attacks.base import takes_offset
-
-    offset = takes_offset(attack)
-    results = []
-    starts = list(range(part.start, part.stop, chunk))
-    lines = LogProgress(label, len(starts), "chunks", enabled=log and not progress and distributed.is_main(ctx))
-    for n, i in enumerate(tqdm(starts, desc="mFI-PSO", unit="batch", disable=not progress)):
-        j = min(i + chunk, part.stop)
-        name = f"chunk-{i:07d}-{j:07d}.pt"
-        saved = run.load(name) if run is not None else None
-        if saved is not None:
-            res = _result_from_dict(saved, x.device)
-            lines.skip()
-        else:
-            res = attack(x[i:j], y[i:j], **({"offset": i} if offset else {}))
-            if run is not None:
-                run.save(name, _result_dict(res))
-        results.append(res)
-        lines.update(n + 1)
-    if not ctx.active:
-        return results
-    gathered = distributed.gather_objects([_result_to(r, "cpu") for r in results], ctx)
-    if not distributed.is_main(ctx):
-        return None
-    return [_result_to(r, x.device) for rank_results in gathered for r in rank_results]
-
-
-def _result_dict(res: Any) -> dict[str, Any]:
-    """An AttackResult as a dict of CPU tensors and numbers (for a weights-only checkpoint)."""
-    from dataclasses import fields
-
-    return {f.name: (v.cpu() if isinstance(v, torch.Tensor) else v)
-            for f in fields(res) for v in [getattr(res, f.name)]}
-
-
-def _result_from_dict(d: Any, device: torch.device) -> Any:
-    from dataclasses import fields
-
-    from .attacks.result import AttackResult
-
-    names = {f.name for f in fields(AttackResult)}
-    if not isinstance(d, dict) or set(d) != names:
-        raise InputError("an attack chunk checkpoint does not match this version's results",
-                         "pass --overwrite to start this run over")
-    return AttackResult(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
 
 
 _LINF_ATTACKS = ("mfipso", "fgsm", "pgd")
@@ -798,51 +703,13 @@ def _ignored_flags(args: argparse.Namespace) -> None:
         note(f"--attack {attack or 'sparse-swarm'} ignores " + ", ".join("--" + k.replace("_", "-") for k in ignored))
 
 
-def _result_to(res: Any, device: torch.device | str) -> Any:
-    """An AttackResult with every tensor moved to ``device``."""
-    from dataclasses import fields, replace
-
-    return replace(res, **{f.name: getattr(res, f.name).to(device) for f in fields(res)
-                           if isinstance(getattr(res, f.name), torch.Tensor)})
-
-
-def _merge(parts: list[Any], seconds: float) -> Any:
-    """Concatenate attack results over chunks of images."""
-    from .attacks.result import AttackResult
-
-    width = max(p.indices.shape[1] for p in parts)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1)
-
-    fields = {f: torch.cat([getattr(p, f) for p in parts])
-              for f in ("x_adv", "success", "pred", "target", "target_prob", "pixel_l0",
-                        "element_l0", "linf", "queries", "y", "grad_evals")}
-    return AttackResult(indices=torch.cat([pad(p.indices) for p in parts]), seconds=seconds, **fields)
-
-
 def _read_adversarial(path: str | None) -> dict[str, Any]:
-    import numpy as np
+    """The arrays of ``--adversarial`` (see :func:`infoswarm.artifacts.read_npz`)."""
+    from .artifacts import read_npz
 
     if path is None:
         raise InputError("this mode needs --adversarial", "pass runs/<attack run>/adversarial.npz")
-    import zipfile
-
-    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try it as .npy or pickle
-        raise InputError(f"cannot read {path} (not an .npz zip archive)",
-                         "pass an adversarial.npz written by infoswarm attack")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"cannot read {path} ({str(e)[:80]})", "pass an adversarial.npz written by infoswarm attack") from None
-    except Exception as e:  # zipfile.BadZipFile and friends
-        raise InputError(f"cannot read {path} ({type(e).__name__})",
-                         "pass an adversarial.npz written by infoswarm attack") from None
-    missing = {"x", "x_adv", "y", "success"} - set(arrays)
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(sorted(missing))}", "pass an adversarial.npz written by infoswarm attack")
-    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+    return read_npz(path)
 
 
 def cmd_universality(args: argparse.Namespace) -> int:

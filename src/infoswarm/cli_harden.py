@@ -188,7 +188,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
                     "infoswarm": __version__, "torch": torch.__version__,
                     "world_size": ctx.world_size})
     if distributed.is_main(ctx):
-        import numpy as np
+        from .artifacts import write_npz
 
         model = model.cpu().eval()
         card = {"name": f"{args.model}-hardened-{cfg.method}", "base": args.model, "dataset": args.dataset,
@@ -203,12 +203,8 @@ def cmd_harden(args: argparse.Namespace) -> int:
         runs.atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p), metadata={"base": args.model}))
         run.write_json("card.json", card)
         run.write_csv("metrics.csv", summary["history"], list(summary["history"][0]))
-        def write_npz(p: Path) -> None:
-            with open(p, "wb") as f:
-                np.savez_compressed(f, x_adv=adv["x_adv"].cpu().numpy(), y=adv["y"].cpu().numpy(),
-                                    dataset_index=adv["index"].cpu().numpy())
-
-        runs.atomic_write(out / "adversarial-train.npz", write_npz)
+        write_npz(out / "adversarial-train.npz",
+                  {"x_adv": adv["x_adv"], "y": adv["y"], "dataset_index": adv["index"]})
         run.write_json("summary.json", summary)  # last: marks the run finished
     distributed.barrier(ctx)
     distributed.shutdown()
@@ -230,91 +226,24 @@ def cmd_harden(args: argparse.Namespace) -> int:
     return 0
 
 
-_SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "attack": (str,), "eps": (int, float), "particles": (int,), "iterations": (int,), "w": (int, float),
-    "c1": (int, float), "c2": (int, float), "restart_iterations": (int,), "selection": (str,), "bounds": (str,),
-    "no_restart": (bool,), "pixels": (int, type(None)), "fi_threshold": (int, float, type(None)),
-    "budget": (int, type(None)), "steps": (int, type(None)), "target": (str, int, type(None)),
-    "min_prob": (int, float, type(None)), "max_prob": (int, float, type(None)),
-}
-
-
-def _check_attack_settings(s: dict[str, Any], folder: Path) -> None:
-    """The settings of an attack run's summary.json (read back by ``evaluate``) must have the
-    types ``infoswarm attack`` writes: a tampered or hand-edited file gets one line."""
-    import math
-
-    from .attacks import registry
-
-    for key, types in _SETTING_TYPES.items():
-        if key not in s:
-            continue
-        v = s[key]
-        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
-        if ok and isinstance(v, float) and not math.isfinite(v):
-            ok = False
-        if ok and isinstance(v, int) and not isinstance(v, bool) and key in ("particles", "budget", "steps", "pixels") \
-                and v < 1:
-            ok = False
-        if ok and key in ("iterations", "restart_iterations") and v < 0:
-            ok = False
-        if not ok:
-            raise InputError(f"{folder}/summary.json has an invalid settings.{key} ({v!r})",
-                             "pass a folder written by `infoswarm attack`, or re-run the attack")
-    if s["attack"] not in registry.NAMES:
-        raise InputError(f"{folder}/summary.json names an unknown attack {s['attack']!r}",
-                         "pass a folder written by `infoswarm attack`, or re-run the attack")
-    t = s.get("target", "second")
-    if isinstance(t, str) and t.lower() not in ("none", "second", "confusion"):
-        try:
-            int(t)
-        except ValueError:
-            raise InputError(f"{folder}/summary.json has an invalid settings.target ({t!r})",
-                             "pass a folder written by `infoswarm attack`, or re-run the attack") from None
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
+    from dataclasses import replace
 
     from . import data, runs, training
+    from .artifacts import AttackRun
     from .attacks import registry
-    from .cli import (PROBE, _attack_sharded, _check_labels, _device, _inputs, _load_model, _merge,
-                      _print_summary, _read_adversarial)
+    from .cli import PROBE, _check_labels, _device, _inputs, _load_model, _print_summary
+    from .runner import run_attack
 
     folder = Path(args.against)
-    if not (folder / "summary.json").is_file():
-        raise InputError(f"--against {folder} is not a finished attack run (no summary.json)",
-                         "pass a folder written by `infoswarm attack`")
-    try:
-        info = json.loads((folder / "summary.json").read_text())
-    except ValueError:
-        raise InputError(f"{folder}/summary.json is not valid JSON", "re-run the attack") from None
-    if not isinstance(info, dict) or info.get("command") != "attack":
-        kind = info.get("command") if isinstance(info, dict) else None
-        raise InputError(f"--against {folder} is a {kind} run, not an attack run",
-                         "pass a folder written by `infoswarm attack`")
-    s = info.get("settings")
-    need = ["attack", "eps"] + (["particles", "iterations", "w", "c1", "c2", "restart_iterations", "selection",
-                                 "bounds"] if isinstance(s, dict) and s.get("attack") == "mfipso" else [])
-    lacking = [k for k in need if k not in s] if isinstance(s, dict) else ["settings"]
-    if lacking or not isinstance(info.get("dataset"), str):
-        raise InputError(f"{folder}/summary.json lacks {', '.join(lacking or ['dataset'])} of the attack run",
-                         "pass a folder written by `infoswarm attack`, or re-run the attack")
-    _check_attack_settings(s, folder)
-    arrays = _read_adversarial(str(folder / "adversarial.npz"))
-    n = len(arrays["x"])
-    if (arrays["x_adv"].shape != arrays["x"].shape or arrays["x"].dim() != 4 or n == 0
-            or arrays["y"].shape != (n,) or arrays["success"].shape != (n,)
-            or ("target" in arrays and arrays["target"].shape != (n,))):
-        raise InputError(f"{folder}/adversarial.npz holds arrays of inconsistent shapes",
-                         "pass a folder written by `infoswarm attack`, or re-run the attack")
+    record = AttackRun.load(folder, name="--against")
+    spec, arrays, info = record.spec, record.arrays, record.summary
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in names:
         if b not in registry.NAMES:
             raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.NAMES)}")
     runs.check_out(args.out, args.overwrite, _inputs(args))
     device = _device(args.device)
-    s = info["settings"]
     args.dataset = info["dataset"]
     x, x_adv = arrays["x"].float().to(device), arrays["x_adv"].float().to(device)
     y, success = arrays["y"].long().to(device), arrays["success"].bool().to(device)
@@ -327,42 +256,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with torch.no_grad():
         adv_acc = float((model(x_adv[success]).argmax(1) == y[success]).float().mean()) if success.any() else None
     target_arr = arrays.get("target")
-    target: Any = s.get("target", "second")
-    if isinstance(target, str) and target.lower() == "none":
-        target = None
-    elif isinstance(target, str) and target not in ("second", "confusion"):
-        target = int(target)
+    from .selection import parse_target
+
+    target: Any = parse_target(spec.target, args.num_classes, name=f"{folder}/summary.json settings.target")
     if target == "confusion":
         target = target_arr.long().to(device) if target_arr is not None else "second"
-    if s["attack"] == "mfipso":  # the swarm's query budget per image
-        restart = 0 if s.get("no_restart") else int(s.get("restart_iterations") or 0)
-        budget = int(s["particles"]) * (int(s["iterations"]) + restart)
-    else:
-        budget = int(s.get("budget") or 1000)
-    pixels = s.get("pixels")
-    if s.get("fi_threshold") is not None:  # the paper's rule: baselines get the run's mean pixel count
-        pixels = None
-    elif pixels is None:
-        pixels = 10
-    base_pixels = pixels if pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
-    mf = {} if s["attack"] != "mfipso" else dict(
-        fi_threshold=s.get("fi_threshold"), particles=s["particles"], iterations=s["iterations"], w=s["w"],
-        c1=s["c1"], c2=s["c2"], restart=not s.get("no_restart"), restart_iterations=s["restart_iterations"],
-        selection=s["selection"], bounds=s["bounds"])
-    swarm = {k: s[k] for k in ("particles", "prior", "loss", "refine") if k in s} if s["attack"] == "sparse-swarm" else {}
-    attacks = [(name, registry.build(name, model, pixels=pixels if name == s["attack"] else base_pixels,
-                                     eps=s["eps"], target=target, min_prob=s.get("min_prob"),
-                                     max_prob=s.get("max_prob"), seed=args.seed, budget=budget,
-                                     steps=s.get("steps", 10), **(mf if name == "mfipso" else {}),
-                                     **(swarm if name == "sparse-swarm" else {})))
-               for name in [s["attack"], *[b for b in names if b != s["attack"]]]]  # all built before any runs
+    budget = spec.query_budget()
+    # the paper's rule (pixels None): baselines get the run's mean pixel count
+    base_pixels = spec.pixels if spec.pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
+    specs = [spec] + [replace(spec, name=b, pixels=base_pixels, options={}) for b in names if b != spec.name]
+    attacks = [(sp.name, sp.build(model, target=target, seed=args.seed, budget=budget))
+               for sp in specs]  # all built before any runs
     rows = []
-    from .distributed import Context
-
     for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
-        started = time.perf_counter()
-        res = _merge(_attack_sharded(attack, x, y, Context(), progress=False, label=f"evaluate {name}") or [],
-                     time.perf_counter() - started)
+        res = run_attack(attack, x, y, label=f"evaluate {name}")
+        assert res is not None  # one process
         rows.append({"attack": name, "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
                      "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
