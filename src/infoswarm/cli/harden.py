@@ -1,4 +1,4 @@
-"""The ``harden`` and ``evaluate`` commands (thin layers over :mod:`infoswarm.hardening`)."""
+"""``infoswarm harden``: FI-targeted adversarial training (a thin layer over :mod:`infoswarm.hardening`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import InputError
+from .. import __version__
+from ..errors import InputError
+from .common import (
+    PROBE, check_labels, common_args, data_args, flush_notes, inputs_of, load_model, model_args, note,
+    positive, print_summary, torch_device)
 
 
-def add_parsers(sub: Any) -> None:
-    """Register ``harden`` and ``evaluate`` on the main parser's subparsers."""
-    from .cli import _common, _data_args, _model_args
+def add_parser(sub: Any) -> None:
+    """Register ``harden``."""
 
     p = sub.add_parser(
         "harden", help="FI-targeted adversarial training: attack vulnerable training images, mix, fine-tune",
@@ -31,8 +33,8 @@ def add_parsers(sub: Any) -> None:
         epilog="examples:\n  infoswarm harden --dataset mnist --model mnist-cnn --out runs/h\n"
                "  infoswarm harden --dataset mnist --model mnist-cnn --protect 3:8,7:1 --out runs/h-38\n"
                "  infoswarm harden --method pgd --epochs 3 --lr 0.01 --milestones 2 --out runs/h-pgd")
-    _data_args(p, default_split="train")
-    _model_args(p)
+    data_args(p, default_split="train")
+    model_args(p)
     g = p.add_argument_group("hardening")
     g.add_argument("--method", default="fi", choices=["fi", "random", "pgd", "fgsm-rs", "none"],
                    help="fi (paper), random (mFI-PSO on random images), pgd or fgsm-rs adversarial "
@@ -64,33 +66,14 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--gamma", type=float, default=0.1)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=None, help="default: the zoo recipe's, else 5e-4")
-    _common(p)
+    common_args(p)
     p.set_defaults(func=cmd_harden, dataset=None)
-
-    p = sub.add_parser(
-        "evaluate", help="robustness of a model against an attack run: adversarial accuracy and a fresh re-attack",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Clean test accuracy of --model; its accuracy on the successful adversarial images of "
-                    "--against (made against another model); and the success rate of a fresh attack with "
-                    "the --against run's settings (and of --baselines at the same query budget) on the "
-                    "same original images. Writes summary.json.",
-        epilog="example:\n  infoswarm evaluate --model mnist-cnn --weights runs/h/model.safetensors "
-               "--against runs/a --out runs/e")
-    _model_args(p)
-    g = p.add_argument_group("evaluation")
-    g.add_argument("--against", required=True, help="an `infoswarm attack` run folder")
-    g.add_argument("--baselines", default="sparse-rs",
-                   help="comma-separated baseline attacks re-run at the same budget (default sparse-rs; '' for none)")
-    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
-    g.add_argument("--download", action="store_true", help="download the test split if missing")
-    _common(p)
-    p.set_defaults(func=cmd_evaluate)
 
 
 def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones: tuple[int, ...],
               wd: float) -> Any:
-    from . import zoo
-    from .hardening import HardenConfig, parse_protect
+    from .. import zoo
+    from ..hardening import HardenConfig, parse_protect
 
     return HardenConfig(
         method=args.method, tau=args.tau, limit=args.limit, protect=parse_protect(args.protect),
@@ -106,8 +89,7 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
 def cmd_harden(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from . import data, distributed, hardening, runs, zoo
-    from .cli import PROBE, _check_labels, _device, _inputs, _load_model, _positive, _print_summary, flush_notes, note
+    from .. import data, distributed, hardening, runs, zoo
 
     if args.model in zoo.ZOO and args.dataset is None:
         args.dataset = zoo.ZOO[args.model].dataset
@@ -122,32 +104,32 @@ def cmd_harden(args: argparse.Namespace) -> int:
         raise InputError(f"--milestones {args.milestones!r} is not a list of epochs", "write e.g. --milestones 10,20") from None
     wd = args.weight_decay if args.weight_decay is not None else (
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
-    _positive(args.limit, "--limit")
-    _positive(args.batch_size, "--batch-size")
+    positive(args.limit, "--limit")
+    positive(args.batch_size, "--batch-size")
     cfg = _settings(args, args.particles if args.particles is not None else (200 if cifar else 500),
                     epochs, milestones, wd)
     ctx = distributed.init(args.device)
-    device = _device(args.device) if not ctx.active or ctx.backend != "nccl" else torch.device("cuda", ctx.local_rank)
+    device = torch_device(args.device) if not ctx.active or ctx.backend != "nccl" else torch.device("cuda", ctx.local_rank)
     x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
     xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
-    model = _load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
+    model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
     cfg.validate(args.num_classes, int(x8.shape[2] * x8.shape[3]))
-    _check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
-    _check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
+    check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
+    check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
     if args.method != "pgd" and args.pgd_steps != 10:
         note(f"--method {args.method} ignores --pgd-steps (only --method pgd uses it)")
     settings = {"dataset": args.dataset, "split": args.split, "model": args.model,
                 "weights": args.weights, **cfg.as_dict()}
     # Checked on every rank (nothing is written until all checks pass); rank 0 creates it.
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
-                           inputs=_inputs(args))
+                           inputs=inputs_of(args))
     if run.finished and not args.overwrite:
         print(f"{args.out} is a finished harden run with these settings; nothing to do "
               "(pass --overwrite to run it again)", file=sys.stderr)
         return 0
     distributed.barrier(ctx)
     if distributed.is_main(ctx):
-        run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=_inputs(args))
+        run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=inputs_of(args))
     distributed.barrier(ctx)
     quiet = args.json or not distributed.is_main(ctx)
 
@@ -188,7 +170,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
                     "infoswarm": __version__, "torch": torch.__version__,
                     "world_size": ctx.world_size})
     if distributed.is_main(ctx):
-        from .artifacts import write_npz
+        from ..artifacts import write_npz
 
         model = model.cpu().eval()
         card = {"name": f"{args.model}-hardened-{cfg.method}", "base": args.model, "dataset": args.dataset,
@@ -196,7 +178,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
                 "test_accuracy": summary["after"]["clean_acc"], "torch": torch.__version__,
                 "infoswarm": __version__, "command": "infoswarm " + " ".join(sys.argv[1:])}
         out = Path(args.out)
-        from .checks import LogOutputs
+        from ..checks import LogOutputs
 
         inner = model.model if isinstance(model, LogOutputs) else model  # --outputs probs: the user's own keys
         state = {k: v.contiguous() for k, v in inner.state_dict().items()}
@@ -222,68 +204,5 @@ def cmd_harden(args: argparse.Namespace) -> int:
              f"wrote {args.out}/{{model.safetensors, card.json, metrics.csv, summary.json}} "
              f"({time.perf_counter() - t0:.0f}s)"]
     if distributed.is_main(ctx):
-        _print_summary(args, summary, lines)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from . import data, runs, training
-    from .artifacts import AttackRun
-    from .attacks import registry
-    from .cli import PROBE, _check_labels, _device, _inputs, _load_model, _print_summary
-    from .runner import run_attack
-
-    folder = Path(args.against)
-    record = AttackRun.load(folder, name="--against")
-    spec, arrays, info = record.spec, record.arrays, record.summary
-    names = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    for b in names:
-        if b not in registry.NAMES:
-            raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.NAMES)}")
-    runs.check_out(args.out, args.overwrite, _inputs(args))
-    device = _device(args.device)
-    args.dataset = info["dataset"]
-    x, x_adv = arrays["x"].float().to(device), arrays["x_adv"].float().to(device)
-    y, success = arrays["y"].long().to(device), arrays["success"].bool().to(device)
-    model = _load_model(args, x[:PROBE], device)
-    _check_labels(y, args.num_classes, argparse.Namespace(dataset=f"{folder}/adversarial.npz"))
-    if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
-        raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
-    xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        adv_acc = float((model(x_adv[success]).argmax(1) == y[success]).float().mean()) if success.any() else None
-    target_arr = arrays.get("target")
-    from .selection import parse_target
-
-    target: Any = parse_target(spec.target, args.num_classes, name=f"{folder}/summary.json settings.target")
-    if target == "confusion":
-        target = target_arr.long().to(device) if target_arr is not None else "second"
-    budget = spec.query_budget()
-    # the paper's rule (pixels None): baselines get the run's mean pixel count
-    base_pixels = spec.pixels if spec.pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
-    specs = [spec] + [replace(spec, name=b, pixels=base_pixels, options={}) for b in names if b != spec.name]
-    attacks = [(sp.name, sp.build(model, target=target, seed=args.seed, budget=budget))
-               for sp in specs]  # all built before any runs
-    rows = []
-    for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
-        res = run_attack(attack, x, y, label=f"evaluate {name}")
-        assert res is not None  # one process
-        rows.append({"attack": name, "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
-                     "success_rate": float(res.success.float().mean()),
-                     "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
-    summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),
-               "dataset": info["dataset"], "images": int(len(x)), "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
-               "adv_acc": adv_acc, "adversarial_images": int(success.sum()), "reattack": rows,
-               "query_budget": budget, "seconds": time.perf_counter() - t0}
-    with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=_inputs(args)) as tmp:
-        runs.write_json(tmp / "summary.json", summary)
-        runs.write_csv(tmp / "reattack.csv", rows, list(rows[0]))
-    lines = [f"clean test accuracy {summary['clean_acc']:.4f}; accuracy on {int(success.sum())} adversarial images "
-             f"from {folder}: {'n/a' if adv_acc is None else f'{adv_acc:.4f}'}"]
-    lines += [f"fresh {r['attack']}: success {r['success_rate']:.3f} ({r['queries_mean']:.0f} queries/image)" for r in rows]
-    lines.append(f"wrote {args.out}/summary.json")
-    _print_summary(args, summary, lines)
+        print_summary(args, summary, lines)
     return 0
