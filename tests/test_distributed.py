@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from infoswarm import cli, distributed
+from infoswarm import distributed, runner
 from infoswarm.attacks import registry
 from infoswarm.attacks.mfipso import MFIPSO
 from infoswarm.distributed import Context, epoch_indices, shard, shard_bounds
@@ -217,11 +217,10 @@ def test_cli_chunking_is_invisible(digits, one_thread):
     model, x, y = digits
     attack = MFIPSO(model, pixels=3, selection="random", seed=2, particles=4, iterations=1, restart_iterations=1)
     ctx = Context()
-    whole = cli._attack_sharded(attack, x, y, ctx, progress=False)
-    chunks = cli._attack_sharded(attack, x, y, ctx, progress=False, chunk=5)
-    assert len(whole) == 1 and len(chunks) == 5
+    whole = runner.run_attack(attack, x, y, ctx=ctx)
+    chunks = runner.run_attack(attack, x, y, ctx=ctx, chunk=5)
     for f in FIELDS:
-        assert torch.equal(cat(whole, f), cat(chunks, f)), f
+        assert torch.equal(cat([whole], f), cat([chunks], f)), f
 
 
 # --- torchrun end to end -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import influence, training
+from . import training
 from .attacks.base import takes_offset
 from .attacks.fgsm import project
 from .errors import InputError
@@ -168,10 +168,13 @@ def select(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, cfg: HardenConfi
     "second"). FI rule: correct and image FI ≥ τ; ``protect`` keeps only the listed true
     classes and targets each image at its listed class of highest probability; "random" takes
     as many correct images as the FI rule would, uniformly at random (seeded)."""
+    from .selection import select_images
+
     y = y.cpu()
-    rank = influence.rank_images(model, x8, "pred", batch_size=500, progress=progress, device=device)
-    correct = rank.c == y
-    chosen = correct & (rank.fi >= cfg.tau)
+    base = select_images(model, x8, y, rule="fi", tau=cfg.tau, batch_size=500, device=device, progress=progress)
+    rank, correct = base.ranking, base.correct
+    chosen = torch.zeros_like(correct)
+    chosen[base.indices] = True
     target = torch.full_like(y, -1)
     if cfg.protect:
         probs = torch.softmax(rank.logits.double(), 1)

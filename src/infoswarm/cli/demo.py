@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
+from .common import common_args, positive, torch_device
 
 
 DEMO_MODELS = {"mnist": "mnist-cnn", "fashion-mnist": "fashion-cnn", "cifar10": "cifar10-cnn"}
@@ -22,7 +23,6 @@ DEMO_MODELS = {"mnist": "mnist-cnn", "fashion-mnist": "fashion-cnn", "cifar10": 
 
 
 def add_parser(sub: Any) -> None:
-    from .cli import _common
 
     p = sub.add_parser(
         "demo", help="influence -> select -> attack (SparseSwarm, random control, paper preset) -> report",
@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--iterations", type=int, default=10, help="paper preset: swarm iterations (default 10)")
     g.add_argument("--restart-iterations", type=int, default=10,
                    help="paper preset: restart iterations (default 10; paper 40)")
-    _common(p)
+    common_args(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -78,19 +78,19 @@ def _rate(s: dict[str, Any], count: str, rate: str, ci: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import runs
-    from .cli import _device, _positive, main
+    from .. import runs
+    from . import main  # the package's entry point, imported when the demo runs (no import cycle)
 
     # Checked here, so that bad input gives one line and not a failed step plus its message.
     for flag in ("limit", "pixels", "budget", "particles"):
-        _positive(getattr(args, flag), "--" + flag)
+        positive(getattr(args, flag), "--" + flag)
     for flag in ("iterations", "restart_iterations"):
         if getattr(args, flag) < 0:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}", "pass 0 or more")
-    _device(args.device)
+    torch_device(args.device)
     runs.check_out(args.out, args.overwrite)
     out = Path(args.out)
-    from . import data
+    from .. import data
 
     data.load(args.dataset, "test", root=args.data_root)  # one line naming where it looked when absent
     t0 = time.perf_counter()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from typing import Any
+from dataclasses import replace
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
+from .common import common_args, load_data, load_model, model_args, positive, print_summary, torch_device
 
 
 def _data_group(p: argparse.ArgumentParser, dataset_help: str, limit: int | None, limit_help: str) -> None:
@@ -24,9 +25,8 @@ def _data_group(p: argparse.ArgumentParser, dataset_help: str, limit: int | None
     g.add_argument("--limit", type=int, default=limit, help=limit_help)
 
 
-def add_parsers(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     """Register ``outliers`` and ``sensitivity`` on the ``infoswarm`` sub-command parser."""
-    from .cli import _common, _model_args
 
     p = sub.add_parser(
         "outliers", help="FI as an outlier detector: synthetic outliers, fine-tune, ROC/PR vs the Jacobian norm",
@@ -41,7 +41,7 @@ def add_parsers(sub: Any) -> None:
                "--out runs/outliers")
     _data_group(p, "mnist, fashion-mnist, cifar10, or a path (train split used)", 10000,
                 "clean training images (the first N of the train split; default 10000)")
-    _model_args(p)
+    model_args(p)
     g = p.add_argument_group("outliers")
     g.add_argument("--outliers", type=int, default=1000, help="synthetic outliers added (default 1000)")
     g.add_argument("--shift", type=int, nargs=2, default=(4, 8), metavar=("MIN", "MAX"),
@@ -49,7 +49,7 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
     g.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate, cosine to 0 (default 0.01)")
     g.add_argument("--top", type=int, default=32, help="top-ranked images shown per score (default 32)")
-    _common(p)
+    common_args(p)
     p.set_defaults(func=cmd_outliers, split="train")
 
     p = sub.add_parser(
@@ -63,7 +63,7 @@ def add_parsers(sub: Any) -> None:
                "--param-images 200 --out runs/sensitivity")
     _data_group(p, "mnist, fashion-mnist, cifar10, or a path to an .npz / folder", None,
                 "images of each split for the percentiles (default all)")
-    _model_args(p)
+    model_args(p)
     g = p.add_argument_group("sensitivity")
     g.add_argument("--param-images", type=int, default=200,
                    help="test images for the per-layer parameter FI (default 200)")
@@ -71,7 +71,7 @@ def add_parsers(sub: Any) -> None:
                    help="epsilon of the authors' regularised FI for the layers (default 1e-3, as in their code)")
     g.add_argument("--exact", action="store_true",
                    help="exact layer FI instead (equals the image FI for any layer whose Jacobian has rank K)")
-    _common(p)
+    common_args(p)
     p.set_defaults(func=cmd_sensitivity, split="test")
 
 
@@ -85,24 +85,23 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     """``infoswarm outliers``."""
     from safetensors.torch import save_file
 
-    from . import data, outliers, runs
-    from .cli import _device, _load_data, _load_model, _positive, _print_summary
-    from .report.analysis_figures import image_grid_figure, roc_pr_figure
+    from .. import data, outliers, runs
+    from ..report.analysis_figures import image_grid_figure, roc_pr_figure
 
     for flag in ("limit", "outliers", "epochs", "top", "batch_size"):
-        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+        positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     if not args.lr > 0:
         raise InputError(f"--lr must be positive, got {args.lr}", "pass e.g. --lr 0.01")
     lo, hi = args.shift
     if not 0 <= lo <= hi:
         raise InputError(f"--shift needs 0 <= MIN <= MAX, got {lo} {hi}", "pass e.g. --shift 4 8")
     runs.check_out(args.out, args.overwrite)
-    device = _device(args.device)
-    x8, y = _load_data(args, "train")
+    device = torch_device(args.device)
+    x8, y = load_data(args, "train")
     if x8.shape[-1] <= hi or x8.shape[-2] <= hi:
         raise InputError(f"--shift MAX {hi} is not smaller than the image size {tuple(x8.shape[-2:])}",
                          "pass a smaller --shift")
-    model = _load_model(args, data.to_float(x8[:2]), device)
+    model = load_model(args, data.to_float(x8[:2]), device)
     _check_dataset_labels(y, args.num_classes)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("fine-tuning needs a Python nn.Module, not TorchScript",
@@ -183,7 +182,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
                  "(paired bootstrap 95 %)")
     lines.append(f"wrote {args.out}/{{summary.json, scores.csv, curves.json, roc_pr.png, top_fi.png, "
                  "top_jacobian.png, outliers.pt, model.safetensors}")
-    _print_summary(args, summary, lines)
+    print_summary(args, summary, lines)
     return 0
 
 
@@ -191,20 +190,19 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     """``infoswarm sensitivity``."""
     import numpy as np
 
-    from . import data, influence, runs, sensitivity
-    from .cli import _device, _load_data, _load_model, _positive, _print_summary
-    from .report.analysis_figures import manhattan_figure
+    from .. import data, influence, runs, sensitivity
+    from ..report.analysis_figures import manhattan_figure
 
-    _positive(args.param_images, "--param-images")
-    _positive(args.batch_size, "--batch-size")
+    positive(args.param_images, "--param-images")
+    positive(args.batch_size, "--batch-size")
     if not args.exact and not args.eps > 0:
         raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 1e-3, or --exact")
     eps = None if args.exact else args.eps
     runs.check_out(args.out, args.overwrite)
-    device = _device(args.device)
-    splits = {s: _load_data(args, s) for s in ("train", "test")}
+    device = torch_device(args.device)
+    splits = {s: load_data(args, s) for s in ("train", "test")}
     x_test, y_test = splits["test"]
-    model = _load_model(args, data.to_float(x_test[:2]), device)
+    model = load_model(args, data.to_float(x_test[:2]), device)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
@@ -262,5 +260,5 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     lines.append(f"layer FI ({'exact' if eps is None else f'eps={eps:g}'}, {n} test images), median: "
                  + ", ".join(f"{name} {v['median']:.3g}" for name, v in layers.items()))
     lines.append(f"wrote {args.out}/{{summary.json, percentiles.csv, layer_fi.csv, layer_fi.png}}")
-    _print_summary(args, summary, lines)
+    print_summary(args, summary, lines)
     return 0

@@ -1,0 +1,299 @@
+"""Typed records of attack runs: what ``infoswarm attack`` writes and ``evaluate``,
+``universality`` and the report read back.
+
+An attack run folder holds
+
+* ``summary.json``: the run's numbers (:meth:`AttackResult.summary` keys), ``command`` "attack",
+  ``dataset``, ``settings`` (the command's options, as before) and ``attack_spec`` (an
+  :class:`AttackSpec`: everything needed to rebuild the attack);
+* ``adversarial.npz``: ``x`` and ``x_adv`` [M, C, H, W] float32 in [0, 1], ``y``, ``target`` [M]
+  int64, ``success`` [M] bool, ``indices`` [M, k] int64 perturbed pixel locations (−1 padding),
+  ``dataset_index`` [M] int64 (positions in the scanned split);
+* ``results.csv``: one row per attacked image (:data:`RESULT_COLUMNS`).
+
+Only this module knows those keys; readers get one-line :class:`InputError` messages for files
+that were damaged or edited by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+
+NPZ = "adversarial.npz"
+SUMMARY = "summary.json"
+RESULTS = "results.csv"
+SPEC_KEY = "attack_spec"
+
+NPZ_REQUIRED = ("x", "x_adv", "y", "success")
+RESULT_COLUMNS = ("index", "label", "target", "success", "pred_adv", "p_true_before", "p_true_after",
+                  "target_prob", "linf", "pixel_l0", "element_l0", "queries", "misclassified", "grad_evals")
+
+_REDO = "pass a folder written by `infoswarm attack`, or re-run the attack"
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "attack": (str,), "name": (str,), "eps": (int, float), "particles": (int,), "iterations": (int,),
+    "w": (int, float), "c1": (int, float), "c2": (int, float), "restart_iterations": (int,),
+    "selection": (str,), "bounds": (str,), "no_restart": (bool,), "restart": (bool,),
+    "pixels": (int, type(None)), "fi_threshold": (int, float, type(None)), "budget": (int, type(None)),
+    "steps": (int, type(None)), "target": (str, int, type(None)), "min_prob": (int, float, type(None)),
+    "max_prob": (int, float, type(None)), "fi_eps_scale": (int, float), "confusion_min": (int,),
+    "batch_size": (int,), "prior": (str,), "loss": (str,), "refine": (bool,), "seed": (int,),
+}
+"""The JSON types each attack setting may have (settings of other names are not checked)."""
+
+_AT_LEAST_ONE = ("particles", "budget", "steps", "pixels", "confusion_min", "batch_size")
+_AT_LEAST_ZERO = ("iterations", "restart_iterations", "seed")
+MFIPSO_OPTIONS = ("fi_threshold", "particles", "iterations", "w", "c1", "c2", "restart", "restart_iterations",
+                  "selection", "bounds")
+SWARM_OPTIONS = ("particles", "prior", "loss", "refine")
+
+
+def check_settings(s: Mapping[str, Any], where: str) -> None:
+    """Every known key of ``s`` has the type (and sign) :class:`AttackSpec` needs; ``where``
+    names the file in the one-line error."""
+    from .attacks import registry
+
+    for key, types in _TYPES.items():
+        if key not in s:
+            continue
+        v = s[key]
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        if ok and isinstance(v, float) and not math.isfinite(v):
+            ok = False
+        if ok and isinstance(v, int) and not isinstance(v, bool) and (
+                (key in _AT_LEAST_ONE and v < 1) or (key in _AT_LEAST_ZERO and v < 0)):
+            ok = False
+        if not ok:
+            raise InputError(f"{where} has an invalid settings.{key} ({v!r})", _REDO)
+    name = s.get("name", s.get("attack"))
+    if name not in registry.NAMES:
+        raise InputError(f"{where} names an unknown attack {name!r}", _REDO)
+    t = s.get("target", "second")
+    if isinstance(t, str) and t.lower() not in ("none", "second", "confusion"):
+        try:
+            int(t)
+        except ValueError:
+            raise InputError(f"{where} has an invalid settings.target ({t!r})", _REDO) from None
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack and the settings that rebuild it with
+    :func:`infoswarm.attacks.registry.build`.
+
+    ``pixels``: k locations (None: mfipso's element-FI rule, ``options["fi_threshold"]``); ``eps``:
+    L∞ bound in [0, 1] pixel units; ``target``: "none", "second", "confusion" or a class index;
+    ``min_prob``/``max_prob``: success bounds on p(target); ``seed``; ``budget``: queries per
+    image of the query attacks; ``steps``: PGD steps; ``options``: the attack's own keyword
+    arguments (mfipso: :data:`MFIPSO_OPTIONS` and more; sparse-swarm: :data:`SWARM_OPTIONS`)."""
+
+    name: str
+    pixels: int | None = 10
+    eps: float = 1.0
+    target: str | int | None = "none"
+    min_prob: float | None = None
+    max_prob: float | None = None
+    seed: int = 0
+    budget: int = 1000
+    steps: int = 10
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, model: torch.nn.Module, *, target: Any, seed: int | None = None,
+              budget: int | None = None) -> Any:
+        """The attack on ``model`` aiming at ``target`` (the spec's target parsed with
+        :func:`infoswarm.selection.parse_target` for the model's classes, or a tensor of classes);
+        ``seed`` and ``budget`` replace the spec's when given."""
+        from .attacks import registry
+
+        return registry.build(self.name, model, pixels=self.pixels, eps=self.eps, target=target,
+                              min_prob=self.min_prob, max_prob=self.max_prob,
+                              seed=self.seed if seed is None else seed,
+                              budget=self.budget if budget is None else budget, steps=self.steps, **self.options)
+
+    def query_budget(self) -> int:
+        """Model queries per image: the swarm's particles × (iterations + restart iterations) for
+        mfipso, ``budget`` for the others."""
+        if self.name == "mfipso":
+            o = self.options
+            restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
+            return int(o["particles"]) * (int(o["iterations"]) + restart)
+        return int(self.budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> AttackSpec:
+        """A spec read from JSON, checked (one-line :class:`InputError` naming ``where``)."""
+        if not isinstance(d, dict) or not isinstance(d.get("options", {}), dict):
+            raise InputError(f"{where} has an invalid {SPEC_KEY}", _REDO)
+        lacking = [k for k in ("name", "eps") if k not in d]
+        unknown = sorted(set(d) - {f for f in cls.__dataclass_fields__})
+        if lacking or unknown:
+            raise InputError(f"{where} {'lacks' if lacking else 'has unknown'} "
+                             f"{SPEC_KEY}.{(lacking or unknown)[0]}", _REDO)
+        check_settings({**d.get("options", {}), **{k: v for k, v in d.items() if k != "options"}}, where)
+        if d["name"] == "mfipso":
+            missing = [k for k in MFIPSO_OPTIONS if k not in d.get("options", {})]
+            if missing:
+                raise InputError(f"{where} lacks {SPEC_KEY}.options.{missing[0]}", _REDO)
+        return cls(**{**d, "options": dict(d.get("options", {}))})
+
+    @classmethod
+    def from_settings(cls, s: Any, where: str) -> AttackSpec:
+        """A spec from the ``settings`` of a summary.json written before ``attack_spec``
+        existed (the command's options), checked like :meth:`from_dict`."""
+        need = ["attack", "eps"] + (["particles", "iterations", "w", "c1", "c2", "restart_iterations",
+                                     "selection", "bounds"] if isinstance(s, dict) and s.get("attack") == "mfipso"
+                                    else [])
+        lacking = [k for k in need if k not in s] if isinstance(s, dict) else ["settings"]
+        if lacking:
+            raise InputError(f"{where} lacks {', '.join(lacking)} of the attack run", _REDO)
+        check_settings(s, where)
+        pixels = s.get("pixels")
+        if s.get("fi_threshold") is not None:
+            pixels = None
+        elif pixels is None:
+            pixels = 10
+        options: dict[str, Any] = {}
+        if s["attack"] == "mfipso":
+            options = {"fi_threshold": s.get("fi_threshold"), "particles": s["particles"],
+                       "iterations": s["iterations"], "w": s["w"], "c1": s["c1"], "c2": s["c2"],
+                       "restart": not s.get("no_restart"), "restart_iterations": s["restart_iterations"],
+                       "selection": s["selection"], "bounds": s["bounds"]}
+        elif s["attack"] == "sparse-swarm":
+            options = {k: s[k] for k in SWARM_OPTIONS if k in s}
+        return cls(name=s["attack"], pixels=pixels, eps=s["eps"], target=s.get("target", "second"),
+                   min_prob=s.get("min_prob"), max_prob=s.get("max_prob"), seed=int(s.get("seed") or 0),
+                   budget=int(s.get("budget") or 1000), steps=s.get("steps", 10) or 10, options=options)
+
+
+def read_npz(path: str | Path) -> dict[str, torch.Tensor]:
+    """The arrays of an ``adversarial.npz`` (at least :data:`NPZ_REQUIRED`) as tensors."""
+    import numpy as np
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try it as .npy or pickle
+        raise InputError(f"cannot read {path} (not an .npz zip archive)",
+                         "pass an adversarial.npz written by infoswarm attack")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"cannot read {path} ({str(e)[:80]})", "pass an adversarial.npz written by infoswarm attack") from None
+    except Exception as e:  # zipfile.BadZipFile and friends
+        raise InputError(f"cannot read {path} ({type(e).__name__})",
+                         "pass an adversarial.npz written by infoswarm attack") from None
+    missing = set(NPZ_REQUIRED) - set(arrays)
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(sorted(missing))}", "pass an adversarial.npz written by infoswarm attack")
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def write_npz(path: Path, arrays: Mapping[str, torch.Tensor | Any]) -> None:
+    """``arrays`` (tensors or numpy arrays) into a compressed .npz at ``path``, atomically."""
+    import numpy as np
+
+    from . import runs
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **{k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+                                      for k, v in arrays.items()})
+
+    runs.atomic_write(Path(path), write)
+
+
+@dataclass
+class AttackRun:
+    """One ``infoswarm attack`` run: ``summary`` (summary.json), ``arrays`` (adversarial.npz,
+    tensors on the CPU) and ``rows`` (results.csv; empty when read back)."""
+
+    summary: dict[str, Any]
+    arrays: dict[str, torch.Tensor]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary["dataset"])
+
+    @property
+    def spec(self) -> AttackSpec:
+        """The attack as run (from ``attack_spec``; from ``settings`` for older runs)."""
+        if SPEC_KEY in self.summary:
+            return AttackSpec.from_dict(self.summary[SPEC_KEY], SUMMARY)
+        return AttackSpec.from_settings(self.summary.get("settings"), SUMMARY)
+
+    @staticmethod
+    def from_result(res: Any, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, probs_before: torch.Tensor,
+                    probs_after: torch.Tensor, summary: dict[str, Any], spec: AttackSpec) -> AttackRun:
+        """The record of an attack on float images ``x`` [M, C, H, W] with labels ``y`` [M]
+        (positions ``index`` [M] in the scanned split), from its :class:`AttackResult` ``res``
+        and the class probabilities [M, K] before and after; ``summary`` gets ``res.summary()``
+        and the spec added."""
+        yc = y.cpu()
+        rows = [{"index": int(index[j]), "label": int(yc[j]), "target": int(res.target[j]),
+                 "success": int(res.success[j]), "pred_adv": int(res.pred[j]),
+                 "p_true_before": float(probs_before[j, yc[j]]), "p_true_after": float(probs_after[j, yc[j]]),
+                 "target_prob": float(res.target_prob[j]), "linf": float(res.linf[j]),
+                 "pixel_l0": int(res.pixel_l0[j]), "element_l0": int(res.element_l0[j]),
+                 "queries": int(res.queries[j]), "misclassified": int(res.pred[j] != yc[j]),
+                 "grad_evals": int(res.grad_evals[j])} for j in range(len(index))]
+        arrays = {"x_adv": res.x_adv.cpu(), "x": x.cpu(), "y": yc, "target": res.target.cpu(),
+                  "success": res.success.cpu(), "indices": torch.from_numpy(res.index_array()),
+                  "dataset_index": index.cpu()}
+        return AttackRun(summary={**summary, **res.summary(), SPEC_KEY: spec.to_dict()}, arrays=arrays, rows=rows)
+
+    def save(self, folder: str | Path, before_summary: Any = None) -> None:
+        """adversarial.npz, results.csv, then (after ``before_summary()``, e.g. a figure)
+        summary.json last: a folder with a summary.json is a finished run."""
+        from . import runs
+
+        folder = Path(folder)
+        write_npz(folder / NPZ, self.arrays)
+        if self.rows:
+            runs.atomic_write(folder / RESULTS, lambda p: runs.write_csv(p, self.rows, list(RESULT_COLUMNS)))
+        if before_summary is not None:
+            before_summary()
+        runs.atomic_write(folder / SUMMARY, lambda p: runs.write_json(p, self.summary))
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str = "folder") -> AttackRun:
+        """A finished attack run, checked: summary.json is an attack run's with a dataset and a
+        valid attack spec, and adversarial.npz holds M ≥ 1 images with consistent shapes.
+        ``name`` is what errors call the folder (e.g. the flag it came from)."""
+        folder = Path(folder)
+        if not (folder / SUMMARY).is_file():
+            raise InputError(f"{name} {folder} is not a finished attack run (no summary.json)",
+                             "pass a folder written by `infoswarm attack`")
+        try:
+            info = json.loads((folder / SUMMARY).read_text())
+        except ValueError:
+            raise InputError(f"{folder}/summary.json is not valid JSON", "re-run the attack") from None
+        if not isinstance(info, dict) or info.get("command") != "attack":
+            kind = info.get("command") if isinstance(info, dict) else None
+            raise InputError(f"{name} {folder} is a {kind} run, not an attack run",
+                             "pass a folder written by `infoswarm attack`")
+        where = f"{folder}/summary.json"
+        if SPEC_KEY in info:
+            AttackSpec.from_dict(info[SPEC_KEY], where)
+        else:
+            AttackSpec.from_settings(info.get("settings"), where)
+        if not isinstance(info.get("dataset"), str):
+            raise InputError(f"{where} lacks dataset of the attack run", _REDO)
+        arrays = read_npz(folder / NPZ)
+        n = len(arrays["x"])
+        if (arrays["x_adv"].shape != arrays["x"].shape or arrays["x"].dim() != 4 or n == 0
+                or arrays["y"].shape != (n,) or arrays["success"].shape != (n,)
+                or ("target" in arrays and arrays["target"].shape != (n,))):
+            raise InputError(f"{folder}/adversarial.npz holds arrays of inconsistent shapes", _REDO)
+        return cls(summary=info, arrays=arrays)

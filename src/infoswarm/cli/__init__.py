@@ -1,0 +1,72 @@
+"""Command-line interface: a thin layer over the library.
+
+Every command validates its input before doing work, writes its outputs atomically (see
+:mod:`infoswarm.runs`) and reports bad input as one line on stderr with exit status 2.
+
+One module per command (``attack``, ``influence``, ``train``, ``universality``, ``report``,
+``harden``, ``evaluate``, ``demo``, ``analysis`` for outliers and sensitivity), each with an
+``add_parser(sub)`` and its ``cmd_*`` function; what they share lives in :mod:`.common`. The
+command modules import :mod:`.common` and the library, never each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from .. import __version__
+from ..cpu import tune_cpu
+from ..errors import InputError
+from . import analysis, attack, demo, evaluate, harden, influence, report, train, universality
+from .common import Parser, check_numbers, clear_notes, flush_notes, run_lock, terminate_cleanly
+
+COMMANDS = (influence, attack, universality, train, report, harden, evaluate, demo, analysis)
+"""The command modules, in the order ``infoswarm --help`` lists them."""
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``infoswarm`` argument parser with every command's sub-parser."""
+    parser = Parser(prog="infoswarm", description="Find where image classifiers are fragile, "
+                    "attack them with a particle swarm, and harden them.")
+    parser.add_argument("--version", action="version", version=f"infoswarm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``infoswarm`` command; returns the exit status."""
+    tune_cpu()  # keep big freed tensor buffers in the process (glibc; see infoswarm.cpu)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        print("error: no command given; choose one of "
+              "influence, attack, universality, train, harden, evaluate, report, demo", file=sys.stderr)
+        return 2
+    terminate_cleanly()
+    try:
+        check_numbers(args)
+        torch.manual_seed(args.seed)
+        with run_lock(args):
+            status = int(args.func(args) or 0)
+        flush_notes()
+        return status
+    except InputError as e:
+        clear_notes()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no half-written output was left (attack, train and harden runs keep "
+              "their checkpoints: run the same command to continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""What every command shares: the argument groups, the device, data and model loading with
+their up-front checks, notes held until the checks pass, printing the summary, the run-folder
+lock and the checks every command gets before it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from ..errors import InputError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
+def common_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    """--out, --overwrite, --device, --seed, --batch-size and --json."""
+    g = p.add_argument_group("common options")
+    g.add_argument("--out", required=out_required, help="output folder (written atomically)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+
+def data_args(p: argparse.ArgumentParser, default_split: str = "test") -> None:
+    """--dataset, --split, --data-root, --download and --limit."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help="mnist, fashion-mnist, cifar10, or a path to an .npz / image folder")
+    g.add_argument("--split", default=default_split, choices=["train", "test"])
+    g.add_argument("--data-root", default=None, help="extra folder to look for dataset files in")
+    g.add_argument("--download", action="store_true",
+                   help="download the official files (checked by SHA-256) if no local copy exists")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
+def model_args(p: argparse.ArgumentParser) -> None:
+    """--model, --weights and --outputs."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mnist-cnn",
+                   help="zoo name, path/to/file.py:ClassName (with --weights), or a TorchScript file")
+    g.add_argument("--weights", default=None, help=".safetensors weights for --model")
+    g.add_argument("--outputs", default="logits", choices=["logits", "probs"],
+                   help="what the model returns: logits (default) or probabilities (then log is used)")
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device --device names, refused in one line when it cannot run a model here."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown --device {name!r}", "use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):  # e.g. meta: a valid torch device that computes nothing
+        raise InputError(f"--device {name!r} cannot run a model", "use cpu, cuda or cuda:N")
+    for kind, backend in (("mps", getattr(torch.backends, "mps", None)), ("xpu", getattr(torch, "xpu", None))):
+        if dev.type == kind and (backend is None or not backend.is_available()):
+            raise InputError(f"--device {name} but no {kind.upper()} device is available here", "use --device cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda but no CUDA device is available", "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name} but only {torch.cuda.device_count()} CUDA device(s) are visible",
+                         f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+_NOTES: list[str] = []
+
+
+def note(msg: str) -> None:
+    """A one-line note for the user (an ignored flag, a model switched to eval mode). Notes are
+    held until the command's checks have passed (:func:`flush_notes`), so bad input still gets
+    exactly one line, and dropped when the command fails."""
+    _NOTES.append(msg)
+
+
+def flush_notes() -> None:
+    """Print the held notes on stderr (called when the real work starts, and at the end)."""
+    for msg in _NOTES:
+        print(f"note: {msg}", file=sys.stderr, flush=True)
+    _NOTES.clear()
+
+
+def clear_notes() -> None:
+    """Drop the held notes (the command failed: its one error line is all the user sees)."""
+    _NOTES.clear()
+
+
+def positive(value: int | None, flag: str) -> None:
+    """Refuse a ``value`` below 1 given for ``flag`` (None: not given, accepted)."""
+    if value is not None and value <= 0:
+        raise InputError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
+
+
+def load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    from .. import data
+
+    positive(args.limit, "--limit")
+    x, y = data.load(args.dataset, split or args.split, root=args.data_root, download=args.download)
+    if args.limit is not None:
+        x, y = x[: args.limit], y[: args.limit]
+    if len(x) == 0:
+        raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
+    folder = Path(args.dataset).expanduser()
+    if folder.is_dir() and not getattr(args, "json", False):
+        from ..data import folder_labels
+
+        sub = folder / (split or args.split)
+        labels = folder_labels(sub if sub.is_dir() else folder)
+        shown = ", ".join(f"{n} -> {k}" for n, k in list(labels.items())[:12])
+        note(f"image folder classes (folder -> label): {shown}"
+             + (f" (+{len(labels) - 12} more)" if len(labels) > 12 else ""))
+    return x, y
+
+
+def class_names(args: argparse.Namespace, k: int) -> tuple[str, ...]:
+    """K class names: the dataset's (an image folder's folder names), numbers for the rest."""
+    from .. import data
+
+    names = list(data.class_names_of(args.dataset, args.split) or ())[:k]
+    return tuple(names + [str(i) for i in range(len(names), k)])
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to stderr, only when it is a terminal and --json is off."""
+    return not args.json and sys.stderr.isatty()
+
+
+def print_summary(args: argparse.Namespace, summary: dict[str, Any], lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        print("\n".join(lines))
+
+
+PROBE = 64
+"""Images in the model probe of :func:`load_model`: a realistic batch, so that models that fail
+only on bigger batches, or whose outputs look like probabilities only over many rows, are caught
+before any work."""
+
+
+def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device,
+                grad: bool = False) -> torch.nn.Module:
+    """Load --model/--weights and check, once and up front, on a batch of up to :data:`PROBE`
+    images, that it takes the dataset's images and returns finite [N, K] logits (or, with
+    ``--outputs probs``, probabilities, which are then turned into log-probabilities); with
+    ``grad``, that its outputs have a gradient with respect to the images. A model in train
+    mode is switched to eval mode with a note. K is kept on ``args.num_classes``."""
+    from .. import zoo
+    from ..checks import LogOutputs, check_gradient, check_logits, check_outputs, set_eval
+
+    x_probe = x_probe[:PROBE]
+    model = zoo.load(args.model, args.weights, device=device)
+    set_eval(model, note)
+    outputs = getattr(args, "outputs", "logits")
+    if outputs == "probs":
+        model = LogOutputs(model).eval()
+    try:
+        with torch.no_grad():
+            out = model(x_probe.to(device))
+    except RuntimeError as e:
+        raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
+                         f"{tuple(x_probe.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
+                         "use the model made for this dataset") from None
+    except Exception as e:  # a user's model can fail in any way; report it in one line
+        raise InputError(f"model {args.model} failed on {args.dataset} images of shape "
+                         f"{tuple(x_probe.shape[1:])} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})",
+                         "fix the model's forward, or use the model made for this dataset") from None
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"model {args.model} returned a {type(out).__name__}, not a tensor of logits",
+                         "wrap the model so that it returns one row of class logits per image")
+    args.num_classes = check_logits(out, x_probe.shape[0])
+    check_outputs(out)  # after LogOutputs, probabilities have become log-probabilities
+    if grad:
+        check_gradient(model, x_probe.to(device))
+    return model
+
+
+def check_labels(y: torch.Tensor, k: int, args: argparse.Namespace) -> None:
+    """Every label must name one of the model's K classes (refused up front, never dropped)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+        bad = int(y[(y < 0) | (y >= k)][0])
+        n = int(((y < 0) | (y >= k)).sum())
+        raise InputError(f"{n} label(s) of {args.dataset} (e.g. {bad}) lie outside the model's {k} classes 0..{k - 1}",
+                         "use the model made for this dataset, or relabel the data")
+
+
+def read_adversarial(path: str | None) -> dict[str, Any]:
+    """The arrays of ``--adversarial`` (see :func:`infoswarm.artifacts.read_npz`)."""
+    from ..artifacts import read_npz
+
+    if path is None:
+        raise InputError("this mode needs --adversarial", "pass runs/<attack run>/adversarial.npz")
+    return read_npz(path)
+
+
+def inputs_of(args: argparse.Namespace) -> list[str]:
+    """Files and folders a command reads (never to be written into or over)."""
+    paths = [getattr(args, k, None) for k in ("dataset", "weights", "against", "adversarial")]
+    model = getattr(args, "model", None)
+    if isinstance(model, str):
+        paths.append(model.rsplit(":", 1)[0] if ":" in model and not Path(model).exists() else model)
+    return [str(p) for p in paths if p and Path(str(p)).expanduser().exists()]
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every float option finite, the seed in torch's range: checked before any command runs."""
+    import math
+
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be a finite number, got {value}", f"pass a number such as {flag} 0.1")
+    seed = getattr(args, "seed", 0)
+    if isinstance(seed, int) and not 0 <= seed < 2 ** 63:
+        raise InputError(f"--seed must lie in 0 .. 2^63-1, got {seed}", "pass e.g. --seed 0")
+
+
+def run_lock(args: argparse.Namespace) -> Any:
+    """The run-folder lock (:func:`infoswarm.runs.lock`) of commands that write an --out folder."""
+    import contextlib
+
+    from .. import runs
+
+    import os
+
+    if args.command == "report" or not getattr(args, "out", None) or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()  # under torchrun only rank 0 holds the lock
+    return runs.lock(args.out)
+
+
+def terminate_cleanly() -> None:
+    """SIGTERM (a scheduler's or `kill`'s default) ends the command like Ctrl-C: temporary files
+    are removed and checkpoints kept. Only from the main thread (signal handlers live there)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        pass

@@ -1,0 +1,136 @@
+"""``infoswarm influence``: image FI ranking and pixel heatmaps of a model."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from .common import (
+    PROBE, check_labels, class_names, common_args, data_args, flush_notes, inputs_of, load_data,
+    load_model, model_args, positive, print_summary, show_progress, torch_device)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``influence``."""
+    p = sub.add_parser(
+        "influence", help="rank vulnerable images and map vulnerable pixels (Fisher influence)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Image-level and pixel-level first-order influence (FI) of a model.",
+        epilog="example:\n  infoswarm influence --dataset mnist --model mnist-cnn --split test "
+               "--limit 1000 --top 20 --out runs/fi")
+    data_args(p)
+    model_args(p)
+    g = p.add_argument_group("influence")
+    g.add_argument("--top", type=int, default=20, help="heatmaps for the N most vulnerable images")
+    g.add_argument("--map-class", default="pred", choices=["pred", "true", "second"],
+                   help="class c of the pixel maps' objective log p_c (default pred)")
+    g.add_argument("--map", default=None, choices=["fi", "saliency", "grad-input", "eps-fi", "window-fi-3",
+                                                   "window-fi-5", "window-fi-7", "random"],
+                   help="heatmap: fi = exact FI set by --unit/--window/--eps; otherwise a map of infoswarm.maps "
+                        "(default: the deletion benchmark's winner, see BENCHMARKS.md, unless --unit element, "
+                        "--window or --eps ask for FI)")
+    g.add_argument("--unit", default="pixel", choices=["pixel", "element"],
+                   help="pixel: all channels of a location together; element: one channel")
+    g.add_argument("--window", type=int, default=1, choices=[1, 3, 5, 7], help="block width")
+    g.add_argument("--eps", "--fi-eps", dest="eps", type=float, default=None,
+                   help="authors' regularised variant with this epsilon (e.g. 1e-3); default exact")
+    g.add_argument("--fi-eps-scale", type=float, default=1.0,
+                   help="input scale the epsilon variant is evaluated in: 1 for [0,1] models (default), "
+                        "255 for models trained on raw 0..255 pixels (the authors' CIFAR-10 model)")
+    g.add_argument("--tau", type=float, default=0.01,
+                   help="vulnerability threshold on image FI, reported in the summary (default 0.01)")
+    common_args(p)
+    p.set_defaults(func=cmd_influence, dataset="mnist")
+
+
+def cmd_influence(args: argparse.Namespace) -> int:
+    from .. import data, influence, runs
+    from ..report.figures import heatmap_figure
+
+    positive(args.top, "--top")
+    positive(args.batch_size, "--batch-size")
+    if args.eps is not None and not (args.eps > 0 and math.isfinite(args.eps)):
+        raise InputError(f"--eps must be a finite number > 0, got {args.eps}", "pass e.g. --eps 1e-3, or omit it for exact FI")
+    if not (args.fi_eps_scale > 0 and math.isfinite(args.fi_eps_scale)):
+        raise InputError(f"--fi-eps-scale must be a finite number > 0, got {args.fi_eps_scale}",
+                         "pass 1 for [0,1] models or 255 for models trained on raw 0..255 pixels")
+    if args.tau < 0:
+        raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
+    from ..maps import choose_map
+
+    choose_map(args.map, args.unit, args.window, args.eps, args.fi_eps_scale)  # checks the combination first
+    runs.check_out(args.out, args.overwrite, inputs_of(args))
+    device = torch_device(args.device)
+    x8, y = load_data(args)
+    model = load_model(args, data.to_float(x8[:PROBE]), device, grad=True)
+    k = args.num_classes
+    check_labels(y, k, args)
+    classes = class_names(args, k)
+    bs = args.batch_size or 500
+    flush_notes()
+    t0 = time.perf_counter()
+    rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=show_progress(args), device=device)
+    fi_true = influence.image_fi_from_logits(rank.logits, y)
+    t_rank = time.perf_counter() - t0
+    probs = torch.softmax(rank.logits.double(), 1)
+    pred = rank.c
+    correct = pred == y
+    top = rank.order[: args.top]
+    t0 = time.perf_counter()
+    xt = data.to_float(x8[top]).to(device)
+    from ..maps import heatmaps_for_report
+
+    maps, map_info, deletion = heatmaps_for_report(model, xt, args.map_class, y[top].to(device), map_name=args.map,
+                                                   unit=args.unit, window=args.window, eps=args.eps,
+                                                   eps_scale=args.fi_eps_scale, batch_size=min(bs, 64))
+    t_maps = time.perf_counter() - t0
+    map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
+    vulnerable = correct & (rank.fi >= args.tau)
+    rows = [{"index": i, "label": int(y[i]), "pred": int(pred[i]), "p_pred": float(probs[i, pred[i]]),
+             "image_fi_pred": float(rank.fi[i]), "image_fi_true": float(fi_true[i])}
+            for i in range(len(y))]
+    top_rows = []
+    summary: dict[str, Any] = {
+        "command": "influence", "dataset": args.dataset, "split": args.split, "model": args.model,
+        "images": len(y), "accuracy": float(correct.float().mean()), "tau": args.tau,
+        "vulnerable_correct": int(vulnerable.sum()),
+        "vulnerable_rule": "correctly classified and image FI (pred) >= tau, i.e. p_pred <= 1/(1+tau)",
+        "image_fi_pred_quantiles": {q: float(torch.quantile(rank.fi, float(q))) for q in ("0.5", "0.9", "0.99")},
+        "map": map_info, "deletion": deletion,
+        "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
+        "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
+    }
+    with runs.atomic_dir(args.out, args.overwrite, kind="influence", inputs=inputs_of(args)) as tmp:
+        runs.write_csv(tmp / "images.csv", rows, list(rows[0]))
+        (tmp / "heatmaps").mkdir()
+        for r, i in enumerate(top.tolist()):
+            name = f"rank{r + 1:03d}_index{i}.png"
+            mc = int(map_cls[r])
+            title = (f"#{r + 1}: index {i}, label {classes[int(y[i])]}, pred {classes[int(pred[i])]} "
+                     f"(p={float(probs[i, pred[i]]):.3f}), image FI {float(rank.fi[i]):.3g}")
+            heatmap_figure(tmp / "heatmaps" / name, xt[r], maps[r],
+                           title, f"{map_info['name']}, f = log p[{classes[mc]}]")
+            top_rows.append({"rank": r + 1, "index": i, "label": int(y[i]), "pred": int(pred[i]),
+                             "p_pred": float(probs[i, pred[i]]), "image_fi_pred": float(rank.fi[i]),
+                             "map_class": mc, "map_max": float(maps[r].max()), "heatmap": f"heatmaps/{name}"})
+        if deletion:
+            from ..report.analysis_figures import deletion_figure
+
+            deletion_figure(tmp / "deletion.png", deletion["curves"],
+                            f"deletion test on the {len(top)} heatmap images ({deletion['replacement']})")
+        runs.write_json(tmp / "summary.json", summary)
+    lines = [
+        f"{args.model} on {args.dataset} {args.split}: {len(y)} images, accuracy {summary['accuracy']:.4f}",
+        f"vulnerable (correct, image FI >= {args.tau:g}): {summary['vulnerable_correct']}",
+        "most vulnerable: " + ", ".join(f"{t['index']} (FI {t['image_fi_pred']:.3g})" for t in top_rows[:5]),
+        f"image FI {t_rank:.1f}s, {len(top)} pixel maps {t_maps:.1f}s; wrote {args.out}/"
+        "{images.csv, summary.json, heatmaps/}",
+    ]
+    print_summary(args, summary, lines)
+    return 0

@@ -1,0 +1,156 @@
+"""``infoswarm train``: train a zoo architecture with its recorded recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from .common import (
+    PROBE, check_labels, common_args, data_args, flush_notes, inputs_of, load_data, positive,
+    print_summary, torch_device)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``train``."""
+    p = sub.add_parser(
+        "train", help="train a zoo architecture with its recorded recipe",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a zoo model; writes model.safetensors, card.json and history.csv.",
+        epilog="example:\n  infoswarm train --dataset mnist --model mnist-cnn --out runs/mnist-cnn")
+    data_args(p, default_split="train")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help="zoo architecture name")
+    g.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    g.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    common_args(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from .. import data, runs, training, zoo
+
+    if args.model not in zoo.ZOO:
+        zoo.build(args.model)  # raises the unknown-name error
+    entry = zoo.ZOO[args.model]
+    args.dataset = args.dataset or entry.dataset
+    recipe = entry.recipe
+    positive(args.epochs, "--epochs")
+    positive(args.batch_size, "--batch-size")
+    if args.lr is not None and not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}", "pass e.g. --lr 0.05, or omit it for the recipe's")
+    if args.epochs:
+        recipe = replace(recipe, epochs=args.epochs)
+    if args.lr:
+        recipe = replace(recipe, lr=args.lr)
+    if args.batch_size:
+        recipe = replace(recipe, batch_size=args.batch_size)
+    device = torch_device(args.device)
+    x, y = load_data(args, "train")
+    xt, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    want = zoo.ZOO[args.model].dataset
+    if data.is_named(args.dataset) and data.INFO[want].shape != data.INFO[args.dataset].shape:
+        raise InputError(f"{args.model} is built for {want}-shaped images, not {args.dataset}",
+                         "pick the model made for this dataset")
+    if tuple(x.shape[1:]) != tuple(xt.shape[1:]):
+        raise InputError(f"train images {tuple(x.shape[1:])} and test images {tuple(xt.shape[1:])} of "
+                         f"{args.dataset} differ in shape", "use one image size in both splits")
+    torch.manual_seed(args.seed)
+    model = zoo.build(args.model).to(device)
+    try:  # fails here, before any training, when the images do not fit the architecture
+        with torch.no_grad():
+            probe = model.eval()(data.to_float(x[:PROBE]).to(device))
+        model.train()
+    except RuntimeError as e:
+        raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
+                         f"{tuple(x.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
+                         "pick the model made for this dataset") from None
+    check_labels(y, int(probe.shape[1]), args)  # before any work: a label >= K would fail mid-epoch
+    check_labels(yt, int(probe.shape[1]), argparse.Namespace(dataset=f"{args.dataset} test"))
+    settings = {"model": args.model, "dataset": args.dataset, "recipe": training.recipe_dict(recipe),
+                "seed": args.seed, "train_images": len(x)}
+    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False,
+                           inputs=inputs_of(args))
+    if run.finished and not args.overwrite:
+        print(f"{args.out} is a finished train run with these settings; nothing to do "
+              "(pass --overwrite to train again)", file=sys.stderr)
+        return 0
+    run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, inputs=inputs_of(args))
+    state = run.load("train.pt") if run.resumed else None
+    if state is not None:
+        print(f"continuing the training in {args.out} after epoch {int(state['epoch'])} of "
+              f"{recipe.epochs}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    elapsed0 = float(state.get("elapsed", 0.0)) if state is not None else 0.0
+    log_path = run.path / "train.log"
+
+    def line_of(row: dict[str, Any]) -> str:
+        return (f"epoch {row['epoch']:3d}/{recipe.epochs}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
+                f"train {row['train_acc']:.4f}  test {row.get('test_acc', float('nan')):.4f}  "
+                f"{row['seconds']:.0f}s")
+
+    def log(row: dict[str, Any]) -> None:
+        if not args.json:
+            print(line_of(row), flush=True)
+
+    def checkpoint(st: dict[str, Any]) -> None:
+        st = dict(st, elapsed=elapsed0 + time.perf_counter() - t0)
+        run.save("train.pt", st)
+        # logged once the epoch is saved, so a killed and resumed run lists each epoch once
+        with open(log_path, "a") as f:
+            f.write(line_of(st["history"][-1]) + "\n")
+
+    flush_notes()
+    history = training.train(model, x.to(device), y.to(device), recipe, seed=args.seed,
+                             x_test=xt.to(device), y_test=yt.to(device), log=log,
+                             resume=state, checkpoint=checkpoint)
+    model = model.cpu().eval()
+    test_acc = training.accuracy(model, xt, yt)
+    card = {
+        "name": args.model, "architecture": type(model).__name__, "dataset": args.dataset,
+        "train_images": len(x), "recipe": training.recipe_dict(recipe), "seed": args.seed,
+        "test_accuracy": test_acc, "train_seconds": round(elapsed0 + time.perf_counter() - t0, 1),
+        "torch": torch.__version__, "infoswarm": __version__,
+        "threads": torch.get_num_threads(), "machine": _machine(),
+        "command": "infoswarm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+    }
+    runs.atomic_write(run.path / "model.safetensors", lambda p: save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(p),
+        # one metadata key: safetensors writes several keys in no fixed order, one keeps the
+        # file bitwise repeatable
+        metadata={"infoswarm": json.dumps({"name": args.model, "dataset": args.dataset}, sort_keys=True)}))
+    run.write_json("card.json", card)
+    run.write_csv("history.csv", history, list(history[0]))
+    run.write_json(run.DONE, card)
+    print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",
+                                f"wrote {Path(args.out) / 'model.safetensors'} and card.json"])
+    return 0
+
+
+def _machine() -> str:
+    """One line naming the CPU (or GPU) and the core count, for model cards."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        name += f", {torch.cuda.get_device_name(0)}"
+    return f"{name}, {os.cpu_count()} cores"

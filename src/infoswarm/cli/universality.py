@@ -1,0 +1,122 @@
+"""``infoswarm universality``: shared perturbations, pattern reuse and transfer."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ..errors import InputError
+from .common import (
+    PROBE, check_labels, common_args, data_args, inputs_of, load_data, load_model, model_args, positive,
+    print_summary, read_adversarial, torch_device)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``universality``."""
+    p = sub.add_parser(
+        "universality", help="measure adversarial universality: shared perturbations, pattern reuse, transfer",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="shared: one k-pixel perturbation optimised by the swarm on --fit images (global or "
+                    "--per-class), fooling rate on the next --holdout images, next to a random control. "
+                    "reuse: each successful perturbation in --adversarial added to held-out images. "
+                    "transfer: --adversarial images (made on another model) evaluated on --model.",
+        epilog="examples:\n  infoswarm universality --mode shared --dataset mnist --model mnist-cnn --pixels 20 "
+               "--eps 0.3 --fit 128 --holdout 1000 --out runs/u\n"
+               "  infoswarm universality --mode transfer --adversarial runs/a/adversarial.npz "
+               "--model other.py:Net --weights other.safetensors --out runs/t")
+    data_args(p)
+    model_args(p)
+    g = p.add_argument_group("universality")
+    g.add_argument("--mode", required=True, choices=["shared", "reuse", "transfer"])
+    g.add_argument("--adversarial", default=None, help="adversarial.npz from `infoswarm attack` (reuse, transfer)")
+    g.add_argument("--pixels", type=int, default=20, help="k pixels of the shared perturbation (default 20)")
+    g.add_argument("--eps", type=float, default=0.15, help="L-infinity bound (default 0.15)")
+    g.add_argument("--per-class", action="store_true", help="one shared perturbation per true class")
+    g.add_argument("--selection", default="fi", choices=["fi", "saliency"],
+                   help="how the shared pixels are chosen: mean exact FI (default) or mean gradient norm")
+    g.add_argument("--fit", type=int, default=128, help="images the shared perturbation is fitted on")
+    g.add_argument("--holdout", type=int, default=1000, help="held-out images it is evaluated on")
+    g.add_argument("--particles", type=int, default=40, help="swarm size (default 40)")
+    g.add_argument("--iterations", type=int, default=20, help="swarm iterations (default 20)")
+    common_args(p)
+    p.set_defaults(func=cmd_universality, dataset="mnist")
+
+
+def cmd_universality(args: argparse.Namespace) -> int:
+    from .. import data, runs, universality
+
+    for flag in ("pixels", "fit", "holdout", "particles"):
+        positive(getattr(args, flag), "--" + flag)
+    if not args.eps > 0:
+        raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 0.15")
+    runs.check_out(args.out, args.overwrite, inputs_of(args))
+    device = torch_device(args.device)
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {"command": "universality", "mode": args.mode, "model": args.model}
+    if args.mode == "transfer":
+        adv = read_adversarial(args.adversarial)
+        model = load_model(args, adv["x"][:PROBE].float(), device)
+        check_labels(adv["y"].long(), args.num_classes, args)
+        res = universality.transfer(model, adv["x"].float().to(device), adv["x_adv"].float().to(device),
+                                    adv["y"].long().to(device), adv["success"].bool().to(device))
+        summary.update(adversarial=str(args.adversarial), **res)
+        lines = [f"transfer to {args.model}: accuracy {res['accuracy_clean']:.3f} clean -> "
+                 f"{res['accuracy_adversarial']:.3f} adversarial; transfer rate {res['transfer_rate']:.3f} "
+                 f"of {res['source_successes_correct_here']} source successes"]
+    else:
+        x8, y = load_data(args)
+        model = load_model(args, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
+        check_labels(y, args.num_classes, args)
+        x = data.to_float(x8).to(device)
+        y = y.to(device)
+        if args.mode == "reuse":
+            adv = read_adversarial(args.adversarial)
+            ok = adv["success"].bool()
+            if not ok.any():
+                raise InputError(f"{args.adversarial} holds no successful adversarial image", "attack more images first")
+            if tuple(adv["x"].shape[1:]) != tuple(x.shape[1:]):
+                raise InputError("--adversarial images and --dataset images differ in shape", "use the same dataset")
+            hold = x[: args.holdout], y[: args.holdout]
+            res = universality.pattern_reuse(model, adv["x"][ok].float().to(device), adv["x_adv"][ok].float().to(device),
+                                             *hold)
+            summary.update(adversarial=str(args.adversarial), holdout=len(hold[0]), **res)
+            lines = [f"pattern reuse over {res['sources']} sources: mean fooling rate {res['mean_fooling_rate']:.4f}, "
+                     f"best {res['max_fooling_rate']:.4f}"]
+        else:
+            if len(x) < args.fit + 1:
+                raise InputError(f"only {len(x)} images for --fit {args.fit} plus a hold-out",
+                                 "raise --limit or lower --fit")
+            xf, yf = x[: args.fit], y[: args.fit]
+            xh, yh = x[args.fit: args.fit + args.holdout], y[args.fit: args.fit + args.holdout]
+            from ..progress import LogProgress
+
+            stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
+            sp = universality.shared_perturbation(model, xf, yf, args.pixels, eps=args.eps, per_class=args.per_class,
+                                                  particles=args.particles, iterations=args.iterations, seed=args.seed,
+                                                  selection=args.selection)
+            stages.update(1)
+            fit = universality.fooling_rate(model, xf, yf, sp.apply(xf, yf))
+            stages.update(2)
+            held = universality.fooling_rate(model, xh, yh, sp.apply(xh, yh))
+            stages.update(3)
+            control = universality.fooling_rate(model, xh, yh, universality.random_control(xh, args.pixels, args.eps, args.seed))
+            stages.update(4)
+            summary.update(pixels=args.pixels, eps=args.eps, per_class=args.per_class, fit_images=len(xf),
+                           holdout_images=len(xh), fit=fit, holdout=held, random_control=control,
+                           locations=sp.locations.tolist(), groups=sp.groups.tolist())
+            lines = [f"shared {args.pixels}-pixel perturbation (eps {args.eps:g}): fooling rate "
+                     f"{fit['fooling_rate']:.4f} on {len(xf)} fit images, {held['fooling_rate']:.4f} on "
+                     f"{len(xh)} held-out images; random control {control['fooling_rate']:.4f}"]
+            shared = sp
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    with runs.atomic_dir(args.out, args.overwrite, kind="universality", inputs=inputs_of(args)) as tmp:
+        runs.write_json(tmp / "summary.json", summary)
+        if args.mode == "shared":
+            from safetensors.torch import save_file
+
+            save_file({"locations": shared.locations.contiguous(), "delta": shared.delta.contiguous(),
+                       "groups": shared.groups.contiguous()}, str(tmp / "perturbation.safetensors"))
+    lines.append(f"{summary['seconds']:.1f}s; wrote {args.out}/summary.json")
+    print_summary(args, summary, lines)
+    return 0

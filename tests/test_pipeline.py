@@ -1,0 +1,126 @@
+"""The pipeline middle tier on its own: image selection, target parsing, the chunked attack runner
+and the attack-run records (fast: tiny models and fake attacks, no data sets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from infoswarm import artifacts, runner, selection
+from infoswarm.artifacts import AttackRun, AttackSpec
+from infoswarm.attacks.result import AttackResult
+from infoswarm.errors import InputError
+
+
+def _result(x: torch.Tensor, y: torch.Tensor, k: int = 2) -> AttackResult:
+    n = len(x)
+    return AttackResult(x_adv=x + 0.5, success=y % 2 == 0, pred=(y + 1) % 3, target=y.clone(),
+                        target_prob=torch.full((n,), 0.25), indices=torch.zeros(n, k, dtype=torch.long),
+                        pixel_l0=torch.full((n,), k), element_l0=torch.full((n,), k), linf=torch.full((n,), 0.5),
+                        queries=torch.arange(n), seconds=0.0, y=y.clone(), grad_evals=torch.zeros(n, dtype=torch.long))
+
+
+class _Fake:
+    """An attack that records the chunks and offsets it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, offset: int = 0) -> AttackResult:
+        self.calls.append((offset, len(x)))
+        return _result(x, y)
+
+
+class _Store:
+    """A ResumableRun stand-in: checkpoints in a dict."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, object] = {}
+
+    def save(self, name: str, obj: object) -> None:
+        self.saved[name] = obj
+
+    def load(self, name: str) -> object | None:
+        return self.saved.get(name)
+
+
+def test_parse_target_words_indices_and_errors() -> None:
+    assert selection.parse_target("none", 10) is None and selection.parse_target(None, 10) is None
+    assert selection.parse_target("Second", 10) == "second" and selection.parse_target("confusion", 10) == "confusion"
+    assert selection.parse_target("3", 10) == 3 and selection.parse_target(9, 10) == 9
+    with pytest.raises(InputError, match="target 10 is out of range"):
+        selection.parse_target("10", 10)
+    with pytest.raises(InputError, match="unknown --target 'foo'"):
+        selection.parse_target("foo", 10, name="--target")
+
+
+def test_select_images_fi_all_and_target() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(40, 1, 2, 2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:5] = (y[:5] + 1) % 3                                    # five wrong labels
+    every = selection.select_images(model, x, y, rule="all")
+    assert every.indices.tolist() == list(range(5, 40)) and every.describe() == "every correct image"
+    fi = selection.select_images(model, x, y, rule="fi", tau=0.5)
+    assert set(fi.indices.tolist()) == {i for i in range(5, 40) if float(fi.ranking.fi[i]) >= 0.5}
+    aimed = selection.select_images(model, x, y, rule="all", target=1)
+    assert all(int(y[i]) != 1 for i in aimed.indices)
+    with pytest.raises(InputError, match="rule"):
+        selection.select_images(model, x, y, rule="some")
+
+
+def test_run_attack_chunks_checkpoints_and_resumes() -> None:
+    x, y = torch.rand(10, 1, 2, 2), torch.arange(10)
+    store, attack = _Store(), _Fake()
+    res = runner.run_attack(attack, x, y, chunk=4, run=store, offset=100, log=False)
+    assert attack.calls == [(100, 4), (104, 4), (108, 2)]
+    assert sorted(store.saved) == ["chunk-0000000-0000004.pt", "chunk-0000004-0000008.pt", "chunk-0000008-0000010.pt"]
+    assert res is not None and torch.equal(res.x_adv, x + 0.5) and torch.equal(res.queries, torch.tensor([0, 1, 2, 3] * 2 + [0, 1]))
+    again = _Fake()
+    res2 = runner.run_attack(again, x, y, chunk=4, run=store, log=False)   # every chunk loaded
+    assert again.calls == [] and res2 is not None and torch.equal(res2.success, res.success)
+    store.saved["chunk-0000000-0000004.pt"] = {"x_adv": 1}
+    with pytest.raises(InputError, match="checkpoint"):
+        runner.run_attack(_Fake(), x, y, chunk=4, run=store, log=False)
+
+
+def test_spec_from_old_settings_and_round_trip() -> None:
+    old = {"attack": "mfipso", "eps": 0.15, "particles": 20, "iterations": 3, "w": 0.6, "c1": 2.0, "c2": 2.0,
+           "restart_iterations": 4, "no_restart": False, "selection": "fi", "bounds": "paper", "pixels": None,
+           "fi_threshold": 0.01, "target": "second", "seed": 2, "budget": 1000, "steps": 10}
+    spec = AttackSpec.from_settings(old, "summary.json")
+    assert spec.pixels is None and spec.options["restart"] and spec.query_budget() == 20 * (3 + 4)
+    assert AttackSpec.from_dict(json.loads(json.dumps(spec.to_dict())), "summary.json") == spec
+    swarm = AttackSpec.from_settings({"attack": "sparse-swarm", "eps": 1.0, "pixels": None, "budget": 50,
+                                      "particles": 1, "prior": "gain", "loss": "margin", "refine": False}, "s")
+    assert swarm.pixels == 10 and swarm.query_budget() == 50 and set(swarm.options) == set(artifacts.SWARM_OPTIONS)
+    for bad in ({**old, "particles": 0}, {**old, "attack": "cw"}, {**old, "target": "foo"}, [1]):
+        with pytest.raises(InputError, match="summary.json"):
+            AttackSpec.from_settings(bad, "summary.json")
+    with pytest.raises(InputError, match="unknown attack_spec.colour"):
+        AttackSpec.from_dict({**spec.to_dict(), "colour": 1}, "summary.json")
+
+
+def test_attack_run_save_load(tmp_path) -> None:
+    x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    res = _result(x, y)
+    probs = torch.full((6, 3), 1 / 3)
+    spec = AttackSpec(name="sparse-rs", pixels=2, eps=1.0, target="none", budget=30)
+    record = AttackRun.from_result(res, x, y, torch.arange(10, 16), probs, probs,
+                                   {"command": "attack", "dataset": "mnist", "settings": {"attack": "sparse-rs"}}, spec)
+    assert [r["index"] for r in record.rows] == list(range(10, 16)) and list(record.rows[0]) == list(artifacts.RESULT_COLUMNS)
+    record.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"adversarial.npz", "results.csv", "summary.json"}
+    back = AttackRun.load(tmp_path)
+    assert back.spec == spec and back.dataset == "mnist" and back.summary["images"] == 6
+    assert torch.equal(back.arrays["x_adv"], x + 0.5) and back.arrays["dataset_index"].tolist() == list(range(10, 16))
+    artifacts.write_npz(tmp_path / "adversarial.npz", {**record.arrays, "y": record.arrays["y"][:3]})
+    with pytest.raises(InputError, match="inconsistent shapes"):
+        AttackRun.load(tmp_path)
+    with pytest.raises(InputError, match="not a finished attack run"):
+        AttackRun.load(tmp_path / "nowhere", name="--against")
