@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import TinyNet
 
 from infoswarm.attacks import MFIPSO, Attack, AttackResult, Criterion, registry
 from infoswarm.attacks.base import Call, probs_of, takes_offset
 from infoswarm.errors import InputError
+
+from conftest import TinyNet
 
 PIXELS, EPS, CLASSES = 3, 0.3, 4
 SPARSE = {"mfipso", "jsma", "onepixel", "sparse-rs", "sparse-swarm", "pgd0"}

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from safetensors.torch import load_file
 
 from infoswarm import data, training, zoo

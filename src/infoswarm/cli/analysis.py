@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 import torch
 

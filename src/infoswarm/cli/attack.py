@@ -11,8 +11,22 @@ import torch
 
 from ..errors import InputError
 from .common import (
-    PROBE, check_labels, class_names, common_args, data_args, flush_notes, inputs_of, load_data,
-    load_model, model_args, note, positive, print_summary, show_progress, torch_device)
+    PROBE,
+    check_labels,
+    class_names,
+    common_args,
+    data_args,
+    flush_notes,
+    inputs_of,
+    load_data,
+    load_model,
+    model_args,
+    note,
+    positive,
+    print_summary,
+    show_progress,
+    torch_device,
+)
 
 
 def add_parser(sub: Any) -> None:

@@ -230,10 +230,9 @@ def check_numbers(args: argparse.Namespace) -> None:
 def run_lock(args: argparse.Namespace) -> Any:
     """The run-folder lock (:func:`infoswarm.runs.lock`) of commands that write an --out folder."""
     import contextlib
+    import os
 
     from .. import runs
-
-    import os
 
     if args.command == "report" or not getattr(args, "out", None) or os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()  # under torchrun only rank 0 holds the lock

@@ -17,7 +17,6 @@ from typing import Any
 from ..errors import InputError
 from .common import common_args, positive, torch_device
 
-
 DEMO_MODELS = {"mnist": "mnist-cnn", "fashion-mnist": "fashion-cnn", "cifar10": "cifar10-cnn"}
 """The shipped model the demo attacks on each dataset."""
 

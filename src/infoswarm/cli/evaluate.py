@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .common import (
-    PROBE, check_labels, common_args, inputs_of, load_model, model_args, print_summary, torch_device)
+from .common import PROBE, check_labels, common_args, inputs_of, load_model, model_args, print_summary, torch_device
 
 
 def add_parser(sub: Any) -> None:

@@ -14,8 +14,17 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from .common import (
-    PROBE, check_labels, common_args, data_args, flush_notes, inputs_of, load_data, positive,
-    print_summary, torch_device)
+    PROBE,
+    check_labels,
+    common_args,
+    data_args,
+    flush_notes,
+    inputs_of,
+    load_data,
+    positive,
+    print_summary,
+    torch_device,
+)
 
 
 def add_parser(sub: Any) -> None:

@@ -8,8 +8,19 @@ from typing import Any
 
 from ..errors import InputError
 from .common import (
-    PROBE, check_labels, common_args, data_args, inputs_of, load_data, load_model, model_args, positive,
-    print_summary, read_adversarial, torch_device)
+    PROBE,
+    check_labels,
+    common_args,
+    data_args,
+    inputs_of,
+    load_data,
+    load_model,
+    model_args,
+    positive,
+    print_summary,
+    read_adversarial,
+    torch_device,
+)
 
 
 def add_parser(sub: Any) -> None:
