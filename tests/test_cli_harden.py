@@ -117,7 +117,8 @@ def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread
     # evaluate: the original model on the attack images it was beaten by has accuracy 0.
     attack = tmp_path / "attack"
     assert main(["attack", "--attack", "mfipso", "--dataset", str(npz), "--model", "mnist-cnn", "--limit", "60",
-                 "--pixels", "20", "--particles", "20", "--iterations", "5", "--restart-iterations", "0", "--eps", "0.5",
+                 "--pixels", "20", "--particles", "20", "--iterations", "5", "--restart-iterations", "0",
+                 "--eps", "0.5",
                  "--tau", "0", "--out", str(attack)]) == 0
     for weights, name in ((None, "e0"), (ref / "model.safetensors", "e1")):
         extra = ["--weights", str(weights)] if weights else []

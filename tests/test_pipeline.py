@@ -80,7 +80,8 @@ def test_run_attack_chunks_checkpoints_and_resumes() -> None:
     res = runner.run_attack(attack, x, y, chunk=4, run=store, offset=100, log=False)
     assert attack.calls == [(100, 4), (104, 4), (108, 2)]
     assert sorted(store.saved) == ["chunk-0000000-0000004.pt", "chunk-0000004-0000008.pt", "chunk-0000008-0000010.pt"]
-    assert res is not None and torch.equal(res.x_adv, x + 0.5) and torch.equal(res.queries, torch.tensor([0, 1, 2, 3] * 2 + [0, 1]))
+    assert res is not None and torch.equal(res.x_adv, x + 0.5)
+    assert torch.equal(res.queries, torch.tensor([0, 1, 2, 3] * 2 + [0, 1]))
     again = _Fake()
     res2 = runner.run_attack(again, x, y, chunk=4, run=store, log=False)   # every chunk loaded
     assert again.calls == [] and res2 is not None and torch.equal(res2.success, res.success)
@@ -113,7 +114,8 @@ def test_attack_run_save_load(tmp_path) -> None:
     spec = AttackSpec(name="sparse-rs", pixels=2, eps=1.0, target="none", budget=30)
     record = AttackRun.from_result(res, x, y, torch.arange(10, 16), probs, probs,
                                    {"command": "attack", "dataset": "mnist", "settings": {"attack": "sparse-rs"}}, spec)
-    assert [r["index"] for r in record.rows] == list(range(10, 16)) and list(record.rows[0]) == list(artifacts.RESULT_COLUMNS)
+    assert [r["index"] for r in record.rows] == list(range(10, 16))
+    assert list(record.rows[0]) == list(artifacts.RESULT_COLUMNS)
     record.save(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"adversarial.npz", "results.csv", "summary.json"}
     back = AttackRun.load(tmp_path)

@@ -189,13 +189,15 @@ def read_npz(path: str | Path) -> dict[str, torch.Tensor]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"cannot read {path} ({str(e)[:80]})", "pass an adversarial.npz written by infoswarm attack") from None
+        raise InputError(f"cannot read {path} ({str(e)[:80]})",
+                         "pass an adversarial.npz written by infoswarm attack") from None
     except Exception as e:  # zipfile.BadZipFile and friends
         raise InputError(f"cannot read {path} ({type(e).__name__})",
                          "pass an adversarial.npz written by infoswarm attack") from None
     missing = set(NPZ_REQUIRED) - set(arrays)
     if missing:
-        raise InputError(f"{path} lacks {', '.join(sorted(missing))}", "pass an adversarial.npz written by infoswarm attack")
+        raise InputError(f"{path} lacks {', '.join(sorted(missing))}",
+                         "pass an adversarial.npz written by infoswarm attack")
     return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
@@ -207,8 +209,9 @@ def write_npz(path: Path, arrays: Mapping[str, torch.Tensor | Any]) -> None:
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:
-            np.savez_compressed(f, **{k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-                                      for k, v in arrays.items()})
+            plain: dict[str, Any] = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+                                     for k, v in arrays.items()}
+            np.savez_compressed(f, **plain)
 
     runs.atomic_write(Path(path), write)
 

@@ -42,7 +42,8 @@ class HardenConfig:
     """Settings of a hardening run (defaults: the paper's MNIST settings, DESIGN §2).
 
     Selection: ``tau`` (image-FI threshold), ``limit`` (only the first N training images are attack
-    candidates; fine-tuning always uses the whole split), ``protect`` (true→target pairs; only those are attacked). Attack: as
+    candidates; fine-tuning always uses the whole split), ``protect`` (true→target pairs; only
+    those are attacked). Attack: as
     :class:`~infoswarm.attacks.MFIPSO` (``pixels`` k or ``fi_threshold``; eps is L∞ in [0,1]
     units). Fine-tuning: ``epochs``, ``lr`` with steps ×``gamma`` at ``milestones``, SGD
     Nesterov ``momentum``, ``batch_size``, ``weight_decay``; ``repeat`` adds each adversarial

@@ -100,7 +100,8 @@ def result_from_dict(d: Any, device: torch.device | str) -> AttackResult:
     if not isinstance(d, dict) or set(d) != names:
         raise InputError("an attack chunk checkpoint does not match this version's results",
                          "pass --overwrite to start this run over")
-    return AttackResult(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
+    moved: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
+    return AttackResult(**moved)
 
 
 def result_to(res: AttackResult, device: torch.device | str) -> AttackResult:

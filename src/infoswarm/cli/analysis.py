@@ -207,7 +207,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
     k = args.num_classes
-    for s, (_, yy) in splits.items():
+    for _s, (_, yy) in splits.items():
         _check_dataset_labels(yy, k)
     classes = data.class_names_of(args.dataset, "test") or tuple(str(i) for i in range(k))
     t0 = time.perf_counter()
@@ -230,7 +230,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     img = influence.image_fi(model, xp, "true", y=yp.to(device)).cpu()
     lfi = {name: v.cpu() for name, v in lfi.items()}
     layers = {name: {"median": float(v.median()), "mean": float(v.mean()), "max": float(v.max()),
-                     "per_class_median": {classes[c]: float(v[yp == c].median()) for c in range(k) if bool((yp == c).any())}}
+                     "per_class_median": {classes[c]: float(v[yp == c].median())
+                                          for c in range(k) if bool((yp == c).any())}}
               for name, v in lfi.items()}
     for i in range(n):
         row = {"index": i, "label": int(yp[i]), "image_fi": float(img[i])}

@@ -142,7 +142,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     if args.tau < 0:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
     if not 0 < args.eps <= 1:
-        raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}", "pass e.g. --eps 0.15")
+        raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}",
+                         "pass e.g. --eps 0.15")
     if args.confusion_min < 1:
         raise InputError(f"--confusion-min must be >= 1, got {args.confusion_min}", "pass e.g. --confusion-min 5")
     settings = _attack_settings(args)
@@ -214,7 +215,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     probs_before = torch.softmax(rank.logits[idx].double(), 1)
     with torch.no_grad():
         probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
-    summary = {"command": "attack", "attack": args.attack, "dataset": args.dataset, "split": args.split, "model": args.model,
+    summary = {"command": "attack", "attack": args.attack, "dataset": args.dataset, "split": args.split,
+               "model": args.model,
                "candidates": len(y), "selected": int(idx.numel()), "selection_rule": args.select,
                "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
                                              if kk not in ("func", "json", "out", "overwrite")}}

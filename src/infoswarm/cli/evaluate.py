@@ -79,11 +79,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
         res = run_attack(attack, x, y, label=f"evaluate {name}")
         assert res is not None  # one process
-        rows.append({"attack": name, "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
+        rows.append({"attack": name,
+                     "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
                      "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
     summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),
-               "dataset": info["dataset"], "images": int(len(x)), "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
+               "dataset": info["dataset"], "images": int(len(x)),
+               "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
                "adv_acc": adv_acc, "adversarial_images": int(success.sum()), "reattack": rows,
                "query_budget": budget, "seconds": time.perf_counter() - t0}
     with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=inputs_of(args)) as tmp:
@@ -91,7 +93,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         runs.write_csv(tmp / "reattack.csv", rows, list(rows[0]))
     lines = [f"clean test accuracy {summary['clean_acc']:.4f}; accuracy on {int(success.sum())} adversarial images "
              f"from {folder}: {'n/a' if adv_acc is None else f'{adv_acc:.4f}'}"]
-    lines += [f"fresh {r['attack']}: success {r['success_rate']:.3f} ({r['queries_mean']:.0f} queries/image)" for r in rows]
+    lines += [f"fresh {r['attack']}: success {r['success_rate']:.3f} ({r['queries_mean']:.0f} queries/image)"
+              for r in rows]
     lines.append(f"wrote {args.out}/summary.json")
     print_summary(args, summary, lines)
     return 0

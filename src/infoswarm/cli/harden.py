@@ -112,7 +112,8 @@ def cmd_harden(args: argparse.Namespace) -> int:
             if args.milestones is not None else \
             tuple(m for m in ((15, 40) if cifar else (10, 20)) if m <= epochs)  # the paper's, within --epochs
     except ValueError:
-        raise InputError(f"--milestones {args.milestones!r} is not a list of epochs", "write e.g. --milestones 10,20") from None
+        raise InputError(f"--milestones {args.milestones!r} is not a list of epochs",
+                         "write e.g. --milestones 10,20") from None
     wd = args.weight_decay if args.weight_decay is not None else (
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
     positive(args.limit, "--limit")
@@ -120,7 +121,8 @@ def cmd_harden(args: argparse.Namespace) -> int:
     cfg = _settings(args, args.particles if args.particles is not None else (200 if cifar else 500),
                     epochs, milestones, wd)
     ctx = distributed.init(args.device)
-    device = torch_device(args.device) if not ctx.active or ctx.backend != "nccl" else torch.device("cuda", ctx.local_rank)
+    nccl = ctx.active and ctx.backend == "nccl"
+    device = torch.device("cuda", ctx.local_rank) if nccl else torch_device(args.device)
     x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
     xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
     model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
@@ -209,7 +211,8 @@ def cmd_harden(args: argparse.Namespace) -> int:
     lines = [f"{cfg.method}: {summary['selected']} images attacked, {summary['adversarial_added']} adversarial "
              f"images added; {cfg.epochs} epochs in {summary['train_seconds']:.0f}s",
              f"clean accuracy {pct(b['clean_acc'])} -> {pct(a['clean_acc'])}; re-attack success on "
-             f"{summary['eval_images']} vulnerable test images {pct(b['reattack_success'])} -> {pct(a['reattack_success'])}, "
+             f"{summary['eval_images']} vulnerable test images {pct(b['reattack_success'])} -> "
+             f"{pct(a['reattack_success'])}, "
              f"on {summary['eval_train_images']} vulnerable training images "
              f"{pct(b['reattack_train_success'])} -> {pct(a['reattack_train_success'])}",
              f"wrote {args.out}/{{model.safetensors, card.json, metrics.csv, summary.json}} "

@@ -69,7 +69,8 @@ def cmd_influence(args: argparse.Namespace) -> int:
     positive(args.top, "--top")
     positive(args.batch_size, "--batch-size")
     if args.eps is not None and not (args.eps > 0 and math.isfinite(args.eps)):
-        raise InputError(f"--eps must be a finite number > 0, got {args.eps}", "pass e.g. --eps 1e-3, or omit it for exact FI")
+        raise InputError(f"--eps must be a finite number > 0, got {args.eps}",
+                         "pass e.g. --eps 1e-3, or omit it for exact FI")
     if not (args.fi_eps_scale > 0 and math.isfinite(args.fi_eps_scale)):
         raise InputError(f"--fi-eps-scale must be a finite number > 0, got {args.fi_eps_scale}",
                          "pass 1 for [0,1] models or 255 for models trained on raw 0..255 pixels")
@@ -108,7 +109,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     rows = [{"index": i, "label": int(y[i]), "pred": int(pred[i]), "p_pred": float(probs[i, pred[i]]),
              "image_fi_pred": float(rank.fi[i]), "image_fi_true": float(fi_true[i])}
             for i in range(len(y))]
-    top_rows = []
+    top_rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {
         "command": "influence", "dataset": args.dataset, "split": args.split, "model": args.model,
         "images": len(y), "accuracy": float(correct.float().mean()), "tau": args.tau,

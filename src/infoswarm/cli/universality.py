@@ -85,12 +85,13 @@ def cmd_universality(args: argparse.Namespace) -> int:
             adv = read_adversarial(args.adversarial)
             ok = adv["success"].bool()
             if not ok.any():
-                raise InputError(f"{args.adversarial} holds no successful adversarial image", "attack more images first")
+                raise InputError(f"{args.adversarial} holds no successful adversarial image",
+                                 "attack more images first")
             if tuple(adv["x"].shape[1:]) != tuple(x.shape[1:]):
                 raise InputError("--adversarial images and --dataset images differ in shape", "use the same dataset")
             hold = x[: args.holdout], y[: args.holdout]
-            res = universality.pattern_reuse(model, adv["x"][ok].float().to(device), adv["x_adv"][ok].float().to(device),
-                                             *hold)
+            x_ok, adv_ok = adv["x"][ok].float().to(device), adv["x_adv"][ok].float().to(device)
+            res = universality.pattern_reuse(model, x_ok, adv_ok, *hold)
             summary.update(adversarial=str(args.adversarial), holdout=len(hold[0]), **res)
             lines = [f"pattern reuse over {res['sources']} sources: mean fooling rate {res['mean_fooling_rate']:.4f}, "
                      f"best {res['max_fooling_rate']:.4f}"]
@@ -111,7 +112,8 @@ def cmd_universality(args: argparse.Namespace) -> int:
             stages.update(2)
             held = universality.fooling_rate(model, xh, yh, sp.apply(xh, yh))
             stages.update(3)
-            control = universality.fooling_rate(model, xh, yh, universality.random_control(xh, args.pixels, args.eps, args.seed))
+            noise = universality.random_control(xh, args.pixels, args.eps, args.seed)
+            control = universality.fooling_rate(model, xh, yh, noise)
             stages.update(4)
             summary.update(pixels=args.pixels, eps=args.eps, per_class=args.per_class, fit_images=len(xf),
                            holdout_images=len(xh), fit=fit, holdout=held, random_control=control,
