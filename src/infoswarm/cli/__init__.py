@@ -70,3 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+demo.run_command = main  # the demo runs the ordinary commands through the entry point

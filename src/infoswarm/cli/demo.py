@@ -12,10 +12,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from ..errors import InputError
 from .common import common_args, positive, torch_device
+
+run_command: Callable[[Sequence[str] | None], int] | None = None
+"""The ``infoswarm`` entry point; :mod:`infoswarm.cli` sets it, so that this module does not
+import its own package (the demo runs the ordinary commands through it)."""
 
 DEMO_MODELS = {"mnist": "mnist-cnn", "fashion-mnist": "fashion-cnn", "cifar10": "cifar10-cnn"}
 """The shipped model the demo attacks on each dataset."""
@@ -78,7 +82,9 @@ def _rate(s: dict[str, Any], count: str, rate: str, ci: str) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .. import runs
-    from . import main  # the package's entry point, imported when the demo runs (no import cycle)
+    main = run_command
+    if main is None:
+        raise RuntimeError("infoswarm.cli sets demo.run_command when it is imported")
 
     # Checked here, so that bad input gives one line and not a failed step plus its message.
     for flag in ("limit", "pixels", "budget", "particles"):
