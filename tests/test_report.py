@@ -20,6 +20,8 @@ from infoswarm import cli, data
 from infoswarm.errors import InputError
 from infoswarm.report import html as report
 
+SECTION_IDS = [s.id for s in report.SECTIONS]
+
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -102,7 +104,7 @@ def _fake_influence(folder: Path, maps: int = 2) -> Path:
 
 
 def _sections(page: Path) -> set[str]:
-    return set(_Dom(page.read_text()).ids) & set(report.SECTIONS)
+    return set(_Dom(page.read_text()).ids) & set(SECTION_IDS)
 
 
 def _assert_self_contained(text: str) -> None:
@@ -158,9 +160,9 @@ def real_page(real_runs):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsys):
-    assert real_page.sections == list(report.SECTIONS)
+    assert real_page.sections == SECTION_IDS
     text = real_page.path.read_text()
-    assert _sections(real_page.path) == set(report.SECTIONS)
+    assert _sections(real_page.path) == set(SECTION_IDS)
     _assert_self_contained(text)
     dom = _Dom(text)
     gallery = sum(min(report.MAX_GALLERY, json.loads((real_page.path.parent / r / "summary.json").read_text())
@@ -202,8 +204,8 @@ def test_sections_follow_the_kinds_of_runs(tmp_path):
     assert sections(uni) == ["summary"]
     assert sections(train) == ["summary", "training"]
     assert sections(hard) == ["summary", "training", "robustness"]
-    assert sections(inf, a1, a5, hard, uni, train) == list(report.SECTIONS)
-    assert _sections(out) == set(report.SECTIONS)
+    assert sections(inf, a1, a5, hard, uni, train) == SECTION_IDS
+    assert _sections(out) == set(SECTION_IDS)
     _assert_self_contained(out.read_text())
     # same k twice: no curve; the comparison has one row per attack run
     a1b = _fake_attack(tmp_path / "a1b", 1, 1.0, attack="sparse-rs")
@@ -220,6 +222,56 @@ def test_a_run_without_npz_falls_back_to_its_gallery_png(tmp_path):
     Image.new("RGB", (30, 10), "white").save(a / "gallery.png")
     rep = report.write_report([a], tmp_path / "r.html")
     assert "gallery" in rep.sections and "gallery.png of the run" in rep.path.read_text()
+
+
+def test_a_section_added_to_the_list_shows_in_page_and_nav(tmp_path, monkeypatch):
+    """A new section is one entry in ``SECTIONS`` and one template block: here the block comes
+    from a template that extends the page, so the package's own template is left untouched."""
+    import jinja2
+
+    def build(runs, shared):  # filled only when an attack run is given
+        return [{"run": r.name, "k": report._k_of(r)} for r in shared.attacks] or None
+
+    extra = report.Section(id="extra-notes", title="Extra notes", build=build)
+    assert extra.block == "extra_notes"
+    monkeypatch.setattr(report, "SECTIONS", [*report.SECTIONS[:2], extra, *report.SECTIONS[2:]])
+    child = ('{% extends "report.html.j2" %}{% block extra_notes %}<h2>Extra notes</h2>'
+             '{% for e in extra_notes %}<p class="extra">{{ e.run }}: k = {{ e.k }}</p>{% endfor %}{% endblock %}')
+    base_env = report._environment
+
+    def environment():
+        env = base_env()
+        env.loader = jinja2.ChoiceLoader([jinja2.DictLoader({"child.html.j2": child}), env.loader])
+        return env
+
+    monkeypatch.setattr(report, "_environment", environment)
+    monkeypatch.setattr(report, "TEMPLATE", "child.html.j2")
+
+    a = _fake_attack(tmp_path / "a", 3, 0.5)
+    rep = report.write_report([a], tmp_path / "r.html")
+    assert rep.sections == ["summary", "extra-notes", "gallery", "histograms", "comparison"]
+    text = rep.path.read_text()
+    dom = _Dom(text)
+    assert [i for i in dom.ids if i in rep.sections] == rep.sections  # page order = list order
+    nav = text[text.index("<nav>"):text.index("</nav>")]
+    assert '<a href="#extra-notes">Extra notes</a>' in nav
+    assert re.findall(r'href="#([^"]+)"', nav) == rep.sections  # the nav follows the list
+    body = text[text.index('<section id="extra-notes">'):]
+    body = body[:body.index("</section>")]
+    assert "<h2>Extra notes</h2>" in body and '<p class="extra">a: k = 3</p>' in body
+    _assert_self_contained(text)
+
+    # a run that cannot fill it: the section and its nav link are left out
+    inf = _fake_influence(tmp_path / "inf")
+    rep = report.write_report([inf], tmp_path / "r.html")
+    assert rep.sections == ["summary", "heatmaps"] and "extra-notes" not in rep.path.read_text()
+
+    # a section whose block the template lacks fails at once, naming the block
+    monkeypatch.setattr(report, "SECTIONS", [*report.SECTIONS, report.Section("nowhere", "Nowhere", build)])
+    with pytest.raises(ValueError, match="nowhere"):
+        report.render_report([a])
+    with pytest.raises(ValueError, match="identifier"):
+        report.Section("x", "X", build, block="title")
 
 
 def test_cli_report_default_out_and_json(tmp_path, capsys):
@@ -392,7 +444,7 @@ def test_report_renders_in_headless_chromium_without_network(real_page, tmp_path
     assert resolved == [], resolved  # no name resolved, no connection, no byte sent
 
     dom = _Dom(dom_text)
-    assert set(report.SECTIONS) <= set(dom.ids), dom.ids
+    assert set(SECTION_IDS) <= set(dom.ids), dom.ids
     srcs = [i.get("src", "") for i in dom.imgs]
     assert len(srcs) >= 10 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert sum("heatmap" in i.get("alt", "") for i in dom.imgs) == 2

@@ -6,7 +6,8 @@
 the page opens the same offline, from a mail attachment or from an archive.
 
 The kind of a run is its ``summary.json`` key ``"command"`` (a folder holding only ``card.json``,
-as ``infoswarm train`` writes, is read as a train run). Sections, each with a stable ``id``:
+as ``infoswarm train`` writes, is read as a train run). The page's sections are the list
+:data:`SECTIONS`, in page order, each with a stable ``id``:
 
 ==================  =========================================================================
 ``summary``         one card per run: key numbers and its settings (always present)
@@ -20,6 +21,27 @@ as ``infoswarm train`` writes, is read as a train run). Sections, each with a st
 ==================  =========================================================================
 
 Sections that none of the runs can fill are left out.
+
+How to add a section (two edits, nothing else):
+
+1. In this file, write a builder ``def _build_mine(runs: list[Run], shared: Shared) -> Any``
+   that returns the section's data, or ``None`` (or anything empty) when no run can fill it,
+   and append ``Section(id="mine", title="Mine", build=_build_mine, block="mine")`` to
+   :data:`SECTIONS` at the place the section should appear on the page. ``id`` is the HTML
+   ``id`` (the nav links to ``#mine``; keep it stable), ``title`` is the nav label, ``block``
+   names the template block (a Python identifier; it defaults to ``id`` with ``-`` made ``_``).
+   ``shared`` holds what several sections read, e.g. ``shared.attacks`` and
+   ``shared.results(run)`` (an attack run's ``results.csv``, read once).
+2. In ``templates/report.html.j2``, add ``{% block mine %} … {% endblock %}`` next to the
+   other section blocks (inside the ``{% if false %}`` that keeps them from rendering in
+   place). The renderer wraps it in ``<section id="mine">`` and adds the nav link; inside the
+   block the section's data is the variable named like the block (``mine``), and ``version``
+   and ``cards`` are there too. Write the section's ``<h2>`` in the block.
+
+The nav, the ``<section>`` wrappers, :attr:`Report.sections` and the CLI's summary all follow
+:data:`SECTIONS`; :func:`render_report` raises at once if a section's block is missing from the
+template. ``tests/test_report.py::test_a_section_added_to_the_list_shows_in_page_and_nav`` is a
+worked example (it appends a section and supplies its block from a template that extends the page).
 """
 
 from __future__ import annotations
@@ -31,7 +53,7 @@ import math
 import os
 import statistics
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +61,9 @@ from typing import Any
 from .. import __version__
 from ..errors import InputError
 
-__all__ = ["Run", "Report", "SECTIONS", "load_run", "render_report", "write_report"]
+__all__ = ["Run", "Report", "Section", "Shared", "SECTIONS", "load_run", "render_report", "write_report"]
 
-#: Section ids in page order.
-SECTIONS = ("summary", "heatmaps", "gallery", "success-vs-k", "histograms", "comparison", "training",
-            "robustness")
+TEMPLATE = "report.html.j2"
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_HEATMAPS = 24  # per influence run
@@ -543,6 +563,112 @@ def _environment() -> Any:
     return env
 
 
+# --------------------------------------------------------------------------------------------
+# the list of sections
+
+
+class Shared:
+    """What several sections' builders read, computed once per page."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+        self.attacks = [r for r in runs if r.kind == "attack"]
+        self._results: dict[int, list[dict[str, str]] | None] = {}
+
+    def results(self, run: Run) -> list[dict[str, str]] | None:
+        """The rows of an attack run's ``results.csv`` (``None`` without one), read once."""
+        if id(run) not in self._results:
+            self._results[id(run)] = _results(run)
+        return self._results[id(run)]
+
+
+_RESERVED = frozenset({"title", "version", "sections", "self", "loop", "super"})
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: its HTML ``id``, its nav ``title``, the ``build`` that returns its
+    data from the runs (``None`` or empty: the section is left out) and the template ``block``
+    that draws it (default: ``id`` with ``-`` made ``_``; the data is passed under that name)."""
+
+    id: str
+    title: str
+    build: Callable[[list[Run], Shared], Any]
+    block: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.block:
+            object.__setattr__(self, "block", self.id.replace("-", "_"))
+        if not self.block.isidentifier() or self.block in _RESERVED:
+            raise ValueError(f"section {self.id!r}: block {self.block!r} is not a Python identifier "
+                             f"or is one of the page's own names {sorted(_RESERVED)}")
+
+
+def _build_summary(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
+             "figures": _card_figures(r),
+             "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
+            for r in runs]
+
+
+def _build_heatmaps(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [h for h in (_heatmaps(r) for r in runs if r.kind == "influence") if h]
+
+
+def _build_gallery(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [g for g in (_gallery(r, shared.results(r)) for r in shared.attacks) if g]
+
+
+def _build_success_vs_k(runs: list[Run], shared: Shared) -> dict[str, Any] | None:
+    return _success_vs_k(shared.attacks)
+
+
+def _build_histograms(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [h for h in (_histogram(r, shared.results(r) or []) for r in shared.attacks) if h]
+
+
+def _build_comparison(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [_comparison_row(r, shared.results(r)) for r in shared.attacks]
+
+
+def _build_training(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [t for t in (_training(r) for r in runs) if t]
+
+
+def _build_robustness(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [t for t in (_robustness(r) for r in runs) if t]
+
+
+#: The page's sections, in page order: one entry here and one template block make a section.
+SECTIONS: list[Section] = [
+    Section("summary", "Runs", _build_summary, block="cards"),
+    Section("heatmaps", "Vulnerable images", _build_heatmaps),
+    Section("gallery", "Adversarial gallery", _build_gallery),
+    Section("success-vs-k", "Success vs k", _build_success_vs_k),
+    Section("histograms", "Perturbations", _build_histograms),
+    Section("comparison", "Comparison", _build_comparison),
+    Section("training", "Training", _build_training),
+    Section("robustness", "Robustness", _build_robustness),
+]
+
+
+def _blocks(env: Any, name: str) -> set[str]:
+    """The block names of template ``name`` and of the templates it extends."""
+    from jinja2 import nodes
+
+    found: set[str] = set()
+    todo, seen = [name], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        found |= set(env.get_template(n).blocks)
+        ast = env.parse(env.loader.get_source(env, n)[0])
+        todo += [e.template.value for e in ast.find_all(nodes.Extends) if isinstance(e.template, nodes.Const)]
+    return found
+
+
 def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list[str], list[Run]]:
     """Read the runs and return the page's HTML, its section ids (in order) and the runs."""
     dirs = list(run_dirs)
@@ -551,31 +677,28 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     runs = [load_run(d) for d in dirs]
     _unique_names(runs)
 
-    cards = [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
-              "figures": _card_figures(r),
-              "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
-             for r in runs]
-    attacks = [r for r in runs if r.kind == "attack"]
-    results = {id(r): _results(r) for r in attacks}
+    template = _environment().get_template(TEMPLATE)
+    ids = [s.id for s in SECTIONS]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"report sections with the same id: {ids}")
+    missing = [s.block for s in SECTIONS if s.block not in _blocks(template.environment, TEMPLATE)]
+    if missing:
+        raise ValueError(f"report sections without a block in {TEMPLATE}: {missing}")
+    shared = Shared(runs)
     ctx: dict[str, Any] = {
         "title": "infoswarm report: " + ", ".join(r.name for r in runs[:4]) + (" …" if len(runs) > 4 else ""),
-        "version": __version__, "cards": cards,
-        "heatmaps": [h for h in (_heatmaps(r) for r in runs if r.kind == "influence") if h],
-        "gallery": [g for g in (_gallery(r, results[id(r)]) for r in attacks) if g],
-        "success_vs_k": _success_vs_k(attacks),
-        "histograms": [h for h in (_histogram(r, results[id(r)] or []) for r in attacks) if h],
-        "comparison": [_comparison_row(r, results[id(r)]) for r in attacks],
-        "training": [t for t in (_training(r) for r in runs) if t],
-        "robustness": [t for t in (_robustness(r) for r in runs) if t],
+        "version": __version__,
     }
-    present = {"summary": True, "heatmaps": bool(ctx["heatmaps"]), "gallery": bool(ctx["gallery"]),
-               "success-vs-k": ctx["success_vs_k"] is not None, "histograms": bool(ctx["histograms"]),
-               "comparison": bool(ctx["comparison"]), "training": bool(ctx["training"]),
-               "robustness": bool(ctx["robustness"])}
-    sections = [s for s in SECTIONS if present[s]]
-    ctx["sections"] = sections
-    html = _environment().get_template("report.html.j2").render(**ctx)
-    return html, sections, runs
+    shown: list[dict[str, str]] = []
+    for s in SECTIONS:
+        data = s.build(runs, shared)
+        ctx[s.block] = data
+        if data is not None and (not isinstance(data, (list, tuple, dict, str)) or len(data) > 0):
+            shown.append({"id": s.id, "title": s.title, "block": s.block})
+    ctx.setdefault("cards", _build_summary(runs, shared))
+    ctx["sections"] = shown
+    html = template.render(**ctx)
+    return html, [s["id"] for s in shown], runs
 
 
 def _check_out(out: Path) -> Path:
