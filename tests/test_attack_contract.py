@@ -36,14 +36,6 @@ def make(case: str, model: torch.nn.Module, **kw: Any) -> Attack:
 
 
 @pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """float64 TinyNet (1 channel, 6x6, 4 classes) in eval mode, 6 images, their predictions."""
     torch.manual_seed(6)                                # predictions [3, 0, 0, 1, 3, 2]: every class

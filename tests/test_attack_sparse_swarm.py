@@ -19,24 +19,9 @@ from infoswarm.attacks.result import wilson
 from infoswarm.attacks.sparse_swarm import image_keys, uniforms
 from infoswarm.errors import InputError
 
-from conftest import TinyNet, mnist_test_digits
+from conftest import TinyNet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small model calls; one intra-op thread keeps them fast and bitwise reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    """mnist-cnn and the first 8 correctly classified MNIST test digits."""
-    model, x, y = mnist_test_digits(40)
-    ok = probs_of(model, x).argmax(1) == y
-    return model, x[ok][:8], y[ok][:8]
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def check_box(res, x, k, eps):

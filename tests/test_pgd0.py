@@ -15,22 +15,7 @@ from infoswarm.attacks.base import probs_of
 from infoswarm.attacks.pgd0 import project_l0
 from infoswarm.errors import InputError
 
-from conftest import mnist_test_digits
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    model, x, y = mnist_test_digits(40)
-    ok = probs_of(model, x).argmax(1) == y
-    return model, x[ok][:8], y[ok][:8]
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_projection_is_the_nearest_k_sparse_point_in_the_box():
