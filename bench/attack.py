@@ -24,6 +24,8 @@ architecture (e.g. an adversarially trained one).
 
     python bench/attack.py --models mnist-cnn,fashion-cnn --images 100 --ks 1,5,10,20 --budgets 1000
 
+A method ``sparse-swarm:loss=ce;particles=4`` runs SparseSwarm with those options.
+
 ``--section NAME`` writes the tables to their own section of ``--out`` (so runs of different
 sizes sit side by side). ``--ablation`` runs only SparseSwarm's ablation (k = 10, first model,
 untargeted): prior × swarm size 1/4/16, then corner vs continuous values and the margin vs
@@ -121,6 +123,19 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
             "l0_mean": float(res.pixel_l0.double().mean())}
 
 
+def variant(name: str) -> tuple[str, dict[str, Any]]:
+    """``"sparse-swarm:loss=ce;particles=4"`` -> ("sparse-swarm", {"loss": "ce", "particles": 4}):
+    a method with non-default SparseSwarm options (integers are converted)."""
+    base, _, opts = name.partition(":")
+    kw: dict[str, Any] = {}
+    for item in filter(None, opts.split(";")):
+        key, _, value = item.partition("=")
+        kw[key] = int(value) if value.isdigit() else value
+    if kw and base != "sparse-swarm":
+        raise SystemExit(f"options after ':' are for sparse-swarm only, not {base}")
+    return base, kw
+
+
 def fmt_rate(s: int, n: int) -> str:
     lo, hi = wilson(s, n)
     return f"{s}/{n} = {s / n:.2f} [{lo:.2f}, {hi:.2f}]"
@@ -189,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 title = f"### {label} ({ds}, {len(x)} images), {mode}, budget {budget}\n\n"
                 for k in ks:
                     for name in args.methods.split(","):
-                        r = run(name, counted, model, x, y, k, budget, target, args.seed, min_prob)
+                        base, kw = variant(name)
+                        r = run(base, counted, model, x, y, k, budget, target, args.seed, min_prob, **kw)
                         print(label, mode, budget, r, flush=True)
                         rows.append([k, name, *row_cells(r)])
                         write(args, argv, machine, started,

@@ -18,6 +18,9 @@ stream_a() {
      --modes targeted --methods sparse-swarm,sparse-rs,pgd0,jsma,random
   $A --images 50 --out "$OUT/a.md" --section attack-mnist-p90 --models mnist-cnn --ks 20 --budgets 10000 \
      --modes targeted-p90 --methods sparse-swarm,sparse-rs,random
+  # what was tried against the min_prob 0.9 miss: CE loss, four particles (same images)
+  $A --images 50 --out "$OUT/a.md" --section attack-mnist-p90-variants --models mnist-cnn --ks 20 --budgets 10000 \
+     --modes targeted-p90 --methods "sparse-swarm:loss=ce,sparse-swarm:particles=4,random"
   $A --images 50 --out "$OUT/a.md" --section attack-mnist-10k --models mnist-cnn --ks 3 --budgets 10000 \
      --modes untargeted --methods sparse-swarm,sparse-rs,random
   $A --images 50 --out "$OUT/a.md" --section attack-ablation --models mnist-cnn --budgets 1000 --ablation

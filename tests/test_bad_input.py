@@ -573,6 +573,14 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
             [*base, "--dataset", f.folder_bomb, "--out", o], "too large")
     c["influence image folder without images"] = Case(["influence", "--dataset", f.folder_empty_classes,
                                                        "--out", o], "no PNG")
+    # issue 11: the default attack's and the demo's new options
+    c["attack --preset paper with another --attack"] = Case([*att, "--preset", "paper", "--attack", "fgsm", "--out", o],
+                                                            "--preset paper runs mfipso")
+    c["attack --prior magic"] = Case([*att, "--prior", "magic", "--out", o], "invalid choice")
+    c["attack --loss hinge"] = Case([*att, "--loss", "hinge", "--out", o], "invalid choice")
+    c["attack (sparse-swarm) --budget 0"] = Case([*att, "--budget", 0, "--out", o], "--budget")
+    c["demo --pixels 0"] = Case([*dm, "--pixels", 0, "--out", o], "--pixels")
+    c["demo --budget -1"] = Case([*dm, "--budget", -1, "--out", o], "--budget")
     return c
 
 
