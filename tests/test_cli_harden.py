@@ -73,7 +73,7 @@ def _strip(summary: dict) -> dict:
 def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(_args(npz, ref)) == 0
-    _kill_when(_args(npz, out), out / "checkpoints" / "attack-train-00001.pt")
+    _kill_when(_args(npz, out), out / "checkpoints" / "attack-train-0000008-0000016.pt")
     assert not (out / "summary.json").exists()
     _kill_when(_args(npz, out), out / "checkpoints" / "train.pt")
     assert not (out / "summary.json").exists()

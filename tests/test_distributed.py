@@ -259,3 +259,37 @@ def test_torchrun_attack_equals_single_process(tmp_path, digits):
     for s in (s1, s2):
         s.pop("seconds"), s.pop("seconds_per_image")
     assert s1 == s2
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_torchrun_harden_attacks_exactly_as_one_process(tmp_path):
+    """The hardening attacks (runner.run_attack with per-image targets, shared by every rank) give
+    what one process gives; training under DDP may differ in the last bits, so only the attack
+    and the "before" figures are compared exactly."""
+    from infoswarm import data
+
+    x, y = data.load("mnist", "train")
+    xt, yt = data.load("mnist", "test")
+    npz = tmp_path / "mini.npz"
+    np.savez(npz, x_train=x[:600].numpy(), y_train=y[:600].numpy(), x_test=xt[:100].numpy(), y_test=yt[:100].numpy())
+    args = ["harden", "--dataset", str(npz), "--model", "mnist-cnn", "--pixels", "20", "--particles", "10",
+            "--selection", "saliency", "--iterations", "2", "--restart-iterations", "0", "--bounds", "box",
+            "--eps", "0.5", "--tau", "0.001", "--limit", "60", "--epochs", "1", "--lr", "0.01", "--milestones", "1",
+            "--eval-images", "6", "--chunk", "4", "--batch-size", "64"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = sub_env()
+    single = subprocess.run([sys.executable, "-m", "infoswarm", *args, "--out", str(one)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([*TORCHRUN, "--nproc_per_node=2", "--standalone", "-m", "infoswarm", *args,
+                            "--out", str(two)], env=env, capture_output=True, text=True, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    with np.load(one / "adversarial-train.npz") as a, np.load(two / "adversarial-train.npz") as b:
+        assert sorted(a.files) == sorted(b.files) and len(a["y"]) > 0
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert s1["selected"] == s2["selected"] > 0 and s1["adversarial_added"] == s2["adversarial_added"]
+    assert s1["before"] == s2["before"] and s2["world_size"] == 2 and set(s1["after"]) == set(s2["after"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infoswarm import hardening, runs
+from infoswarm import hardening, runner, runs
 from infoswarm.errors import InputError
 from infoswarm.hardening import HardenConfig
 
@@ -82,62 +82,6 @@ def test_gradient_defences_stay_in_the_ball_and_raise_the_loss(small, make) -> N
         assert F.cross_entropy(model(xa), y) > F.cross_entropy(model(x), y)
 
 
-class _FakeAttack:
-    calls = 0
-
-    def __init__(self, targeted: bool) -> None:
-        self.targeted = targeted
-        self.target = None
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor):  # noqa: ANN204
-        _FakeAttack.calls += 1
-        n = len(x)
-        t = self.target if self.targeted else torch.full((n,), 9)
-
-        class R:
-            x_adv = x + 0.5
-            success = torch.ones(n, dtype=torch.bool)
-            pred = t.clone()
-            target = t.clone()
-            queries = torch.full((n,), 7)
-            linf = torch.full((n,), 0.5)
-            pixel_l0 = torch.full((n,), 3)
-
-        return R()
-
-
-def test_attack_chunks_merge_in_order_split_targets_and_skip_saved_chunks() -> None:
-    x = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1)
-    y = torch.zeros(10, dtype=torch.long)
-    target = torch.tensor([-1, 4, -1, -1, 2, 2, -1, 5, -1, -1])
-    store: dict[int, dict] = {}
-    _FakeAttack.calls = 0
-    res = hardening.attack_chunks(_FakeAttack, x, y, target, 4, store.get, store.__setitem__)
-    assert torch.equal(res["x_adv"].view(-1), x.view(-1) + 0.5)
-    assert res["target"].tolist() == [9, 4, 9, 9, 2, 2, 9, 5, 9, 9]
-    first = _FakeAttack.calls
-    res2 = hardening.attack_chunks(_FakeAttack, x, y, target, 4, store.get, store.__setitem__)
-    assert _FakeAttack.calls == first  # every chunk was already saved: nothing recomputed
-    assert all(torch.equal(res[k], res2[k]) for k in res)
-    del store[1]
-    hardening.attack_chunks(_FakeAttack, x, y, target, 4, store.get, store.__setitem__)
-    assert _FakeAttack.calls == first + 2  # only the missing chunk (two target groups)
-
-    # Two ranks share the chunks: rank 1 does chunk 1, then (at its barrier) rank 0 does 0 and 2.
-    shared: dict[int, dict] = {}
-    seen: dict[int, dict] = {}
-
-    def rank0() -> None:
-        seen[0] = hardening.attack_chunks(_FakeAttack, x, y, target, 4, shared.get, shared.__setitem__,
-                                          rank=0, world_size=2)
-        assert set(shared) == {0, 1, 2}
-
-    seen[1] = hardening.attack_chunks(_FakeAttack, x, y, target, 4, shared.get, shared.__setitem__,
-                                      rank=1, world_size=2, barrier=rank0)
-    for r in (0, 1):
-        assert all(torch.equal(res[k], seen[r][k]) for k in res if k != "seconds")
-
-
 def test_mixed_training_set() -> None:
     x8 = torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8)
     xa = torch.rand(2, 1, 4, 4)
@@ -190,30 +134,17 @@ def test_resumable_run_folder_rules(tmp_path) -> None:
     assert json.loads((out / "run.json").read_text())["settings"] == {"epochs": 3}
 
 
-def test_attack_chunks_give_each_image_its_position() -> None:
-    seen: list[list[int]] = []
-
-    class Positional(_FakeAttack):
-        def __call__(self, x, y, *, offset):  # noqa: ANN001, ANN204
-            seen.append(offset.tolist())
-            return super().__call__(x, y)
-
-    x = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1)
-    target = torch.tensor([-1, 4, -1, -1, 2, 2, -1, 5, -1, -1])
-    store: dict[int, dict] = {}
-    hardening.attack_chunks(Positional, x, torch.zeros(10, dtype=torch.long), target, 4, store.get, store.__setitem__)
-    assert seen == [[0, 2, 3], [1], [6], [4, 5, 7], [8, 9]]
-
-
 def test_random_pixel_choice_does_not_depend_on_the_chunk_size(small, one_thread) -> None:
     model, x, y = small
     cfg = HardenConfig(pixels=3, selection="random", particles=6, iterations=2, restart_iterations=0, seed=4)
     target = torch.full((len(x),), -1)
+    target[::3] = (y[::3] + 1) % 4                        # a third of the images aimed at a class
     runs_ = {}
     for chunk in (40, 7):
-        store: dict[int, dict] = {}
-        runs_[chunk] = hardening.attack_chunks(lambda t: hardening.build_attack(model, cfg, t), x, y, target,
-                                               chunk, store.get, store.__setitem__)
-    assert torch.equal(runs_[40]["x_adv"], runs_[7]["x_adv"])
-    changed = (runs_[7]["x_adv"] != x).flatten(1).any(1)
+        res = runner.run_attack(hardening.build_attack(model, cfg), x, y, target=target, chunk=chunk, log=False)
+        assert res is not None
+        runs_[chunk] = res
+    assert torch.equal(runs_[40].x_adv, runs_[7].x_adv) and torch.equal(runs_[40].target, runs_[7].target)
+    assert torch.equal(runs_[7].target[::3], target[::3])   # per-image targets were used
+    changed = (runs_[7].x_adv != x).flatten(1).any(1)
     assert changed.any()   # the attack did perturb images, so equal outputs mean equal choices

@@ -90,6 +90,41 @@ def test_run_attack_chunks_checkpoints_and_resumes() -> None:
         runner.run_attack(_Fake(), x, y, chunk=4, run=store, log=False)
 
 
+class _Aimed:
+    """An attack with an own target (class 9) that records each call's offsets and targets."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], list[int] | None]] = []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, offset: torch.Tensor,
+                 target: torch.Tensor | None = None) -> AttackResult:
+        self.calls.append((offset.tolist(), None if target is None else target.tolist()))
+        res = _result(x, y)
+        res.target = torch.full((len(x),), 9) if target is None else target.clone()
+        return res
+
+
+def test_run_attack_per_image_targets_split_each_chunk_and_keep_the_order() -> None:
+    x, y = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1) / 10, torch.zeros(10, dtype=torch.long)
+    target = torch.tensor([-1, 4, -1, -1, 2, 2, -1, 5, -1, -1])
+    store, attack = _Store(), _Aimed()
+    res = runner.run_attack(attack, x, y, target=target, chunk=4, run=store, name="stage", log=False)
+    assert attack.calls == [([0, 2, 3], None), ([1], [4]), ([6], None), ([4, 5, 7], [2, 2, 5]), ([8, 9], None)]
+    assert res is not None and torch.equal(res.x_adv, x + 0.5)
+    assert res.target.tolist() == [9, 4, 9, 9, 2, 2, 9, 5, 9, 9]
+    assert sorted(store.saved) == ["stage-0000000-0000004.pt", "stage-0000004-0000008.pt", "stage-0000008-0000010.pt"]
+    del store.saved["stage-0000004-0000008.pt"]
+    again = _Aimed()
+    res2 = runner.run_attack(again, x, y, target=target, chunk=4, run=store, name="stage", log=False)
+    assert again.calls == [([6], None), ([4, 5, 7], [2, 2, 5])]   # only the missing chunk
+    assert res2 is not None and all(torch.equal(getattr(res, f), getattr(res2, f)) for f in ("x_adv", "target"))
+    empty = runner.run_attack(_Aimed(), x[:0], y[:0], target=target[:0], log=False)
+    assert empty is not None and len(empty) == 0 and empty.x_adv.shape == (0, 1, 1, 1)
+    for bad, msg in ((target[:3], "3 entries for 10 images"), (target - 5, "not a class")):
+        with pytest.raises(InputError, match=msg):
+            runner.run_attack(_Aimed(), x, y, target=bad, log=False)
+
+
 def test_spec_from_old_settings_and_round_trip() -> None:
     old = {"attack": "mfipso", "eps": 0.15, "particles": 20, "iterations": 3, "w": 0.6, "c1": 2.0, "c2": 2.0,
            "restart_iterations": 4, "no_restart": False, "selection": "fi", "bounds": "paper", "pixels": None,

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import training
-from .attacks.base import takes_offset
+from . import distributed, training
 from .attacks.fgsm import project
+from .attacks.mfipso import MFIPSO
+from .attacks.result import AttackResult
 from .errors import InputError
+from .runner import run_attack
 from .zoo import Recipe
 
 METHODS = ("fi", "random", "pgd", "fgsm-rs", "none")
@@ -76,7 +78,6 @@ class HardenConfig:
     chunk: int = 64
     channels_last: bool = False  # fine-tune in channels-last layout (the zoo recipe's choice)
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, num_classes: int, pixels_per_image: int | None = None) -> None:
         if self.method not in METHODS:
@@ -152,12 +153,11 @@ def parse_protect(text: str | None) -> tuple[tuple[int, int], ...]:
 
 # ----------------------------------------------------------------------------------- attack
 
-def build_attack(model: nn.Module, cfg: HardenConfig, targeted: bool) -> Any:
-    """The mFI-PSO attack a hardening run uses (and re-uses to evaluate)."""
-    from .attacks.mfipso import MFIPSO
-
+def build_attack(model: nn.Module, cfg: HardenConfig) -> MFIPSO:
+    """The mFI-PSO attack a hardening run uses (and re-uses to evaluate); its own target is
+    ``cfg.target`` ("second" or "none"), which a call's per-image targets override."""
     return MFIPSO(model, pixels=cfg.pixels, fi_threshold=None if cfg.pixels else cfg.fi_threshold,
-                  target=None if targeted or cfg.target == "none" else cfg.target, eps=cfg.eps, particles=cfg.particles,
+                  target=None if cfg.target == "none" else cfg.target, eps=cfg.eps, particles=cfg.particles,
                   iterations=cfg.iterations, restart=cfg.restart_iterations > 0,
                   restart_iterations=cfg.restart_iterations, bounds=cfg.bounds,  # type: ignore[arg-type]
                   selection=cfg.selection, seed=cfg.seed)  # type: ignore[arg-type]
@@ -195,58 +195,6 @@ def select(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, cfg: HardenConfi
         chosen[pick] = True
     idx = chosen.nonzero().view(-1)
     return idx, target[idx]
-
-
-def attack_chunks(attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.Tensor,
-                  target: torch.Tensor, chunk: int, load: Callable[[int], dict | None],
-                  save: Callable[[int, dict], None], rank: int = 0, world_size: int = 1,
-                  barrier: Callable[[], None] = lambda: None,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
-    """Attack float images ``x`` [M,C,H,W] in chunks, each saved as soon as it is done (and
-    skipped when already saved: resume). Chunk i is done by rank i mod ``world_size``.
-    Targets −1 use the attack's own rule. Attacks that take ``offset=`` get each image's position
-    in x, so seeded per-image choices do not depend on the chunking. Returns the merged result
-    fields on every rank."""
-    n_chunks = (len(x) + chunk - 1) // chunk
-    for i in range(n_chunks):
-        if i % world_size != rank or load(i) is not None:
-            continue
-        sl = slice(i * chunk, (i + 1) * chunk)
-        t = target[sl].cpu()
-        started = time.perf_counter()
-        res: dict[str, torch.Tensor] = {}
-        for targeted in (False, True):
-            sel = (t >= 0) if targeted else (t < 0)
-            if not sel.any():
-                continue
-            attack = attack_for(targeted)
-            if targeted:
-                attack.target = t[sel]
-            net = getattr(attack, "model", None)
-            dev = training.device_of(net) if net is not None else x.device
-            where = {"offset": torch.arange(sl.start, sl.start + len(t))[sel]} if takes_offset(attack) else {}
-            r = attack(x[sl][sel].to(dev), y[sl][sel].to(dev), **where)
-            part = {"x_adv": r.x_adv, "success": r.success, "pred": r.pred, "target": r.target,
-                    "queries": r.queries, "linf": r.linf, "pixel_l0": r.pixel_l0}
-            for k, v in part.items():
-                if k not in res:
-                    res[k] = torch.zeros((int(sel.numel()), *v.shape[1:]), dtype=v.dtype)
-                res[k][sel] = v.cpu()
-        res["seconds"] = torch.tensor(time.perf_counter() - started, dtype=torch.float64)
-        save(i, res)
-        if progress is not None:
-            progress(i + 1, n_chunks)
-    barrier()
-    parts = [load(i) for i in range(n_chunks)]
-    if any(p is None for p in parts):
-        raise RuntimeError("an attack chunk is missing after all ranks finished")
-    keys = ("x_adv", "success", "pred", "target", "queries", "linf", "pixel_l0")
-    if not parts:
-        return {**{k: torch.empty(0) for k in keys}, "seconds": torch.tensor(0.0, dtype=torch.float64)}
-    merged = {k: torch.cat([p[k] for p in parts if p is not None]) for k in keys}
-    merged["seconds"] = sum((p.get("seconds", torch.tensor(0.0, dtype=torch.float64)) for p in parts if p is not None),
-                            torch.tensor(0.0, dtype=torch.float64))  # attack time summed over chunks (and ranks)
-    return merged
 
 
 # ------------------------------------------------------------------------- baseline defences
@@ -292,35 +240,12 @@ def mixed_training_set(x8: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
 
 # ------------------------------------------------------------------------------ the pipeline
 
-@dataclass
-class Parallel:
-    """How the work is split under torchrun (single process: the defaults)."""
-
-    rank: int = 0
-    world_size: int = 1
-    barrier: Callable[[], None] = lambda: None
-    wrap: Callable[[nn.Module], nn.Module | None] = lambda m: None
-
-
-def _chunked(run: Any, prefix: str, attack_for: Callable[[bool], Any], x: torch.Tensor, y: torch.Tensor,
-             target: torch.Tensor, cfg: HardenConfig, par: Parallel,
-             log: Callable[[str], None]) -> dict[str, torch.Tensor]:
-    def save(i: int, res: dict) -> None:
-        run.save(f"{prefix}-{i:05d}.pt", res)
-
-    def progress(i: int, n: int) -> None:
-        log(f"{prefix}: chunk {i}/{n} done")
-
-    return attack_chunks(attack_for, x, y, target, cfg.chunk, lambda i: run.load(f"{prefix}-{i:05d}.pt"),
-                         save, par.rank, par.world_size, par.barrier, progress)
-
-
-def _success_rate(res: dict[str, torch.Tensor]) -> float | None:
-    return float(res["success"].float().mean()) if len(res["success"]) else None
+def _success_rate(res: AttackResult) -> float | None:
+    return float(res.success.float().mean()) if len(res) else None
 
 
 def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tensor, yt: torch.Tensor,
-           cfg: HardenConfig, run: Any, par: Parallel | None = None,
+           cfg: HardenConfig, run: Any, ctx: distributed.Context | None = None,
            log: Callable[[str], None] = lambda s: None,
            epoch_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run (or continue) the hardening pipeline in the :class:`~infoswarm.runs.ResumableRun`
@@ -336,7 +261,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     attack with the same seed and budget before and after."""
     import copy
 
-    par = par or Parallel()
+    ctx = ctx or distributed.Context()
     t_start = time.perf_counter()
     x8, y, xt8, yt = x8.cpu(), y.cpu(), xt8.cpu(), yt.cpu()   # data stays on the CPU; batches move
     dev = training.device_of(model)
@@ -347,29 +272,35 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     n_sel = min(cfg.limit or len(y), len(y))  # candidates for the attack: the first n_sel images
     swarm = cfg.method in ("fi", "random")   # the defences that attack training images first
 
-    def attack_on(net: nn.Module) -> Callable[[bool], Any]:
-        return lambda targeted: build_attack(net, cfg, targeted)
+    def attack(stage: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        """``build_attack(net)`` on float images x with per-image targets (−1: the attack's own),
+        checkpointed as ``<stage>-<start>-<stop>.pt``; every rank gets the whole result."""
+        res = run_attack(build_attack(net, cfg), x, y, target=target, chunk=cfg.chunk, run=run, name=stage,
+                         ctx=ctx, everyone=True, log=False)
+        assert res is not None  # everyone=True: every rank gets the result
+        log(f"{stage}: {len(res)} images attacked, {int(res.success.sum())} successes")
+        return res
 
     def shared(name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Made once by rank 0 and saved; every rank then reads the same saved copy."""
-        if par.rank == 0 and run.load(name) is None:
+        if distributed.is_main(ctx) and run.load(name) is None:
             run.save(name, make())
-        par.barrier()
+        distributed.barrier(ctx)
         return run.load(name)
 
     # 1-2. selection and the attack on the training images
     if not swarm:
         idx = torch.empty(0, dtype=torch.long)
-        adv = {"x_adv": torch.empty(0, *x8.shape[1:]), "success": torch.empty(0, dtype=torch.bool),
-               "seconds": torch.tensor(0.0, dtype=torch.float64)}
+        adv = run_attack(build_attack(original, cfg), x8[:0].float(), y[:0])
+        assert adv is not None
     else:
         sel = shared("selection.pt", lambda: dict(zip(("index", "target"),
                                                       select(original, x8[:n_sel], y[:n_sel], cfg))))
         idx, tgt = sel["index"], sel["target"]
         log(f"selected {len(idx)} of {n_sel} training images")
-        adv = _chunked(run, "attack-train", attack_on(original), x8[idx].float() / 255.0, y[idx], tgt, cfg, par, log)
-    ok = adv["success"].bool()
-    x_mix, y_mix = mixed_training_set(x8, y, adv["x_adv"][ok], y[idx][ok], cfg.repeat)
+        adv = attack("attack-train", original, x8[idx].float() / 255.0, y[idx], tgt)
+    ok = adv.success.cpu()
+    x_mix, y_mix = mixed_training_set(x8, y, adv.x_adv.cpu()[ok], y[idx][ok], cfg.repeat)
     if swarm:
         log(f"adding {int(ok.sum())} adversarial images to {len(y)} training images")
     elif cfg.method == "none":
@@ -386,13 +317,14 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     state = run.load("train.pt")
 
     def checkpoint(st: dict[str, Any]) -> None:
-        if par.rank == 0:
+        if distributed.is_main(ctx):
             run.save("train.pt", st)
 
     history = training.train(model, x_mix, y_mix, cfg.recipe(), seed=cfg.seed, x_test=xt8, y_test=yt,
                              log=epoch_log, perturb=perturb, resume=state, checkpoint=checkpoint,
-                             ddp=par.wrap(model), rank=par.rank, world_size=par.world_size)
-    par.barrier()
+                             ddp=distributed.wrap_ddp(model, ctx) if ctx.active else None, rank=ctx.rank,
+                             world_size=ctx.world_size)
+    distributed.barrier(ctx)
     model.eval()
 
     # 4. evaluation on vulnerable test images, same attack and budget before and after
@@ -408,18 +340,18 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
     ev = shared("eval-selection.pt", first_vulnerable(xt8, yt))
     eidx, etgt = ev["index"], ev["target"]
     xe, ye = xt8[eidx].float() / 255.0, yt[eidx]
-    before = _chunked(run, "eval-before", attack_on(original), xe, ye, etgt, eval_cfg, par, log)
-    after = _chunked(run, "eval-after", attack_on(model), xe, ye, etgt, eval_cfg, par, log)
+    before = attack("eval-before", original, xe, ye, etgt)
+    after = attack("eval-after", model, xe, ye, etgt)
     # the paper's check: re-attack vulnerable *training* images (for "fi", the first it attacked)
     tv = shared("eval-train-selection.pt", first_vulnerable(x8[:n_sel], y[:n_sel]))
     tidx, ttgt = tv["index"], tv["target"]
     xv, yv = x8[tidx].float() / 255.0, y[tidx]
-    train_before = _chunked(run, "eval-train-before", attack_on(original), xv, yv, ttgt, eval_cfg, par, log)
-    train_after = _chunked(run, "eval-train-after", attack_on(model), xv, yv, ttgt, eval_cfg, par, log)
-    made = before["success"].bool()
-    adv_acc = training.accuracy(model, before["x_adv"][made], ye[made]) if made.any() else None
+    train_before = attack("eval-train-before", original, xv, yv, ttgt)
+    train_after = attack("eval-train-after", model, xv, yv, ttgt)
+    made = before.success.cpu()
+    adv_acc = training.accuracy(model, before.x_adv.cpu()[made], ye[made]) if made.any() else None
     train_seconds = float(sum(r["seconds"] for r in history))
-    attack_seconds = float(adv["seconds"])
+    attack_seconds = float(adv.seconds)
     summary: dict[str, Any] = {
         "command": "harden", "method": cfg.method, "settings": cfg.as_dict(),
         "train_images": int(len(y)), "candidates": n_sel, "selected": int(len(idx)),
@@ -427,7 +359,7 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         "adversarial_added": int(ok.sum()), "epochs": cfg.epochs,
         "attack_seconds": attack_seconds, "train_seconds": train_seconds,
         "defence_seconds": attack_seconds + train_seconds,
-        "eval_attack_seconds": float(sum(float(r["seconds"]) for r in (before, after, train_before, train_after))),
+        "eval_attack_seconds": float(sum(r.seconds for r in (before, after, train_before, train_after))),
         "eval_images": int(len(eidx)), "eval_train_images": int(len(tidx)),
         "before": {"clean_acc": training.accuracy(original, xt8, yt),
                    "reattack_success": _success_rate(before), "adv_test_acc": 0.0 if made.any() else None,
@@ -440,5 +372,5 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         "seconds_this_invocation": time.perf_counter() - t_start,
         "resumed": bool(getattr(run, "resumed", False)),
     }
-    summary["adversarial_train"] = {"x_adv": adv["x_adv"][ok], "y": y[idx][ok], "index": idx[ok]}
+    summary["adversarial_train"] = {"x_adv": adv.x_adv.cpu()[ok], "y": y[idx][ok], "index": idx[ok]}
     return summary

@@ -9,9 +9,8 @@ least 16 rows by the attacks themselves.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -22,69 +21,111 @@ from .attacks.result import AttackResult
 from .errors import InputError
 from .progress import LogProgress
 
-CHECKPOINT = "chunk-{start:07d}-{stop:07d}.pt"
-"""Checkpoint name of the chunk of images ``start`` .. ``stop`` − 1 (positions in x)."""
-
-_CONCAT = ("x_adv", "success", "pred", "target", "target_prob", "pixel_l0", "element_l0", "linf",
-           "queries", "y", "grad_evals")
+CHECKPOINT = "{name}-{start:07d}-{stop:07d}.pt"
+"""Checkpoint name of the chunk of images ``start`` .. ``stop`` − 1 (positions in x) of a run
+named ``name`` ("chunk" for ``infoswarm attack``; the stage for ``infoswarm harden``)."""
 
 
-def run_attack(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch.Tensor, *, chunk: int = 64,
-               run: Any = None, ctx: distributed.Context | None = None, progress: bool = False,
+def run_attack(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch.Tensor, *,
+               target: torch.Tensor | None = None, chunk: int = 64, run: Any = None, name: str = "chunk",
+               ctx: distributed.Context | None = None, everyone: bool = False, progress: bool = False,
                offset: int = 0, log: bool = True, label: str = "attack") -> AttackResult | None:
     """Attack float images ``x`` [N, C, H, W] in [0, 1] with labels ``y`` [N] int64 and return one
-    :class:`AttackResult` over all N images, in the order of x, on x's device; ``seconds`` is this
-    call's wall time.
+    :class:`AttackResult` over all N images, in the order of x, on x's device (an empty result
+    for N = 0). Its ``seconds`` is the attack time summed over the chunks (a chunk loaded from a
+    checkpoint counts the time it took when it was made; under torchrun, summed over processes).
 
-    ``chunk``: images per call of ``attack`` (and per checkpoint). ``run``: a
-    :class:`~infoswarm.runs.ResumableRun`; each finished chunk is saved as
-    ``checkpoints/chunk-<start>-<stop>.pt`` and loaded instead of attacked again on a rerun.
-    ``ctx``: a :class:`~infoswarm.distributed.Context`; under torchrun each process attacks its
-    shard and rank 0 gets every result, the other ranks get None. ``offset``: position of x[0]
-    in a longer list (added to the per-image ``offset=`` of the attacks that take one).
-    ``progress``: a bar on stderr; otherwise, with ``log``, one line per chunk on rank 0,
-    named ``label``."""
+    ``target``: None (every image gets the attack's own target), or an integer tensor [N]: an
+    entry ≥ 0 is that image's target class, −1 leaves the image to the attack's own target
+    (its constructor's ``target``); such a chunk is attacked in two calls, its own-target images
+    first. ``chunk``: images per chunk (one checkpoint each). ``run``: a
+    :class:`~infoswarm.runs.ResumableRun` (anything with ``save(name, obj)`` and ``load(name)``);
+    each finished chunk is saved as ``checkpoints/<name>-<start>-<stop>.pt`` (:data:`CHECKPOINT`)
+    and loaded instead of attacked again on a rerun. ``ctx``: a
+    :class:`~infoswarm.distributed.Context`; under torchrun each process attacks its contiguous
+    shard, and rank 0 gets every result while the other ranks get None, or, with ``everyone``,
+    every rank gets every result. ``offset``: position of x[0] in a longer list (added to the
+    per-image ``offset=`` of the attacks that take one). ``progress``: a bar on stderr;
+    otherwise, with ``log``, one line per chunk on rank 0, named ``label``.
+
+    The result does not depend on ``chunk`` or on the number of processes: image i's random
+    streams are seeded by its position ``offset + i`` and model calls are padded by the attacks."""
     if chunk < 1:
         raise InputError(f"chunk must be positive, got {chunk}", "pass chunk=1 or more")
+    if target is not None:
+        target = torch.as_tensor(target).to(torch.long).view(-1).cpu()
+        if target.numel() != len(x):
+            raise InputError(f"target has {target.numel()} entries for {len(x)} images", "pass one target per image")
+        if len(x) and int(target.min()) < -1:
+            raise InputError(f"target {int(target.min())} is not a class", "use class indices, or -1 for the "
+                                                                            "attack's own target")
     ctx = ctx or distributed.Context()
-    started = time.perf_counter()
-    parts = _attack_shard(attack, x, y, chunk=chunk, run=run, ctx=ctx, progress=progress, offset=offset,
-                          log=log, label=label)
+    parts = _attack_shard(attack, x, y, target, chunk=chunk, run=run, name=name, ctx=ctx, progress=progress,
+                          offset=offset, log=log, label=label)
     if ctx.active:
-        gathered = distributed.gather_objects([result_to(r, "cpu") for r in parts], ctx)
-        if not distributed.is_main(ctx):
+        gathered = distributed.gather_objects([r.to("cpu") for r in parts], ctx)
+        if not (everyone or distributed.is_main(ctx)):
             return None
-        parts = [result_to(r, x.device) for rank_parts in gathered for r in rank_parts]
+        parts = [r.to(x.device) for rank_parts in gathered for r in rank_parts]
     if not parts:
-        raise InputError("no images to attack", "select at least one image")
-    return merge(parts, time.perf_counter() - started)
+        return _empty(x, y)
+    return AttackResult.cat(parts).to(x.device)
 
 
-def _attack_shard(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch.Tensor, *, chunk: int,
-                  run: Any, ctx: distributed.Context, progress: bool, offset: int, log: bool,
-                  label: str) -> list[AttackResult]:
+def _attack_shard(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor | None, *, chunk: int, run: Any, name: str, ctx: distributed.Context,
+                  progress: bool, offset: int, log: bool, label: str) -> list[AttackResult]:
     """This process's shard of (x, y), attacked (or loaded) chunk by chunk."""
     from tqdm.auto import tqdm
 
     part = distributed.shard(len(x), ctx)
-    per_image = takes_offset(attack)
     starts = list(range(part.start, part.stop, chunk))
     lines = LogProgress(label, len(starts), "chunks", enabled=log and not progress and distributed.is_main(ctx))
     results = []
-    for n, i in enumerate(tqdm(starts, desc="mFI-PSO", unit="batch", disable=not progress)):
+    for n, i in enumerate(tqdm(starts, desc=label, unit="chunk", disable=not progress)):
         j = min(i + chunk, part.stop)
-        name = CHECKPOINT.format(start=i, stop=j)
-        saved = run.load(name) if run is not None else None
+        file = CHECKPOINT.format(name=name, start=i, stop=j)
+        saved = run.load(file) if run is not None else None
         if saved is not None:
             res = result_from_dict(saved, x.device)
             lines.skip()
         else:
-            res = attack(x[i:j], y[i:j], **({"offset": offset + i} if per_image else {}))
+            res = _attack_chunk(attack, x[i:j], y[i:j], None if target is None else target[i:j], offset + i)
             if run is not None:
-                run.save(name, result_dict(res))
+                run.save(file, result_dict(res))
         results.append(res)
         lines.update(n + 1)
     return results
+
+
+def _attack_chunk(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor | None, start: int) -> AttackResult:
+    """One chunk whose first image sits at position ``start``: one call, or (with per-image
+    targets) one call for the images left to the attack's own target and one for the rest."""
+    if target is None:
+        return attack(x, y, **({"offset": start} if takes_offset(attack) else {}))
+    pos = torch.arange(start, start + len(x))
+    groups = [(sel, own) for sel, own in ((target < 0, True), (target >= 0, False)) if bool(sel.any())]
+    done = []
+    for sel, own in groups:
+        kwargs: dict[str, Any] = {"offset": pos[sel]} if takes_offset(attack) else {}
+        if not own:
+            kwargs["target"] = target[sel].to(x.device)
+        where = sel.to(x.device)
+        done.append(attack(x[where], y[where], **kwargs))
+    order = torch.cat([sel.nonzero().view(-1) for sel, _ in groups]).argsort()
+    res = AttackResult.cat(done)
+    return res.take(order.to(res.success.device))
+
+
+def _empty(x: torch.Tensor, y: torch.Tensor) -> AttackResult:
+    """The result of attacking no images."""
+    none = torch.empty(0, dtype=torch.long, device=x.device)
+    return AttackResult(x_adv=x[:0].clone(), success=torch.empty(0, dtype=torch.bool, device=x.device), pred=none,
+                        target=none, target_prob=torch.empty(0, device=x.device),
+                        indices=torch.empty(0, 0, dtype=torch.long, device=x.device), pixel_l0=none, element_l0=none,
+                        linf=torch.empty(0, device=x.device), queries=none, seconds=0.0, y=y[:0].to(torch.long),
+                        grad_evals=none)
 
 
 def result_dict(res: AttackResult) -> dict[str, Any]:
@@ -102,21 +143,3 @@ def result_from_dict(d: Any, device: torch.device | str) -> AttackResult:
                          "pass --overwrite to start this run over")
     moved: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
     return AttackResult(**moved)
-
-
-def result_to(res: AttackResult, device: torch.device | str) -> AttackResult:
-    """``res`` with every tensor moved to ``device``."""
-    return replace(res, **{f.name: getattr(res, f.name).to(device) for f in fields(res)
-                           if isinstance(getattr(res, f.name), torch.Tensor)})
-
-
-def merge(parts: Sequence[AttackResult], seconds: float) -> AttackResult:
-    """Concatenate results over chunks of images; perturbed locations are padded with −1 to the
-    widest chunk's k."""
-    width = max(p.indices.shape[1] for p in parts)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1)
-
-    cat = {f: torch.cat([getattr(p, f) for p in parts]) for f in _CONCAT}
-    return AttackResult(indices=torch.cat([pad(p.indices) for p in parts]), seconds=seconds, **cat)

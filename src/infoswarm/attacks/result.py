@@ -70,6 +70,12 @@ class AttackResult:
         total = float(sum(r.seconds for r in results)) if seconds is None else float(seconds)
         return cls(indices=idx, seconds=total, **joined)
 
+    def take(self, index: torch.Tensor) -> AttackResult:
+        """The results of the images ``index`` (an integer tensor [M] on the results' device, or
+        a bool mask [N]), in that order; ``seconds`` is kept."""
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
     def to(self, device: torch.device | str) -> AttackResult:
         """A copy with every tensor on ``device``."""
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)

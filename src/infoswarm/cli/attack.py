@@ -86,9 +86,10 @@ def add_parser(sub: Any) -> None:
                    help="mfipso: how the attacked pixels are chosen (default fi, exact); not --select, which "
                         "chooses the images (--selection, its old name, is still accepted)")
     g.add_argument("--selection", dest="selection", default=None, choices=rules, help=argparse.SUPPRESS)
-    g.add_argument("--fi-eps-scale", type=float, default=1.0,
+    g.add_argument("--fi-eps-scale", type=float, default=None,
                    help="with --pixel-rule fi-eps: input scale of the authors' epsilon cut-off "
-                        "(1 for [0,1] units, 255 for the authors' raw-pixel CIFAR-10 setting)")
+                        "(1 for [0,1] units, the default; 255 for the authors' raw-pixel CIFAR-10 setting, "
+                        "which --preset paper uses on CIFAR-10)")
     g.add_argument("--particles", type=int, default=None,
                    help="swarm size (sparse-swarm default 1; mfipso default 200; paper: 200 CIFAR, 500 MNIST)")
     g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
@@ -124,7 +125,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def _cmd_attack(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .. import data, distributed, runs
+    from .. import data, distributed, presets, runs
     from ..artifacts import AttackRun, AttackSpec
     from ..attacks.mfipso import confusion_counts
     from ..report.figures import gallery_figure
@@ -167,9 +168,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from ..selection import parse_target, select_images
 
     target = parse_target(args.target, k, name="--target")
-    pixels = args.pixels if args.fi_threshold is None else None
-    if pixels is None and args.fi_threshold is None:
-        pixels = 10
+    pixels = args.pixels if args.pixels is not None or args.fi_threshold is not None else \
+        presets.attack_defaults(args.attack)["pixels"]
     hw = int(x8.shape[2] * x8.shape[3])
     if pixels is not None and pixels > hw:
         raise InputError(f"--pixels {pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
@@ -244,43 +244,36 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-_LINF_ATTACKS = ("mfipso", "fgsm", "pgd")
-
-
 def _resolve_attack(args: argparse.Namespace) -> None:
-    """Fill the attack flags left at None: the preset's values, then each attack's defaults
-    (in place; called after :func:`_ignored_flags`, which compares against the parser's Nones)."""
+    """Fill the attack flags left at None (in place): the preset's values
+    (:func:`infoswarm.presets.paper_attack`), then the attack's defaults
+    (:func:`infoswarm.presets.attack_defaults`). Called after :func:`_ignored_flags`, which
+    compares against the parser's Nones."""
+    from .. import presets
+
     if args.preset == "paper":
         if args.attack not in (None, "mfipso"):
             raise InputError(f"--preset paper runs mfipso, not --attack {args.attack}",
                              "drop --attack, or drop --preset")
-        cifar = (args.dataset or "").lower().startswith("cifar")
         args.attack = "mfipso"
-        if args.pixels is None and args.fi_threshold is None:
-            args.fi_threshold = 0.01
-        if args.bounds is None:
-            args.bounds = "paper"
-        if args.particles is None:
-            args.particles = 200 if cifar else 500
-        if args.selection is None:
-            args.selection = "fi-eps" if cifar else "fi"
-            if cifar and args.fi_eps_scale == 1.0:
-                args.fi_eps_scale = 255.0
-        if args.target is None:
-            args.target = "second"
-    if args.attack is None:
-        args.attack = "sparse-swarm"
-    mf = args.attack == "mfipso"
+        paper = presets.paper_attack(args.dataset)
+        if args.pixels is not None:          # --pixels k replaces the paper's FI threshold
+            paper.pop("fi_threshold")
+        _fill(args, paper)
+    args.attack = args.attack or "sparse-swarm"
+    defaults = presets.attack_defaults(args.attack)
+    defaults.pop("pixels")                   # resolved where it is used, so that settings keep None
+    _fill(args, defaults)
     if args.target is None:
-        args.target = "second" if mf else "none"
-    if args.eps is None:
-        args.eps = 0.15 if args.attack in _LINF_ATTACKS else 1.0
-    if args.particles is None:
-        args.particles = 200 if mf else 1
-    if args.bounds is None:
-        args.bounds = "box"
-    if args.selection is None:
-        args.selection = "fi"
+        args.target = "none"
+
+
+def _fill(args: argparse.Namespace, values: dict[str, Any]) -> None:
+    """Set each flag of ``values`` (Python keywords) that is still None; keywords without a
+    flag of their own (e.g. ``restart``, whose flag is --no-restart) are left to the parser."""
+    for key, value in values.items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def _attack_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -100,17 +100,15 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
 def cmd_harden(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from .. import data, distributed, hardening, runs, zoo
+    from .. import data, distributed, hardening, presets, runs, zoo
 
     if args.model in zoo.ZOO and args.dataset is None:
         args.dataset = zoo.ZOO[args.model].dataset
     args.dataset = args.dataset or "mnist"
-    cifar = data.is_named(args.dataset) and data.INFO[args.dataset].shape[0] == 3
-    epochs = args.epochs if args.epochs is not None else (50 if cifar else 30)
+    paper = presets.paper_harden(args.dataset, epochs=args.epochs)   # epochs, milestones, particles
     try:
         milestones = tuple(int(v) for v in args.milestones.split(",") if v.strip()) \
-            if args.milestones is not None else \
-            tuple(m for m in ((15, 40) if cifar else (10, 20)) if m <= epochs)  # the paper's, within --epochs
+            if args.milestones is not None else paper["milestones"]
     except ValueError:
         raise InputError(f"--milestones {args.milestones!r} is not a list of epochs",
                          "write e.g. --milestones 10,20") from None
@@ -118,8 +116,8 @@ def cmd_harden(args: argparse.Namespace) -> int:
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
-    cfg = _settings(args, args.particles if args.particles is not None else (200 if cifar else 500),
-                    epochs, milestones, wd)
+    cfg = _settings(args, args.particles if args.particles is not None else paper["particles"],
+                    paper["epochs"], milestones, wd)
     ctx = distributed.init(args.device)
     nccl = ctx.active and ctx.backend == "nccl"
     device = torch.device("cuda", ctx.local_rank) if nccl else torch_device(args.device)
@@ -170,12 +168,9 @@ def cmd_harden(args: argparse.Namespace) -> int:
 
     if run.resumed:
         log(f"continuing the run in {args.out} from its checkpoints")
-    par = hardening.Parallel(rank=ctx.rank, world_size=ctx.world_size,
-                             barrier=lambda: distributed.barrier(ctx),
-                             wrap=lambda m: distributed.wrap_ddp(m, ctx) if ctx.active else None)
     t0 = time.perf_counter()
     flush_notes()
-    summary = hardening.harden(model, x8, y, xt8, yt, cfg, run, par, log=log, epoch_log=epoch_log)
+    summary = hardening.harden(model, x8, y, xt8, yt, cfg, run, ctx, log=log, epoch_log=epoch_log)
     if tb is not None:
         tb.close()
     adv = summary.pop("adversarial_train")
