@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from infoswarm import data, training, zoo
+from infoswarm.artifacts import HardenRun
 from infoswarm.cli import main
 from infoswarm.hardening import HardenConfig
 
@@ -84,6 +85,8 @@ def test_killed_run_resumes_to_the_same_result(npz, tmp_path, capsys, one_thread
     assert _table(ref / "metrics.csv") == _table(out / "metrics.csv")
     a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, out))
     assert _strip(a) == _strip(b) and b["resumed"]
+    record = HardenRun.load(ref)                       # the record reads back what the command wrote
+    assert record.summary == a and len(record.adversarial["y"]) == a["adversarial_added"]
     with np.load(ref / "adversarial-train.npz") as za, np.load(out / "adversarial-train.npz") as zb:
         assert all(np.array_equal(za[k], zb[k]) for k in za.files)
     assert a["selected"] > 0 and a["adversarial_added"] > 0 and len(a["history"]) == 3

@@ -161,3 +161,36 @@ def test_attack_run_save_load(tmp_path) -> None:
         AttackRun.load(tmp_path)
     with pytest.raises(InputError, match="not a finished attack run"):
         AttackRun.load(tmp_path / "nowhere", name="--against")
+
+
+def test_harden_run_save_load(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from infoswarm.artifacts import HardenRun
+
+    summary = {"command": "harden", "settings": {"method": "fi"}, "before": {"clean_acc": 0.9},
+               "after": {"clean_acc": 0.91},
+               "history": [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}]}
+    adv = {"x_adv": torch.rand(3, 1, 4, 4), "y": torch.tensor([1, 2, 0]), "dataset_index": torch.tensor([5, 9, 11])}
+    weights = nn.Linear(2, 3).state_dict()
+    HardenRun(summary=summary, card={"name": "m-hardened-fi"}, adversarial=adv).save(tmp_path, weights, {"base": "m"})
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "card.json", "metrics.csv",
+                                                    "adversarial-train.npz", "summary.json"}
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "epoch,train_loss"
+    assert torch.equal(load_file(str(tmp_path / "model.safetensors"))["weight"], weights["weight"])
+    back = HardenRun.load(tmp_path)
+    assert back.summary == summary and back.card["name"] == "m-hardened-fi"
+    assert all(torch.equal(back.adversarial[k], adv[k]) for k in adv)
+    empty = {"x_adv": torch.empty(0, 1, 4, 4), "y": torch.empty(0, dtype=torch.long),
+             "dataset_index": torch.empty(0, dtype=torch.long)}
+    HardenRun(summary=summary, card={}, adversarial=empty).save(tmp_path / "e", weights, {})
+    assert len(HardenRun.load(tmp_path / "e").adversarial["y"]) == 0        # no adversarial image is a result
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "command": "attack"}))
+    with pytest.raises(InputError, match="is not a harden run .*command 'attack'"):
+        HardenRun.load(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "adversarial-train.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="cannot read .*adversarial-train.npz"):
+        HardenRun.load(tmp_path)
+    with pytest.raises(InputError, match="not a finished harden run"):
+        HardenRun.load(tmp_path / "nowhere", name="--run")

@@ -300,3 +300,79 @@ class AttackRun:
                 or ("target" in arrays and arrays["target"].shape != (n,))):
             raise InputError(f"{folder}/adversarial.npz holds arrays of inconsistent shapes", _REDO)
         return cls(summary=info, arrays=arrays)
+
+
+HARDEN_NPZ = "adversarial-train.npz"
+HARDEN_WEIGHTS = "model.safetensors"
+HARDEN_CARD = "card.json"
+HARDEN_METRICS = "metrics.csv"
+HARDEN_ARRAYS = ("x_adv", "y", "dataset_index")
+
+
+@dataclass
+class HardenRun:
+    """One ``infoswarm harden`` run: ``summary`` (summary.json: settings, before/after metrics,
+    ``history`` of the fine-tuning epochs), ``card`` (card.json of the hardened model) and
+    ``adversarial`` (adversarial-train.npz: the adversarial training images ``x_adv`` [M, C, H, W]
+    float in [0, 1], their true labels ``y`` [M] and their positions ``dataset_index`` [M] in the
+    training split; CPU tensors)."""
+
+    summary: dict[str, Any]
+    card: dict[str, Any]
+    adversarial: dict[str, torch.Tensor]
+
+    def save(self, folder: str | Path, weights: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+        """Write model.safetensors (``weights``, a state dict, with string ``metadata``),
+        card.json, metrics.csv (one row per epoch of ``summary["history"]``),
+        adversarial-train.npz and summary.json last (a folder with one is a finished run); each
+        file atomically."""
+        from safetensors.torch import save_file
+
+        from . import runs
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+        runs.atomic_write(folder / HARDEN_WEIGHTS, lambda p: save_file(state, str(p), metadata=dict(metadata)))
+        runs.atomic_write(folder / HARDEN_CARD, lambda p: runs.write_json(p, self.card))
+        history = self.summary.get("history") or []
+        if history:
+            runs.atomic_write(folder / HARDEN_METRICS, lambda p: runs.write_csv(p, history, list(history[0])))
+        write_npz(folder / HARDEN_NPZ, {k: self.adversarial[k] for k in HARDEN_ARRAYS})
+        runs.atomic_write(folder / SUMMARY, lambda p: runs.write_json(p, self.summary))
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str = "folder") -> HardenRun:
+        """A finished harden run, checked: summary.json is a harden run's with before/after
+        metrics, card.json reads, and adversarial-train.npz holds consistent arrays (M may be
+        0). ``name`` is what errors call the folder."""
+        import numpy as np
+
+        folder = Path(folder)
+        redo = "pass a folder written by `infoswarm harden`"
+        info = _read_json(folder / SUMMARY, f"{name} {folder} is not a finished harden run", redo)
+        if not isinstance(info, dict) or info.get("command") != "harden":
+            kind = info.get("command") if isinstance(info, dict) else None
+            raise InputError(f"{name} {folder} is not a harden run (its summary.json says command {kind!r})", redo)
+        if not all(isinstance(info.get(k), dict) for k in ("before", "after", "settings")):
+            raise InputError(f"{folder}/summary.json lacks the before/after metrics of a harden run", redo)
+        card = _read_json(folder / HARDEN_CARD, f"{name} {folder} has no readable card.json", redo)
+        try:
+            with np.load(folder / HARDEN_NPZ, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(z[k]) for k in HARDEN_ARRAYS}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise InputError(f"cannot read {folder}/{HARDEN_NPZ} ({type(e).__name__})", redo) from None
+        m = len(arrays["y"])
+        if arrays["x_adv"].dim() != 4 or len(arrays["x_adv"]) != m or arrays["dataset_index"].shape != (m,):
+            raise InputError(f"{folder}/{HARDEN_NPZ} holds arrays of inconsistent shapes", redo)
+        return cls(summary=info, card=card, adversarial=arrays)
+
+
+def _read_json(path: Path, missing: str, fix: str) -> Any:
+    """A JSON file's content; one-line :class:`InputError`\\ s for a missing or broken file."""
+    if not path.is_file():
+        raise InputError(f"{missing} (no {path.name})", fix)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{path} is not valid JSON", fix) from None

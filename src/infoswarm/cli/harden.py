@@ -98,8 +98,6 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
 
 
 def cmd_harden(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
     from .. import data, distributed, hardening, presets, runs, zoo
 
     if args.model in zoo.ZOO and args.dataset is None:
@@ -178,24 +176,18 @@ def cmd_harden(args: argparse.Namespace) -> int:
                     "infoswarm": __version__, "torch": torch.__version__,
                     "world_size": ctx.world_size})
     if distributed.is_main(ctx):
-        from ..artifacts import write_npz
+        from ..artifacts import HardenRun
+        from ..checks import LogOutputs
 
         model = model.cpu().eval()
         card = {"name": f"{args.model}-hardened-{cfg.method}", "base": args.model, "dataset": args.dataset,
                 "architecture": type(model).__name__, "hardening": settings,
                 "test_accuracy": summary["after"]["clean_acc"], "torch": torch.__version__,
                 "infoswarm": __version__, "command": "infoswarm " + " ".join(sys.argv[1:])}
-        out = Path(args.out)
-        from ..checks import LogOutputs
-
         inner = model.model if isinstance(model, LogOutputs) else model  # --outputs probs: the user's own keys
-        state = {k: v.contiguous() for k, v in inner.state_dict().items()}
-        runs.atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p), metadata={"base": args.model}))
-        run.write_json("card.json", card)
-        run.write_csv("metrics.csv", summary["history"], list(summary["history"][0]))
-        write_npz(out / "adversarial-train.npz",
-                  {"x_adv": adv["x_adv"], "y": adv["y"], "dataset_index": adv["index"]})
-        run.write_json("summary.json", summary)  # last: marks the run finished
+        record = HardenRun(summary=summary, card=card,
+                           adversarial={"x_adv": adv["x_adv"], "y": adv["y"], "dataset_index": adv["index"]})
+        record.save(run.path, inner.state_dict(), {"base": args.model})   # summary.json last: finished
     distributed.barrier(ctx)
     distributed.shutdown()
     b, a = summary["before"], summary["after"]
