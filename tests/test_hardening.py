@@ -38,7 +38,7 @@ def test_parse_protect_and_validate() -> None:
         HardenConfig(protect=((3, 3),)).validate(10)
     with pytest.raises(InputError, match="class 12"):
         HardenConfig(protect=((3, 12),)).validate(10)
-    with pytest.raises(InputError, match="--method"):
+    with pytest.raises(InputError, match="unknown method='magic'"):
         HardenConfig(method="magic").validate(10)
     with pytest.raises(InputError, match="mFI-PSO"):
         HardenConfig(method="pgd", protect=((1, 2),)).validate(10)

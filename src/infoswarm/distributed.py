@@ -99,7 +99,7 @@ def init(device: str = "cpu") -> Context:
     try:
         cuda = torch.device(device).type == "cuda"
     except RuntimeError:
-        raise InputError(f"unknown --device {device!r}", "use cpu, cuda or cuda:N") from None
+        raise InputError(f"unknown device={device!r}", "use cpu, cuda or cuda:N") from None
     if cuda:
         if not torch.cuda.is_available() or local >= torch.cuda.device_count():
             raise InputError(f"local rank {local} has no CUDA device "

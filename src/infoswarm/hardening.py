@@ -81,47 +81,47 @@ class HardenConfig:
 
     def validate(self, num_classes: int, pixels_per_image: int | None = None) -> None:
         if self.method not in METHODS:
-            raise InputError(f"unknown --method {self.method!r}", f"use one of {', '.join(METHODS)}")
+            raise InputError(f"unknown method={self.method!r}", f"use one of {', '.join(METHODS)}")
         if self.protect and self.method not in ("fi", "random"):
-            raise InputError("--protect needs an mFI-PSO method", "use --method fi or random")
+            raise InputError("`protect` needs an mFI-PSO method", "use method=fi or method=random")
         for a, b in self.protect:
             for c in (a, b):
                 if not 0 <= c < num_classes:
-                    raise InputError(f"--protect pair {a}:{b} names class {c}, unknown for "
+                    raise InputError(f"`protect` pair {a}:{b} names class {c}, unknown for "
                                      f"{num_classes} classes", f"use classes 0..{num_classes - 1}")
             if a == b:
-                raise InputError(f"--protect pair {a}:{b} has equal classes",
+                raise InputError(f"`protect` pair {a}:{b} has equal classes",
                                  "give true:target pairs of two different classes, e.g. 3:8")
         if not 0 < self.eps <= 1:
-            raise InputError(f"--eps must be positive and at most 1 (pixel units), got {self.eps}",
-                             "pass e.g. --eps 0.15")
+            raise InputError(f"`eps` must be positive and at most 1 (pixel units), got {self.eps}",
+                             "pass e.g. eps=0.15")
         bad = [m for m in self.milestones if not 0 < m <= self.epochs]
         if bad:
-            raise InputError(f"--milestones {bad[0]} is not an epoch inside the {self.epochs}-epoch schedule",
-                             f"give milestones between 1 and {self.epochs}, or raise --epochs")
+            raise InputError(f"milestones={bad[0]} is not an epoch inside the {self.epochs}-epoch schedule",
+                             f"give milestones between 1 and {self.epochs}, or raise `epochs`")
         if list(self.milestones) != sorted(set(self.milestones)):
-            raise InputError(f"--milestones {','.join(map(str, self.milestones))} must increase",
-                             "write them in order, each once, e.g. --milestones 10,20")
+            raise InputError(f"milestones={','.join(map(str, self.milestones))} must increase",
+                             "write them in order, each once, e.g. milestones=10,20")
         for name in ("epochs", "batch_size", "particles", "chunk", "eval_images", "repeat"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}",
+                raise InputError(f"`{name}` must be positive, got {getattr(self, name)}",
                                  "pass 1 or more")
         if self.tau < 0 or not self.lr > 0:
-            raise InputError("--tau must be >= 0 and --lr > 0", "pass e.g. --tau 0.01 --lr 0.1")
+            raise InputError("`tau` must be >= 0 and `lr` > 0", "pass e.g. tau=0.01 lr=0.1")
         if self.pixels is not None and self.pixels < 1:
-            raise InputError(f"--pixels must be positive, got {self.pixels}", "pass 1 or more")
+            raise InputError(f"`pixels` must be positive, got {self.pixels}", "pass 1 or more")
         if self.pixels is not None and pixels_per_image is not None and self.pixels > pixels_per_image:
-            raise InputError(f"--pixels {self.pixels} exceeds the {pixels_per_image} pixels of an image",
+            raise InputError(f"pixels={self.pixels} exceeds the {pixels_per_image} pixels of an image",
                              f"pass at most {pixels_per_image}")
         if self.fi_threshold is not None and self.fi_threshold < 0:
-            raise InputError(f"--fi-threshold must be >= 0, got {self.fi_threshold}", "pass e.g. 0.01")
+            raise InputError(f"`fi_threshold` must be >= 0, got {self.fi_threshold}", "pass e.g. 0.01")
         if self.iterations < 0 or self.restart_iterations < 0:
-            raise InputError("--iterations and --restart-iterations must be >= 0", "pass 0 or more")
+            raise InputError("`iterations` and `restart_iterations` must be >= 0", "pass 0 or more")
         if self.momentum < 0 or self.weight_decay < 0 or self.gamma <= 0:
-            raise InputError("--momentum and --weight-decay must be >= 0 and --gamma > 0",
-                             "pass e.g. --momentum 0.9 --weight-decay 5e-4 --gamma 0.1")
+            raise InputError("`momentum` and `weight_decay` must be >= 0 and `gamma` > 0",
+                             "pass e.g. momentum=0.9 weight_decay=5e-4 gamma=0.1")
         if self.pgd_steps < 1:
-            raise InputError(f"--pgd-steps must be positive, got {self.pgd_steps}", "pass 1 or more")
+            raise InputError(f"`pgd_steps` must be positive, got {self.pgd_steps}", "pass 1 or more")
 
     def recipe(self) -> Recipe:
         return Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
@@ -145,7 +145,7 @@ def parse_protect(text: str | None) -> tuple[tuple[int, int], ...]:
         try:
             a, b = (int(v) for v in bits)
         except ValueError:
-            raise InputError(f"--protect pair {part.strip()!r} is not TRUE:TARGET",
+            raise InputError(f"`protect` pair {part.strip()!r} is not TRUE:TARGET",
                              "write pairs of class indices like 3:8,7:1") from None
         pairs.append((a, b))
     return tuple(pairs)

@@ -140,6 +140,6 @@ def result_from_dict(d: Any, device: torch.device | str) -> AttackResult:
     names = {f.name for f in fields(AttackResult)}
     if not isinstance(d, dict) or set(d) != names:
         raise InputError("an attack chunk checkpoint does not match this version's results",
-                         "pass --overwrite to start this run over")
+                         "pass overwrite=True to start this run over")
     moved: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
     return AttackResult(**moved)

@@ -42,7 +42,7 @@ class SwarmConfig:
     def validate(self) -> None:
         if self.particles < 1 or self.iterations < 0:
             raise InputError(f"particles must be >= 1 and iterations >= 0 (got {self.particles}, "
-                             f"{self.iterations})", "pass e.g. --particles 200 --iterations 10")
+                             f"{self.iterations})", "pass e.g. particles=200 iterations=10")
         import math
 
         vals = {"w": self.w, "c1": self.c1, "c2": self.c2, "vmax_frac": self.vmax_frac, "v_init": self.v_init}

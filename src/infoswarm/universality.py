@@ -79,9 +79,9 @@ def shared_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixe
     check_images(x)
     n, c, h, w = x.shape
     if not 0 < pixels <= h * w:
-        raise InputError(f"pixels must be in 1..{h * w}, got {pixels}", f"pass --pixels 1 to {h * w}")
+        raise InputError(f"pixels must be in 1..{h * w}, got {pixels}", f"pass pixels=1 to {h * w}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
-        raise InputError(f"eps must be positive and at most 1 (pixel units), got {eps!r}", "pass e.g. --eps 0.15")
+        raise InputError(f"eps must be positive and at most 1 (pixel units), got {eps!r}", "pass e.g. eps=0.15")
     y = check_classes(y, n, probs_of(model, x[:1]).shape[1])
     if selection == "fi":
         fi = influence.pixel_fi(model, x, y, unit="pixel", batch_size=64).flatten(1)   # [N, HW]

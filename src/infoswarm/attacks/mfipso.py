@@ -77,14 +77,14 @@ class MFIPSO(Attack):
             raise InputError("give exactly one of pixels=k and fi_threshold=tau",
                              "e.g. MFIPSO(model, pixels=10) or MFIPSO(model, fi_threshold=0.01)")
         if pixels is not None and pixels <= 0:
-            raise InputError(f"pixels must be positive, got {pixels}", "pass --pixels 1 or more")
+            raise InputError(f"pixels must be positive, got {pixels}", "pass pixels=1 or more")
         if fi_threshold is not None and fi_threshold < 0:
-            raise InputError(f"fi_threshold must be >= 0, got {fi_threshold}", "pass e.g. --fi-threshold 0.01")
+            raise InputError(f"fi_threshold must be >= 0, got {fi_threshold}", "pass e.g. fi_threshold=0.01")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
-            raise InputError(f"eps must be positive and at most 1 (pixel units), got {eps!r}", "pass e.g. --eps 0.15")
+            raise InputError(f"eps must be positive and at most 1 (pixel units), got {eps!r}", "pass e.g. eps=0.15")
         if isinstance(confusion_min, bool) or not isinstance(confusion_min, int) or confusion_min < 1:
             raise InputError(f"confusion_min must be an integer >= 1, got {confusion_min!r}",
-                             "pass e.g. --confusion-min 5")
+                             "pass e.g. confusion_min=5")
         if selection not in ("fi", "fi-eps", "saliency", "random"):
             raise InputError(f"unknown selection {selection!r}", "use fi, fi-eps, saliency or random")
         if bounds not in ("box", "paper"):

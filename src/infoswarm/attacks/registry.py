@@ -123,9 +123,9 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
         raise InputError(f"unknown attack {name!r}", f"use one of {', '.join(NAMES)}")
     if target == "confusion" and not spec.confusion:
         allowed = [n for n, s in ATTACKS.items() if s.confusion]
-        raise InputError(f"--target confusion is only for {', '.join(allowed)}", "use second, none or a class index")
+        raise InputError(f"target=confusion is only for {', '.join(allowed)}", "use second, none or a class index")
     if spec.pixels and pixels is None:
-        raise InputError(f"{name} needs --pixels", "pass --pixels k")
+        raise InputError(f"{name} needs `pixels`", "pass pixels=k")
     given = spec.kwargs(Options(pixels=pixels, eps=eps, target=target, min_prob=min_prob, max_prob=max_prob,
                                 seed=seed, budget=budget, steps=steps))
     _check_extra(name, spec, given, extra)

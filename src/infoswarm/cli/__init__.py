@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..cpu import tune_cpu
-from ..errors import InputError
+from ..errors import InputError, as_flags
 from . import analysis, attack, demo, evaluate, harden, influence, report, train, universality
 from .common import Parser, check_numbers, clear_notes, flush_notes, run_lock, terminate_cleanly
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except InputError as e:
         clear_notes()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {as_flags(str(e), vars(args))}", file=sys.stderr)   # Python names as this command's flags
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; no half-written output was left (attack, train and harden runs keep "

@@ -84,7 +84,7 @@ def load_idx(name: str, split: str, root: str | os.PathLike[str] | None,
             else "apt-get install dataset-fashion-mnist, ")
     raise InputError(
         f"{name} {split} files not found (looked in {', '.join(str(d) for d in dirs)})",
-        f"{hint}put the official IDX files in one of those folders, or pass --download")
+        f"{hint}put the official IDX files in one of those folders, or pass download=True")
 
 
 def _open_maybe_gzip(path: Path) -> gzip.GzipFile | BinaryIO:

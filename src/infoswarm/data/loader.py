@@ -33,7 +33,7 @@ def load(name: str, split: str = "test", root: str | os.PathLike[str] | None = N
     checked download into ``root`` (or the cache) when no local copy is found.
     """
     if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}", "use --split train or --split test")
+        raise InputError(f"unknown split {split!r}", "use split=train or split=test")
     if name in ("mnist", "fashion-mnist"):
         x, y = load_idx(name, split, root, download)
     elif name == "cifar10":
