@@ -1,8 +1,10 @@
-"""Small statistics shared by the attack summaries, the map benchmark and the result tables."""
+"""Small statistics shared by the attack summaries, the map benchmark and the result tables, and the
+one way a count with its rate and interval is written (``n/N = r % [lo, hi]``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -15,3 +17,21 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with one decimal, ``"12.3 %"``; ``"–"`` for NaN."""
+    return "–" if math.isnan(fraction) else f"{100 * fraction:.1f} %"
+
+
+def rate_text(count: int, n: int, rate: float, interval: Sequence[float], label: str | None = None) -> str:
+    """``count/n = rate [interval]`` with the rate and the interval (fractions in [0, 1], e.g. from
+    :func:`wilson`) as percentages with one decimal (NaN shows as ``"–"``).
+
+    Without ``label``: ``"3/8 = 37.5 % [13.7 %, 69.4 %]"``; with ``label="95 % CI"``:
+    ``"3/8 = 37.5 % [95 % CI 13.7, 69.4]"`` (the interval's unit implied by the rate's)."""
+    lo, hi = interval
+    if label is None:
+        return f"{count}/{n} = {percent(rate)} [{percent(lo)}, {percent(hi)}]"
+    lo_text, hi_text = ("–" if math.isnan(v) else f"{100 * v:.1f}" for v in (lo, hi))
+    return f"{count}/{n} = {percent(rate)} [{label} {lo_text}, {hi_text}]"

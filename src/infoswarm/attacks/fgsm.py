@@ -7,7 +7,8 @@ uniforms per image, seeded with (seed, the image's position in the caller's list
 give equal results whatever the chunking) and the result is projected back onto the eps ball
 around x intersected with [0, 1].
 
-The helpers :func:`objective`, :func:`project` and :func:`uniform_start` are shared with :mod:`.pgd`.
+The helpers :func:`objective`, :func:`project` and :func:`uniform_start`, and the private base class
+:class:`_LinfGradientAttack` (eps, random start, gradients), are shared with :mod:`.pgd`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,32 @@ def uniform_start(x: torch.Tensor, eps: float, seed: int, offset: torch.Tensor |
     return project(x + (2.0 * noise - 1.0) * eps, x, eps)
 
 
-class FGSM(Attack):
+class _LinfGradientAttack(Attack):
+    """What FGSM and PGD share: an L∞ radius ``eps`` (checked with :func:`check_eps`), an optional
+    random start in the eps ball (:func:`uniform_start`) and gradients of the model.
+
+    Args: ``eps`` and ``random_start`` as in :class:`FGSM`, the rest as in :class:`.Attack`.
+    """
+
+    eps: float
+    random_start: bool
+
+    def __init__(self, model: nn.Module, *, eps: float, random_start: bool, target: TargetSpec,
+                 min_prob: float | None, max_prob: float | None, seed: int) -> None:
+        self.eps = check_eps(eps)
+        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
+        self.random_start = bool(random_start)
+
+    def _needs_gradient(self) -> bool:
+        return True
+
+    def _start(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """The starting point [N,C,H,W]: x + U(−eps, eps) projected (image i's noise from (seed,
+        offset[i])) with ``random_start``, else a copy of x; a new tensor either way."""
+        return uniform_start(x, self.eps, self.seed, offset) if self.random_start else x.clone()
+
+
+class FGSM(_LinfGradientAttack):
     """Fast gradient sign method, batched (torchattacks-like: ``FGSM(model, ...)(x, y)``).
 
     Args:
@@ -97,16 +123,12 @@ class FGSM(Attack):
     def __init__(self, model: nn.Module, eps: float = 8 / 255, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None,
                  random_start: bool = False, seed: int = 0) -> None:
-        self.eps = check_eps(eps)
-        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
-        self.random_start = bool(random_start)
-
-    def _needs_gradient(self) -> bool:
-        return True
+        super().__init__(model, eps=eps, random_start=random_start, target=target, min_prob=min_prob,
+                         max_prob=max_prob, seed=seed)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:
-        start = uniform_start(x, self.eps, self.seed, offset) if self.random_start else x
+        start = self._start(x, offset)
         _, grad = loss_grad(self.model, start, y, target)
         x_adv = project(start + self.eps * grad.sign(), x, self.eps)
         queries = torch.full((x.shape[0],), 2, dtype=torch.long, device=x.device)

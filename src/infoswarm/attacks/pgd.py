@@ -17,12 +17,12 @@ from torch import nn
 
 from ..errors import InputError
 from ._forward import padded_logits
-from .base import Attack, Call, TargetSpec
-from .fgsm import check_eps, objective, project, uniform_start
+from .base import Call, TargetSpec
+from .fgsm import _LinfGradientAttack, check_eps, objective, project
 from .result import AttackResult
 
 
-class PGD(Attack):
+class PGD(_LinfGradientAttack):
     """Projected gradient descent in L∞, batched (``PGD(model, ...)(x, y)``).
 
     Args:
@@ -45,22 +45,19 @@ class PGD(Attack):
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None,
                  steps: int = 10, random_start: bool = True, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None, seed: int = 0) -> None:
-        self.eps = check_eps(eps)
+        eps = check_eps(eps)  # eps, alpha, steps first, then the base checks the rest (and eps again)
         # default step eps/4 (2/255 at eps 8/255), so that 10 steps can cross the whole ball
-        self.alpha = check_eps(alpha if alpha is not None else self.eps / 4, "alpha")
+        self.alpha = check_eps(alpha if alpha is not None else eps / 4, "alpha")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InputError(f"steps must be an integer >= 1, got {steps!r}", "pass e.g. steps=10")
         self.steps = steps
-        super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
-        self.random_start = bool(random_start)
-
-    def _needs_gradient(self) -> bool:
-        return True
+        super().__init__(model, eps=eps, random_start=random_start, target=target, min_prob=min_prob,
+                         max_prob=max_prob, seed=seed)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:
         n = x.shape[0]
-        cur = uniform_start(x, self.eps, self.seed, offset) if self.random_start else x.clone()
+        cur = self._start(x, offset)  # written in place below
         queries = torch.zeros(n, dtype=torch.long, device=x.device)
         active = torch.ones(n, dtype=torch.bool, device=x.device)
         hi = self.criterion.max_prob

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import InputError
+from ..stats import rate_text
 from .common import common_args, positive, torch_device
 
 run_command: Callable[[Sequence[str] | None], int] | None = None
@@ -76,8 +77,8 @@ def _steps(args: argparse.Namespace, out: Path) -> list[list[str]]:
 
 
 def _rate(s: dict[str, Any], count: str, rate: str, ci: str) -> str:
-    lo, hi = s[ci]
-    return f"{s[count]}/{s['images']} = {100 * s[rate]:.1f} % [95 % CI {100 * lo:.1f}, {100 * hi:.1f}]"
+    """"n/N = r % [95 % CI lo, hi]" from an attack summary's keys ``count``, ``rate``, ``ci``."""
+    return rate_text(s[count], s["images"], s[rate], s[ci], label="95 % CI")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError
+from ..stats import percent, rate_text
 
 __all__ = ["Run", "Report", "Section", "Shared", "SECTIONS", "load_run", "render_report", "write_report"]
 
@@ -218,15 +219,14 @@ def _fmt(v: Any) -> str:
 
 
 def _pct(v: Any) -> str:
-    x = _num(v)
-    return "–" if math.isnan(x) else f"{100 * x:.1f} %"
+    return percent(_num(v))
 
 
 def _rate(s: Mapping[str, Any], count: str, rate: str, ci: str) -> str:
     """"n/N = r % [lo, hi]" from an attack summary (the count and interval when recorded)."""
     n, c, r, iv = s.get("images"), s.get(count), s.get(rate), s.get(ci)
     if isinstance(c, int) and isinstance(n, int) and isinstance(iv, list) and len(iv) == 2:
-        return f"{c}/{n} = {_pct(r)} [{_pct(iv[0])}, {_pct(iv[1])}]"
+        return rate_text(c, n, _num(r), (_num(iv[0]), _num(iv[1])))
     return _pct(r)
 
 
