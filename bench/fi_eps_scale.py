@@ -39,8 +39,8 @@ def main() -> None:
     keep = (pred == y[: len(x)]).nonzero().view(-1)[: args.images]
     x = x[keep]
     rows = []
-    for label, kw in (("exact FI", {}), ("ε-FI, ε = 1e-3, [0, 1] units", {"eps": 1e-3}),
-                      ("ε-FI, ε = 1e-3, raw 0–255 units (the authors')", {"eps": 1e-3, "eps_scale": 255})):
+    for label, kw in (("exact FI", {}), ("ε-FI, ε = 1e-3, [0, 1] units", {"fi_eps": 1e-3}),
+                      ("ε-FI, ε = 1e-3, raw 0–255 units (the authors')", {"fi_eps": 1e-3, "fi_eps_scale": 255})):
         fi = influence.pixel_fi(model, x, "second", unit="element", batch_size=16, **kw)
         share = (fi >= args.threshold).flatten(1).double().mean(1)
         rows.append(f"| {label} | {100 * share.mean():.1f} % | {100 * share.min():.1f}–{100 * share.max():.1f} % |")

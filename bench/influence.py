@@ -11,7 +11,7 @@ For each model, on the first N test images:
     ∇p_k[j]/(√p_k + ε) (ε = 1e-3), ``numpy.linalg.svd``, singular values <= ε dropped and
     FI_j = ||S⁻¹Uᵀg||² with g = ∇p_c[j]/(p_c + ε). Slow, so timed on a few images, reported per
     image and extrapolated to N. Target (c)/(a) per image >= 100.
-(d) the library's ε-variant, ``pixel_fi(..., unit="element", eps=1e-3)``, against the loop on
+(d) the library's ε-variant, ``pixel_fi(..., unit="element", fi_eps=1e-3)``, against the loop on
     the loop's images (max abs difference): the loop computes the same quantity.
 
 (a) and (b) are timed in alternation (a, b, a, b, ...) after one warm-up each, so load from
@@ -163,10 +163,10 @@ def bench_model(name: str, model: nn.Module, weights: str, x: torch.Tensor, batc
         conf = torch.softmax(model(xs), 1).amax(1)
     t_c = median_time(lambda: svd_loop(model, xs), repeats)
     loop32 = svd_loop(model, xs)
-    lib32 = influence.pixel_fi(model, xs, "pred", unit="element", eps=EPS).flatten(1).numpy()
+    lib32 = influence.pixel_fi(model, xs, "pred", unit="element", fi_eps=EPS).flatten(1).numpy()
     model64 = copy.deepcopy(model).double()                          # the same check without float32 rounding
     loop64 = svd_loop(model64, xs.double())
-    lib64 = influence.pixel_fi(model64, xs.double(), "pred", unit="element", eps=EPS).flatten(1).numpy()
+    lib64 = influence.pixel_fi(model64, xs.double(), "pred", unit="element", fi_eps=EPS).flatten(1).numpy()
     return Result(
         model=name, weights=weights, images=x.shape[0], shape="×".join(map(str, x.shape[1:])),
         batch=bs, repeats=repeats, t_a=t["a"].median, t_b=t["b"].median, svd_images=n_svd,
@@ -212,7 +212,7 @@ def model_table(r: Result) -> str:
          f"(c)/(a) per image = {r.ratio_ca:.0f}×; target ≥ {TARGET_CA:.0f}×: "
          f"{yes_no(r.ratio_ca >= TARGET_CA)} (ceiling (c)/(b) = {r.ratio_cb:.0f}×)"],
         [f"(c) **extrapolated** to {n} images", f"{r.t_c_image * n:.1f} (extrapolated)", "", ""],
-        ["(d) ε-variant `pixel_fi(unit=\"element\", eps=1e-3)` vs loop",
+        ["(d) ε-variant `pixel_fi(unit=\"element\", fi_eps=1e-3)` vs loop",
          f"max abs diff {r.diff32:.1e} (float32 model), {r.diff64:.1e} (float64 model)",
          "", f"loop values up to {r.max_value:.3g}, {100 * r.nonzero:.0f} % non-zero; "
              f"top probabilities {r.svd_conf}"],
@@ -242,7 +242,7 @@ def render(results: list[Result], skipped: list[str], args: argparse.Namespace, 
         "per-image time times N, not a measurement. (c)/(a) compares per-image times; (c)/(b), "
         "in brackets, is the most (c)/(a) could be for any method built on the K backward passes. "
         "(d) is the largest absolute difference between the loop's values and the library's "
-        "`eps=1e-3` mode on the loop's images, once with the model in float32 (as timed) and "
+        "`fi_eps=1e-3` mode on the loop's images, once with the model in float32 (as timed) and "
         "once in float64; small values show both compute the same quantity.",
         "",
         "Caveats. The released code does two `scipy.linalg.svd` calls per entry and reloads the "

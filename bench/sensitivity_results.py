@@ -78,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     n_tr, n_te = fi["train"].numel(), fi["test"].numel()
     limit = n_tr if n_tr == n_te else None
     lf = s["layer_fi"]
+    fi_eps = lf.get("fi_eps", lf.get("eps"))  # runs before the rename stored it as "eps" only
     cmd = (f"infoswarm sensitivity --dataset {s['dataset']} --model {s['model']}"
            + (f" --limit {limit}" if limit else "") + f" --param-images {lf['images']}"
-           + (" --exact" if lf["exact"] else f" --eps {lf['eps']:g}") + f" --out {run}")
+           + (" --exact" if lf["exact"] else f" --fi-eps {fi_eps:g}") + f" --out {run}")
     qs = sorted(s["percentiles"]["train"]["fi_true"], key=float)
     rows = []
     for split in ("train", "test"):
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                      f" (range {fmt(min(float(torch.tensor([float(r[f'layer:{n}']) for r in lrows]).median()) for n in layers))}"
                      f" – {fmt(max(float(torch.tensor([float(r[f'layer:{n}']) for r in lrows]).median()) for n in layers))}),"
                      f" and every layer ranks the images almost as image FI does (Spearman ρ ≥ {min(rhos.values()):.3f}).")
-    eps_txt = "exact" if lf["exact"] else f"the authors' ε = {lf['eps']:g}"
+    eps_txt = "exact" if lf["exact"] else f"the authors' ε = {fi_eps:g}"
     secs = s["seconds"]
 
     lines = [

@@ -42,7 +42,7 @@ def test_fi_maps_are_the_influence_maps(tiny):
     torch.testing.assert_close(got["element-fi"], inf.pixel_fi(model, x, "pred", unit="element").sum(1))
     torch.testing.assert_close(got["pixel-fi"], inf.pixel_fi(model, x, "pred", unit="pixel"))
     torch.testing.assert_close(got["window-fi-3"], inf.pixel_fi(model, x, "pred", unit="pixel", window=3))
-    torch.testing.assert_close(got["eps-fi"], inf.pixel_fi(model, x, "pred", unit="element", eps=1e-3).sum(1))
+    torch.testing.assert_close(got["eps-fi"], inf.pixel_fi(model, x, "pred", unit="element", fi_eps=1e-3).sum(1))
 
 
 def test_random_map_depends_on_seed_only(tiny):
@@ -286,7 +286,7 @@ def test_layer_fi_matches_explicit_metric(tiny, eps):
     SVD formula on the explicit columns ∇p_k/(√p_k+ε)."""
     model, x = tiny(channels=1, size=3, classes=5, n=2)
     y = torch.tensor([1, 4])
-    got = sensitivity.layer_fi(model, x, "true", y=y, eps=eps, batch_size=1)
+    got = sensitivity.layer_fi(model, x, "true", y=y, fi_eps=eps, batch_size=1)
     for layer in ("conv", "fc"):
         for n in range(2):
             jac = _layer_jacobian(model, x[n], layer)
@@ -327,7 +327,8 @@ def test_fi_percentiles_match_numpy():
     (["outliers", "--epochs", "0"], "--epochs must be positive"),
     (["outliers", "--dataset", "no/such/data"], "unknown dataset"),
     (["sensitivity", "--param-images", "0"], "--param-images must be positive"),
-    (["sensitivity", "--eps", "-1"], "--eps must be positive"),
+    (["sensitivity", "--fi-eps", "-1"], "--fi-eps must be positive"),
+    (["sensitivity", "--eps", "-1"], "--fi-eps must be positive"),  # the old name still works
     (["sensitivity", "--model", "no-such-model"], "unknown model"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, msg):
@@ -393,10 +394,10 @@ def test_sensitivity_command_end_to_end(tmp_path):
 def test_choose_map_rules():
     assert maps.choose_map(None) == maps.DEFAULT_MAP
     assert maps.choose_map(None, "element") == "fi" and maps.choose_map(None, window=3) == "fi"
-    assert maps.choose_map(None, eps=1e-3) == "fi" and maps.choose_map("fi", window=5) == "fi"
+    assert maps.choose_map(None, fi_eps=1e-3) == "fi" and maps.choose_map("fi", window=5) == "fi"
     assert maps.choose_map("random") == "random"
     with pytest.raises(InputError, match="--map fi"):
-        maps.choose_map("saliency", eps=1e-3)
+        maps.choose_map("saliency", fi_eps=1e-3)
 
 
 def test_heatmaps_for_report_draws_the_map_and_tests_it(tiny):
@@ -499,3 +500,37 @@ def test_default_map_is_what_the_stored_benchmark_says():
                 if bm.failed(kind, rr) or maps.DEFAULT_MAP in {rr["best"], *bm._ties(rr)}:
                     continue
                 assert f"{rr['maps'][rr['best']]['auc']:.3f}" in maps.DEFAULT_MAP_REASON, (r["dataset"], kind, how)
+
+
+def test_old_keyword_eps_still_works_in_maps_and_sensitivity(tiny):
+    """``eps=`` (now ``fi_eps=``) of layer_fi, attribution_maps and choose_map: a
+    DeprecationWarning and the value is used."""
+    model, x = tiny(channels=1, size=3, classes=5, n=2)
+    with pytest.warns(DeprecationWarning, match="layer_fi\\(\\): .* use fi_eps="):
+        got = sensitivity.layer_fi(model, x, "pred", eps=0.05, layers=["fc"])
+    torch.testing.assert_close(got["fc"], sensitivity.layer_fi(model, x, "pred", fi_eps=0.05, layers=["fc"])["fc"])
+    assert not torch.allclose(got["fc"], sensitivity.layer_fi(model, x, "pred", layers=["fc"])["fc"])
+    with pytest.warns(DeprecationWarning, match="attribution_maps\\(\\): .* use fi_eps="):
+        old, _ = maps.attribution_maps(model, x, ["eps-fi"], eps=0.05)
+    new, _ = maps.attribution_maps(model, x, ["eps-fi"], fi_eps=0.05)
+    assert torch.equal(old["eps-fi"], new["eps-fi"])
+    with pytest.warns(DeprecationWarning, match="choose_map"):
+        assert maps.choose_map(None, eps_scale=255) == "fi"
+    with pytest.raises(InputError, match="both eps_scale= and fi_eps_scale="):
+        maps.choose_map(None, eps_scale=255, fi_eps_scale=255)
+
+
+def test_old_flag_eps_of_sensitivity_and_influence_is_a_hidden_alias_of_fi_eps(capsys):
+    import re
+
+    parser = cli.build_parser()
+    for command in ("sensitivity", "influence"):
+        assert parser.parse_args([command, "--eps", "0.25", "--out", "o"]).fi_eps == 0.25
+        assert parser.parse_args([command, "--fi-eps", "0.25", "--out", "o"]).fi_eps == 0.25
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--fi-eps FI_EPS" in text and "FI regulariser" in text
+        assert not re.search(r"(?<![\w-])--eps\b", text), text
+    assert parser.parse_args(["sensitivity", "--out", "o"]).fi_eps == 1e-3
+    assert parser.parse_args(["influence", "--out", "o"]).fi_eps is None

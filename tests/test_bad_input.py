@@ -344,7 +344,8 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
                                       "--out", o], "boom"),
         "file that is not TorchScript": Case([*inf, "--model", f.not_script, "--out", o], "TorchScript"),
         # influence: ranges, flags, device, --out
-        "influence --eps 0": Case([*inf, "--eps", 0, "--out", o], "--eps"),
+        "influence --fi-eps 0": Case([*inf, "--fi-eps", 0, "--out", o], "--fi-eps"),
+        "influence --eps 0 (old name of --fi-eps)": Case([*inf, "--eps", 0, "--out", o], "--fi-eps"),
         "influence --tau -1": Case([*inf, "--tau", -1, "--out", o], "--tau"),
         "influence --limit 0": Case([*inf, "--limit", 0, "--out", o], "--limit"),
         "influence --top 0": Case([*inf, "--top", 0, "--out", o], "--top"),
@@ -499,8 +500,8 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
                                 ("--outputs", "scores", "invalid choice")]:
         mf = ["--attack", "mfipso"] if flag in ("--w", "--c1", "--c2", "--confusion-min", "--fi-threshold") else []
         c[f"attack {flag} {value}"] = Case([*att, *mf, flag, value, "--out", o], needle)
-    for flag, value, needle in [("--eps", "nan", "--eps"), ("--eps", "-inf", "--eps"), ("--tau", "inf", "--tau"),
-                                ("--seed", 2 ** 64, "--seed"), ("--device", "mps", "MPS"),
+    for flag, value, needle in [("--fi-eps", "nan", "--fi-eps"), ("--fi-eps", "-inf", "--fi-eps"),
+                                ("--tau", "inf", "--tau"), ("--seed", 2 ** 64, "--seed"), ("--device", "mps", "MPS"),
                                 ("--device", "xpu:0", "XPU")]:
         c[f"influence {flag} {value}"] = Case([*inf, flag, value, "--out", o], needle)
     for flag, value, needle in [("--eps", 2, "at most 1"), ("--eps", "inf", "--eps"), ("--seed", -3, "--seed"),
@@ -719,11 +720,12 @@ def api_cases(f: SimpleNamespace, t: Path) -> dict[str, Callable[[], object]]:
         "SparseRS eps=-1": lambda: SparseRS(ok, pixels=2, eps=-1.0),
         "SparseRS on a model returning probabilities": lambda: SparseRS(probs, pixels=2, queries=4)(x, y),
         "registry unknown attack": lambda: registry.build("cw", ok),
-        "pixel_fi eps=-1": lambda: influence.pixel_fi(ok, x, eps=-1),
-        "pixel_fi eps=nan": lambda: influence.pixel_fi(ok, x, eps=float("nan")),
-        "image_fi eps=0": lambda: influence.image_fi(ok, x, eps=0.0),
-        "block_fi eps=-inf": lambda: influence.block_fi(ok, x, "pred", torch.ones(1, 28, 28, dtype=torch.bool),
-                                                        eps=float("-inf")),
+        "pixel_fi fi_eps=-1": lambda: influence.pixel_fi(ok, x, fi_eps=-1),
+        "pixel_fi fi_eps=nan": lambda: influence.pixel_fi(ok, x, fi_eps=float("nan")),
+        "image_fi fi_eps=0": lambda: influence.image_fi(ok, x, fi_eps=0.0),
+        "block_fi fi_eps=-inf": lambda: influence.block_fi(ok, x, "pred", torch.ones(1, 28, 28, dtype=torch.bool),
+                                                           fi_eps=float("-inf")),
+        "pixel_fi eps= and fi_eps= both": lambda: influence.pixel_fi(ok, x, eps=1e-3, fi_eps=1e-3),
         "shared_perturbation eps=2": lambda: universality.shared_perturbation(ok, x, y, 3, eps=2.0),
         "fooling_rate on a NaN model": lambda: universality.fooling_rate(nan, x, y, x),
         "transfer on a NaN model": lambda: universality.transfer(nan, x, x, y),

@@ -70,11 +70,12 @@ def test_influence_writes_csv_heatmaps_and_summary(tmp_path, grey_npz, capsys):
 
 def test_influence_json_output(tmp_path, grey_npz, capsys):
     code, stdout, _ = run(["influence", "--dataset", grey_npz, "--top", 1, "--unit", "pixel",
-                           "--window", 3, "--eps", 1e-3, "--json", "--out", tmp_path / "o"], capsys)
+                           "--window", 3, "--fi-eps", 1e-3, "--json", "--out", tmp_path / "o"], capsys)
     assert code == 0
     summary = json.loads(stdout)
-    assert {k: summary["map"][k] for k in ("class", "unit", "window", "eps", "exact")} == \
-        {"class": "pred", "unit": "pixel", "window": 3, "eps": 1e-3, "exact": False}
+    assert {k: summary["map"][k] for k in ("class", "unit", "window", "fi_eps", "exact")} == \
+        {"class": "pred", "unit": "pixel", "window": 3, "fi_eps": 1e-3, "exact": False}
+    assert summary["map"]["eps"] == 1e-3  # the old key, kept for readers of older run folders
     assert summary["map"]["name"].startswith("ε-FI")
 
 
@@ -115,7 +116,7 @@ def bad_cases(tmp_path, grey_npz):
                       "expected uint8"),
         "corrupt npz": (["influence", "--dataset", tmp_path / "corrupt.npz", "--out", tmp_path / "o"],
                         "cannot read"),
-        "bad eps": (base + ["--eps", -1, "--out", tmp_path / "o"], "--eps must be a finite number > 0"),
+        "bad eps": (base + ["--fi-eps", -1, "--out", tmp_path / "o"], "--fi-eps must be a finite number > 0"),
         "bad window": (base + ["--window", 4, "--out", tmp_path / "o"], "invalid choice"),
         "no cuda": (base + ["--device", "cuda", "--out", tmp_path / "o"], "no CUDA"),
         "train unknown model": (["train", "--model", "nope", "--out", tmp_path / "o"], "unknown model"),

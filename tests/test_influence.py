@@ -134,7 +134,7 @@ def test_closed_form_is_stable_when_confident():
 def test_eps_variant_matches_authors_formula(tiny, unit, window):
     eps = 1e-3
     model, x = tiny(channels=3, size=4, classes=6, n=2)
-    got = inf.pixel_fi(model, x, "pred", unit=unit, window=window, eps=eps)
+    got = inf.pixel_fi(model, x, "pred", unit=unit, window=window, fi_eps=eps)
     c = model(x).argmax(1)
     for n, i, j in itertools.product(range(2), range(4), range(4)):
         if unit == "element":
@@ -144,7 +144,7 @@ def test_eps_variant_matches_authors_formula(tiny, unit, window):
         else:
             want = ref_fi(model, x[n], int(c[n]), window_entries((3, 4, 4), i, j, window, range(3)), eps=eps)
             assert got[n, i, j].item() == pytest.approx(want, rel=1e-7, abs=1e-12)
-    img = inf.image_fi(model, x, "pred", eps=eps)
+    img = inf.image_fi(model, x, "pred", fi_eps=eps)
     for n in range(2):
         assert img[n].item() == pytest.approx(ref_fi(model, x[n], int(c[n]), list(range(48)), eps=eps), rel=1e-7)
 
@@ -152,7 +152,7 @@ def test_eps_variant_matches_authors_formula(tiny, unit, window):
 def test_eps_variant_drops_small_singular_values(tiny):
     """With a large ε every singular value is cut and the authors' FI is 0 (exact FI is not)."""
     model, x = tiny(channels=1, size=4, classes=4, n=2)
-    assert torch.all(inf.pixel_fi(model, x, "pred", eps=1e3) == 0)
+    assert torch.all(inf.pixel_fi(model, x, "pred", fi_eps=1e3) == 0)
     assert torch.all(inf.pixel_fi(model, x, "pred") > 0)
 
 
@@ -308,13 +308,13 @@ class _Raw255(nn.Module):
 @pytest.mark.slow
 @pytest.mark.parametrize("unit,window", [("element", 1), ("pixel", 1), ("pixel", 3)])
 def test_eps_scale_matches_authors_formula_on_raw_pixels(tiny, unit, window):
-    """eps_scale=255 on a [0,1] model = the authors' ε-FI of the same network on 0..255 input,
+    """fi_eps_scale=255 on a [0,1] model = the authors' ε-FI of the same network on 0..255 input,
     built explicitly (Jacobian w.r.t. raw pixels, SVD cut at ε)."""
     eps = 1e-3
     model, x = tiny(channels=3, size=4, classes=6, n=2)
     raw = _Raw255(model)
-    got = inf.pixel_fi(model, x, "pred", unit=unit, window=window, eps=eps, eps_scale=255)
-    plain = inf.pixel_fi(model, x, "pred", unit=unit, window=window, eps=eps)
+    got = inf.pixel_fi(model, x, "pred", unit=unit, window=window, fi_eps=eps, fi_eps_scale=255)
+    plain = inf.pixel_fi(model, x, "pred", unit=unit, window=window, fi_eps=eps)
     c = model(x).argmax(1)
     for n, i, j in itertools.product(range(2), range(4), range(4)):
         if unit == "element":
@@ -325,7 +325,7 @@ def test_eps_scale_matches_authors_formula_on_raw_pixels(tiny, unit, window):
             want = ref_fi(raw, x[n] * 255, int(c[n]), window_entries((3, 4, 4), i, j, window, range(3)), eps=eps)
             assert got[n, i, j].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
     assert not torch.allclose(got, plain)  # the cut-off really depends on the units
-    img = inf.image_fi(model, x, "pred", eps=eps, eps_scale=255)
+    img = inf.image_fi(model, x, "pred", fi_eps=eps, fi_eps_scale=255)
     for n in range(2):
         want = ref_fi(raw, x[n] * 255, int(c[n]), list(range(48)), eps=eps)
         assert img[n].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
@@ -333,12 +333,36 @@ def test_eps_scale_matches_authors_formula_on_raw_pixels(tiny, unit, window):
 
 def test_eps_scale_leaves_exact_fi_alone(tiny):
     model, x = tiny(channels=3, size=4, classes=6, n=2)
-    assert torch.equal(inf.pixel_fi(model, x, "pred", eps_scale=255), inf.pixel_fi(model, x, "pred"))
+    assert torch.equal(inf.pixel_fi(model, x, "pred", fi_eps_scale=255), inf.pixel_fi(model, x, "pred"))
 
 
-@pytest.mark.parametrize("kw", [dict(eps=-1.0), dict(eps=float("nan")), dict(eps=1e-3, eps_scale=0),
-                                dict(eps=1e-3, eps_scale=float("inf"))])
+@pytest.mark.parametrize("kw", [dict(fi_eps=-1.0), dict(fi_eps=float("nan")), dict(fi_eps=1e-3, fi_eps_scale=0),
+                                dict(fi_eps=1e-3, fi_eps_scale=float("inf"))])
 def test_bad_eps_is_refused(tiny, kw):
     model, x = tiny(channels=1, size=4, classes=4, n=1)
     with pytest.raises(InputError):
         inf.pixel_fi(model, x, "pred", **kw)
+
+
+def test_old_keywords_eps_and_eps_scale_still_work_with_a_warning(tiny):
+    """The FI regulariser was ``eps=`` / ``eps_scale=`` before ``fi_eps=`` / ``fi_eps_scale=``:
+    the old keywords give a DeprecationWarning naming the new one (pointing at the caller) and
+    their values are used; both names at once is an InputError."""
+    model, x = tiny(channels=3, size=4, classes=6, n=2)
+    want = inf.pixel_fi(model, x, "pred", fi_eps=1e-3, fi_eps_scale=255)
+    assert not torch.allclose(want, inf.pixel_fi(model, x, "pred", fi_eps=1e-3))  # the scale matters here
+    with pytest.warns(DeprecationWarning) as rec:
+        got = inf.pixel_fi(model, x, "pred", eps=1e-3, eps_scale=255)
+    assert torch.equal(got, want)
+    assert sorted(str(w.message) for w in rec) == [
+        "pixel_fi(): the keyword eps= is deprecated, use fi_eps=",
+        "pixel_fi(): the keyword eps_scale= is deprecated, use fi_eps_scale="]
+    assert {w.filename for w in rec} == {__file__}
+    with pytest.warns(DeprecationWarning, match="use fi_eps="):
+        img = inf.image_fi(model, x, "pred", eps=0.5)
+    assert torch.equal(img, inf.image_fi(model, x, "pred", fi_eps=0.5))
+    assert not torch.allclose(img, inf.image_fi(model, x, "pred"))
+    with pytest.raises(InputError, match="both eps= and fi_eps="):
+        inf.pixel_fi(model, x, "pred", eps=1e-3, fi_eps=1e-3)
+    with pytest.raises(InputError, match="fi_eps_scale must be"):
+        inf.check_eps(1e-3, 0)  # the old name of check_fi_eps

@@ -463,3 +463,13 @@ def test_report_renders_in_headless_chromium_without_network(real_page, tmp_path
         # the dark digits of the embedded heatmaps show up: a good share of near-black pixels
         grey = np.asarray(rgb.convert("L"))
         assert (grey < 40).mean() > 0.01
+
+
+def test_settings_show_the_fi_regulariser_once_and_read_old_runs():
+    """Influence runs since the rename store the map's fi_eps / fi_eps_scale and the same values
+    under the old keys eps / eps_scale: the card lists them once; older runs keep their eps."""
+    new = report.Run(Path("new"), "influence", {"map": {"name": "ε-FI", "fi_eps": 1e-3, "fi_eps_scale": 255.0,
+                                                        "eps": 1e-3, "eps_scale": 255.0}})
+    assert new.settings == {"map.name": "ε-FI", "map.fi_eps": 1e-3, "map.fi_eps_scale": 255.0}
+    old = report.Run(Path("old"), "influence", {"map": {"name": "ε-FI", "eps": 1e-3, "eps_scale": 1.0}})
+    assert old.settings == {"map.name": "ε-FI", "map.eps": 1e-3, "map.eps_scale": 1.0}

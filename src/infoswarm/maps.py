@@ -39,17 +39,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._compat import renamed_kwargs
 from .checks import check_images, check_logits
 from .errors import InputError
-from .influence import ClassSpec, fi_map_from_jacobian, logit_jacobian, resolve_class
+from .influence import ClassSpec, fi_map_from_jacobian, iter_jacobians
 from .stats import wilson  # noqa: F401  (re-exported: maps.wilson for the benchmark)
 
 MAPS: tuple[str, ...] = ("element-fi", "pixel-fi", "window-fi-3", "window-fi-5", "window-fi-7",
                          "eps-fi", "saliency", "grad-input", "random")
 """Names of the maps :func:`attribution_maps` computes."""
 
-EPS = 1e-3
-"""ε of the authors' regularised FI (``eps-fi``), in [0, 1] input units."""
+FI_EPS = 1e-3
+"""ε of the authors' regularised FI (the ``eps-fi`` map), in [0, 1] input units."""
+
+EPS = FI_EPS
+"""The old name of :data:`FI_EPS`."""
 
 Replacement = Literal["box", "blur"]
 REPLACEMENTS: tuple[str, ...] = ("box", "blur")
@@ -66,11 +70,13 @@ def check_map_names(kinds: Sequence[str]) -> list[str]:
     return kinds
 
 
+@renamed_kwargs(eps="fi_eps")
 def maps_from_jacobian(x: torch.Tensor, jac: torch.Tensor, logits: torch.Tensor, c: torch.Tensor,
                        kinds: Sequence[str], generator: torch.Generator | None = None,
-                       eps: float = EPS) -> dict[str, torch.Tensor]:
+                       fi_eps: float = FI_EPS) -> dict[str, torch.Tensor]:
     """Maps {name: float64 [N, H, W]} from images x [N, C, H, W], their logit Jacobian
-    [N, K, C, H, W], logits [N, K] and classes c [N] (pure maths, no model)."""
+    [N, K, C, H, W], logits [N, K] and classes c [N] (pure maths, no model); ``fi_eps`` is the
+    ε of the ``eps-fi`` map."""
     kinds = check_map_names(kinds)
     n, _, ch, h, w = jac.shape
     out: dict[str, torch.Tensor] = {}
@@ -83,7 +89,7 @@ def maps_from_jacobian(x: torch.Tensor, jac: torch.Tensor, logits: torch.Tensor,
         elif kind.startswith("window-fi-"):
             m = fi_map_from_jacobian(jac, logits, c, unit="pixel", window=int(kind.rsplit("-", 1)[1]))
         elif kind == "eps-fi":
-            m = fi_map_from_jacobian(jac, logits, c, unit="element", eps=eps).sum(1)
+            m = fi_map_from_jacobian(jac, logits, c, unit="element", fi_eps=fi_eps).sum(1)
         elif kind in ("saliency", "grad-input"):
             if grad_logp is None:  # ∇ log p_c = J_c − Σ_k p_k J_k
                 p = torch.softmax(logits.double(), 1)
@@ -99,26 +105,20 @@ def maps_from_jacobian(x: torch.Tensor, jac: torch.Tensor, logits: torch.Tensor,
     return out
 
 
+@renamed_kwargs(eps="fi_eps")
 def attribution_maps(model: nn.Module, x: torch.Tensor, kinds: Sequence[str] = MAPS,
                      cls: ClassSpec = "pred", *, y: torch.Tensor | None = None, batch_size: int = 32,
-                     seed: int = 0, eps: float = EPS) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                     seed: int = 0, fi_eps: float = FI_EPS) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Maps {name: float64 [N, H, W]} for images x [N, C, H, W] in [0, 1] and the classes c [N]
     of their objective log p_c (``cls`` as in :func:`infoswarm.influence.resolve_class`).
-    ``seed`` fixes the random map."""
+    ``seed`` fixes the random map; ``fi_eps`` is the ε of the ``eps-fi`` map."""
     check_images(x)
     kinds = check_map_names(kinds)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be positive, got {batch_size}", "pass batch_size=1 or more")
     gen = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
     classes = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i: i + batch_size]
-        yb = y[i: i + batch_size] if y is not None else None
-        cb = cls[i: i + batch_size] if isinstance(cls, torch.Tensor) and cls.dim() > 0 else cls
-        logits, jac = logit_jacobian(model, xb)
-        c = resolve_class(logits, cb, yb)
-        for k, m in maps_from_jacobian(xb, jac, logits, c, kinds, gen, eps).items():
+    for xb, logits, jac, c in iter_jacobians(model, x, cls, y, batch_size):
+        for k, m in maps_from_jacobian(xb, jac, logits, c, kinds, gen, fi_eps).items():
             parts[k].append(m)
         classes.append(c)
     return {k: torch.cat(v) for k, v in parts.items()}, torch.cat(classes)
@@ -325,52 +325,60 @@ unlike the all-corners box image), with the top pixels restored."""
 REPLACEMENT_TEXT = {"box": "box (opposite corner of [0, 1])", "blur": "blur (Gaussian-blurred copy, σ = 2 px)"}
 
 
-def choose_map(map_name: str | None, unit: str = "pixel", window: int = 1, eps: float | None = None,
-               eps_scale: float = 1.0) -> str:
+@renamed_kwargs(eps="fi_eps", eps_scale="fi_eps_scale")
+def choose_map(map_name: str | None, unit: str = "pixel", window: int = 1, fi_eps: float | None = None,
+               fi_eps_scale: float = 1.0) -> str:
     """The heatmap to draw: ``map_name`` when given, else ``"fi"`` when the FI options ask for
-    it (unit element, a window, ε or an ε scale), else :data:`DEFAULT_MAP`."""
-    wants_fi = unit != "pixel" or window != 1 or eps is not None or eps_scale != 1.0
+    it (unit element, a window, ε ``fi_eps`` or an ε scale ``fi_eps_scale``), else :data:`DEFAULT_MAP`."""
+    wants_fi = unit != "pixel" or window != 1 or fi_eps is not None or fi_eps_scale != 1.0
     if map_name is not None:
         if map_name != "fi" and map_name not in MAPS:
             raise InputError(f"unknown map {map_name!r}", f"use fi or one of {', '.join(MAPS)}")
         if map_name != "fi" and wants_fi:
-            raise InputError(f"--unit/--window/--eps/--fi-eps-scale set the FI map, not {map_name}",
+            raise InputError(f"--unit/--window/--fi-eps/--fi-eps-scale set the FI map, not {map_name}",
                              "pass --map fi with them, or drop them")
         return map_name
     return "fi" if wants_fi else DEFAULT_MAP
 
 
+@renamed_kwargs(eps="fi_eps", eps_scale="fi_eps_scale")
 def heatmaps_for_report(model: nn.Module, x: torch.Tensor, cls: ClassSpec, y: torch.Tensor | None, *,
                         map_name: str | None = None, unit: str = "pixel", window: int = 1,
-                        eps: float | None = None, eps_scale: float = 1.0, batch_size: int = 32,
+                        fi_eps: float | None = None, fi_eps_scale: float = 1.0, batch_size: int = 32,
                         k_max: int = 50, seed: int = 0) -> tuple[torch.Tensor, dict, dict]:
     """Heatmaps of images x [N, C, H, W] for the influence report, their description, and a
     deletion test of them on the same images.
 
     Returns ``maps`` (float64 [N, C, H, W] for FI with unit element, else [N, H, W]), ``info``
-    {name, class, unit, window, eps, exact, why} and ``deletion`` {replacement, k_max, images,
+    {name, class, unit, window, fi_eps, fi_eps_scale, exact, why; and under their old names eps,
+    eps_scale} and ``deletion`` {replacement, k_max, images,
     curves: {map: mean drop of p_c at k = 0 … k_max}, auc: {map: mean drop over k ≥ 1},
     insertion: {the same keys for the insertion test, rise of p_c}} for the drawn map, exact pixel
     FI and the random control ("box" replacement for deletion, :data:`REPORT_INSERTION` for
     insertion)."""
     from .influence import pixel_fi
 
-    name = choose_map(map_name, unit, window, eps, eps_scale)
+    name = choose_map(map_name, unit, window, fi_eps, fi_eps_scale)
     if name == "fi":
         heat = pixel_fi(model, x, cls, y=y, unit="element" if unit == "element" else "pixel", window=window,
-                        eps=eps, eps_scale=eps_scale,
+                        fi_eps=fi_eps, fi_eps_scale=fi_eps_scale,
                         batch_size=batch_size).cpu()
-        label = f"exact FI ({unit}, window {window})" if eps is None else f"ε-FI (ε={eps:g}, {unit}, window {window})"
-        info = {"name": label, "class": cls, "unit": unit, "window": window, "eps": eps, "eps_scale": eps_scale,
-                "exact": eps is None,
-                "why": "exact FI was asked for (--map fi, --unit element, --window or --eps)"}
+        label = (f"exact FI ({unit}, window {window})" if fi_eps is None
+                 else f"ε-FI (ε={fi_eps:g}, {unit}, window {window})")
+        info = {"name": label, "class": cls, "unit": unit, "window": window,
+                "fi_eps": fi_eps, "fi_eps_scale": fi_eps_scale,
+                "exact": fi_eps is None,
+                "why": "exact FI was asked for (--map fi, --unit element, --window or --fi-eps)"}
         loc = heat.sum(1) if heat.dim() == 4 else heat
     else:
         got, _ = attribution_maps(model, x, [name], cls, y=y, batch_size=batch_size, seed=seed)
         heat = loc = got[name].cpu()
-        info = {"name": name, "class": cls, "unit": "pixel", "window": 1, "eps": EPS if name == "eps-fi" else None,
+        info = {"name": name, "class": cls, "unit": "pixel", "window": 1,
+                "fi_eps": FI_EPS if name == "eps-fi" else None,
                 "exact": name.endswith("fi") and name != "eps-fi",
                 "why": DEFAULT_MAP_REASON if map_name is None else f"--map {name} was asked for"}
+    # the same values under their old keys, for readers of summary.json written before fi_eps
+    info.update({old: info[new] for old, new in (("eps", "fi_eps"), ("eps_scale", "fi_eps_scale")) if new in info})
     others = [k for k in ("pixel-fi", "random") if k != name]
     ref, c = attribution_maps(model, x, others, cls, y=y, batch_size=batch_size, seed=seed)
     k = min(k_max, x.shape[-1] * x.shape[-2])

@@ -6,7 +6,7 @@ on the training versus the test split.
   with the K×P logit Jacobian J of the layer, G = JᵀAJ (A = diag p − ppᵀ) has rank < K, and
   ∇fᵀG⁺∇f reduces to a K×K eigen-problem (:func:`infoswarm.influence.parameter_fi`, vectorised
   over images with ``torch.func``). Exact FI of a layer whose Jacobian has full rank equals the
-  image value (1 − p_c)/p_c; the authors' ε-variant (``eps``, default 1e-3 here as in their
+  image value (1 − p_c)/p_c; the authors' ε-variant (``fi_eps``, default 1e-3 here as in their
   code) is what separates layers.
 * :func:`fi_percentiles`: the 75/80/85/90/95/98/99/100th percentiles of image FI
   (1 − p_y)/p_y over a split (the AAAI'19 table's layout).
@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ._compat import renamed_kwargs
 from .errors import InputError
 from .influence import ClassSpec, parameter_fi
 
@@ -26,15 +27,16 @@ PERCENTILES: tuple[float, ...] = (75, 80, 85, 90, 95, 98, 99, 100)
 """Percentiles of the AAAI'19 train-versus-test table."""
 
 
+@renamed_kwargs(eps="fi_eps")
 def layer_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "true", *, y: torch.Tensor | None = None,
-             eps: float | None = 1e-3, batch_size: int = 16,
+             fi_eps: float | None = 1e-3, batch_size: int = 16,
              layers: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
     """Per-layer parameter FI {layer name: float64 [N]} for images x [N, C, H, W] in [0, 1].
 
-    ``eps=None`` gives exact FI; a float the authors' regularised variant with that ε."""
-    if eps is not None and eps <= 0:
-        raise InputError(f"eps must be positive, got {eps}", "pass e.g. 1e-3, or None for exact FI")
-    return parameter_fi(model, x, cls, y=y, eps=eps, batch_size=batch_size, layers=layers)
+    ``fi_eps=None`` gives exact FI; a float the authors' regularised variant with that ε."""
+    if fi_eps is not None and fi_eps <= 0:
+        raise InputError(f"fi_eps must be positive, got {fi_eps}", "pass e.g. 1e-3, or None for exact FI")
+    return parameter_fi(model, x, cls, y=y, fi_eps=fi_eps, batch_size=batch_size, layers=layers)
 
 
 def fi_percentiles(fi: torch.Tensor, percentiles: Sequence[float] = PERCENTILES) -> dict[str, float]:

@@ -97,7 +97,7 @@ class MFIPSO(Attack):
         self.eps, self.restart = float(eps), restart
         self.restart_iterations, self.selection, self.bounds = restart_iterations, selection, bounds
         self.lam = lam if lam is not None else (1.0 if (min_prob or max_prob) else 255.0)
-        influence.check_eps(fi_eps, fi_eps_scale)
+        influence.check_fi_eps(fi_eps, fi_eps_scale)
         self.fi_eps = fi_eps
         self.fi_eps_scale = float(fi_eps_scale)
         self.confusion: Any = confusion
@@ -144,9 +144,9 @@ class MFIPSO(Attack):
             idx = torch.arange(x.shape[0], device=x.device)
             grad = jac[idx, cls].double() - torch.einsum("nk,nkchw->nchw", p, jac.double())
             return grad.abs() if unit == "element" else grad.square().sum(1).sqrt()
-        eps = self.fi_eps if self.selection == "fi-eps" else None
-        return influence.pixel_fi(self.model, x, cls, unit=unit, eps=eps,  # type: ignore[arg-type]
-                                  eps_scale=self.fi_eps_scale)
+        fi_eps = self.fi_eps if self.selection == "fi-eps" else None
+        return influence.pixel_fi(self.model, x, cls, unit=unit, fi_eps=fi_eps,  # type: ignore[arg-type]
+                                  fi_eps_scale=self.fi_eps_scale)
 
     def _select(self, x: torch.Tensor, cls: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbed entries as flat indices into C·H·W, [N, m] (−1 padding), and locations."""

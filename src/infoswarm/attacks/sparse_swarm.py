@@ -186,8 +186,8 @@ class SparseSwarm(Attack):
                 bits = (2 ** torch.arange(c, device=x.device)).view(1, c, 1, 1)
                 code = (go_up.long() * bits).sum(1).flatten(1)
         else:
-            eps = self.fi_eps if self.prior == "fi-eps" else None
-            s = influence.pixel_fi(self.model, x, cls, unit="pixel", eps=eps).double().flatten(1)
+            fi_eps = self.fi_eps if self.prior == "fi-eps" else None
+            s = influence.pixel_fi(self.model, x, cls, unit="pixel", fi_eps=fi_eps).double().flatten(1)
             passes = classes
         s = torch.nan_to_num(s, nan=0.0, posinf=0.0).clamp(min=0)
         tot = s.sum(1, keepdim=True)

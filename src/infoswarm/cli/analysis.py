@@ -67,8 +67,11 @@ def add_parser(sub: Any) -> None:
     g = p.add_argument_group("sensitivity")
     g.add_argument("--param-images", type=int, default=200,
                    help="test images for the per-layer parameter FI (default 200)")
-    g.add_argument("--eps", type=float, default=1e-3,
-                   help="epsilon of the authors' regularised FI for the layers (default 1e-3, as in their code)")
+    g.add_argument("--fi-eps", dest="fi_eps", type=float, default=1e-3,
+                   help="FI regulariser: epsilon of the authors' regularised FI for the layers "
+                        "(default 1e-3, as in their code)")
+    g.add_argument("--eps", dest="fi_eps", type=float, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name of --fi-eps
     g.add_argument("--exact", action="store_true",
                    help="exact layer FI instead (equals the image FI for any layer whose Jacobian has rank K)")
     common_args(p)
@@ -195,9 +198,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     positive(args.param_images, "--param-images")
     positive(args.batch_size, "--batch-size")
-    if not args.exact and not args.eps > 0:
-        raise InputError(f"--eps must be positive, got {args.eps}", "pass e.g. --eps 1e-3, or --exact")
-    eps = None if args.exact else args.eps
+    if not args.exact and not args.fi_eps > 0:
+        raise InputError(f"--fi-eps must be positive, got {args.fi_eps}", "pass e.g. --fi-eps 1e-3, or --exact")
+    fi_eps = None if args.exact else args.fi_eps
+    fi_text = "exact" if fi_eps is None else f"fi-eps={fi_eps:g}"
     runs.check_out(args.out, args.overwrite)
     device = torch_device(args.device)
     splits = {s: load_data(args, s) for s in ("train", "test")}
@@ -224,7 +228,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     xp = data.to_float(x_test[:n]).to(device)
     yp = y_test[:n]
     t0 = time.perf_counter()
-    lfi = sensitivity.layer_fi(model, xp, "true", y=yp.to(device), eps=eps,
+    lfi = sensitivity.layer_fi(model, xp, "true", y=yp.to(device), fi_eps=fi_eps,
                                batch_size=min(args.batch_size or 16, 64))
     t_layer = time.perf_counter() - t0
     img = influence.image_fi(model, xp, "true", y=yp.to(device)).cpu()
@@ -242,7 +246,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "command": "sensitivity", "dataset": args.dataset, "model": args.model,
         "percentiles": pct, "layer_fi": {"images": n, "split": "test", "class": "true label",
-                                        "eps": eps, "exact": eps is None, "layers": layers},
+                                        "fi_eps": fi_eps, "eps": fi_eps,  # eps: the old key, same value
+                                        "exact": fi_eps is None, "layers": layers},
         "seconds": {"percentiles": round(t_pct, 1), "layer_fi": round(t_layer, 1)},
     }
     with runs.atomic_dir(args.out, args.overwrite) as tmp:
@@ -250,7 +255,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         runs.write_csv(tmp / "percentiles.csv", pct_rows, list(pct_rows[0]))
         vals = {"image": img.numpy(), **{name: v.numpy() for name, v in lfi.items()}}
         manhattan_figure(tmp / "layer_fi.png", vals, yp.numpy().astype(np.int64), classes,
-                         f"{args.model}: parameter FI per layer ({'exact' if eps is None else f'eps={eps:g}'}), "
+                         f"{args.model}: parameter FI per layer ({fi_text}), "
                          f"{n} {args.dataset} test images by class; 'image' = image FI")
         runs.write_json(tmp / "summary.json", summary)
     qs = list(pct["train"]["fi_true"])
@@ -258,7 +263,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     for s in ("train", "test"):
         lines.append(f"  {s:5s} ({pct[s]['images']} images, acc {pct[s]['accuracy']:.4f}): "
                      + " / ".join(f"{pct[s]['fi_true'][q]:.3g}" for q in qs))
-    lines.append(f"layer FI ({'exact' if eps is None else f'eps={eps:g}'}, {n} test images), median: "
+    lines.append(f"layer FI ({fi_text}, {n} test images), median: "
                  + ", ".join(f"{name} {v['median']:.3g}" for name, v in layers.items()))
     lines.append(f"wrote {args.out}/{{summary.json, percentiles.csv, layer_fi.csv, layer_fi.png}}")
     print_summary(args, summary, lines)

@@ -45,14 +45,17 @@ def add_parser(sub: Any) -> None:
                    help="class c of the pixel maps' objective log p_c (default pred)")
     g.add_argument("--map", default=None, choices=["fi", "saliency", "grad-input", "eps-fi", "window-fi-3",
                                                    "window-fi-5", "window-fi-7", "random"],
-                   help="heatmap: fi = exact FI set by --unit/--window/--eps; otherwise a map of infoswarm.maps "
+                   help="heatmap: fi = exact FI set by --unit/--window/--fi-eps; otherwise a map of infoswarm.maps "
                         "(default: the deletion benchmark's winner, see BENCHMARKS.md, unless --unit element, "
-                        "--window or --eps ask for FI)")
+                        "--window or --fi-eps ask for FI)")
     g.add_argument("--unit", default="pixel", choices=["pixel", "element"],
                    help="pixel: all channels of a location together; element: one channel")
     g.add_argument("--window", type=int, default=1, choices=[1, 3, 5, 7], help="block width")
-    g.add_argument("--eps", "--fi-eps", dest="eps", type=float, default=None,
-                   help="authors' regularised variant with this epsilon (e.g. 1e-3); default exact")
+    g.add_argument("--fi-eps", dest="fi_eps", type=float, default=None,
+                   help="FI regulariser: the authors' regularised FI variant with this epsilon (e.g. 1e-3); "
+                        "default exact FI")
+    g.add_argument("--eps", dest="fi_eps", type=float, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name of --fi-eps
     g.add_argument("--fi-eps-scale", type=float, default=1.0,
                    help="input scale the epsilon variant is evaluated in: 1 for [0,1] models (default), "
                         "255 for models trained on raw 0..255 pixels (the authors' CIFAR-10 model)")
@@ -68,9 +71,9 @@ def cmd_influence(args: argparse.Namespace) -> int:
 
     positive(args.top, "--top")
     positive(args.batch_size, "--batch-size")
-    if args.eps is not None and not (args.eps > 0 and math.isfinite(args.eps)):
-        raise InputError(f"--eps must be a finite number > 0, got {args.eps}",
-                         "pass e.g. --eps 1e-3, or omit it for exact FI")
+    if args.fi_eps is not None and not (args.fi_eps > 0 and math.isfinite(args.fi_eps)):
+        raise InputError(f"--fi-eps must be a finite number > 0, got {args.fi_eps}",
+                         "pass e.g. --fi-eps 1e-3, or omit it for exact FI")
     if not (args.fi_eps_scale > 0 and math.isfinite(args.fi_eps_scale)):
         raise InputError(f"--fi-eps-scale must be a finite number > 0, got {args.fi_eps_scale}",
                          "pass 1 for [0,1] models or 255 for models trained on raw 0..255 pixels")
@@ -78,7 +81,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
     from ..maps import choose_map
 
-    choose_map(args.map, args.unit, args.window, args.eps, args.fi_eps_scale)  # checks the combination first
+    choose_map(args.map, args.unit, args.window, args.fi_eps, args.fi_eps_scale)  # checks the combination first
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
     x8, y = load_data(args)
@@ -101,8 +104,8 @@ def cmd_influence(args: argparse.Namespace) -> int:
     from ..maps import heatmaps_for_report
 
     maps, map_info, deletion = heatmaps_for_report(model, xt, args.map_class, y[top].to(device), map_name=args.map,
-                                                   unit=args.unit, window=args.window, eps=args.eps,
-                                                   eps_scale=args.fi_eps_scale, batch_size=min(bs, 64))
+                                                   unit=args.unit, window=args.window, fi_eps=args.fi_eps,
+                                                   fi_eps_scale=args.fi_eps_scale, batch_size=min(bs, 64))
     t_maps = time.perf_counter() - t0
     map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
     vulnerable = correct & (rank.fi >= args.tau)

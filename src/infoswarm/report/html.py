@@ -92,7 +92,9 @@ class Run:
         out = {k: self.summary[k] for k in keys if k in self.summary}
         for k in ("map", "recipe"):
             if isinstance(self.summary.get(k), dict):
-                out.update({f"{k}.{kk}": v for kk, v in self.summary[k].items()})
+                sub = self.summary[k]  # influence runs since fi_eps repeat it as eps (eps_scale): show it once
+                out.update({f"{k}.{kk}": v for kk, v in sub.items() if not (kk in ("eps", "eps_scale") and
+                                                                            f"fi_{kk}" in sub)})
         return out
 
 
