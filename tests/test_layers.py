@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "infoswarm"
 
 # A module may import from its own layer and the ones below it, never from a layer above.
 LAYERS = [
-    ("core", ("infoswarm", "errors", "cpu", "stats", "progress", "models", "checks", "criteria", "swarm", "runs",
-              "zoo", "distributed", "data")),
+    ("core", ("infoswarm", "_compat", "errors", "cpu", "stats", "progress", "models", "checks", "criteria", "swarm",
+              "runs", "zoo", "distributed", "data")),
     ("maths", ("influence", "maps", "sensitivity", "training", "outliers", "universality", "attacks")),
     ("middle", ("selection", "runner", "artifacts", "presets", "hardening")),
     ("interface", ("report", "cli", "__main__")),
