@@ -222,7 +222,7 @@ def test_registry_passes_extra_arguments_and_refuses_unknown_ones(setup):
         make("sparse-swarm", model, queries=10)
     with pytest.raises(InputError, match="only for mfipso"):
         make("pgd", model, target="confusion")
-    with pytest.raises(InputError, match="needs --pixels"):
+    with pytest.raises(InputError, match="needs `pixels`"):
         make("jsma", model, pixels=None)
     with pytest.raises(InputError, match="unknown attack"):
         registry.build("cw", model)

@@ -356,7 +356,7 @@ def test_idx_wrong_magic_message_gives_both_magics(tmp_path, no_fallbacks):
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_idx_missing_without_download_asks_for_it(tmp_path, no_fallbacks, name):
-    expect_error(data.load, name, "test", root=tmp_path / "empty", needles=["--download", name])
+    expect_error(data.load, name, "test", root=tmp_path / "empty", needles=["download=True", name])
 
 
 def test_idx_half_a_pair_is_not_enough(tmp_path, no_fallbacks):
@@ -364,7 +364,7 @@ def test_idx_half_a_pair_is_not_enough(tmp_path, no_fallbacks):
     root = tmp_path / "root"
     write_idx_pair(root, "test", n=2)
     (root / "t10k-labels-idx1-ubyte.gz").unlink()
-    expect_error(data.load, "mnist", "test", root=root, needles=["--download"])
+    expect_error(data.load, "mnist", "test", root=root, needles=["download=True"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,7 +553,7 @@ def test_cifar_damaged_tar(tmp_path):
 
 
 def test_cifar_missing_without_download_asks_for_it(tmp_path):
-    expect_error(data.load, "cifar10", "test", root=tmp_path / "empty", needles=["--download"])
+    expect_error(data.load, "cifar10", "test", root=tmp_path / "empty", needles=["download=True"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -880,7 +880,7 @@ def test_download_file_keeps_or_replaces_existing(use_mirror, tmp_path):
 
 
 def test_no_download_no_files(use_mirror):
-    expect_error(data.load, "mnist", "test", needles=["--download"])
+    expect_error(data.load, "mnist", "test", needles=["download=True"])
     assert use_mirror.hits == []
 
 

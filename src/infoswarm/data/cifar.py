@@ -96,4 +96,4 @@ def load_cifar10(split: str, root: str | os.PathLike[str] | None,
         return _cifar_from_tar(target, split)
     raise InputError(f"cifar10 {split} files not found (looked in {', '.join(str(d) for d in dirs)})",
                      f"put {CIFAR_TAR}, {CIFAR_DIR}/ or cifar10_{split}.npz in one of those "
-                     "folders (or name a folder with --data-root or $INFOSWARM_DATA), or pass --download")
+                     "folders (or name a folder with --data-root or $INFOSWARM_DATA), or pass download=True")
