@@ -54,6 +54,9 @@ def test_influence_writes_csv_heatmaps_and_summary(tmp_path, grey_npz, capsys):
         rows = list(csv.DictReader(f))
     assert len(rows) == 40
     assert list(rows[0]) == ["index", "label", "pred", "p_pred", "image_fi_pred", "image_fi_true"]
+    from infoswarm.artifacts import InfluenceRun
+
+    assert InfluenceRun.load(out).rows == rows                    # the record reads back what the command wrote
     for r in rows:  # closed form: FI = (1 - p) / p for the predicted class
         p = float(r["p_pred"])
         assert float(r["image_fi_pred"]) == pytest.approx((1 - p) / p, rel=1e-4, abs=1e-6)

@@ -194,3 +194,20 @@ def test_harden_run_save_load(tmp_path) -> None:
         HardenRun.load(tmp_path)
     with pytest.raises(InputError, match="not a finished harden run"):
         HardenRun.load(tmp_path / "nowhere", name="--run")
+
+
+def test_influence_run_save_load(tmp_path) -> None:
+    from infoswarm.artifacts import INFLUENCE_COLUMNS, InfluenceRun
+
+    rows = [dict(zip(INFLUENCE_COLUMNS, (i, i % 3, i % 3, 0.5, 1.0, 1.0))) for i in range(4)]
+    InfluenceRun(summary={"command": "influence", "images": 4}, rows=rows).save(tmp_path)
+    back = InfluenceRun.load(tmp_path)
+    assert back.summary["images"] == 4 and [r["index"] for r in back.rows] == ["0", "1", "2", "3"]
+    (tmp_path / "summary.json").write_text(json.dumps({"command": "influence", "images": 5}))
+    with pytest.raises(InputError, match="does not match its summary.json"):
+        InfluenceRun.load(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps({"command": "harden"}))
+    with pytest.raises(InputError, match="is not an influence run .*command 'harden'"):
+        InfluenceRun.load(tmp_path)
+    with pytest.raises(InputError, match="not a finished influence run"):
+        InfluenceRun.load(tmp_path / "nowhere")

@@ -376,3 +376,49 @@ def _read_json(path: Path, missing: str, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise InputError(f"{path} is not valid JSON", fix) from None
+
+
+INFLUENCE_CSV = "images.csv"
+INFLUENCE_COLUMNS = ("index", "label", "pred", "p_pred", "image_fi_pred", "image_fi_true")
+
+
+@dataclass
+class InfluenceRun:
+    """One ``infoswarm influence`` run: ``summary`` (summary.json: accuracy, the vulnerable
+    count, the map settings, ``top`` rows of the heatmap images) and ``rows`` (images.csv: one
+    row per scanned image with the columns :data:`INFLUENCE_COLUMNS`; values are strings when
+    read back). The heatmap PNGs are figures the command writes beside them."""
+
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    def save(self, folder: str | Path) -> None:
+        """images.csv, then summary.json last (a folder with one is a finished run); atomically."""
+        from . import runs
+
+        folder = Path(folder)
+        runs.atomic_write(folder / INFLUENCE_CSV, lambda p: runs.write_csv(p, self.rows, list(INFLUENCE_COLUMNS)))
+        runs.atomic_write(folder / SUMMARY, lambda p: runs.write_json(p, self.summary))
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str = "folder") -> InfluenceRun:
+        """A finished influence run, checked: summary.json is an influence run's and images.csv
+        has the columns :data:`INFLUENCE_COLUMNS` and as many rows as the summary's ``images``."""
+        import csv
+
+        folder = Path(folder)
+        redo = "pass a folder written by `infoswarm influence`"
+        info = _read_json(folder / SUMMARY, f"{name} {folder} is not a finished influence run", redo)
+        if not isinstance(info, dict) or info.get("command") != "influence":
+            kind = info.get("command") if isinstance(info, dict) else None
+            raise InputError(f"{name} {folder} is not an influence run (its summary.json says command {kind!r})", redo)
+        try:
+            with open(folder / INFLUENCE_CSV, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                columns = tuple(reader.fieldnames or ())
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise InputError(f"cannot read {folder}/{INFLUENCE_CSV} ({type(e).__name__})", redo) from None
+        if columns != INFLUENCE_COLUMNS or len(rows) != info.get("images"):
+            raise InputError(f"{folder}/{INFLUENCE_CSV} does not match its summary.json (columns or row count)", redo)
+        return cls(summary=info, rows=rows)

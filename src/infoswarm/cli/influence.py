@@ -101,6 +101,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     top = rank.order[: args.top]
     t0 = time.perf_counter()
     xt = data.to_float(x8[top]).to(device)
+    from ..artifacts import InfluenceRun
     from ..maps import heatmaps_for_report
 
     maps, map_info, deletion = heatmaps_for_report(model, xt, args.map_class, y[top].to(device), map_name=args.map,
@@ -124,7 +125,6 @@ def cmd_influence(args: argparse.Namespace) -> int:
         "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
     }
     with runs.atomic_dir(args.out, args.overwrite, kind="influence", inputs=inputs_of(args)) as tmp:
-        runs.write_csv(tmp / "images.csv", rows, list(rows[0]))
         (tmp / "heatmaps").mkdir()
         for r, i in enumerate(top.tolist()):
             name = f"rank{r + 1:03d}_index{i}.png"
@@ -141,7 +141,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
 
             deletion_figure(tmp / "deletion.png", deletion["curves"],
                             f"deletion test on the {len(top)} heatmap images ({deletion['replacement']})")
-        runs.write_json(tmp / "summary.json", summary)
+        InfluenceRun(summary=summary, rows=rows).save(tmp)   # images.csv, summary.json last
     lines = [
         f"{args.model} on {args.dataset} {args.split}: {len(y)} images, accuracy {summary['accuracy']:.4f}",
         f"vulnerable (correct, image FI >= {args.tau:g}): {summary['vulnerable_correct']}",
