@@ -275,17 +275,7 @@ class AttackRun:
         valid attack spec, and adversarial.npz holds M ≥ 1 images with consistent shapes.
         ``name`` is what errors call the folder (e.g. the flag it came from)."""
         folder = Path(folder)
-        if not (folder / SUMMARY).is_file():
-            raise InputError(f"{name} {folder} is not a finished attack run (no summary.json)",
-                             "pass a folder written by `infoswarm attack`")
-        try:
-            info = json.loads((folder / SUMMARY).read_text())
-        except ValueError:
-            raise InputError(f"{folder}/summary.json is not valid JSON", "re-run the attack") from None
-        if not isinstance(info, dict) or info.get("command") != "attack":
-            kind = info.get("command") if isinstance(info, dict) else None
-            raise InputError(f"{name} {folder} is a {kind} run, not an attack run",
-                             "pass a folder written by `infoswarm attack`")
+        info = _read_summary(folder, "attack", name)
         where = f"{folder}/summary.json"
         if SPEC_KEY in info:
             AttackSpec.from_dict(info[SPEC_KEY], where)
@@ -300,6 +290,35 @@ class AttackRun:
                 or ("target" in arrays and arrays["target"].shape != (n,))):
             raise InputError(f"{folder}/adversarial.npz holds arrays of inconsistent shapes", _REDO)
         return cls(summary=info, arrays=arrays)
+
+
+def _written_by(command: str) -> str:
+    return f"pass a folder written by `infoswarm {command}`"
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _read_json(path: Path, missing: str, fix: str) -> Any:
+    """A JSON file's content; one-line InputErrors for a missing or broken file."""
+    if not path.is_file():
+        raise InputError(f"{missing} (no {path.name})", fix)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{path} is not valid JSON", fix) from None
+
+
+def _read_summary(folder: Path, command: str, name: str) -> dict[str, Any]:
+    """The summary.json of a finished ``infoswarm <command>`` run in ``folder`` (which errors
+    call ``name``); one-line InputErrors for a missing, broken or other run's summary."""
+    fix = _written_by(command)
+    info = _read_json(folder / SUMMARY, f"{name} {folder} is not a finished {command} run", fix)
+    if not isinstance(info, dict) or info.get("command") != command:
+        kind = info.get("command") if isinstance(info, dict) else None
+        raise InputError(f"{name} {folder} is {_a(str(kind))} run, not {_a(command)} run", fix)
+    return info
 
 
 HARDEN_NPZ = "adversarial-train.npz"
@@ -349,11 +368,8 @@ class HardenRun:
         import numpy as np
 
         folder = Path(folder)
-        redo = "pass a folder written by `infoswarm harden`"
-        info = _read_json(folder / SUMMARY, f"{name} {folder} is not a finished harden run", redo)
-        if not isinstance(info, dict) or info.get("command") != "harden":
-            kind = info.get("command") if isinstance(info, dict) else None
-            raise InputError(f"{name} {folder} is not a harden run (its summary.json says command {kind!r})", redo)
+        redo = _written_by("harden")
+        info = _read_summary(folder, "harden", name)
         if not all(isinstance(info.get(k), dict) for k in ("before", "after", "settings")):
             raise InputError(f"{folder}/summary.json lacks the before/after metrics of a harden run", redo)
         card = _read_json(folder / HARDEN_CARD, f"{name} {folder} has no readable card.json", redo)
@@ -368,14 +384,6 @@ class HardenRun:
         return cls(summary=info, card=card, adversarial=arrays)
 
 
-def _read_json(path: Path, missing: str, fix: str) -> Any:
-    """A JSON file's content; one-line :class:`InputError`\\ s for a missing or broken file."""
-    if not path.is_file():
-        raise InputError(f"{missing} (no {path.name})", fix)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise InputError(f"{path} is not valid JSON", fix) from None
 
 
 INFLUENCE_CSV = "images.csv"
@@ -407,11 +415,8 @@ class InfluenceRun:
         import csv
 
         folder = Path(folder)
-        redo = "pass a folder written by `infoswarm influence`"
-        info = _read_json(folder / SUMMARY, f"{name} {folder} is not a finished influence run", redo)
-        if not isinstance(info, dict) or info.get("command") != "influence":
-            kind = info.get("command") if isinstance(info, dict) else None
-            raise InputError(f"{name} {folder} is not an influence run (its summary.json says command {kind!r})", redo)
+        redo = _written_by("influence")
+        info = _read_summary(folder, "influence", name)
         try:
             with open(folder / INFLUENCE_CSV, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)

@@ -154,3 +154,9 @@ def set_eval(model: torch.nn.Module, note: Callable[[str], None] | None = None) 
         note(msg)
     model.eval()
     return True
+
+
+def unit_float(x: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1]: uint8 images (0..255) divided by 255 as float32, any other
+    tensor returned as it is (same shape)."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x

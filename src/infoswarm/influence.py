@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._compat import renamed_kwargs
-from .checks import check_classes, check_images, check_logits, check_outputs
+from .checks import check_classes, check_images, check_logits, check_outputs, unit_float
 from .errors import InputError
 
 ClassSpec = torch.Tensor | int | Literal["true", "pred", "second"]
@@ -424,7 +424,7 @@ def rank_images(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "pred", *,
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             xb = x[i: i + batch_size].to(dev)
-            xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+            xb = unit_float(xb)
             check_images(xb)
             logits = model(xb)
             check_logits(logits, xb.shape[0])

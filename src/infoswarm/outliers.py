@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .checks import check_images
+from .checks import check_images, unit_float
 from .errors import InputError
 from .zoo import Recipe
 
@@ -115,7 +115,7 @@ def score_images(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     fi, jn, pr = [], [], []
     for i in range(0, len(x), batch_size):
         xb = x[i: i + batch_size].to(dev)
-        xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+        xb = unit_float(xb)
         check_images(xb)
         yb = y[i: i + batch_size].to(dev)
         xb = xb.detach().requires_grad_(True)

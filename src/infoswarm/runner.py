@@ -68,7 +68,7 @@ def run_attack(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch.Te
             return None
         parts = [r.to(x.device) for rank_parts in gathered for r in rank_parts]
     if not parts:
-        return _empty(x, y)
+        return AttackResult.empty(x, y)
     return AttackResult.cat(parts).to(x.device)
 
 
@@ -116,16 +116,6 @@ def _attack_chunk(attack: Callable[..., AttackResult], x: torch.Tensor, y: torch
     order = torch.cat([sel.nonzero().view(-1) for sel, _ in groups]).argsort()
     res = AttackResult.cat(done)
     return res.take(order.to(res.success.device))
-
-
-def _empty(x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-    """The result of attacking no images."""
-    none = torch.empty(0, dtype=torch.long, device=x.device)
-    return AttackResult(x_adv=x[:0].clone(), success=torch.empty(0, dtype=torch.bool, device=x.device), pred=none,
-                        target=none, target_prob=torch.empty(0, device=x.device),
-                        indices=torch.empty(0, 0, dtype=torch.long, device=x.device), pixel_l0=none, element_l0=none,
-                        linf=torch.empty(0, device=x.device), queries=none, seconds=0.0, y=y[:0].to(torch.long),
-                        grad_evals=none)
 
 
 def result_dict(res: AttackResult) -> dict[str, Any]:

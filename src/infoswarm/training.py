@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import unit_float
 from .zoo import Recipe
 
 
@@ -58,7 +59,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     dev = device_of(model)
     correct = 0
     for i in range(0, len(x), batch_size):
-        xb = _as_float(x[i: i + batch_size].to(dev))
+        xb = unit_float(x[i: i + batch_size].to(dev))
         correct += (model(xb).argmax(1) == y[i: i + batch_size].to(dev)).sum().item()
     return correct / max(len(x), 1)
 
@@ -66,10 +67,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 # perturb(model, x, y, noise): adversarial versions of the batch x; ``noise`` is uniform in
 # [-1, 1] with x's shape (drawn by the training loop, so every rank draws the same numbers).
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _as_float(xb: torch.Tensor) -> torch.Tensor:
-    return xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -131,7 +128,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
             for g in opt.param_groups:
                 g["lr"] = lr_at(recipe, epoch + s / steps)
             idx = perm[s * recipe.batch_size: (s + 1) * recipe.batch_size]
-            xb = augment(_as_float(x[idx].to(dev)), recipe, gen).contiguous(memory_format=fmt)
+            xb = augment(unit_float(x[idx].to(dev)), recipe, gen).contiguous(memory_format=fmt)
             yb = y[idx].to(dev)
             noise = torch.rand(xb.shape, generator=gen) * 2 - 1 if perturb is not None else None
             if world_size > 1:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .. import influence
+from ..checks import unit_float
 from ..errors import InputError
 from ..swarm import SwarmConfig, minimize
 from ._forward import probs_of
@@ -242,7 +243,7 @@ def confusion_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     preds = []
     for i in range(0, len(x), batch_size):
         xb = x[i: i + batch_size]
-        xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb
+        xb = unit_float(xb)
         preds.append(model(xb).argmax(1))
     pred = torch.cat(preds)
     k = int(max(int(pred.max()), int(y.max())) + 1)

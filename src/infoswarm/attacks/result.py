@@ -70,6 +70,17 @@ class AttackResult:
         total = float(sum(r.seconds for r in results)) if seconds is None else float(seconds)
         return cls(indices=idx, seconds=total, **joined)
 
+    @classmethod
+    def empty(cls, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
+        """The result of attacking no images, shaped like results for images x [N, C, H, W] with
+        labels y [N] (only their shapes, dtypes and device are used)."""
+        long = torch.empty(0, dtype=torch.long, device=x.device)
+        real = torch.empty(0, device=x.device)
+        return cls(x_adv=x[:0].clone(), success=torch.empty(0, dtype=torch.bool, device=x.device), pred=long,
+                   target=long, target_prob=real, indices=torch.empty(0, 0, dtype=torch.long, device=x.device),
+                   pixel_l0=long, element_l0=long, linf=real, queries=long, seconds=0.0, y=y[:0].to(torch.long),
+                   grad_evals=long)
+
     def take(self, index: torch.Tensor) -> AttackResult:
         """The results of the images ``index`` (an integer tensor [M] on the results' device, or
         a bool mask [N]), in that order; ``seconds`` is kept."""
