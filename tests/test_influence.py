@@ -364,5 +364,5 @@ def test_old_keywords_eps_and_eps_scale_still_work_with_a_warning(tiny):
     assert not torch.allclose(img, inf.image_fi(model, x, "pred"))
     with pytest.raises(InputError, match="both eps= and fi_eps="):
         inf.pixel_fi(model, x, "pred", eps=1e-3, fi_eps=1e-3)
-    with pytest.raises(InputError, match="fi_eps_scale must be"):
+    with pytest.raises(InputError, match="`fi_eps_scale` must be"):
         inf.check_eps(1e-3, 0)  # the old name of check_fi_eps

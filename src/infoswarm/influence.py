@@ -125,11 +125,11 @@ def check_fi_eps(fi_eps: float | None, fi_eps_scale: float = 1.0) -> None:
 
     if fi_eps is not None and (isinstance(fi_eps, bool) or not isinstance(fi_eps, (int, float))
                                or not math.isfinite(fi_eps) or fi_eps <= 0):
-        raise InputError(f"fi_eps must be a finite number > 0 (or None for exact FI), got {fi_eps!r}",
+        raise InputError(f"`fi_eps` must be a finite number > 0 (or None for exact FI), got {fi_eps!r}",
                          "pass fi_eps=1e-3 (the authors' value) or leave it out")
     if isinstance(fi_eps_scale, bool) or not isinstance(fi_eps_scale, (int, float)) \
             or not math.isfinite(fi_eps_scale) or fi_eps_scale <= 0:
-        raise InputError(f"fi_eps_scale must be a finite number > 0, got {fi_eps_scale!r}",
+        raise InputError(f"`fi_eps_scale` must be a finite number > 0, got {fi_eps_scale!r}",
                          "pass 1 for models on [0, 1] pixels or 255 for models trained on 0..255")
 
 

@@ -35,7 +35,7 @@ def layer_fi(model: nn.Module, x: torch.Tensor, cls: ClassSpec = "true", *, y: t
 
     ``fi_eps=None`` gives exact FI; a float the authors' regularised variant with that ε."""
     if fi_eps is not None and fi_eps <= 0:
-        raise InputError(f"fi_eps must be positive, got {fi_eps}", "pass e.g. 1e-3, or None for exact FI")
+        raise InputError(f"`fi_eps` must be positive, got {fi_eps}", "pass e.g. 1e-3, or None for exact FI")
     return parameter_fi(model, x, cls, y=y, fi_eps=fi_eps, batch_size=batch_size, layers=layers)
 
 
