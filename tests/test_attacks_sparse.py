@@ -15,15 +15,9 @@ from infoswarm.errors import InputError
 
 from conftest import mnist_test_digits
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These attacks make many small model calls; with two OpenMP threads on a busy 2-core
-    machine each call can take 20x longer (spin-waiting), so this module runs on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These attacks make many small model calls; with two OpenMP threads on a busy 2-core machine
+# each call can take 20x longer (spin-waiting), so this module runs on one thread.
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
