@@ -15,7 +15,7 @@ LAYERS = [
     ("core", ("infoswarm", "_compat", "errors", "cpu", "stats", "progress", "models", "checks", "criteria", "swarm",
               "runs", "zoo", "distributed", "data")),
     ("maths", ("influence", "maps", "sensitivity", "training", "outliers", "universality", "attacks")),
-    ("middle", ("selection", "runner", "artifacts", "presets", "hardening")),
+    ("middle", ("selection", "runner", "artifacts", "presets", "hardening", "robustness")),
     ("interface", ("report", "cli", "__main__")),
 ]
 

@@ -427,3 +427,115 @@ class InfluenceRun:
         if columns != INFLUENCE_COLUMNS or len(rows) != info.get("images"):
             raise InputError(f"{folder}/{INFLUENCE_CSV} does not match its summary.json (columns or row count)", redo)
         return cls(summary=info, rows=rows)
+
+
+ROBUSTNESS_CSV = "robustness.csv"
+ROBUSTNESS_CURVE = "curve.png"
+ROBUSTNESS_IMAGE_COLUMNS = ("index", "label", "clean_pred", "clean_correct", "min_k")
+ROBUSTNESS_K_COLUMNS = ("broken", "by", "queries", "pixel_l0")
+"""Per-k columns of robustness.csv, each written as ``<name>_k<k>`` (e.g. ``broken_k10``)."""
+
+
+def robustness_columns(ks: list[int]) -> list[str]:
+    """The columns of robustness.csv for pixel counts ``ks``."""
+    return list(ROBUSTNESS_IMAGE_COLUMNS) + [f"{c}_k{k}" for k in ks for c in ROBUSTNESS_K_COLUMNS]
+
+
+@dataclass
+class RobustnessRun:
+    """One ``infoswarm robustness`` run.
+
+    * ``summary`` (summary.json): :meth:`infoswarm.robustness.RobustnessResult.summary` (with
+      ``per_k`` {"10": {"robust", "total", …}}, ``ks``, ``curve``, ``warnings``) plus
+      ``command`` "robustness", ``dataset``, ``model`` and ``settings``;
+    * ``arrays`` (adversarial.npz, CPU tensors): ``x`` [N, C, H, W] float32 in [0, 1], ``y``
+      [N] int64, ``dataset_index`` [N] int64, and per k ``x_adv_k<k>`` [N, C, H, W] (the
+      image that broke each broken image, the clean image elsewhere), ``broken_k<k>`` [N] bool,
+      ``queries_k<k>`` and ``pixel_l0_k<k>`` [N] int64;
+    * ``rows`` (robustness.csv, :func:`robustness_columns`; empty when read back).
+
+    The curve plot (curve.png) is a figure the command writes before summary.json."""
+
+    summary: dict[str, Any]
+    arrays: dict[str, torch.Tensor]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ks(self) -> list[int]:
+        return [int(k) for k in self.summary["ks"]]
+
+    @staticmethod
+    def from_result(res: Any, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, clean_pred: torch.Tensor,
+                    summary: Mapping[str, Any]) -> RobustnessRun:
+        """The record of a :class:`~infoswarm.robustness.RobustnessResult` ``res`` on images x
+        [N, C, H, W] with labels y [N] (positions ``index`` [N] in the split, clean predictions
+        ``clean_pred`` [N]); ``summary`` (command, dataset, settings …) gets ``res.summary()``."""
+        yc, idx, pred = y.cpu().long(), index.cpu().long(), clean_pred.cpu().long()
+        arrays: dict[str, torch.Tensor] = {"x": x.detach().cpu().float(), "y": yc, "dataset_index": idx}
+        for k in res.ks:
+            r = res.per_k[k]
+            arrays[f"x_adv_k{k}"] = r.x_adv.float()
+            arrays[f"broken_k{k}"] = r.broken.bool()
+            arrays[f"queries_k{k}"] = r.queries.long()
+            arrays[f"pixel_l0_k{k}"] = r.pixel_l0.long()
+        rows = []
+        for j in range(len(yc)):
+            row: dict[str, Any] = {"index": int(idx[j]), "label": int(yc[j]), "clean_pred": int(pred[j]),
+                                   "clean_correct": int(res.correct[j]), "min_k": int(res.min_k[j])}
+            for k in res.ks:
+                r = res.per_k[k]
+                row.update({f"broken_k{k}": int(r.broken[j]), f"by_k{k}": r.by[j],
+                            f"queries_k{k}": int(r.queries[j]), f"pixel_l0_k{k}": int(r.pixel_l0[j])})
+            rows.append(row)
+        return RobustnessRun(summary={**summary, **res.summary()}, arrays=arrays, rows=rows)
+
+    def save(self, folder: str | Path, before_summary: Any = None) -> None:
+        """adversarial.npz, robustness.csv, then (after ``before_summary()``, e.g. the curve)
+        summary.json last: a folder with a summary.json is a finished run."""
+        from . import runs
+
+        folder = Path(folder)
+        write_npz(folder / NPZ, self.arrays)
+        runs.atomic_write(folder / ROBUSTNESS_CSV,
+                          lambda p: runs.write_csv(p, self.rows, robustness_columns(self.ks)))
+        if before_summary is not None:
+            before_summary()
+        runs.atomic_write(folder / SUMMARY, lambda p: runs.write_json(p, self.summary))
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str = "folder") -> RobustnessRun:
+        """A finished robustness run, checked: summary.json is a robustness run's with ``ks`` and
+        a ``per_k`` entry (integer ``robust`` ≤ ``total``) for each, and adversarial.npz holds
+        ``x``, ``y`` and each k's ``x_adv_k<k>`` / ``broken_k<k>`` with consistent shapes, the
+        broken count agreeing with the summary. ``name`` is what errors call the folder."""
+        import numpy as np
+
+        folder = Path(folder)
+        redo = _written_by("robustness")
+        info = _read_summary(folder, "robustness", name)
+        where = f"{folder}/summary.json"
+        ks, per_k = info.get("ks"), info.get("per_k")
+        if (not isinstance(ks, list) or not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0
+                                                          for k in ks) or not isinstance(per_k, dict)):
+            raise InputError(f"{where} lacks the ks and per_k of a robustness run", redo)
+        for k in ks:
+            e = per_k.get(str(k))
+            if not (isinstance(e, dict) and all(isinstance(e.get(c), int) and not isinstance(e.get(c), bool)
+                                                for c in ("robust", "total")) and 0 <= e["robust"] <= e["total"]):
+                raise InputError(f"{where} has no valid per_k entry for k={k}", redo)
+        try:
+            with np.load(folder / NPZ, allow_pickle=False) as z:
+                arrays = {key: torch.from_numpy(z[key]) for key in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise InputError(f"cannot read {folder}/{NPZ} ({type(e).__name__})", redo) from None
+        need = ["x", "y"] + [f"{a}_k{k}" for k in ks for a in ("x_adv", "broken")]
+        missing = [a for a in need if a not in arrays]
+        if missing:
+            raise InputError(f"{folder}/{NPZ} lacks {missing[0]}", redo)
+        n = len(arrays["x"])
+        if arrays["x"].dim() != 4 or n == 0 or arrays["y"].shape != (n,) or any(
+                arrays[f"x_adv_k{k}"].shape != arrays["x"].shape or arrays[f"broken_k{k}"].shape != (n,)
+                or per_k[str(k)]["total"] != n or n - int(arrays[f"broken_k{k}"].sum()) != per_k[str(k)]["robust"]
+                for k in ks):
+            raise InputError(f"{folder}/{NPZ} does not match its summary.json (shapes or counts)", redo)
+        return cls(summary=info, arrays=arrays)

@@ -20,7 +20,7 @@ MARKER = "run.json"
 """The file every command writes into its run folder: ``{"kind": <command>, ...}``. Only a folder
 holding it is ever replaced by ``--overwrite``."""
 
-KINDS = ("influence", "attack", "universality", "train", "harden", "evaluate", "demo")
+KINDS = ("influence", "attack", "universality", "train", "harden", "evaluate", "demo", "robustness")
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -20,7 +20,9 @@ Loss, minimised: the margin shared with :mod:`~infoswarm.attacks.onepixel` (−1
 untargeted z_y − max_{k≠y} z_k, targeted max_{k≠t} z_k − z_t in logit = log-probability units,
 clipped at 0, plus log-space penalties for the probability window) — the paper's margin loss in
 the untargeted case. (The paper uses cross-entropy for targeted attacks; the margin pursues the
-same goal and reaches 0 exactly when the target wins.)
+same goal and reaches 0 exactly when the target wins.) ``loss="ce"`` minimises the cross-entropy
+to the judged class instead (−log p_j, j = the target or the best wrong class; the same window
+penalties), the setting sparse-AutoAttack runs Sparse-RS with; see :func:`._sparse._loss`.
 
 Queries per image: 1 for the start plus 1 per step, at most ``queries``; an image stops at its
 first success. Images whose clean prediction already meets the criterion are returned unchanged
@@ -39,7 +41,7 @@ from torch import nn
 from ..criteria import Criterion
 from ..errors import InputError
 from ._rng import image_generators
-from ._sparse import _apply, _box, _check_common, _check_size, _loss, _score
+from ._sparse import LOSSES, LossKind, _apply, _box, _check_common, _check_size, _loss, _score
 from .base import Attack, Call, TargetSpec
 from .result import AttackResult
 
@@ -69,6 +71,9 @@ class SparseRS(Attack):
             depend on the batch or the chunking).
         batch_size: candidate images per model call. Default 1024, the fastest batch of
             `bench/throughput.py` (BENCHMARKS.md); results do not depend on it.
+        loss: what the search minimises before success: "margin" (default; the paper's
+            untargeted loss) or "ce" (cross-entropy to the judged class; sparse-AutoAttack's
+            setting); "paper" (the saturating probability gap) for ablations.
 
     Calling ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) returns an
     :class:`AttackResult`; ``indices`` [N, k] holds the
@@ -77,14 +82,17 @@ class SparseRS(Attack):
 
     def __init__(self, model: nn.Module, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
-                 p_init: float = 0.3, seed: int = 0, batch_size: int = 1024) -> None:
+                 p_init: float = 0.3, seed: int = 0, batch_size: int = 1024, loss: LossKind = "margin") -> None:
         _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
+        if loss not in LOSSES:
+            raise InputError(f"unknown loss {loss!r}", f"use one of {', '.join(LOSSES)}")
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed, batch_size=batch_size)
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
             raise InputError(f"queries must be a positive integer, got {queries!r}", "pass e.g. queries=1000")
         if not (isinstance(p_init, (int, float)) and 0 < p_init <= 1):
             raise InputError(f"p_init must lie in (0, 1], got {p_init!r}", "use the paper's 0.3")
         self.pixels, self.queries, self.eps, self.p_init = pixels, queries, float(eps), float(p_init)
+        self.loss: LossKind = loss
 
     @staticmethod
     def _corners(u: torch.Tensor, clean_code: torch.Tensor, c: int) -> torch.Tensor:
@@ -129,7 +137,7 @@ class SparseRS(Attack):
         idx = (~done).nonzero().view(-1)
         if idx.numel():
             loss[idx], ok = _score(self.model, x, idx, loc[idx], values(idx, loc[idx], code[idx]), y, target,
-                                   self.criterion, self.batch_size)
+                                   self.criterion, self.batch_size, self.loss)
             queries[idx] += 1
             done[idx] |= ok
         for step in range(1, self.queries):
@@ -157,7 +165,7 @@ class SparseRS(Attack):
             cand_loc = cur_loc.scatter(1, slots, new_loc)
             cand_code = cur_code.scatter(1, slots, new_code)
             lc, ok = _score(self.model, x, idx, cand_loc, values(idx, cand_loc, cand_code), y, target,
-                            self.criterion, self.batch_size)
+                            self.criterion, self.batch_size, self.loss)
             queries[idx] += 1
             accept = lc <= loss[idx]
             loc[idx] = torch.where(accept.unsqueeze(1), cand_loc, cur_loc)

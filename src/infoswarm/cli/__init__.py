@@ -3,7 +3,7 @@
 Every command validates its input before doing work, writes its outputs atomically (see
 :mod:`infoswarm.runs`) and reports bad input as one line on stderr with exit status 2.
 
-One module per command (``attack``, ``influence``, ``train``, ``universality``, ``report``,
+One module per command (``attack``, ``robustness``, ``influence``, ``train``, ``universality``, ``report``,
 ``harden``, ``evaluate``, ``demo``, ``analysis`` for outliers and sensitivity), each with an
 ``add_parser(sub)`` and its ``cmd_*`` function; what they share lives in :mod:`.common`. The
 command modules import :mod:`.common` and the library, never each other.
@@ -20,10 +20,10 @@ import torch
 from .. import __version__
 from ..cpu import tune_cpu
 from ..errors import InputError, as_flags
-from . import analysis, attack, demo, evaluate, harden, influence, report, train, universality
+from . import analysis, attack, demo, evaluate, harden, influence, report, robustness, train, universality
 from .common import Parser, check_numbers, clear_notes, flush_notes, run_lock, terminate_cleanly
 
-COMMANDS = (influence, attack, universality, train, report, harden, evaluate, demo, analysis)
+COMMANDS = (influence, attack, robustness, universality, train, report, harden, evaluate, demo, analysis)
 """The command modules, in the order ``infoswarm --help`` lists them."""
 
 __all__ = ["build_parser", "main"]
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         print("error: no command given; choose one of "
-              "influence, attack, universality, train, harden, evaluate, report, demo", file=sys.stderr)
+              "influence, attack, robustness, universality, train, harden, evaluate, report, demo", file=sys.stderr)
         return 2
     terminate_cleanly()
     try:

@@ -1,0 +1,36 @@
+"""The robustness curve of ``infoswarm robustness``: robust accuracy against k (matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def robustness_curve_figure(path: Path | str, summary: Mapping[str, object], title: str = "") -> None:
+    """Save robust accuracy (%) against k (pixels), from k = 0 (clean accuracy), with the 95 %
+    Wilson interval of each k as an error bar; ``summary`` is a robustness run's summary.json
+    (``clean_accuracy``, ``clean_ci95``, ``ks``, ``per_k``)."""
+    ks: Sequence[int] = [int(k) for k in summary["ks"]]  # type: ignore[attr-defined]
+    per_k = summary["per_k"]
+    xs = [0] + list(ks)
+    acc = [float(summary["clean_accuracy"])] + [float(per_k[str(k)]["robust_accuracy"]) for k in ks]  # type: ignore[index]
+    ci = [list(summary["clean_ci95"])] + [list(per_k[str(k)]["robust_ci95"]) for k in ks]  # type: ignore[index, call-overload]
+    lo = [100 * (a - c[0]) for a, c in zip(acc, ci)]
+    hi = [100 * (c[1] - a) for a, c in zip(acc, ci)]
+    fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=100)
+    ax.errorbar(xs, [100 * a for a in acc], yerr=[lo, hi], marker="o", capsize=3, color="#1f4e79")
+    ax.set_xlabel("k (pixels changed; 0 = clean)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    n = summary.get("images", "?")
+    ax.set_title(title or f"robust accuracy vs k ({n} images, 95 % CI)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
