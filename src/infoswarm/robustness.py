@@ -351,8 +351,8 @@ class _AtPositions:
 def _target_ranks(clean: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """[N, K−1]: the wrong classes of each image, most probable first (clean logits)."""
     k = clean.shape[1]
-    order = clean.double().masked_fill(torch.nn.functional.one_hot(y, k).bool(), float("-inf")).argsort(
-        1, descending=True, stable=True)
+    order = clean.double().masked_fill(torch.nn.functional.one_hot(y, k).bool(), float("-inf")).sort(
+        dim=1, descending=True, stable=True).indices
     return order[:, : k - 1]
 
 

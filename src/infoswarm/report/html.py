@@ -18,6 +18,8 @@ as ``infoswarm train`` writes, is read as a train run). The page's sections are 
 ``comparison``      attack runs: attack, k, eps, success rate, median queries, mean L∞, seconds
 ``training``        runs with ``metrics.csv``, ``history.csv`` or a ``history`` list: curves
 ``robustness``      runs whose summary has ``before`` / ``after`` metrics: a before/after table
+``robust-accuracy`` ``infoswarm robustness`` runs: the curve, the per-k table (what each attack
+                    added) and the masking warnings
 ==================  =========================================================================
 
 Sections that none of the runs can fill are left out.
@@ -296,6 +298,13 @@ def _headline(run: Run) -> list[tuple[str, str]]:
         add("avg precision, image FI", _get(s, "scores", "fi", "average_precision"))
         add("avg precision, Jacobian norm", _get(s, "scores", "jacobian", "average_precision"))
         add("random (outlier share)", s.get("outlier_share"))
+    elif run.kind == "robustness":
+        add("images", s.get("images"))
+        add("clean accuracy", s.get("clean_accuracy"), pct=True)
+        for k in s.get("ks") or []:
+            add(f"robust accuracy, k = {k}", _get(s, "per_k", str(k), "robust_accuracy"), pct=True)
+        add("warnings", len(s.get("warnings") or []))
+        add("seconds", s.get("seconds"))
     elif run.kind == "sensitivity":
         for split in ("train", "test"):
             add(f"{split}: 99th pct image FI", _get(s, "percentiles", split, "fi_true", "99"))
@@ -535,6 +544,31 @@ def _robustness(run: Run) -> dict[str, Any] | None:
     return {"run": run.name, "method": _fmt(run.summary.get("method", run.kind)), "rows": rows}
 
 
+def _robust_accuracy(run: Run) -> dict[str, Any] | None:
+    """A robustness run's curve (curve.png), per-k rows and warnings, or None."""
+    s = run.summary
+    ks, per_k = s.get("ks"), s.get("per_k")
+    if run.kind != "robustness" or not isinstance(ks, list) or not isinstance(per_k, dict):
+        return None
+    rows = []
+    for k in ks:
+        e = per_k.get(str(k))
+        if not isinstance(e, dict):
+            continue
+        attacks = e.get("attacks") if isinstance(e.get("attacks"), list) else []
+        rows.append({"k": k, "robust": _fmt(e.get("text", e.get("robust"))), "raw": _fmt(e.get("robust_raw")),
+                     "carried": _fmt(e.get("carried")), "seconds": _fmt(e.get("seconds")),
+                     "attacks": [{"name": _fmt(a.get("name")), "added": _fmt(a.get("added")),
+                                  "attacked": _fmt(a.get("attacked")), "queries": _fmt(a.get("queries_mean")),
+                                  "seconds": _fmt(a.get("seconds"))} for a in attacks if isinstance(a, dict)]})
+    warns = [{"check": _fmt(w.get("check")), "message": _fmt(w.get("message")), "fix": _fmt(w.get("fix"))}
+             for w in (s.get("warnings") or []) if isinstance(w, dict)]
+    clean = s.get("clean_correct"), s.get("images")
+    return {"run": run.name, "uri": _png_file(run.path / "curve.png"), "rows": rows, "warnings": warns,
+            "version": _fmt(s.get("version")), "targeted": bool(s.get("targeted")),
+            "clean": f"{_fmt(clean[0])}/{_fmt(clean[1])}", "members": ", ".join(map(str, s.get("members") or []))}
+
+
 # --------------------------------------------------------------------------------------------
 # the page
 
@@ -641,6 +675,10 @@ def _build_robustness(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
     return [t for t in (_robustness(r) for r in runs) if t]
 
 
+def _build_robust_accuracy(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
+    return [t for t in (_robust_accuracy(r) for r in runs) if t]
+
+
 #: The page's sections, in page order: one entry here and one template block make a section.
 SECTIONS: list[Section] = [
     Section("summary", "Runs", _build_summary, block="cards"),
@@ -651,6 +689,7 @@ SECTIONS: list[Section] = [
     Section("comparison", "Comparison", _build_comparison),
     Section("training", "Training", _build_training),
     Section("robustness", "Robustness", _build_robustness),
+    Section("robust-accuracy", "Robust accuracy", _build_robust_accuracy),
 ]
 
 
