@@ -142,13 +142,15 @@ def real_runs(tmp_path_factory):
                      "--out", str(root / "pso-k2")]) == 0
     assert cli.main(["attack", *common, "--limit", "6", "--pixels", "6", "--attack", "sparse-rs",
                      "--budget", "20", "--gallery", "2", "--out", str(root / "srs-k6")]) == 0
+    assert cli.main(["robustness", "--dataset", str(digits), "--model", "mnist-cnn", "--limit", "4", "--ks", "2",
+                     "--version", "quick", "--budget", "8", "--out", str(root / "rob")]) == 0
     _fake_harden(root / "harden")
     return root
 
 
 @pytest.fixture(scope="module")
 def real_page(real_runs):
-    runs = [real_runs / n for n in ("inf", "pso-k2", "srs-k6", "harden")]
+    runs = [real_runs / n for n in ("inf", "pso-k2", "srs-k6", "harden", "rob")]
     rep = report.write_report(runs, real_runs / "report.html")
     return rep
 
@@ -168,8 +170,8 @@ def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsy
     gallery = sum(min(report.MAX_GALLERY, json.loads((real_page.path.parent / r / "summary.json").read_text())
                       ["selected"]) for r in ("pso-k2", "srs-k6"))
     # 2 heatmaps + their deletion and insertion curves + the gallery + success-vs-k + 2 histograms
-    # + 1 training figure
-    assert len(dom.imgs) == 2 + 2 + gallery + 1 + 2 + 1
+    # + 1 training figure + 1 robustness curve
+    assert len(dom.imgs) == 2 + 2 + gallery + 1 + 2 + 1 + 1
     from PIL import Image
 
     for img in dom.imgs:  # every embedded figure is a real PNG
@@ -193,6 +195,14 @@ def test_sections_follow_the_kinds_of_runs(tmp_path):
     train.mkdir()
     (train / "card.json").write_text(json.dumps({"name": "mnist-cnn", "test_accuracy": 0.99, "command": "x"}))
     (train / "history.csv").write_text("epoch,lr,train_loss,test_acc\n1,0.1,0.5,0.9\n2,0.05,0.2,0.95\n")
+    rob = tmp_path / "rob"  # what `infoswarm robustness` writes (summary.json; curve.png is optional)
+    rob.mkdir()
+    (rob / "summary.json").write_text(json.dumps({
+        "command": "robustness", "images": 4, "clean_correct": 4, "clean_accuracy": 1.0, "ks": [5],
+        "per_k": {"5": {"robust": 1, "total": 4, "robust_accuracy": 0.25, "robust_raw": 1, "carried": 0,
+                        "attacks": [{"name": "sparse-rs", "added": 3, "attacked": 4, "queries_mean": 9.0,
+                                     "seconds": 0.1}], "seconds": 0.1}},
+        "warnings": [{"check": "gradient", "k": None, "message": "zero gradients", "fix": "read the query column"}]}))
     out = tmp_path / "r.html"
 
     def sections(*runs):
@@ -204,7 +214,9 @@ def test_sections_follow_the_kinds_of_runs(tmp_path):
     assert sections(uni) == ["summary"]
     assert sections(train) == ["summary", "training"]
     assert sections(hard) == ["summary", "training", "robustness"]
-    assert sections(inf, a1, a5, hard, uni, train) == SECTION_IDS
+    assert sections(rob) == ["summary", "robust-accuracy"]
+    assert "zero gradients" in out.read_text()
+    assert sections(inf, a1, a5, hard, uni, train, rob) == SECTION_IDS
     assert _sections(out) == set(SECTION_IDS)
     _assert_self_contained(out.read_text())
     # same k twice: no curve; the comparison has one row per attack run

@@ -21,7 +21,9 @@ def add_parser(sub: Any) -> None:
         description="Clean test accuracy of --model; its accuracy on the successful adversarial images of "
                     "--against (made against another model); and the success rate of a fresh attack with "
                     "the --against run's settings (and of --baselines at the same query budget) on the "
-                    "same original images. Writes summary.json.",
+                    "same original images. Writes summary.json. It re-attacks a saved run with that run's one "
+                    "attack; for a model's robust accuracy at k pixels (several attacks per image, a curve "
+                    "over k, masking checks) use `infoswarm robustness`.",
         epilog="example:\n  infoswarm evaluate --model mnist-cnn --weights runs/h/model.safetensors "
                "--against runs/a --out runs/e")
     model_args(p)

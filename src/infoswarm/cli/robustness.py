@@ -78,6 +78,21 @@ def _ks(text: str) -> list[int]:
         raise InputError(f"--ks {text!r} is not a comma-separated list of integers", "pass e.g. --ks 5,10,20") from None
 
 
+def _check_channels(args: argparse.Namespace, channels: int) -> None:
+    """A zoo model must get images with the channels of the dataset it was made for (a
+    normalising first layer would otherwise broadcast 1-channel images to 3 silently)."""
+    from .. import zoo
+    from ..data import catalog
+
+    entry = zoo.ZOO.get(str(args.model))
+    if entry is None or not catalog.is_named(entry.dataset):
+        return
+    want = catalog.info(entry.dataset).shape[0]
+    if want != channels:
+        raise InputError(f"model {args.model} takes {want}-channel {entry.dataset} images, {args.dataset} images "
+                         f"have {channels} channel(s)", "use the model made for this dataset")
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What a robustness run's results depend on (a rerun with other values is refused)."""
     return {k: v for k, v in sorted(vars(args).items())
@@ -121,6 +136,7 @@ def _cmd(args: argparse.Namespace) -> int:
     device = torch.device(ctx.device) if ctx.active else device
     main = distributed.is_main(ctx)
     x8, y = load_data(args)
+    _check_channels(args, int(x8.shape[1]))
     k_list, members = check_options(ks, int(x8.shape[2] * x8.shape[3]), version=args.version, attacks=attacks,
                                     budget=args.budget, chunk=args.chunk)
     model = load_model(args, data.to_float(x8[:PROBE]), device, grad=any(m.gradient for m in members))

@@ -555,7 +555,7 @@ def _robust_accuracy(run: Run) -> dict[str, Any] | None:
         e = per_k.get(str(k))
         if not isinstance(e, dict):
             continue
-        attacks = e.get("attacks") if isinstance(e.get("attacks"), list) else []
+        attacks: list[Any] = e["attacks"] if isinstance(e.get("attacks"), list) else []
         rows.append({"k": k, "robust": _fmt(e.get("text", e.get("robust"))), "raw": _fmt(e.get("robust_raw")),
                      "carried": _fmt(e.get("carried")), "seconds": _fmt(e.get("seconds")),
                      "attacks": [{"name": _fmt(a.get("name")), "added": _fmt(a.get("added")),

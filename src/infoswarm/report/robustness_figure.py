@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -11,17 +12,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def robustness_curve_figure(path: Path | str, summary: Mapping[str, object], title: str = "") -> None:
+def robustness_curve_figure(path: Path | str, summary: Mapping[str, Any], title: str = "") -> None:
     """Save robust accuracy (%) against k (pixels), from k = 0 (clean accuracy), with the 95 %
     Wilson interval of each k as an error bar; ``summary`` is a robustness run's summary.json
     (``clean_accuracy``, ``clean_ci95``, ``ks``, ``per_k``)."""
-    ks: Sequence[int] = [int(k) for k in summary["ks"]]  # type: ignore[attr-defined]
+    ks: Sequence[int] = [int(k) for k in summary["ks"]]
     per_k = summary["per_k"]
     xs = [0] + list(ks)
-    acc = [float(summary["clean_accuracy"])] + [float(per_k[str(k)]["robust_accuracy"]) for k in ks]  # type: ignore[index]
-    ci = [list(summary["clean_ci95"])] + [list(per_k[str(k)]["robust_ci95"]) for k in ks]  # type: ignore[index, call-overload]
-    lo = [100 * (a - c[0]) for a, c in zip(acc, ci)]
-    hi = [100 * (c[1] - a) for a, c in zip(acc, ci)]
+    acc = [float(summary["clean_accuracy"])] + [float(per_k[str(k)]["robust_accuracy"]) for k in ks]
+    ci = [list(summary["clean_ci95"])] + [list(per_k[str(k)]["robust_ci95"]) for k in ks]
+    lo = [max(0.0, 100 * (a - c[0])) for a, c in zip(acc, ci)]     # Wilson bounds are clipped to [0, 1]
+    hi = [max(0.0, 100 * (c[1] - a)) for a, c in zip(acc, ci)]
     fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=100)
     ax.errorbar(xs, [100 * a for a in acc], yerr=[lo, hi], marker="o", capsize=3, color="#1f4e79")
     ax.set_xlabel("k (pixels changed; 0 = clean)")
