@@ -455,10 +455,12 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
     tr = ["train", "--model", "mnist-cnn", *dg, "--epochs", 1]
     ev = ["evaluate", "--model", "mnist-cnn", "--baselines", ""]
     dm = ["demo", "--limit", 20]
+    rob = ["robustness", *dg, "--ks", 2, "--version", "quick", "--budget", 4]
     user = f"{f.models}:"
     lw = ["--weights", f.lin_weights]
     c: dict[str, Case] = {}
-    commands = {"influence": inf, "attack": att, "universality": uni, "harden": har, "train": tr, "demo": dm}
+    commands = {"influence": inf, "attack": att, "universality": uni, "harden": har, "train": tr, "demo": dm,
+                "robustness": rob}
     # 1. never delete what infoswarm did not write
     for name, base in commands.items():
         c[f"{name} --overwrite on a folder of user files"] = Case([*base, "--out", o, "--overwrite"],
