@@ -6,7 +6,8 @@ Every model here takes images in [0, 1], shaped [N, C, H, W], and returns logits
 The everyday names are importable from here (loaded on first use, so ``import infoswarm`` stays
 cheap): the attacks and their contract (:class:`Attack`, :class:`AttackResult`,
 :class:`Criterion`), :func:`run_attack` (an attack over a list of images, chunked and
-resumable), :func:`select_images`, :func:`image_fi` / :func:`pixel_fi` / :func:`rank_images`,
+resumable), :func:`robust_accuracy` (robust accuracy at k pixels against an L0 attack
+ensemble), :func:`select_images`, :func:`image_fi` / :func:`pixel_fi` / :func:`rank_images`,
 and the :mod:`presets` (the paper's settings)::
 
     from infoswarm import SparseSwarm
@@ -29,6 +30,7 @@ _LAZY = {
     **{name: "infoswarm.attacks" for name in ("Attack", "AttackResult", "Criterion", "FGSM", "JSMA", "MFIPSO",
                                               "OnePixel", "PGD", "PGD0", "SparseRS", "SparseSwarm")},
     "run_attack": "infoswarm.runner", "select_images": "infoswarm.selection",
+    "robust_accuracy": "infoswarm.robustness",
     "image_fi": "infoswarm.influence", "pixel_fi": "infoswarm.influence", "rank_images": "infoswarm.influence",
     "presets": "infoswarm.presets",
 }

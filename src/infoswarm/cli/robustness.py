@@ -168,7 +168,8 @@ def _cmd(args: argparse.Namespace) -> int:
     record = RobustnessRun.from_result(res, x, y, torch.arange(len(y)), clean_pred, summary)
     summary = record.summary
     record.save(run.path, before_summary=lambda: runs.atomic_write(
-        run.path / "curve.png", lambda p: robustness_curve_figure(p, summary, title=f"{args.model} on {args.dataset}")))
+        run.path / "curve.png", lambda p: robustness_curve_figure(
+            p, summary, title=f"{args.model}: robust accuracy vs k, {len(y)} {args.dataset} images, 95 % CI")))
     n = summary["images"]
     lines = [f"{args.model} on {n} {args.dataset} {args.split} images, {args.version} "
              f"({'targeted' if args.targeted else 'untargeted'}, eps {args.eps:g}); members: {', '.join(res.members)}",
