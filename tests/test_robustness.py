@@ -275,3 +275,28 @@ def test_query_vs_gradient_check_needs_disjoint_intervals():
     assert rb._query_vs_gradient(10, 100, 90, 10, 2) is None               # leftovers hard for both
     assert rb._query_vs_gradient(10, 100, 5, 95, 80) is not None           # gradient blind, queries break
     assert rb._query_vs_gradient(10, 8, 0, 8, 2) is None                   # too few images to tell
+
+
+class Saturated(nn.Module):
+    """Gradient masking by saturation: softmax outputs ×1e4 used as logits (the cross-entropy of
+    the predicted class is flat: its gradient is exactly zero)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return 1e4 * torch.softmax(self.model(x), 1)
+
+
+def test_gradient_health_counts_zero_gradients_of_masked_models():
+    torch.manual_seed(0)
+    model = TinyNet(channels=1, size=5, classes=3).eval()
+    x = torch.rand(5, 1, 5, 5)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    assert rb._gradient_health(model, x, y) == (0, 0)
+    assert rb._gradient_health(Saturated(model), x, y) == (5, 0)
+    assert rb._gradient_health(Quantised(model), x, y) == (5, 0)
+    r = robust_accuracy(Saturated(model), x, y, ks=(1,), budget=2, attacks=["sparse-rs", "pgd0"], log=False)
+    assert "gradient" in {w["check"] for w in r.warnings}

@@ -294,6 +294,8 @@ def _gradient_health(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: 
         xa = x[s: s + batch].detach().clone().requires_grad_(True)
         with torch.enable_grad():
             out = model(xa)
+            if not out.requires_grad:                  # no gradient at all (the gradient members refuse it)
+                return len(x), 0
             loss = torch.nn.functional.cross_entropy(out.double(), y[s: s + batch], reduction="sum")
             (g,) = torch.autograd.grad(loss, xa, allow_unused=True)
         if g is None:
