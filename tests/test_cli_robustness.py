@@ -150,3 +150,34 @@ def test_evaluate_help_says_how_it_differs(capsys):
         cli.main(["evaluate", "--help"])
     out = capsys.readouterr().out
     assert "infoswarm robustness" in out
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_torchrun_gives_the_single_process_verdict(tmp_path, mnist_present):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
+                                                           "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", ""))
+    argv = ["robustness", "--model", "mnist-cnn", *map(str, SMALL), "--limit", "8", "--ks", "3,12", "--chunk", "2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run([sys.executable, "-m", "infoswarm", *argv, "--out", str(one)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                            "-m", "infoswarm", *argv, "--out", str(two)], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert multi.stdout.count("clean accuracy") == 1                     # only rank 0 prints
+    with np.load(one / "adversarial.npz") as a, np.load(two / "adversarial.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
+    s1, s2 = (json.loads((d / "summary.json").read_text())["per_k"] for d in (one, two))
+    assert {k: v["robust"] for k, v in s1.items()} == {k: v["robust"] for k, v in s2.items()}
