@@ -325,7 +325,8 @@ def _query_vs_gradient(k: int, correct: int, grad_broke: int, left: int, query_b
                  f"images ({rate_text(grad_broke, correct, grad_broke / correct, (g_lo, g_hi))}): gradient masking "
                  "is suspected",
                  "trust the ensemble's number (the query-only members are in it), not a gradient attack's alone; "
-                 "check the model for non-differentiable or saturating parts and run --version standard")
+                 "check the model for non-differentiable or saturating parts and run the standard version "
+                 "(--version standard)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,8 +463,8 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor
                                   f"the attacks at k={k2} left {r2} images robust, more than the {r1} at k={k1} "
                                   f"({r2 - r1} more); the reported k={k2} "
                                   "count takes the smaller k's successes into account",
-                                  "the attacks are not reliable at this budget: run --version standard or raise "
-                                  "--budget"))
+                                  "the attacks are not reliable at this budget: run the standard version "
+                                  "(--version standard) or raise the budget (--budget)"))
     min_k = torch.full((n,), -1, dtype=torch.long)
     for k in reversed(ks):
         min_k = torch.where(per_k[k].broken, torch.full_like(min_k, k), min_k)
