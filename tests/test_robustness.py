@@ -300,3 +300,20 @@ def test_gradient_health_counts_zero_gradients_of_masked_models():
     assert rb._gradient_health(Quantised(model), x, y) == (5, 0)
     r = robust_accuracy(Saturated(model), x, y, ks=(1,), budget=2, attacks=["sparse-rs", "pgd0"], log=False)
     assert "gradient" in {w["check"] for w in r.warnings}
+
+
+def test_sparse_rs_takes_the_ce_loss_of_the_ensemble_and_refuses_unknown_losses():
+    from infoswarm.attacks import SparseRS
+
+    torch.manual_seed(0)
+    model = TinyNet(channels=1, size=5, classes=3).eval()
+    x = torch.rand(4, 1, 5, 5)
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(InputError, match="unknown loss"):
+        SparseRS(model, pixels=2, loss="hinge")
+    margin = SparseRS(model, pixels=2, queries=20, seed=1)(x, y)
+    ce = SparseRS(model, pixels=2, queries=20, seed=1, loss="ce")(x, y)
+    assert SparseRS(model, pixels=2).loss == "margin"                      # the default is unchanged
+    assert ce.queries.max() <= 20 and margin.queries.max() <= 20
+    with torch.no_grad():
+        assert torch.equal(model(ce.x_adv).argmax(1) != y, ce.success)
