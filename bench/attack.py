@@ -4,6 +4,8 @@ Methods (each wrapped by a counter that times the model's forward passes):
   sparse-swarm: infoswarm's default sparse attack (SparseSwarm, its default settings);
   sparse-rs: our Sparse-RS (the reference query attack);
   pgd0: white-box L0 PGD (restarts of 20 steps, steps × restarts + 1 ≤ budget);
+  spgd: sparse-PGD, the cascade (projected, then unprojected on its failures) at 300 steps per
+      variant, the authors' evaluation setting, whatever the budget (its cost is reported);
   onepixel: one-pixel-style differential evolution over k pixels (population 50, budget/50 − 1
       generations);
   jsma: white-box JSMA (k pixels at most; untargeted runs aim at the second class; queries =
@@ -24,7 +26,16 @@ architecture (e.g. an adversarially trained one).
 
     python bench/attack.py --models mnist-cnn,fashion-cnn --images 100 --ks 1,5,10,20 --budgets 1000
 
-A method ``sparse-swarm:loss=ce;particles=4`` runs SparseSwarm with those options.
+A method ``sparse-swarm:loss=ce;particles=4`` runs SparseSwarm with those options
+(``spgd:variant=projected;iterations=100`` likewise for sPGD).
+
+``--equal-cost`` reads the budgets as forward-equivalents per image: a backward pass's cost
+relative to a forward pass is measured on each model first (32 test images, forward under
+no_grad against forward + backward to the input, interleaved, median of 20, median of three
+rounds), sparse-swarm gets
+budget − ⌈r⌉ queries (one backward pass for its prior), pgd0 ⌊budget / (1 + r)⌋ (each step is a
+forward and a backward pass), spgd its fixed steps; the tables then give forward and backward
+passes and forward-equivalents (forwards + r · backwards) per image.
 
 ``--section NAME`` writes the tables to their own section of ``--out`` (so runs of different
 sizes sit side by side). ``--ablation`` runs only SparseSwarm's ablation (k = 10, first model,
@@ -36,6 +47,7 @@ The peers (torchattacks OnePixel, ART PixelAttack) run in their own environment:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -47,13 +59,15 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from infoswarm import data, zoo  # noqa: E402
-from infoswarm.attacks import JSMA, MFIPSO, PGD0, OnePixel, SparseRS, SparseSwarm  # noqa: E402
+from infoswarm.attacks import JSMA, MFIPSO, PGD0, SPGD, OnePixel, SparseRS, SparseSwarm  # noqa: E402
 from infoswarm.attacks.base import probs_of  # noqa: E402
 from infoswarm.attacks.result import wilson  # noqa: E402
 
-from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
+from common import REPO, command_line, interleaved_times, machine_line, md_table, replace_section  # noqa: E402
 
-METHODS = ("sparse-swarm", "sparse-rs", "pgd0", "onepixel", "jsma", "mfipso-paper", "random")
+METHODS = ("sparse-swarm", "sparse-rs", "pgd0", "spgd", "onepixel", "jsma", "mfipso-paper", "random")
+SPGD_ITERATIONS = 300
+"""sPGD's steps per variant here: the authors' evaluation script's setting."""
 MODES = ("untargeted", "targeted", "targeted-p90")
 
 
@@ -82,8 +96,10 @@ def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: in
     if name == "sparse-rs":
         return SparseRS(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w)
     if name == "pgd0":
-        steps = min(20, budget - 1)
+        steps = max(1, min(20, budget - 1))
         return PGD0(model, pixels=k, eps=1.0, steps=steps, restarts=max(1, (budget - 1) // steps), seed=seed, **w)
+    if name == "spgd":
+        return SPGD(model, pixels=k, eps=1.0, seed=seed, **{"iterations": SPGD_ITERATIONS, **w, **kw})
     if name == "onepixel":
         return OnePixel(model, pixels=k, population=50, iterations=max(1, budget // 50 - 1), eps=1.0, seed=seed, **w)
     if name == "jsma":
@@ -116,6 +132,8 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
     q = res.queries.double()
     cap = 1 if name == "random" else (int(q.max()) if name == "jsma" else budget)
     return {"method": name, "k": k, "n": n, "succ": int(succ.sum()), "wrong": int(wrong.sum()),
+            "budget": budget, "fwd": float(q.mean()), "fwd_max": int(q.max()),
+            "bwd_max": int(res.grad_evals.max()),
             "median_q": float(q[succ].median()) if succ.any() else float("nan"),
             "mean_q_fail_at_budget": float(torch.where(succ, q, torch.full_like(q, cap)).mean()),
             "max_q": int(q.max()), "grad_evals": float(res.grad_evals.double().mean()),
@@ -131,8 +149,8 @@ def variant(name: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, opts.split(";")):
         key, _, value = item.partition("=")
         kw[key] = int(value) if value.isdigit() else value
-    if kw and base != "sparse-swarm":
-        raise SystemExit(f"options after ':' are for sparse-swarm only, not {base}")
+    if kw and base not in ("sparse-swarm", "spgd"):
+        raise SystemExit(f"options after ':' are for sparse-swarm and spgd only, not {base}")
     return base, kw
 
 
@@ -146,6 +164,48 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     return [fmt_rate(r["succ"], r["n"]), fmt_rate(r["wrong"], r["n"]), med, f"{r['mean_q_fail_at_budget']:.0f}",
             f"{r['grad_evals']:.0f}", f"{r['s_per_image']:.3f}", f"{r['forward_share']:.2f}"]
 
+
+def backward_ratio(model: nn.Module, x: torch.Tensor) -> float:
+    """r = (time of forward + backward to the input − time of a forward) / time of a forward,
+    on 32 images (interleaved, median of 20 after a warm-up; the median of three such rounds): a
+    backward pass in forward passes."""
+    xb = x[:32]
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(xb)
+
+    def fwd_bwd() -> None:
+        xa = xb.clone().requires_grad_(True)
+        torch.autograd.grad(model(xa).logsumexp(1).sum(), xa)
+
+    ratios = []
+    for _ in range(3):                       # three interleaved rounds; their median resists a burst of load
+        t = interleaved_times({"f": fwd, "fb": fwd_bwd}, repeats=20, warmup=3)
+        ratios.append(max(0.0, (t["fb"].median - t["f"].median) / t["f"].median))
+    return sorted(ratios)[1]
+
+
+def equal_cost_budget(name: str, budget: float, r: float) -> int:
+    """Queries for ``name`` so that it spends about ``budget`` forward-equivalents per image."""
+    if name == "sparse-swarm":
+        return max(1, int(budget - math.ceil(r)))
+    if name == "pgd0":
+        return max(2, int(budget // (1 + r)))
+    return int(budget)
+
+
+def cost_cells(r: dict[str, Any], ratio: float) -> list[str]:
+    fe = r["fwd"] + ratio * r["grad_evals"]
+    fe_max = r["fwd_max"] + ratio * r["bwd_max"]
+    budget = {"spgd": "300 steps / variant", "random": "1"}.get(r["method"], str(r["budget"]))
+    return [fmt_rate(r["succ"], r["n"]), fmt_rate(r["wrong"], r["n"]), budget, f"{r['fwd']:.0f}",
+            f"{r['grad_evals']:.0f}", f"{fe:.0f}", f"{fe_max:.0f}", f"{r['s_per_image']:.3f}"]
+
+
+COST_HEADER = ["success (n/N = rate [95 % Wilson CI])", "misclassified (n/N [CI])", "queries given",
+               "forward passes / image (mean)", "backward passes / image (mean)",
+               "forward-equivalents / image (mean)", "forward-equivalents (max)", "s / image"]
 
 HEADER = ["success (n/N = rate [95 % Wilson CI])", "misclassified (n/N [CI])", "median queries (successes)",
           "mean queries (failures at budget)", "grad evals / image", "s / image", "forward share"]
@@ -177,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="only SparseSwarm's ablation at k=10 (first model, untargeted), in its own section")
     ap.add_argument("--section", default=None, help="section of --out to write (default attack / attack-ablation)")
+    ap.add_argument("--equal-cost", action="store_true",
+                    help="budgets are forward-equivalents per image (a backward pass measured per model)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
@@ -194,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         model, x, y, ds = images_of(spec, args.images)
         label = spec.split("=", 1)[0]
         counted = Counted(model).eval()
+        ratio = backward_ratio(model, x) if args.equal_cost else 0.0
         g = torch.Generator().manual_seed(args.seed)
         t_rand = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
         for budget in budgets:
@@ -202,15 +265,20 @@ def main(argv: list[str] | None = None) -> int:
                 min_prob = 0.9 if mode == "targeted-p90" else None
                 rows: list[list[Any]] = []
                 title = f"### {label} ({ds}, {len(x)} images), {mode}, budget {budget}\n\n"
+                head = ["k", "method", *HEADER]
+                if args.equal_cost:
+                    title = (f"### {label} ({ds}, {len(x)} images), {mode}, {budget} forward-equivalents per image; "
+                             f"a backward pass costs {ratio:.2f} forward passes here (measured)\n\n")
+                    head = ["k", "method", *COST_HEADER]
                 for k in ks:
                     for name in args.methods.split(","):
                         base, kw = variant(name)
-                        r = run(base, counted, model, x, y, k, budget, target, args.seed, min_prob, **kw)
+                        q = equal_cost_budget(base, budget, ratio) if args.equal_cost else budget
+                        r = run(base, counted, model, x, y, k, q, target, args.seed, min_prob, **kw)
                         print(label, mode, budget, r, flush=True)
-                        rows.append([k, name, *row_cells(r)])
-                        write(args, argv, machine, started,
-                              blocks + [title + md_table(["k", "method", *HEADER], rows)], done=False)
-                blocks.append(title + md_table(["k", "method", *HEADER], rows))
+                        rows.append([k, name, *(cost_cells(r, ratio) if args.equal_cost else row_cells(r))])
+                        write(args, argv, machine, started, blocks + [title + md_table(head, rows)], done=False)
+                blocks.append(title + md_table(head, rows))
                 write(args, argv, machine, started, blocks, done=False)
     if args.ablation:
         spec = args.models.split(",")[0]
@@ -252,7 +320,12 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, starte
         "random target ≠ label (seeded) is predicted, and at most k pixel locations changed. "
         "`misclassified` is the share predicted ≠ label (the paper's measure). Mean queries count "
         "every failure at the full budget. `random` is the control: k random locations at random "
-        "corners, no search. Grad evals are backward passes (PGD0: every step; SparseSwarm: its prior; JSMA: none counted, its Jacobians are in its queries).",
+        "corners, no search. Grad evals are backward passes (PGD0: every step; SparseSwarm: its prior; "
+        "sPGD: its steps, its queries being forward passes only; JSMA: none counted, its Jacobians are in its "
+        "queries)." + (" Equal cost (`--equal-cost`): the budget is in forward-equivalents per image "
+                       "(forward passes + r · backward passes, r measured per model); sparse-swarm gets budget − ⌈r⌉ "
+                       "queries, pgd0 ⌊budget / (1 + r)⌋ steps, spgd its 300 steps per variant whatever the budget, "
+                       "so its cost column is what it spent." if args.equal_cost else ""),
         "", *[b + "\n" for b in blocks]])
     replace_section(args.out, args.section or ("attack-ablation" if args.ablation else "attack"), body)
 

@@ -19,7 +19,7 @@ from infoswarm.errors import InputError
 from conftest import TinyNet
 
 PIXELS, EPS, CLASSES = 3, 0.3, 4
-SPARSE = {"mfipso", "jsma", "onepixel", "sparse-rs", "sparse-swarm", "pgd0"}
+SPARSE = {"mfipso", "jsma", "onepixel", "sparse-rs", "sparse-swarm", "pgd0", "spgd"}
 SMALL: dict[str, dict[str, Any]] = {
     "mfipso": dict(particles=4, iterations=2, restart_iterations=2),
     "sparse-swarm": dict(particles=2),

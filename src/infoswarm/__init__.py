@@ -28,7 +28,8 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 _LAZY = {
     **{name: "infoswarm.attacks" for name in ("Attack", "AttackResult", "Criterion", "FGSM", "JSMA", "MFIPSO",
-                                              "OnePixel", "PGD", "PGD0", "SparseRS", "SparseSwarm")},
+                                              "OnePixel", "PGD", "PGD0", "SPGD", "SparseRS",
+                                              "SparseSwarm")},
     "run_attack": "infoswarm.runner", "select_images": "infoswarm.selection",
     "robust_accuracy": "infoswarm.robustness",
     "image_fi": "infoswarm.influence", "pixel_fi": "infoswarm.influence", "rank_images": "infoswarm.influence",

@@ -24,6 +24,7 @@ from .pgd import PGD
 from .pgd0 import PGD0
 from .sparse_rs import SparseRS
 from .sparse_swarm import SparseSwarm
+from .spgd import SPGD
 
 __all__ = ["ATTACKS", "NAMES", "Options", "Spec", "build"]
 
@@ -89,6 +90,9 @@ ATTACKS: dict[str, Spec] = {
                                                      **o.judged()),
                          about="the default sparse attack: a swarm over pixel locations, budget queries"),
     "pgd0": Spec(PGD0, _pgd0, about="white-box L0 PGD, restarts of up to 20 steps within the budget"),
+    "spgd": Spec(SPGD, lambda o: dict(pixels=o.pixels, eps=o.eps, iterations=max(1, (o.budget + 1) // 3), seed=o.seed,
+                                      **o.judged()),
+                 about="sparse-PGD cascade (white-box L0), (budget + 1) // 3 steps per variant, ≤ budget forwards"),
 }
 
 NAMES: tuple[str, ...] = tuple(ATTACKS)
@@ -114,7 +118,9 @@ def build(name: str, model: nn.Module, *, pixels: int | None = 10, eps: float = 
     Shared options: ``pixels`` (k, for the sparse attacks), ``eps`` (L∞), ``target``,
     ``min_prob``/``max_prob``, ``seed``; ``budget`` queries per image for the query-based
     baselines (one-pixel DE: population 50; Sparse-RS; SparseSwarm; PGD0 as restarts of up to
-    20 steps, steps × restarts + 1 ≤ budget); ``steps`` for PGD. The remaining keyword arguments
+    20 steps, steps × restarts + 1 ≤ budget; sPGD's cascade with (budget + 1) // 3 steps per
+    variant, at most 3 · steps − 1 ≤ budget forward passes, backward passes counted apart as
+    ``grad_evals``); ``steps`` for PGD. The remaining keyword arguments
     go to the attack's constructor (e.g. ``particles``, ``prior``, ``loss``, ``refine`` for
     :class:`SparseSwarm`; the swarm settings for :class:`MFIPSO`); an argument the attack does
     not take, or one the shared options set, raises :class:`InputError`."""

@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
                         "L-inf 0.15, 500 particles on MNIST-like data / 200 on CIFAR-10, 10 + 40 iterations, "
                         "target second); flags given explicitly still win")
     g.add_argument("--budget", type=int, default=1000,
-                   help="queries per image for sparse-swarm / sparse-rs / onepixel / pgd0 (default 1000)")
+                   help="queries per image for sparse-swarm / sparse-rs / onepixel / pgd0 / spgd (default 1000)")
     g.add_argument("--prior", default="auto", choices=["auto", "uniform", "gain", "saliency", "fi", "fi-eps"],
                    help="sparse-swarm: where fresh pixel locations are drawn (auto = gain: the linearised loss change)")
     g.add_argument("--loss", default="margin", choices=["margin", "ce", "paper"],
@@ -159,7 +159,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     device = torch.device(ctx.device) if ctx.active else device
     show = show_progress(args) and distributed.is_main(ctx)
     x8, y = load_data(args)
-    needs_grad = args.attack in ("fgsm", "pgd", "jsma", "pgd0") or (args.attack == "mfipso" and (
+    needs_grad = args.attack in ("fgsm", "pgd", "jsma", "pgd0", "spgd") or (args.attack == "mfipso" and (
         args.selection != "random" or args.fi_threshold is not None)) or (
         args.attack == "sparse-swarm" and args.prior != "uniform")
     model = load_model(args, data.to_float(x8[:PROBE]), device, grad=needs_grad)
@@ -299,7 +299,7 @@ def _ignored_flags(args: argparse.Namespace) -> None:
     defaults = _defaults()
     swarm = ("budget", "particles", "prior", "loss", "refine")
     used = {"mfipso": _MFIPSO_ONLY, "onepixel": ("budget",), "sparse-rs": ("budget",), "pgd": ("steps",),
-            "pgd0": ("budget",), "sparse-swarm": swarm, None: swarm}
+            "pgd0": ("budget",), "spgd": ("budget",), "sparse-swarm": swarm, None: swarm}
     known = set(_MFIPSO_ONLY) | set(swarm) | {"steps"}
     attack = "mfipso" if args.preset == "paper" else args.attack
     ignored = [k for k in sorted(known - set(used.get(attack, ())))
