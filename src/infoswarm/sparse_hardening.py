@@ -61,7 +61,8 @@ class SparseConfig:
     β (a model that is not yet robust starts with a large KL term: without the ramp the first
     steps wreck a fine-tuned model's clean accuracy), ``batch_size``, ``weight_decay``,
     ``augment``/``crop_pad`` as the zoo recipe. Watch: ``holdout`` images, ``eval_images`` of
-    them attacked at ``eval_k`` pixels with ``eval_queries`` queries after every epoch, ``collapse_drop``, ``on_collapse``, ``keep``."""
+    them attacked at ``eval_k`` pixels with ``eval_queries`` queries after every epoch,
+    ``collapse_drop``, ``on_collapse``, ``keep``."""
 
     k_train: int = 40
     inner: str = "swap"
