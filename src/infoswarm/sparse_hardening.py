@@ -211,7 +211,7 @@ def sparse_harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torc
         v_clean, v_rob = watch(model)
         before = {"clean_acc": training.accuracy(model, xt8, yt), "val_clean": v_clean, "val_robust": v_rob}
         history: list[dict[str, Any]] = []
-        best = {"epoch": 0, "val_robust": v_rob, "model": copy.deepcopy(model.state_dict())}
+        best: dict[str, Any] = {"epoch": 0, "val_robust": v_rob, "model": copy.deepcopy(model.state_dict())}
         collapse: list[str] = []
         start = 0
         log(f"before: test accuracy {100 * before['clean_acc']:.2f} %, watch set {len(yv)} images: clean "
