@@ -202,3 +202,56 @@ def test_control_method_none_is_plain_fine_tuning(npz, tmp_path, one_thread) -> 
     state = model.state_dict()
     assert set(saved) == set(state) and all(torch.equal(saved[k], state[k]) for k in state)
     assert not torch.equal(state["fc2.weight"], zoo.load("mnist-cnn").state_dict()["fc2.weight"])  # it trained
+
+
+def _sparse(npz: Path, out: Path, *extra: str) -> list[str]:
+    return ["harden", "--method", "sparse", "--dataset", str(npz), "--model", "mnist-cnn", "--limit", "600",
+            "--holdout", "200", "--eval-images", "16", "--eval-queries", "10", "--epochs", "2", "--k-train", "20",
+            "--inner-steps", "1", "--batch-size", "100", "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_sparse_method_trains_watches_and_writes_a_harden_run(npz, tmp_path, capsys, one_thread) -> None:
+    out = tmp_path / "sparse"
+    assert main(_sparse(npz, out)) == 0
+    text = capsys.readouterr().out
+    assert "sparse: 2 epochs on 400 images at k_train=20 (swap)" in text and "watch set" in text
+    run = HardenRun.load(out)
+    assert run.summary["method"] == "sparse" and run.summary["settings"]["k_train"] == 20
+    assert [r["epoch"] for r in run.summary["history"]] == [1, 2]
+    rows = _table(out / "metrics.csv")
+    assert {"val_clean", "val_robust", "test_acc", "inner_forward", "inner_backward"} <= set(rows[0])
+    assert run.card["name"] == "mnist-cnn-sparse" and run.card["command"].startswith("infoswarm ")
+    weights = load_file(str(out / "model.safetensors"))
+    model = zoo.load("mnist-cnn")
+    kept = run.summary["kept_epoch"]
+    if kept:  # the saved weights are the kept epoch's, not the start's
+        assert any(not torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    # the same command again: finished, nothing to do; other settings: refused, nothing lost
+    assert main(_sparse(npz, out)) == 0
+    before = (out / "summary.json").read_bytes()
+    assert main(_sparse(npz, out, "--beta", "6")) == 2
+    assert "resume settings differ" in capsys.readouterr().err
+    assert (out / "summary.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--k-train", "0"], "--k-train 0 must lie in 1..784"),
+    (["--k-train", "785"], "--k-train 785 must lie in 1..784"),
+    (["--beta", "-1"], "beta must be >= 0"),
+    (["--inner", "fgsm"], "invalid choice: 'fgsm'"),
+    (["--from", "cifar10-cnn"], "cifar10-cnn is made for cifar10, not mnist"),
+    (["--from", "resnet-9000"], "--from 'resnet-9000' is not a zoo model"),
+    (["--holdout", "600"], "--holdout 600 must leave training images"),
+])
+def test_bad_sparse_input_writes_nothing(extra, message, tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    args = ["harden", "--method", "sparse", "--dataset", "mnist", "--limit", "600", "--out", str(out), *extra]
+    try:
+        rc = main(args)
+    except SystemExit as e:                                           # argparse's own refusals
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

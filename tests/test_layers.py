@@ -14,8 +14,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "infoswarm"
 LAYERS = [
     ("core", ("infoswarm", "_compat", "errors", "cpu", "stats", "progress", "models", "checks", "criteria", "swarm",
               "runs", "zoo", "distributed", "data")),
-    ("maths", ("influence", "maps", "sensitivity", "training", "outliers", "universality", "attacks")),
-    ("middle", ("selection", "runner", "artifacts", "presets", "hardening", "robustness")),
+    ("maths", ("influence", "inner", "maps", "sensitivity", "training", "outliers", "universality", "attacks")),
+    ("middle", ("selection", "runner", "artifacts", "presets", "hardening", "sparse_hardening", "robustness")),
     ("interface", ("report", "cli", "__main__")),
 ]
 

@@ -43,7 +43,8 @@ def _have(dataset):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905), ("cifar10-cnn", 0.88)])
+@pytest.mark.parametrize("name,floor", [("mnist-cnn", 0.990), ("fashion-cnn", 0.905), ("cifar10-cnn", 0.88),
+                                        ("mnist-cnn-l0", 0.97), ("cifar10-cnn-l0", 0.80)])
 def test_shipped_weights_reach_their_stated_accuracy(name, floor):
     card = zoo.card(name)
     assert card is not None and zoo.weights_path(name).is_file(), f"{name} weights are not shipped"
@@ -148,3 +149,26 @@ def test_cards_are_json_with_the_recipe():
         assert card is not None
         json.dumps(card)
         assert {"dataset", "recipe", "seed", "test_accuracy"} <= set(card)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_l0_model_resists_k_pixel_attacks_where_its_base_does_not():
+    """mnist-cnn-l0 keeps clearly more of 40 test digits than mnist-cnn under the same Sparse-RS
+    attack at k = 10 (300 queries), and its card states a robust accuracy for k = 5, 10, 20."""
+    from infoswarm.attacks import SparseRS
+
+    card = zoo.card("mnist-cnn-l0")
+    assert card is not None and {"5", "10", "20"} <= set(card["robust_accuracy"])
+    if not _have("mnist"):
+        pytest.skip("MNIST not installed here")
+    x, y = data.load("mnist", "test")
+    x, y = x[:40].float() / 255, y[:40]
+    kept = {}
+    for name in ("mnist-cnn", "mnist-cnn-l0"):
+        model = zoo.load(name)
+        with torch.no_grad():
+            ok = model(x).argmax(1) == y
+        res = SparseRS(model, pixels=10, queries=300, p_init=0.8, seed=0)(x[ok], y[ok])
+        kept[name] = int((~res.success).sum())
+    assert kept["mnist-cnn-l0"] >= kept["mnist-cnn"] + 10, kept

@@ -6,6 +6,9 @@ returns logits [N, K]. Names:
 * ``mnist-cnn``, ``fashion-cnn``: :class:`~infoswarm.models.SmallCNN` on 1x28x28;
 * ``cifar10-cnn``: :class:`~infoswarm.models.CifarCNN` on 3x32x32 (shipped weights, trained on
   2 CPU cores);
+* ``mnist-cnn-l0``, ``cifar10-cnn-l0``: the same architectures hardened against k-pixel attacks
+  by online sparse adversarial training (``infoswarm harden --method sparse``; their cards give
+  the command, its time and the robust accuracy measured by ``infoswarm robustness``);
 * ``cifar10-resnet32``: the paper's pre-activation ResNet-32 on 3x32x32 (no shipped weights:
   its 180-epoch recipe wants a GPU);
 * ``path/to/file.py:ClassName`` with ``weights="file.safetensors"``: a user's architecture
@@ -83,6 +86,22 @@ ZOO: dict[str, ZooEntry] = {
                       crop_pad=4, schedule="onecycle", warmup=3.0, label_smoothing=0.1,
                       channels_last=True),
         notes="A small VGG-style network (64/128/256 filters) trained on the CPU in about an hour.",
+    ),
+    "mnist-cnn-l0": ZooEntry(
+        build=lambda: SmallCNN(1, 10, 28, (0.1307,), (0.3081,)),
+        dataset="mnist",
+        recipe=Recipe(epochs=6, lr=0.05, weight_decay=5e-4, augment="none"),
+        notes="mnist-cnn fine-tuned with online sparse adversarial training (harden --method sparse); "
+              "the card holds the exact command and settings.",
+    ),
+    "cifar10-cnn-l0": ZooEntry(
+        build=lambda: CifarCNN(10),
+        dataset="cifar10",
+        recipe=Recipe(epochs=16, lr=0.2, batch_size=256, weight_decay=5e-4, augment="flip-crop",
+                      crop_pad=4, schedule="onecycle", warmup=3.0, label_smoothing=0.1,
+                      channels_last=True),
+        notes="cifar10-cnn fine-tuned with online sparse adversarial training (harden --method sparse, "
+              "reduced schedule on 2 CPU cores); the card holds the exact command and settings.",
     ),
     "cifar10-resnet32": ZooEntry(
         build=lambda: PreActResNet(32, 10),

@@ -47,15 +47,18 @@ def add_parser(sub: Any) -> None:
     data_args(p, default_split="train")
     model_args(p)
     g = p.add_argument_group("hardening")
-    g.add_argument("--method", default="fi", choices=["fi", "random", "pgd", "fgsm-rs", "none"],
-                   help="fi (paper), random (mFI-PSO on random images), pgd or fgsm-rs adversarial "
-                        "fine-tuning, none (clean fine-tuning only: the control)")
+    g.add_argument("--method", default="fi", choices=["fi", "paper", "sparse", "random", "pgd", "fgsm-rs", "none"],
+                   help="fi or paper (the paper's offline method, the default), sparse (online sparse "
+                        "adversarial training against k-pixel attacks: see 'sparse training' below), random "
+                        "(mFI-PSO on random images), pgd or fgsm-rs L-inf adversarial fine-tuning, none (clean "
+                        "fine-tuning only: the control)")
     g.add_argument("--protect", default=None, help="only these true:target confusions, e.g. 3:8,7:1")
     g.add_argument("--tau", type=float, default=0.01, help="image FI threshold for selection (default 0.01)")
     k = g.add_mutually_exclusive_group()
     k.add_argument("--pixels", type=int, default=None, help="k pixels per image (default: the paper's FI rule)")
     k.add_argument("--fi-threshold", type=float, default=0.01, help="element FI threshold (paper, 0.01)")
-    g.add_argument("--eps", type=float, default=0.15, help="L-infinity bound (default 0.15)")
+    g.add_argument("--eps", type=float, default=None,
+                   help="L-infinity bound (default 0.15; --method sparse: 1, pure L0)")
     g.add_argument("--particles", type=int, default=None, help="swarm size (default 500 MNIST-like, 200 CIFAR)")
     g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
     g.add_argument("--restart-iterations", type=int, default=40, help="restart iterations (default 40)")
@@ -70,15 +73,68 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--eval-images", type=int, default=200,
                    help="vulnerable test images, and as many vulnerable training images, "
                         "re-attacked before and after (default 200)")
-    g = p.add_argument_group("fine-tuning (paper: MNIST 30 epochs, 0.1 -> x0.1 at 10, 20; CIFAR 50, at 15, 40)")
+    sparse_args(p)
+    g = p.add_argument_group("fine-tuning (paper: MNIST 30 epochs, 0.1 -> x0.1 at 10, 20; CIFAR 50, at 15, 40; "
+                             "--method sparse: 5 epochs, lr 0.02, cosine)")
     g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--lr", type=float, default=None, help="default 0.1 (--method sparse: 0.02)")
     g.add_argument("--milestones", default=None, help="comma-separated epochs where lr drops x--gamma")
     g.add_argument("--gamma", type=float, default=0.1)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=None, help="default: the zoo recipe's, else 5e-4")
     common_args(p)
     p.set_defaults(func=cmd_harden, dataset=None)
+
+
+SPARSE_FLAGS = ("k_train", "inner", "inner_steps", "random_frac", "prior", "objective", "beta", "label_smoothing",
+                "fi_weight", "fi_control", "holdout", "eval_k", "eval_queries", "collapse_drop", "on_collapse", "keep")
+"""The flags only ``--method sparse`` reads (their dests); the same names as the fields of
+:class:`~infoswarm.sparse_hardening.SparseConfig`."""
+
+
+def sparse_args(p: argparse.ArgumentParser) -> None:
+    """The ``--method sparse`` options (defaults: :class:`~infoswarm.sparse_hardening.SparseConfig`)."""
+    from ..inner import INNER, OBJECTIVES, PRIORS
+    from ..sparse_hardening import KEEP, ON_COLLAPSE
+
+    g = p.add_argument_group(
+        "sparse training (--method sparse: every batch, an inner L0 attack at --k-train pixels; the model trains "
+        "on a smoothed objective; a watch set of held-out training images is re-attacked every epoch)")
+    g.add_argument("--from", dest="start", default=None, metavar="NAME|scratch",
+                   help="start from this zoo model's shipped weights (it sets --model), or 'scratch' for a freshly "
+                        "initialised --model (default: --model with its weights: fine-tuning)")
+    g.add_argument("--k-train", type=int, default=None, help="pixels of the inner attack (default 40)")
+    g.add_argument("--inner", default=None, choices=INNER,
+                   help="inner attack: one-step (one backward pass), swap (one-step, then --inner-steps "
+                        "forward-only swap steps; default), pgd0 (one-step, then --inner-steps L0-PGD steps)")
+    g.add_argument("--inner-steps", type=int, default=None, help="steps of swap or pgd0 (default 4)")
+    g.add_argument("--random-frac", type=float, default=None,
+                   help="share of the k_train locations drawn at random (default 0.5; 0 = all by gain, "
+                        "which makes one-step training collapse)")
+    g.add_argument("--prior", default=None, choices=PRIORS,
+                   help="where the inner attack puts its other locations: gain (first-order gain at the best "
+                        "corner; default) or uniform")
+    g.add_argument("--objective", default=None, choices=OBJECTIVES,
+                   help="trades (CE on clean + beta * KL(clean || adversarial); default) or ce (on adversarial)")
+    g.add_argument("--beta", type=float, default=None, help="TRADES trade-off weight (default 3)")
+    g.add_argument("--label-smoothing", type=float, default=None, help="soft labels (default 0.1)")
+    g.add_argument("--fi-weight", type=float, default=None,
+                   help="weigh each image's loss by its image-FI rank in the batch: 1 + w * rank (default 0: off)")
+    g.add_argument("--fi-control", action="store_true", default=None,
+                   help="the uniform counterpart of --fi-weight: the same weights by a random rank")
+    g.add_argument("--holdout", type=int, default=None,
+                   help="last training images held out as the watch set (default 1000)")
+    g.add_argument("--eval-k", type=int, default=None, help="pixels of the per-epoch watch attack (default 10)")
+    g.add_argument("--eval-queries", type=int, default=None,
+                   help="queries of the per-epoch watch attack, Sparse-RS (default 300)")
+    g.add_argument("--collapse-drop", type=float, default=None,
+                   help="a fall of watch-set robust accuracy larger than this below the best epoch is reported "
+                        "as catastrophic overfitting (default 0.15)")
+    g.add_argument("--on-collapse", default=None, choices=ON_COLLAPSE,
+                   help="warn (default), stop, or rollback (restore the best epoch and stop)")
+    g.add_argument("--keep", default=None, choices=KEEP,
+                   help="which epoch's weights the run keeps: best (highest watch-set robust accuracy; "
+                        "default) or last")
 
 
 def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones: tuple[int, ...],
@@ -88,9 +144,11 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
 
     return HardenConfig(
         method=args.method, tau=args.tau, limit=args.limit, protect=parse_protect(args.protect),
-        pixels=args.pixels, fi_threshold=None if args.pixels else args.fi_threshold, eps=args.eps,
+        pixels=args.pixels, fi_threshold=None if args.pixels else args.fi_threshold,
+        eps=0.15 if args.eps is None else args.eps,
         particles=particles, iterations=args.iterations, restart_iterations=args.restart_iterations,
-        bounds=args.bounds, selection=args.selection, target=args.target, epochs=epochs, lr=args.lr,
+        bounds=args.bounds, selection=args.selection, target=args.target, epochs=epochs,
+        lr=0.1 if args.lr is None else args.lr,
         milestones=milestones, gamma=args.gamma, momentum=args.momentum,
         batch_size=args.batch_size or 128, weight_decay=wd, pgd_steps=args.pgd_steps, repeat=args.repeat,
         eval_images=args.eval_images, chunk=args.chunk, seed=args.seed,
@@ -99,6 +157,15 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
 
 def cmd_harden(args: argparse.Namespace) -> int:
     from .. import data, distributed, hardening, presets, runs, zoo
+
+    if args.method == "paper":
+        args.method = "fi"
+    if args.method == "sparse":
+        return _cmd_sparse(args)
+    given = [f for f in SPARSE_FLAGS + ("start",) if getattr(args, f, None) is not None]
+    if given:
+        flag = "--from" if given[0] == "start" else "--" + given[0].replace("_", "-")
+        note(f"--method {args.method} ignores {flag} (only --method sparse uses it)")
 
     if args.model in zoo.ZOO and args.dataset is None:
         args.dataset = zoo.ZOO[args.model].dataset
@@ -206,4 +273,122 @@ def cmd_harden(args: argparse.Namespace) -> int:
              f"({time.perf_counter() - t0:.0f}s)"]
     if distributed.is_main(ctx):
         print_summary(args, summary, lines)
+    return 0
+
+
+def _parse_milestones(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--milestones {text!r} is not a list of epochs", "write e.g. --milestones 10,20") from None
+
+
+def _cmd_sparse(args: argparse.Namespace) -> int:
+    """``harden --method sparse``: online sparse adversarial training (:mod:`infoswarm.sparse_hardening`)."""
+    import os
+
+    from .. import data, runs, zoo
+    from ..artifacts import HardenRun
+    from ..sparse_hardening import SparseConfig, sparse_harden
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("--method sparse runs in one process", "run it without torchrun (use --device cuda for a GPU)")
+    start = args.start
+    if start is not None and start != "scratch":
+        if start not in zoo.ZOO:
+            raise InputError(f"--from {start!r} is not a zoo model", f"use scratch or one of {', '.join(zoo.ZOO)}")
+        if args.weights is not None:
+            raise InputError("--from starts from a zoo model's shipped weights; --weights would replace them",
+                             "drop --weights, or drop --from and pass --model with --weights")
+        args.model = start
+    if start == "scratch" and args.model not in zoo.ZOO:
+        raise InputError(f"--from scratch needs a zoo architecture, not {args.model!r}",
+                         f"pass --model one of {', '.join(zoo.ZOO)}")
+    if args.model in zoo.ZOO:
+        made_for = zoo.ZOO[args.model].dataset
+        if args.dataset is None:
+            args.dataset = made_for
+        elif args.dataset != made_for and data.is_named(args.dataset):
+            raise InputError(f"{args.model} is made for {made_for}, not {args.dataset}",
+                             f"pass --dataset {made_for}, or a model made for {args.dataset}")
+    args.dataset = args.dataset or "mnist"
+    for flag, value in (("--pixels", args.pixels), ("--particles", args.particles), ("--protect", args.protect)):
+        if value is not None:
+            note(f"--method sparse ignores {flag} (the inner attack's pixels are --k-train)")
+    positive(args.limit, "--limit")
+    positive(args.batch_size, "--batch-size")
+    device = torch_device(args.device)
+    x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
+    xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    if len(y) == 0:
+        raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
+    model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
+    if start == "scratch":
+        torch.manual_seed(args.seed)
+        model = zoo.build(args.model).to(device).eval()
+    check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
+    check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
+    recipe = zoo.ZOO[args.model].recipe if args.model in zoo.ZOO else None
+    fields = {f: getattr(args, f) for f in SPARSE_FLAGS if getattr(args, f) is not None}
+    cfg = SparseConfig(
+        **fields, eps=1.0 if args.eps is None else args.eps, epochs=args.epochs or 5,
+        lr=0.02 if args.lr is None else args.lr, milestones=_parse_milestones(args.milestones) or (),
+        gamma=args.gamma, momentum=args.momentum, batch_size=args.batch_size or 128,
+        weight_decay=args.weight_decay if args.weight_decay is not None else (recipe.weight_decay if recipe else 5e-4),
+        augment=recipe.augment if recipe else "none", crop_pad=recipe.crop_pad if recipe else 2,
+        eval_images=args.eval_images, limit=args.limit, seed=args.seed)
+    cfg.validate(int(x8.shape[2] * x8.shape[3]), min(args.limit or len(y), len(y)))
+    settings = {"dataset": args.dataset, "split": args.split, "model": args.model, "weights": args.weights,
+                "from": start or "weights", "method": "sparse", **cfg.as_dict()}
+    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
+                           inputs=inputs_of(args))
+    if run.finished and not args.overwrite:
+        print(f"{args.out} is a finished harden run with these settings; nothing to do "
+              "(pass --overwrite to run it again)", file=sys.stderr)
+        return 0
+    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=inputs_of(args))
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(msg, flush=True)
+
+    def epoch_log(row: dict[str, Any]) -> None:
+        log(f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  test {row['test_acc']:.4f}  "
+            f"watch clean {row['val_clean']:.3f} robust@{cfg.eval_k} {row['val_robust']:.3f}  {row['seconds']:.0f}s")
+
+    if run.resumed:
+        log(f"continuing the run in {args.out} from its checkpoints")
+    t0 = time.perf_counter()
+    flush_notes()
+    summary = sparse_harden(model, x8, y, xt8, yt, cfg, run, log=log, epoch_log=epoch_log)
+    summary.update({"dataset": args.dataset, "model": args.model, "weights": args.weights,
+                    "infoswarm": __version__, "torch": torch.__version__, "world_size": 1})
+    from ..checks import LogOutputs
+
+    model = model.cpu().eval()
+    card = {"name": f"{args.model}-sparse", "base": args.model, "dataset": args.dataset,
+            "architecture": type(model).__name__, "hardening": settings,
+            "test_accuracy": summary["after"]["clean_acc"], "watch_robust_accuracy": summary["after"]["val_robust"],
+            "kept_epoch": summary["kept_epoch"], "train_seconds": summary["train_seconds"],
+            "torch": torch.__version__, "infoswarm": __version__,
+            "command": "infoswarm " + " ".join(sys.argv[1:])}
+    inner = model.model if isinstance(model, LogOutputs) else model
+    c, h, w = x8.shape[1:]
+    empty = {"x_adv": torch.zeros(0, c, h, w), "y": torch.zeros(0, dtype=torch.long),
+             "dataset_index": torch.zeros(0, dtype=torch.long)}
+    HardenRun(summary=summary, card=card, adversarial=empty).save(run.path, inner.state_dict(), {"base": args.model})
+    b, a = summary["before"], summary["after"]
+    lines = [f"sparse: {summary['epochs_run']} epochs on {summary['train_images']} images at k_train={cfg.k_train} "
+             f"({cfg.inner}), {summary['seconds_per_epoch']:.0f}s per epoch; kept epoch {summary['kept_epoch']}",
+             f"clean test accuracy {100 * b['clean_acc']:.2f}% -> {100 * a['clean_acc']:.2f}%; watch set "
+             f"({cfg.eval_images} held-out training images, Sparse-RS k={cfg.eval_k}, {cfg.eval_queries} queries) "
+             f"robust {100 * b['val_robust']:.1f}% -> {100 * a['val_robust']:.1f}%",
+             *([f"warning: {m}" for m in summary["collapse"]]),
+             f"for a verdict: infoswarm robustness --model {args.model} --weights {args.out}/model.safetensors "
+             f"--dataset {args.dataset} --out DIR",
+             f"wrote {args.out}/{{model.safetensors, card.json, metrics.csv, summary.json}} "
+             f"({time.perf_counter() - t0:.0f}s)"]
+    print_summary(args, summary, lines)
     return 0

@@ -1,0 +1,68 @@
+"""Ship a hardened model into the zoo: weights and a card made from its runs.
+
+    python bench/ship_model.py --name mnist-cnn-l0 --harden RUN [--harden RUN2 ...] --robustness ROBUST_RUN
+
+Copies the last harden run's ``model.safetensors`` to ``src/infoswarm/weights/NAME.safetensors``
+and writes ``NAME.json``: the base model's recipe (the architecture's training), every harden
+stage's command, settings, epochs and seconds, the test accuracy measured here on the whole test
+split, and the robust accuracy per k read from the ``infoswarm robustness`` run (with its image
+count, version and command). Nothing is typed by hand: every number comes from a file a command
+wrote, or from a measurement made by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from infoswarm import __version__, data, training, zoo  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True, help="zoo name (an entry of infoswarm.zoo.ZOO)")
+    p.add_argument("--harden", action="append", required=True, help="harden run folder(s), in training order")
+    p.add_argument("--robustness", required=True, help="infoswarm robustness run folder of the final weights")
+    args = p.parse_args()
+    entry = zoo.ZOO[args.name]
+    stages = []
+    for folder in args.harden:
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+        card = json.loads((Path(folder) / "card.json").read_text())
+        stages.append({"command": card.get("command"), "settings": summary["settings"],
+                       "epochs_run": summary.get("epochs_run"), "kept_epoch": summary.get("kept_epoch"),
+                       "train_seconds": summary.get("train_seconds"), "collapse": summary.get("collapse", []),
+                       "watch_before": summary["before"], "watch_after": summary["after"]})
+    robust = json.loads((Path(args.robustness) / "summary.json").read_text())
+    dest = zoo.weights_path(args.name)
+    shutil.copyfile(Path(args.harden[-1]) / "model.safetensors", dest)
+    model = zoo.load(args.name)
+    x, y = data.load(entry.dataset, "test")
+    base = zoo.card(args.name.rsplit("-l0", 1)[0]) or {}
+    per_k = {k: {key: v.get(key) for key in ("robust", "total", "robust_accuracy", "robust_ci95")}
+             for k, v in robust["per_k"].items()}
+    card = {
+        "name": args.name, "architecture": type(model).__name__, "dataset": entry.dataset,
+        "base": base.get("name"), "recipe": base.get("recipe"), "seed": base.get("seed", 0),
+        "test_accuracy": training.accuracy(model, x, y), "test_images": len(y),
+        "hardening": stages, "train_seconds": sum(s["train_seconds"] or 0 for s in stages),
+        "robust_accuracy": per_k,
+        "robustness": {k: robust.get(k) for k in ("version", "images", "limit", "members", "command", "warnings")
+                       if k in robust},
+        "machine": f"{platform.processor() or platform.machine()}, 2 shared CPU cores", "torch": torch.__version__,
+        "infoswarm": __version__,
+    }
+    dest.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({"name": args.name, "test_accuracy": card["test_accuracy"], "robust": per_k}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Inner L0 attacks and smoothed objectives for sparse adversarial training (pure maths, batched).
+
+Used by :mod:`infoswarm.sparse_hardening` on every training batch; they are not
+:class:`~infoswarm.attacks.Attack` objects (no checks, no result type, no per-image seeding):
+they take a float batch x [B, C, H, W] in [0, 1] with labels y [B] and return adversarial
+images of the same shape that differ from x in at most ``k`` pixel locations (all channels of a
+location may change), every changed entry inside the box [max(0, x − eps), min(1, x + eps)]
+(eps = 1: pure L0, values in {0, 1}).
+
+Inner attacks (the model is put in eval mode by the caller; the attack loss is the
+cross-entropy of the true label, which the attack raises):
+
+* ``"one-step"`` — one backward pass. Each location's first-order *gain* is
+  Σ_channels |∂CE/∂x| · |v* − x| with v* the corner of the box the gradient points to; the
+  ``k − ⌊random_frac·k⌋`` locations of largest gain (``prior="gain"``) or as many uniformly
+  random ones (``prior="uniform"``) are set to v*, and the remaining ⌊random_frac·k⌋ locations
+  are drawn uniformly among the rest (also at v*). Keeping random locations matters: a purely
+  greedy one-step attack picks poor locations and one-step L0 training then collapses
+  (DESIGN §6).
+* ``"swap"`` — the one-step start, then ``steps`` search steps of one forward pass each: per
+  image, ``m`` locations of the current set leave (uniformly) and ``m`` enter, drawn from the
+  prior (gain map mixed half-and-half with uniform, or uniform) among the locations outside the
+  set, at v*; the candidate is kept when its loss is not lower. m follows a halving schedule
+  from ⌈k/4⌉ to 1.
+* ``"pgd0"`` — the one-step start, then ``steps`` L0-PGD steps (a gradient step of size
+  ``alpha``·D on the L1-normalised gradient, then the exact projection onto k pixels in the box,
+  :func:`infoswarm.attacks.pgd0.project_l0`); one forward and one backward pass each; the
+  iterate of highest loss is returned.
+
+Objectives (:func:`objective`): ``"ce"`` (cross-entropy on the adversarial images, with label
+smoothing), ``"trades"`` (cross-entropy on the clean images + β·KL(p_clean ‖ p_adv), with label
+smoothing on the clean term), each with optional per-image weights.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attacks.pgd0 import project_l0
+
+InnerKind = Literal["one-step", "swap", "pgd0"]
+INNER: tuple[str, ...] = ("one-step", "swap", "pgd0")
+PriorKind = Literal["gain", "uniform"]
+PRIORS: tuple[str, ...] = ("gain", "uniform")
+ObjectiveKind = Literal["ce", "trades"]
+OBJECTIVES: tuple[str, ...] = ("ce", "trades")
+
+
+def _box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+
+
+def _ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-image CE [B], its gradient w.r.t. x [B, C, H, W]): one forward and one backward pass."""
+    xa = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(xa), y, reduction="none")
+        (g,) = torch.autograd.grad(loss.sum(), xa)
+    return loss.detach(), g
+
+
+def gain(g: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-order gain of each location [B, H·W] (≥ 0) when its channels move to the corner
+    v* [B, C, H, W] the gradient g points to (hi where g > 0, else lo)."""
+    v = torch.where(g > 0, hi, lo)
+    return (g.abs() * (v - x).abs()).sum(1).flatten(1), v
+
+
+def _write(x: torch.Tensor, v: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    """x with locations loc [B, k] (flat h·W + w) replaced by v's values there."""
+    b, c, h, w = x.shape
+    mask = torch.zeros(b, h * w, dtype=torch.bool, device=x.device).scatter_(1, loc, True)
+    return torch.where(mask.view(b, 1, h, w), v, x)
+
+
+def _gumbel_topk(logp: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k distinct indices per row drawn without replacement with probabilities exp(logp) [B, n]."""
+    u = torch.rand(logp.shape, generator=gen, dtype=torch.float64).to(logp.device)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1 - 2.0 ** -53)))
+    return (logp.double() + gumbel).topk(k, dim=1).indices
+
+
+def one_step_support(score: torch.Tensor, k: int, random_frac: float, prior: PriorKind,
+                     gen: torch.Generator) -> torch.Tensor:
+    """Locations [B, k]: k − ⌊random_frac·k⌋ by largest ``score`` [B, HW] ("gain") or uniformly
+    ("uniform"), the rest uniformly among the remaining locations."""
+    b, hw = score.shape
+    n_rand = int(random_frac * k)
+    n_top = k - n_rand
+    flat = torch.zeros(b, hw, dtype=torch.float64, device=score.device)
+    if prior == "gain":
+        top = score.topk(n_top, dim=1).indices if n_top else score.new_zeros(b, 0, dtype=torch.long)
+    else:
+        top = _gumbel_topk(flat, n_top, gen)
+    if n_rand == 0:
+        return top
+    rest = flat.scatter(1, top, float("-inf"))
+    return torch.cat([top, _gumbel_topk(rest, n_rand, gen)], 1)
+
+
+def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, kind: InnerKind = "one-step",
+                 steps: int = 0, eps: float = 1.0, random_frac: float = 0.5, prior: PriorKind = "gain",
+                 alpha: float = 0.1, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
+    """Adversarial versions [B, C, H, W] of a batch x (see the module docstring), the passes
+    spent per image (``{"forward": …, "backward": …}``) and the clean images' cross-entropy [B]
+    (from the first pass; exp(CE) − 1 is the image FI of the true class). ``steps`` is ignored by
+    "one-step"; ``gen`` is a CPU generator (all randomness comes from it)."""
+    b, c, h, w = x.shape
+    hw = h * w
+    if not 1 <= k <= hw:
+        raise ValueError(f"k={k} must lie in 1..{hw}")
+    lo, hi = _box(x, eps)
+    loss0, g = _ce_grad(model, x, y)
+    score, v = gain(g, x, lo, hi)
+    loc = one_step_support(score, k, random_frac, prior, gen)
+    xa = _write(x, v, loc)
+    passes = {"forward": 1, "backward": 1}
+    if kind == "one-step" or steps <= 0:
+        return xa.detach(), passes, loss0
+    if kind == "swap":
+        with torch.no_grad():
+            cur = F.cross_entropy(model(xa), y, reduction="none")
+        passes["forward"] += 1
+        if prior == "gain":
+            tot = score.sum(1, keepdim=True).clamp(min=1e-30)
+            logw = torch.log((0.5 / hw + 0.5 * score / tot).clamp(min=1e-300))
+        else:
+            logw = torch.zeros(b, hw, dtype=torch.float64, device=x.device)
+        m0 = max(1, -(-k // 4))
+        for s in range(steps):
+            m = max(1, min(m0 >> (2 * s // max(steps, 1)), hw - k)) if hw > k else 0
+            if m == 0:
+                break
+            u = torch.rand(b, k, generator=gen, dtype=torch.float64).to(x.device)
+            slots = u.topk(m, dim=1, largest=False).indices
+            sc = logw.double().scatter(1, loc, float("-inf"))
+            new = _gumbel_topk(sc, m, gen)
+            cand = loc.scatter(1, slots, new)
+            xc = _write(x, v, cand)
+            with torch.no_grad():
+                lc = F.cross_entropy(model(xc), y, reduction="none")
+            passes["forward"] += 1
+            better = lc >= cur
+            loc = torch.where(better.view(-1, 1), cand, loc)
+            xa = torch.where(better.view(-1, 1, 1, 1), xc, xa)
+            cur = torch.where(better, lc, cur)
+        return xa.detach(), passes, loss0
+    if kind == "pgd0":
+        best, best_loss = xa.detach(), torch.full((b,), -float("inf"), device=x.device)
+        cur = xa.detach()
+        d = x[0].numel()
+        for _ in range(steps):
+            lc, gc = _ce_grad(model, cur, y)
+            passes["forward"] += 1
+            passes["backward"] += 1
+            take = lc > best_loss
+            best = torch.where(take.view(-1, 1, 1, 1), cur, best)
+            best_loss = torch.where(take, lc, best_loss)
+            step = alpha * d * gc / gc.abs().flatten(1).sum(1).clamp(min=1e-12).view(-1, 1, 1, 1)
+            cur = project_l0(x, cur + step, lo, hi, k).detach()
+        with torch.no_grad():
+            lc = F.cross_entropy(model(cur), y, reduction="none")
+        passes["forward"] += 1
+        take = lc > best_loss
+        return torch.where(take.view(-1, 1, 1, 1), cur, best).detach(), passes, loss0
+    raise ValueError(f"unknown inner attack {kind!r}")
+
+
+def image_fi(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Image-level FI of log p_y, (1 − p_y)/p_y = exp(logsumexp_{j≠y} z_j − z_y) [B] (the
+    closed form of DESIGN §1), computed stably from logits [B, K]."""
+    z = logits.detach().double()
+    others = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")).logsumexp(1)
+    return torch.exp((others - z.gather(1, y.view(-1, 1)).squeeze(1)).clamp(max=80.0))
+
+
+def rank_weights(score: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-image loss weights [B] with mean 1: 1 + strength·r, r the within-batch rank of
+    ``score`` scaled to [0, 1] (highest score → r = 1), normalised to mean 1."""
+    b = score.numel()
+    if strength == 0 or b < 2:
+        return torch.ones(b, device=score.device)
+    r = score.argsort().argsort().float() / (b - 1)
+    w = 1 + strength * r
+    return (w / w.mean()).to(score.device)
+
+
+def objective(logits_clean: torch.Tensor | None, logits_adv: torch.Tensor, y: torch.Tensor, *,
+              kind: ObjectiveKind = "trades", beta: float = 3.0, label_smoothing: float = 0.0,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss (a scalar). "ce": CE(logits_adv, y) with label smoothing; "trades":
+    CE(logits_clean, y) + β·KL(softmax(clean) ‖ softmax(adv)), per image, label smoothing on the
+    CE term. ``weights`` [B] (mean 1) weighs each image's term."""
+    if kind == "ce":
+        per = F.cross_entropy(logits_adv, y, reduction="none", label_smoothing=label_smoothing)
+    elif kind == "trades":
+        if logits_clean is None:
+            raise ValueError("trades needs the clean logits")
+        ce = F.cross_entropy(logits_clean, y, reduction="none", label_smoothing=label_smoothing)
+        kl = F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(logits_clean, 1), reduction="none",
+                      log_target=True).sum(1)
+        per = ce + beta * kl
+    else:
+        raise ValueError(f"unknown objective {kind!r}")
+    if weights is not None:
+        per = per * weights
+    return per.mean()
