@@ -14,6 +14,8 @@ member              registry      setting
 ==================  ============  ==========================================================
 ``swarm-gain``      sparse-swarm  gradient ("gain") prior; 1,000 / 10,000 queries
 ``pgd0``            pgd0          white-box L0 PGD, restarts of 20 steps; 5 / 50 restarts
+``spgd``            spgd          sparse-PGD cascade (projected, then unprojected on its
+                                  failures); 300 / 1,000 steps per variant
 ``swarm-uniform``   sparse-swarm  uniform prior (query-only); 1,000 / 10,000 queries
 ``sparse-rs``       sparse-rs     sAA's setting: p_init 0.8, cross-entropy loss;
                                   1,000 / 10,000 queries
@@ -101,6 +103,8 @@ ENSEMBLE: tuple[Member, ...] = (
            about="SparseSwarm with its gradient (gain) prior"),
     Member("pgd0", "pgd0", {"quick": 101, "standard": 1001}, {}, gradient=True,
            about="white-box L0 PGD, restarts of 20 steps (5 quick, 50 standard)"),
+    Member("spgd", "spgd", {"quick": 900, "standard": 3000}, {}, gradient=True,
+           about="sparse-PGD cascade, projected then unprojected (300 / 1,000 steps each)"),
     Member("swarm-uniform", "sparse-swarm", {"quick": 1000, "standard": 10000}, {"prior": "uniform"},
            about="SparseSwarm with the uniform prior (query-only, immune to gradient masking)"),
     Member("sparse-rs", "sparse-rs", {"quick": 1000, "standard": 10000}, {"p_init": 0.8, "loss": "ce"},
