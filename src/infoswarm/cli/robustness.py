@@ -19,6 +19,7 @@ from .common import (
     load_data,
     load_model,
     model_args,
+    note,
     positive,
     print_summary,
     show_progress,
@@ -124,6 +125,8 @@ def _cmd(args: argparse.Namespace) -> int:
         raise InputError(f"--budget must be positive, got {args.budget}", "pass --budget 1 or more")
     if not 0 < args.eps <= 1:
         raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}", "pass e.g. --eps 1")
+    if args.batch_size is not None:
+        note("robustness ignores --batch-size (each attack sizes its own model calls)")
     settings = _settings(args)
     run_check = runs.ResumableRun(args.out, "robustness", settings, overwrite=args.overwrite, create=False,
                                   inputs=inputs_of(args))
