@@ -43,7 +43,7 @@ def test_the_table_runs_gradient_members_first_and_every_member_is_in_the_regist
     grad = [m.gradient for m in ENSEMBLE]
     assert grad == sorted(grad, reverse=True)             # gradient members, then query-only ones
     assert all(m.attack in NAMES and set(m.budget) == set(rb.VERSIONS) for m in ENSEMBLE)
-    assert member_names() == ("swarm-gain", "pgd0", "swarm-uniform", "sparse-rs")
+    assert member_names() == ("swarm-gain", "pgd0", "spgd", "swarm-uniform", "sparse-rs")
 
 
 @pytest.mark.realdata

@@ -9,7 +9,8 @@ Two kinds of streams:
 * counter-based uniforms (:func:`image_keys`, :func:`uniforms`): a SplitMix64 hash of (seed, g,
   step, stream, element index); no generator objects, no Python loop over images;
 * seeded ``torch.Generator`` objects per image (:func:`image_generators`), for the attacks
-  written around sequential draws (one-pixel DE, Sparse-RS, the mFI-PSO swarm).
+  written around sequential draws (one-pixel DE, the mFI-PSO swarm). SparseSwarm, Sparse-RS and
+  PGD0 use the counter-based uniforms.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
 
 def _mix(z: torch.Tensor) -> torch.Tensor:
     """SplitMix64 finaliser on int64 tensors (multiplication wraps modulo 2^64)."""
-    z = (z ^ _srl(z, 30)) * _C1
-    z = (z ^ _srl(z, 27)) * _C2
-    return z ^ _srl(z, 31)
+    z = (z ^ _srl(z, 30)).mul_(_C1)
+    z = (z ^ _srl(z, 27)).mul_(_C2)
+    return z.bitwise_xor_(_srl(z, 31))
 
 
 def image_keys(seed: int, positions: torch.Tensor) -> torch.Tensor:
@@ -74,16 +75,39 @@ def image_keys(seed: int, positions: torch.Tensor) -> torch.Tensor:
     return _mix(s + (positions.long() + 1) * _GOLD)
 
 
+def _mix_int(v: int) -> int:
+    """:func:`_mix` of one int64 value, in Python integers (no tensor ops)."""
+    z = v & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return _s64(z ^ (z >> 31))
+
+
+_M64 = (1 << 64) - 1
+_counters: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _counter(m: int, device: torch.device) -> torch.Tensor:
+    """(1, 2, …, m) · golden ratio (int64 [m], wrapping), cached per length and device."""
+    key = (m, str(device))
+    ctr = _counters.get(key)
+    if ctr is None:
+        ctr = torch.arange(1, m + 1, dtype=torch.long, device=device) * _GOLD
+        if len(_counters) > 256:
+            _counters.clear()
+        _counters[key] = ctr
+    return ctr
+
+
 def uniforms(keys: torch.Tensor, step: int, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
     """float64 uniforms in [0, 1), shape [len(keys), *shape], on ``keys``' device: a hash of
     (image key, step, stream, element index) — the same numbers whatever the other images of
     the call."""
-    base = _mix(keys + _mix(torch.tensor(step * 64 + stream + 1, dtype=torch.long, device=keys.device)))
+    base = _mix(keys + _mix_int(step * 64 + stream + 1))
     m = 1
     for d in shape:
         m *= d
-    ctr = torch.arange(1, m + 1, dtype=torch.long, device=keys.device) * _GOLD
-    z = _mix(base.view(-1, 1) + ctr.view(1, -1))
+    z = _mix(base.view(-1, 1) + _counter(m, keys.device).view(1, -1))
     return (_srl(z, 11).double() * 2.0 ** -53).view(len(keys), *shape)
 
 

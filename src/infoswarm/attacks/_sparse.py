@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -20,7 +21,7 @@ from ..errors import InputError
 from .base import padded_forward
 
 _forward = padded_forward
-"""model(xb) with the call padded to at least :data:`.base.MIN_ROWS` rows (an image's result
+"""model(xb) with the call padded where the backend needs it (:mod:`._forward`: an image's result
 does not depend on how many other images share its call)."""
 
 
@@ -64,22 +65,38 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, criterion
     class), plus the same penalties; ``"paper"`` the paper's saturating fitness (the criterion's
     ``aim``: probability gap plus window distances, in probability units)."""
     z = logits.double()
-    ok, aim, judged, _ = criterion.evaluate(torch.softmax(z, -1), y, target)
     if kind == "paper":
+        ok, aim, _, _ = criterion.evaluate(torch.softmax(z, -1), y, target)
         return torch.where(ok, torch.full_like(aim, -1.0), aim.double()), ok
+    # success as Criterion.evaluate decides it (the same softmax, the same argmax), in fewer ops
+    probs = torch.softmax(z, -1)
+    yy = y.unsqueeze(-1)
+    targeted = target >= 0
+    any_t = bool(targeted.any())
+    best_wrong = probs.scatter(-1, yy, float("-inf")).argmax(-1)
+    judged = torch.where(targeted, target.clamp(min=0), best_wrong) if any_t else best_wrong
+    jj = judged.unsqueeze(-1)
+    pred = probs.argmax(-1)
+    ok = torch.where(targeted, pred == judged, pred != y) if any_t else pred != y
     logp = torch.log_softmax(z, -1)
-    k = logp.shape[-1]
-    lp_j = logp.gather(-1, judged.unsqueeze(-1)).squeeze(-1)
-    lp_y = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    others = logp.masked_fill(torch.nn.functional.one_hot(judged, k).bool(), float("-inf")).amax(-1)
+    lp_j = logp.gather(-1, jj).squeeze(-1)
     if kind == "ce":
         loss = -lp_j
     else:
-        loss = torch.where(target >= 0, others - lp_j, lp_y - lp_j).clamp(min=0)
-    if criterion.min_prob is not None:
-        loss = loss + (torch.log(torch.tensor(criterion.min_prob, dtype=z.dtype)) - lp_j).clamp(min=0)
-    if criterion.max_prob is not None:
-        loss = loss + (lp_j - torch.log(torch.tensor(criterion.max_prob, dtype=z.dtype))).clamp(min=0)
+        lp_y = logp.gather(-1, yy).squeeze(-1)
+        if any_t:
+            others = logp.scatter(-1, jj, float("-inf")).amax(-1)
+            loss = torch.where(targeted, others - lp_j, lp_y - lp_j).clamp(min=0)
+        else:
+            loss = (lp_y - lp_j).clamp(min=0)
+    if criterion.min_prob is not None or criterion.max_prob is not None:
+        p_j = probs.gather(-1, jj).squeeze(-1)
+        if criterion.min_prob is not None:
+            ok = ok & (p_j >= criterion.min_prob)
+            loss = loss + (math.log(criterion.min_prob) - lp_j).clamp(min=0)
+        if criterion.max_prob is not None:
+            ok = ok & (p_j <= criterion.max_prob)
+            loss = loss + (lp_j - math.log(criterion.max_prob)).clamp(min=0)
     return torch.where(ok, torch.full_like(loss, -1.0), loss), ok
 
 

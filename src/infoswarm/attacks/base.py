@@ -12,7 +12,7 @@ over to the subclass's :meth:`Attack._run`, which returns an :class:`AttackResul
 
 Randomness is per image: image i of a call draws from streams seeded with (seed, offset + i),
 so a list attacked in one call, in chunks or in shards gives the same results (bit for bit at
-one intra-op thread: every model call is padded to :data:`MIN_ROWS` rows).
+one intra-op thread: model calls are padded where the backend needs it, see :mod:`._forward`).
 """
 
 from __future__ import annotations

@@ -26,9 +26,15 @@ penalties), the setting sparse-AutoAttack runs Sparse-RS with; see :func:`._spar
 
 Queries per image: 1 for the start plus 1 per step, at most ``queries``; an image stops at its
 first success. Images whose clean prediction already meets the criterion are returned unchanged
-with 0 queries. Every image draws from its own generator seeded with (``seed``, the image's
-position in the caller's list), and model calls are padded to ≥ 16 rows, so batched, chunked and
-one-at-a-time runs (with ``offset``) agree bit for bit.
+with 0 queries.
+
+Randomness: every image draws from its own counter-based stream (:mod:`._rng`: a SplitMix64 hash
+of the seed, the image's position in the caller's list, the step and the element index), all
+images of a step in one vectorised draw — no generator objects, no Python loop over images.
+Step i's draw per image: k uniforms that pick the slots leaving (the m smallest), H·W that pick
+the entering locations (the m smallest outside M), m that pick their corners. Model calls are
+padded where the backend needs it (:mod:`._forward`), so batched, chunked and one-at-a-time runs
+(with ``offset``) agree bit for bit at one intra-op thread.
 """
 
 from __future__ import annotations
@@ -40,11 +46,14 @@ from torch import nn
 
 from ..criteria import Criterion
 from ..errors import InputError
-from ._rng import image_generators
+from ._rng import image_keys, uniforms
 from ._sparse import LOSSES, LossKind, _apply, _box, _check_common, _check_size, _loss, _score
 from .base import Attack, Call, TargetSpec
 from .result import AttackResult
 
+_STREAM = 40
+"""Sparse-RS's stream number in :func:`._rng.uniforms` (SparseSwarm uses 0: a shared seed gives
+the two attacks unrelated draws)."""
 _MILESTONES = (0, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _DIVISORS = (1, 2, 4, 5, 6, 8, 10, 12, 15, 20)
 
@@ -67,7 +76,7 @@ class SparseRS(Attack):
         target: None (untargeted), "second" (most probable wrong class), or class indices [N] / int.
         min_prob, max_prob: success also needs the judged class's probability in this window.
         p_init: initial fraction α of the k locations resampled per step, in (0, 1] (paper: 0.3).
-        seed: seeds every image's own generator together with its position (results do not
+        seed: seeds every image's own random stream together with its position (results do not
             depend on the batch or the chunking).
         batch_size: candidate images per model call. Default 1024, the fastest batch of
             `bench/throughput.py` (BENCHMARKS.md); results do not depend on it.
@@ -124,13 +133,10 @@ class SparseRS(Attack):
             return torch.where(up, hi_f[at], lo_f[at])
 
         _, done = _loss(call.clean, y, target, self.criterion)            # already adversarial
-        gens = image_generators(self.seed, offset, "sparse-rs")
-        loc = torch.zeros(n, k, dtype=torch.long, device=dev)
-        code = torch.zeros(n, k, dtype=torch.long, device=dev)
-        for i in range(n):
-            loc[i] = torch.randperm(hw, generator=gens[i])[:k].to(dev)
-            code[i] = self._corners(torch.rand(k, generator=gens[i], dtype=torch.float64).to(dev),
-                                    clean_code[i, loc[i]], c)
+        keys = image_keys(self.seed, offset).to(dev)
+        u0 = uniforms(keys, 0, _STREAM, (hw + k,))
+        loc = u0[:, :hw].topk(k, dim=1).indices                            # k distinct uniform locations
+        code = self._corners(u0[:, hw:], clean_code.gather(1, loc), c)
         loss = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
         queries = torch.zeros(n, dtype=torch.long, device=dev)
 
@@ -148,20 +154,15 @@ class SparseRS(Attack):
             move = hw > k
             if move:
                 m = min(m, hw - k)
-            su, lu, cu = [], [], []
-            for i in idx.tolist():                                        # each image's own stream
-                g = gens[i]
-                su.append(torch.rand(k, generator=g, dtype=torch.float64))
-                lu.append(torch.rand(hw, generator=g, dtype=torch.float64) if move else torch.zeros(0))
-                cu.append(torch.rand(m, generator=g, dtype=torch.float64))
-            slots = torch.stack(su).to(dev).topk(m, dim=1, largest=False).indices       # [b, m]
+            u = uniforms(keys[idx], step, _STREAM, (k + (hw if move else 0) + m,))   # this image's own stream
+            slots = u[:, :k].topk(m, dim=1, largest=False).indices      # [b, m]
             cur_loc, cur_code = loc[idx], code[idx]
             if move:
-                score = torch.stack(lu).to(dev).scatter(1, cur_loc, 2.0)  # members of M last
+                score = u[:, k: k + hw].scatter(1, cur_loc, 2.0)          # members of M last
                 new_loc = score.topk(m, dim=1, largest=False).indices
             else:
                 new_loc = cur_loc.gather(1, slots)
-            new_code = self._corners(torch.stack(cu).to(dev), clean_code[idx].gather(1, new_loc), c)
+            new_code = self._corners(u[:, -m:], clean_code[idx].gather(1, new_loc), c)
             cand_loc = cur_loc.scatter(1, slots, new_loc)
             cand_code = cur_code.scatter(1, slots, new_code)
             lc, ok = _score(self.model, x, idx, cand_loc, values(idx, cand_loc, cand_code), y, target,

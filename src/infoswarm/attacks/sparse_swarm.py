@@ -50,7 +50,8 @@ per try).
 Randomness: a counter-based hash (SplitMix64 finalizer) of (seed, image position g, step,
 stream, counter; :mod:`._rng`) — no generator objects, no Python loop over images. Image g = ``offset`` + its
 position in x, so a list attacked in chunks or shards makes the same draws as one call; model
-calls are padded to ≥ 16 rows, so (at one intra-op thread) results agree bit for bit.
+calls are padded where the backend needs it (:mod:`._forward`), so (at one intra-op thread)
+results agree bit for bit.
 
 Query-only models: with the uniform prior (the default for them) only forward passes are made,
 so ``model`` may be any
@@ -213,25 +214,28 @@ class SparseSwarm(Attack):
                                  torch.full_like(corner, -1, dtype=torch.long))
         chan = torch.arange(c, device=dev).view(1, 1, c)
 
-        def fresh(idx: torch.Tensor, kk: torch.Tensor, step: int, stream: int, new: torch.Tensor,
-                  code: torch.Tensor | None = None) -> torch.Tensor:
-            """Fresh values [b, p, m, C] for locations new [b, p, m] of images idx [b]: a random
-            corner other than the clean pixel's own ("corner"), or uniform in the box."""
+        def fresh(idx: torch.Tensor, new: torch.Tensor, u: torch.Tensor, code: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+            """Fresh values [b, p, m, C] for locations new [b, p, m] of images idx [b], from
+            uniforms u [b, p, m·C] ("continuous": uniform in the box) or [b, p, 2m] (a random
+            corner other than the clean pixel's own; with the "gain" prior, the linearised best
+            corner with probability greedy_values); ``code`` [b, p, m] forces the corners."""
             b, p, m = new.shape
             at = (idx.view(-1, 1, 1, 1), chan.view(1, 1, 1, c), new.unsqueeze(-1))
             lo_v, hi_v = lo_f[at], hi_f[at]                               # [b, p, m, C]
             if self.values == "continuous":
-                u = uniforms(kk, step, stream, (p, m, c)).to(x.dtype)
-                return lo_v + u * (hi_v - lo_v)
+                return lo_v + u.reshape(b, p, m, c).to(x.dtype) * (hi_v - lo_v)
             if code is None:
-                code = SparseRS._corners(uniforms(kk, step, stream, (p, m)),
-                                         clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new), c)
+                code = SparseRS._corners(u[..., :m], clean_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new), c)
                 if greedy_code is not None and self.greedy_values > 0:    # "gain": often the linearised best corner
-                    take = uniforms(kk, step, stream + 16, (p, m)) < self.greedy_values
                     gc = greedy_code[idx].unsqueeze(1).expand(-1, p, -1).gather(2, new)
-                    code = torch.where(take & (gc >= 0), gc, code)
+                    code = torch.where((u[..., m:] < self.greedy_values) & (gc >= 0), gc, code)
             up = (code.unsqueeze(-1) & bits.view(1, 1, 1, c)) > 0
             return torch.where(up, hi_v, lo_v)
+
+        def n_val(m: int) -> int:
+            """Uniforms per particle that :func:`fresh` takes for m locations."""
+            return m * c if self.values == "continuous" else 2 * m
 
         _, done = _loss(clean, y, target, self.criterion)                 # already adversarial
         cls = torch.where(target >= 0, target, y)
@@ -267,14 +271,15 @@ class SparseSwarm(Attack):
         if idx.numel():
             p0 = min(P, budget)
             kk = keys[idx]
-            score = logw[idx].unsqueeze(1) + _gumbel(uniforms(kk, 0, 0, (p0, hw)))
+            u = uniforms(kk, 0, 0, (p0, hw + n_val(k)))
+            score = logw[idx].unsqueeze(1) + _gumbel(u[..., :hw])
             loc[idx, :p0] = score.topk(k, dim=2).indices
-            val[idx, :p0] = fresh(idx, kk, 0, 1, loc[idx, :p0])
+            val[idx, :p0] = fresh(idx, loc[idx, :p0], u[..., hw:])
             if greedy_code is not None:             # "gain": particle 0 starts at the linearised best
                 g_loc = logw[idx].topk(k, dim=1).indices                   # [b, k]
                 loc[idx, 0] = g_loc
                 g_code = greedy_code[idx].gather(1, g_loc).unsqueeze(1)
-                val[idx, 0] = fresh(idx, kk, 0, 1, g_loc.unsqueeze(1), g_code)[:, 0]
+                val[idx, 0] = fresh(idx, g_loc.unsqueeze(1), u[:, :1, hw:], g_code)[:, 0]
             lv, ok = evaluate(idx, loc[idx, :p0], val[idx, :p0])
             loss[idx, :p0] = lv
             done[idx] |= ok.any(1)
@@ -292,28 +297,44 @@ class SparseSwarm(Attack):
             if move:
                 m = min(m, hw - k)
             kk = keys[idx]
+            # one draw per step: [slots k | entering locations hw | offers k (swarm) | values]
+            nl = (hw + (k if P > 1 else 0)) if move else 0
+            u = uniforms(kk, step, 0, (p, k + nl + n_val(m)))
+            u_val = u[..., k + nl:]
             cur_loc, cur_val, cur_loss = loc[idx, :p], val[idx, :p], loss[idx]
-            gb = cur_loss.argmin(1)                                        # global best particle
-            g_loc = loc[idx, gb]                                           # [b, k]
-            g_mask = torch.zeros(b, hw, dtype=torch.bool, device=dev).scatter_(1, g_loc, True)
-            g_map = torch.zeros(b, hw, c, dtype=x.dtype, device=dev).scatter_(
-                1, g_loc.unsqueeze(-1).expand(-1, -1, c), val[idx, gb])    # [b, HW, C]
-            # which leave: uniform among the slots the global best does not hold, those last
-            held = g_mask.gather(1, cur_loc.reshape(b, p * k)).view(b, p, k).double()
-            slots = (uniforms(kk, step, 0, (p, k)) + held).topk(m, dim=2, largest=False).indices
-            if move:
-                # which enter: global-best locations (offered with prob. social), else the prior
-                sc = logw.index_select(0, idx).unsqueeze(1) + _gumbel(uniforms(kk, step, 1, (p, hw)))
-                offer = (uniforms(kk, step, 2, (p, k)) < self.social).double() * 1e6
-                sc.scatter_add_(2, g_loc.unsqueeze(1).expand(-1, p, -1), offer)
-                sc.scatter_(2, cur_loc, float("-inf"))                    # not the particle's own
-                new_loc = sc.topk(m, dim=2).indices                       # [b, p, m]
-                from_g = g_mask.unsqueeze(1).expand(-1, p, -1).gather(2, new_loc)
-                g_val = g_map.gather(1, new_loc.reshape(b, p * m, 1).expand(-1, -1, c)).view(b, p, m, c)
-                new_val = torch.where(from_g.unsqueeze(-1), g_val, fresh(idx, kk, step, 3, new_loc))
-            else:                                                         # k = H·W: recolour only
-                new_loc = cur_loc.gather(2, slots)
-                new_val = fresh(idx, kk, step, 3, new_loc)
+            if P == 1:
+                # one particle: it is the global best; which leave is uniform, which enter from the prior
+                slots = u[..., :k].topk(m, dim=2, largest=False).indices
+                if move:
+                    sc = u[..., k: k + hw].clone() if self.prior == "uniform" else \
+                        logw.index_select(0, idx).unsqueeze(1) + _gumbel(u[..., k: k + hw])
+                    sc.scatter_(2, cur_loc, float("-inf"))                # not the particle's own
+                    new_loc = sc.topk(m, dim=2).indices                   # [b, 1, m]
+                else:
+                    new_loc = cur_loc.gather(2, slots)
+                new_val = fresh(idx, new_loc, u_val)
+            else:
+                gb = cur_loss.argmin(1)                                    # global best particle
+                g_loc = loc[idx, gb]                                       # [b, k]
+                g_mask = torch.zeros(b, hw, dtype=torch.bool, device=dev).scatter_(1, g_loc, True)
+                # which leave: uniform among the slots the global best does not hold, those last
+                held = g_mask.gather(1, cur_loc.reshape(b, p * k)).view(b, p, k).double()
+                slots = (u[..., :k] + held).topk(m, dim=2, largest=False).indices
+                if move:
+                    # which enter: global-best locations (offered with prob. social), else the prior
+                    g_map = torch.zeros(b, hw, c, dtype=x.dtype, device=dev).scatter_(
+                        1, g_loc.unsqueeze(-1).expand(-1, -1, c), val[idx, gb])    # [b, HW, C]
+                    sc = logw.index_select(0, idx).unsqueeze(1) + _gumbel(u[..., k: k + hw])
+                    offer = (u[..., k + hw: 2 * k + hw] < self.social).double() * 1e6
+                    sc.scatter_add_(2, g_loc.unsqueeze(1).expand(-1, p, -1), offer)
+                    sc.scatter_(2, cur_loc, float("-inf"))                # not the particle's own
+                    new_loc = sc.topk(m, dim=2).indices                   # [b, p, m]
+                    from_g = g_mask.unsqueeze(1).expand(-1, p, -1).gather(2, new_loc)
+                    g_val = g_map.gather(1, new_loc.reshape(b, p * m, 1).expand(-1, -1, c)).view(b, p, m, c)
+                    new_val = torch.where(from_g.unsqueeze(-1), g_val, fresh(idx, new_loc, u_val))
+                else:                                                     # k = H·W: recolour only
+                    new_loc = cur_loc.gather(2, slots)
+                    new_val = fresh(idx, new_loc, u_val)
             cand_loc = cur_loc.scatter(2, slots, new_loc)
             cand_val = cur_val.scatter(2, slots.unsqueeze(-1).expand(-1, -1, -1, c), new_val)
             lc, ok = evaluate(idx, cand_loc, cand_val)
