@@ -67,6 +67,7 @@ def test_counts_are_the_passes_made(variant, fwd_per_step):
             model.inner[1].weight.zero_()
             model.inner[1].bias.copy_(torch.tensor([5.0, 0.0]))
         check_gradient(model, x)                     # the contract's one-off probe, done here
+        SPGD(model, pixels=2, iterations=iters, variant=variant)(x, y)      # the padding's one-off size probes
         model.forwards = model.backwards = 0
         res = SPGD(model, pixels=2, iterations=iters, variant=variant)(x, y)
         assert not res.success.any()
