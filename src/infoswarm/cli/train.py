@@ -16,12 +16,14 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_labels,
+    check_model_for,
     common_args,
     data_args,
     flush_notes,
     inputs_of,
     load_data,
     positive,
+    print_finished,
     print_summary,
     torch_device,
 )
@@ -87,14 +89,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "pick the model made for this dataset") from None
     check_labels(y, int(probe.shape[1]), args)  # before any work: a label >= K would fail mid-epoch
     check_labels(yt, int(probe.shape[1]), argparse.Namespace(dataset=f"{args.dataset} test"))
+    if len(xt) and tuple(x.shape[1:]) == tuple(xt.shape[1:]):
+        from ..checks import check_work
+
+        mc = check_model_for(args, model.eval(), x, None, device, (recipe.batch_size, 500))
+        model.train()
+        check_work(3.0 * recipe.epochs * len(x) + recipe.epochs * len(xt), mc.seconds_per_image,
+                   f"training {recipe.epochs} epochs on {len(x)} images", "lower --epochs or --limit")
     settings = {"model": args.model, "dataset": args.dataset, "recipe": training.recipe_dict(recipe),
                 "seed": args.seed, "train_images": len(x)}
     run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False,
                            inputs=inputs_of(args))
     if run.finished and not args.overwrite:
-        print(f"{args.out} is a finished train run with these settings; nothing to do "
-              "(pass --overwrite to train again)", file=sys.stderr)
-        return 0
+        return print_finished(args, "train", "pass --overwrite to train again")
     run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, inputs=inputs_of(args))
     state = run.load("train.pt") if run.resumed else None
     if state is not None:
