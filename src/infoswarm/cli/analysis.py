@@ -16,6 +16,7 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_model_for,
+    class_names,
     common_args,
     flush_notes,
     inputs_of,
@@ -246,7 +247,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                f"image FI of {n_all} images and layer FI of {min(args.param_images, len(x_test))}",
                "lower --limit or --param-images")
     flush_notes()
-    classes = data.class_names_of(args.dataset, "test") or tuple(str(i) for i in range(k))
+    classes = class_names(args, k)
     t0 = time.perf_counter()
     pct: dict[str, Any] = {}
     fi_rows = []

@@ -128,10 +128,12 @@ def load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch
 
 
 def class_names(args: argparse.Namespace, k: int) -> tuple[str, ...]:
-    """K class names: the dataset's (an image folder's folder names), numbers for the rest."""
+    """K class names: the dataset's (an image folder's folder names, shown escaped where they are
+    not UTF-8), numbers for the rest."""
     from .. import data
+    from ..checks import printable
 
-    names = list(data.class_names_of(args.dataset, args.split) or ())[:k]
+    names = [printable(n) for n in list(data.class_names_of(args.dataset, args.split) or ())[:k]]
     return tuple(names + [str(i) for i in range(len(names), k)])
 
 
@@ -144,7 +146,9 @@ def print_summary(args: argparse.Namespace, summary: dict[str, Any], lines: list
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
-        print("\n".join(lines))
+        from ..checks import printable
+
+        print("\n".join(printable(line) for line in lines))
 
 
 PROBE = 64

@@ -15,7 +15,6 @@ from .common import (
     check_labels,
     check_model_for,
     common_args,
-    flush_notes,
     inputs_of,
     load_model,
     model_args,
@@ -71,7 +70,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
         raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
     check_model_for(args, model, x, y, device, (1024,), images=f"images of {folder}/adversarial.npz")
-    flush_notes()
     xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
     t0 = time.perf_counter()
     with torch.no_grad():

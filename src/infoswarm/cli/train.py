@@ -105,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, inputs=inputs_of(args))
     state = run.load("train.pt") if run.resumed else None
     if state is not None:
+        _check_state(state, model, run.checkpoint_path("train.pt"))
         print(f"continuing the training in {args.out} after epoch {int(state['epoch'])} of "
               f"{recipe.epochs}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -152,6 +153,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",
                                 f"wrote {Path(args.out) / 'model.safetensors'} and card.json"])
     return 0
+
+
+_STATE = ("model", "optimizer", "generator", "torch_rng", "history", "epoch")
+
+
+def _check_state(state: Any, model: torch.nn.Module, path: Path) -> None:
+    """A train checkpoint must hold the training state of this model (checked before resuming)."""
+    import copy
+
+    lacking = [k for k in _STATE if k not in state] if isinstance(state, dict) else list(_STATE)
+    problem = (f"it lacks {', '.join(lacking)}" if isinstance(state, dict) else
+               f"it holds a {type(state).__name__}, not the training state") if lacking else None
+    if problem is None:
+        try:
+            copy.deepcopy(model).load_state_dict(state["model"])
+            int(state["epoch"])
+        except Exception as e:  # noqa: BLE001 - any content that does not fit
+            problem = f"its weights do not fit {type(model).__name__} ({type(e).__name__})"
+    if problem:
+        raise InputError(f"checkpoint {path} is not a train checkpoint of this run: {problem}",
+                         "pass --overwrite to start this run over (or delete that file)")
 
 
 def _machine() -> str:

@@ -13,7 +13,6 @@ from .common import (
     check_model_for,
     common_args,
     data_args,
-    flush_notes,
     inputs_of,
     load_data,
     load_model,
@@ -73,7 +72,6 @@ def cmd_universality(args: argparse.Namespace) -> int:
         check_labels(adv["y"].long(), args.num_classes, args)
         check_model_for(args, model, adv["x"].float(), adv["y"].long(), device, (1024,),
                         images=f"images of {args.adversarial}")
-        flush_notes()
         res = universality.transfer(model, adv["x"].float().to(device), adv["x_adv"].float().to(device),
                                     adv["y"].long().to(device), adv["success"].bool().to(device))
         summary.update(adversarial=str(args.adversarial), **res)
@@ -94,7 +92,6 @@ def cmd_universality(args: argparse.Namespace) -> int:
                        f"iterations, {n_fit} fit images)", "lower --particles, --iterations or --fit")
             check_memory(float(args.particles) * n_fit * x8[0].numel() * 4, f"--particles {args.particles}",
                          "lower --particles or --fit", device)
-        flush_notes()
         x = data.to_float(x8).to(device)
         y = y.to(device)
         if args.mode == "reuse":
