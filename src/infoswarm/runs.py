@@ -20,7 +20,8 @@ MARKER = "run.json"
 """The file every command writes into its run folder: ``{"kind": <command>, ...}``. Only a folder
 holding it is ever replaced by ``--overwrite``."""
 
-KINDS = ("influence", "attack", "universality", "train", "harden", "evaluate", "demo", "robustness")
+KINDS = ("influence", "attack", "universality", "train", "harden", "evaluate", "demo", "outliers", "sensitivity",
+         "robustness")
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -166,15 +167,22 @@ def clean_leftovers(out: Path) -> list[Path]:
 _HELD: set[str] = set()
 
 
+def lock_key(out: str | os.PathLike[str]) -> str:
+    """The path a run folder's lock is keyed on: absolute with every symbolic link resolved, so
+    ``--out real`` and ``--out alias`` (a link to it, or to a folder above it) share one lock."""
+    return str(Path(out).expanduser().resolve())
+
+
 def holds_lock(out: str | os.PathLike[str]) -> bool:
     """Whether this process holds :func:`lock` on ``out``."""
-    return os.path.abspath(Path(out).expanduser()) in _HELD
+    return lock_key(out) in _HELD
 
 
 def lock_path(out: str | os.PathLike[str]) -> Path:
     """The lock file of a run folder: ``.<name>.lock`` beside it (in the nearest existing folder
-    above it, with the missing path folded into the name, when its parent does not exist yet)."""
-    target = Path(os.path.abspath(Path(out).expanduser()))
+    above it, with the missing path folded into the name, when its parent does not exist yet),
+    symbolic links resolved (:func:`lock_key`)."""
+    target = Path(lock_key(out))
     base = target.parent
     while not base.is_dir() and base != base.parent:
         base = base.parent
@@ -215,7 +223,7 @@ def lock(out: str | os.PathLike[str]) -> Iterator[Path | None]:
         if same:
             break
         os.close(fd)
-    key = os.path.abspath(Path(out).expanduser())
+    key = lock_key(out)
     _HELD.add(key)
     try:
         os.ftruncate(fd, 0)
@@ -270,6 +278,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_LOADED: list[Path] = []
+
+
+def loaded_checkpoints() -> list[Path]:
+    """The checkpoints :meth:`ResumableRun.load` read in this process, oldest first (a failure
+    after one was read may come from a checkpoint whose content does not fit the run)."""
+    return list(_LOADED)
+
+
+def forget_checkpoints() -> None:
+    """Empty :func:`loaded_checkpoints` (the CLI does it at the start of every command)."""
+    _LOADED.clear()
 
 
 class ResumableRun:
@@ -354,11 +376,13 @@ class ResumableRun:
         if not p.is_file():
             return None
         try:
-            return torch.load(p, weights_only=True)
+            obj = torch.load(p, weights_only=True)
         except Exception as e:  # truncated, empty, foreign or tampered: never torch's own advice
             raise InputError(f"checkpoint {p} is damaged or not an infoswarm checkpoint "
                              f"({type(e).__name__})",
                              "pass --overwrite to start this run over (or delete that file)") from None
+        _LOADED.append(p)
+        return obj
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.path / name, lambda p: write_json(p, obj))

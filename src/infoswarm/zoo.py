@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,22 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+def _check_device(device: str | torch.device) -> torch.device:
+    """A torch device that can run a model here (one-line :class:`InputError` otherwise)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}", 'use "cpu", "cuda" or "cuda:N"') from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} but no CUDA device is available here", 'use device="cpu"')
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible",
+                         "use a visible CUDA device")
+    if dev.type == "meta":
+        raise InputError("device 'meta' cannot run a model", 'use "cpu" or "cuda"')
+    return dev
+
+
 def weights_path(name: str) -> Path:
     """Where the shipped weights of a zoo model live (they may be absent)."""
     return WEIGHTS_DIR / f"{name}.safetensors"
@@ -180,6 +197,13 @@ def _user_class(spec: str) -> type[nn.Module]:
 def load(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """A ready model in eval mode: a zoo name, ``file.py:Class`` (+ ``weights``) or a
     TorchScript file. Inputs [0, 1] [N, C, H, W]; output logits [N, K]."""
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise InputError(f"model name must be a non-empty string, got {name!r}",
+                         f"use one of {', '.join(ZOO)}, path/to/file.py:ClassName, or a TorchScript file")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise InputError(f"weights must be a path, got {type(weights).__name__}", "pass a .safetensors file path")
+    device = _check_device(device)
+    name = str(name)
     if name in ZOO:
         model = ZOO[name].build()
         path = Path(weights) if weights is not None else weights_path(name)

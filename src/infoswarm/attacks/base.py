@@ -26,7 +26,17 @@ from typing import Any, final
 import torch
 from torch import nn
 
-from ..checks import check_classes, check_gradient, check_images, check_logits, check_outputs, set_eval
+from ..checks import (
+    _first_line,
+    check_classes,
+    check_gradient,
+    check_images,
+    check_logits,
+    check_model_object,
+    check_model_once,
+    check_outputs,
+    set_eval,
+)
 from ..criteria import Criterion
 from ..errors import InputError
 from ._forward import MIN_ROWS, padded_forward, probs_of
@@ -88,7 +98,15 @@ def _clean_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xb = x[i: i + batch_size]
-            out = padded_forward(model, xb)
+            try:
+                out = padded_forward(model, xb)
+            except Exception as e:  # noqa: BLE001 - a user's model can fail in any way; one line
+                raise InputError(f"the model failed on images of shape {tuple(x.shape[1:])} ({_first_line(e)})",
+                                 "pass images of the shape the model was made for (e.g. 1x28x28 for "
+                                 "mnist-cnn, 3x32x32 for cifar10-cnn)") from None
+            if not isinstance(out, torch.Tensor):
+                raise InputError(f"the model returned a {type(out).__name__}, not a tensor of logits",
+                                 "wrap the model so that it returns one row of class logits per image")
             check_logits(out, xb.shape[0])
             parts.append(out.detach())
     logits = torch.cat(parts)
@@ -106,6 +124,14 @@ def _model_device(model: nn.Module) -> torch.device | None:
         return p.device
     for b in model.buffers():
         return b.device
+    return None
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (None without one)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
     return None
 
 
@@ -145,6 +171,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, *, target: TargetSpec = None, min_prob: float | None = None,
                  max_prob: float | None = None, seed: int = 0, batch_size: int = 1024) -> None:
+        check_model_object(model)
         self.criterion = Criterion(min_prob, max_prob)
         self.criterion.validate()
         self.seed = check_seed(seed)
@@ -171,17 +198,21 @@ class Attack:
         train mode is switched with a warning and switched back afterwards); x and y move to the
         model's device; bad inputs or model outputs raise a one-line :class:`InputError`."""
         started = time.perf_counter()
+        check_model_object(self.model)
         check_images(x)
         was_training = set_eval(self.model)
         try:
-            dev = _model_device(self.model)
+            dev, dtype = _model_device(self.model), _model_dtype(self.model)
             x = x.detach() if dev is None else x.detach().to(dev)
+            if dtype is not None and x.dtype != dtype:  # e.g. float64 images for a float32 model
+                x = x.to(dtype)
             n = x.shape[0]
             pos = positions(offset, n)
             yt = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y.detach()
             if yt.is_floating_point() or yt.dtype == torch.bool:
                 raise InputError(f"labels y must be integers, got {yt.dtype}", "pass y as a LongTensor [N]")
             clean = _clean_logits(self.model, x, self.batch_size)
+            check_model_once(self.model, x, self.batch_size)
             y = check_classes(yt.to(x.device), n, clean.shape[1])
             spec = self.target if target is None else target
             t = self._resolve_target(spec, clean, x, y)

@@ -77,8 +77,8 @@ class MFIPSO(Attack):
         if (pixels is None) == (fi_threshold is None):
             raise InputError("give exactly one of pixels=k and fi_threshold=tau",
                              "e.g. MFIPSO(model, pixels=10) or MFIPSO(model, fi_threshold=0.01)")
-        if pixels is not None and pixels <= 0:
-            raise InputError(f"pixels must be positive, got {pixels}", "pass pixels=1 or more")
+        if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels <= 0):
+            raise InputError(f"pixels must be a positive integer, got {pixels!r}", "pass pixels=1 or more")
         if fi_threshold is not None and fi_threshold < 0:
             raise InputError(f"fi_threshold must be >= 0, got {fi_threshold}", "pass e.g. fi_threshold=0.01")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:

@@ -18,10 +18,22 @@ from collections.abc import Sequence
 import torch
 
 from .. import __version__
+from ..checks import printable
 from ..cpu import tune_cpu
 from ..errors import InputError, as_flags
+from ..runs import forget_checkpoints
 from . import analysis, attack, demo, evaluate, harden, influence, report, robustness, train, universality
-from .common import Parser, check_numbers, clear_notes, flush_notes, run_lock, terminate_cleanly
+from .common import (
+    Parser,
+    check_numbers,
+    clear_notes,
+    damaged_checkpoint,
+    flush_notes,
+    resource_error,
+    run_lock,
+    safe_streams,
+    terminate_cleanly,
+)
 
 COMMANDS = (influence, attack, robustness, universality, train, report, harden, evaluate, demo, analysis)
 """The command modules, in the order ``infoswarm --help`` lists them."""
@@ -51,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "influence, attack, robustness, universality, train, harden, evaluate, report, demo", file=sys.stderr)
         return 2
     terminate_cleanly()
+    safe_streams()
+    forget_checkpoints()
     try:
         check_numbers(args)
         torch.manual_seed(args.seed)
@@ -60,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except InputError as e:
         clear_notes()
-        print(f"error: {as_flags(str(e), vars(args))}", file=sys.stderr)   # Python names as this command's flags
+        print(f"error: {printable(as_flags(str(e), vars(args)))}", file=sys.stderr)   # Python names as flags
+        return 2
+    except (MemoryError, OSError, RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        line = resource_error(e, args) or damaged_checkpoint(e)
+        if line is None:
+            raise
+        clear_notes()
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; no half-written output was left (attack, train and harden runs keep "

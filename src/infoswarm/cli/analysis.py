@@ -13,7 +13,20 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .common import common_args, load_data, load_model, model_args, positive, print_summary, torch_device
+from .common import (
+    PROBE,
+    check_model_for,
+    class_names,
+    common_args,
+    flush_notes,
+    inputs_of,
+    load_data,
+    load_model,
+    model_args,
+    positive,
+    print_summary,
+    torch_device,
+)
 
 
 def _data_group(p: argparse.ArgumentParser, dataset_help: str, limit: int | None, limit_help: str) -> None:
@@ -89,6 +102,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from .. import data, outliers, runs
+    from ..checks import check_memory, check_work
     from ..report.analysis_figures import image_grid_figure, roc_pr_figure
 
     for flag in ("limit", "outliers", "epochs", "top", "batch_size"):
@@ -98,17 +112,25 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     lo, hi = args.shift
     if not 0 <= lo <= hi:
         raise InputError(f"--shift needs 0 <= MIN <= MAX, got {lo} {hi}", "pass e.g. --shift 4 8")
-    runs.check_out(args.out, args.overwrite)
+    runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
     x8, y = load_data(args, "train")
     if x8.shape[-1] <= hi or x8.shape[-2] <= hi:
         raise InputError(f"--shift MAX {hi} is not smaller than the image size {tuple(x8.shape[-2:])}",
                          "pass a smaller --shift")
-    model = load_model(args, data.to_float(x8[:2]), device)
+    model = load_model(args, data.to_float(x8[:PROBE]), device)
     _check_dataset_labels(y, args.num_classes)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("fine-tuning needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
+    bs = args.batch_size or outliers.FINETUNE.batch_size
+    mc = check_model_for(args, model, x8, y, device, (bs, 500))
+    check_memory(float(args.outliers) * x8[0].numel() * 2, f"--outliers {args.outliers}",
+                 "lower --outliers", "cpu")
+    check_work(3.0 * args.epochs * (len(x8) + args.outliers) + 4.0 * (len(x8) + args.outliers),
+               mc.seconds_per_image, f"fine-tuning {args.epochs} epochs on {len(x8) + args.outliers} images",
+               "lower --epochs, --limit or --outliers")
+    flush_notes()
     out = outliers.make_outliers(x8, y, args.outliers, seed=args.seed, min_shift=lo, max_shift=hi)
     xs = torch.cat([x8, out.x])
     ys = torch.cat([y, out.y])
@@ -155,7 +177,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     }
     rows = [{"index": i, "outlier": int(is_out[i]), "label": int(ys[i]), "p_label": float(sc["p"][i]),
              "image_fi": float(sc["fi"][i]), "jacobian_norm": float(sc["jacobian"][i])} for i in range(len(xs))]
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="outliers", inputs=inputs_of(args)) as tmp:
         runs.write_csv(tmp / "scores.csv", rows, list(rows[0]))
         runs.write_json(tmp / "curves.json", curves)
         roc_pr_figure(tmp / "roc_pr.png", roc_pts, pr_pts, len(out.x) / len(xs),
@@ -194,6 +216,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import data, influence, runs, sensitivity
+    from ..checks import check_work
     from ..report.analysis_figures import manhattan_figure
 
     positive(args.param_images, "--param-images")
@@ -202,18 +225,29 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         raise InputError(f"--fi-eps must be positive, got {args.fi_eps}", "pass e.g. --fi-eps 1e-3, or --exact")
     fi_eps = None if args.exact else args.fi_eps
     fi_text = "exact" if fi_eps is None else f"fi-eps={fi_eps:g}"
-    runs.check_out(args.out, args.overwrite)
+    runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
     splits = {s: load_data(args, s) for s in ("train", "test")}
     x_test, y_test = splits["test"]
-    model = load_model(args, data.to_float(x_test[:2]), device)
+    if tuple(splits["train"][0].shape[1:]) != tuple(x_test.shape[1:]):
+        raise InputError(f"train images {tuple(splits['train'][0].shape[1:])} and test images "
+                         f"{tuple(x_test.shape[1:])} of {args.dataset} differ in shape",
+                         "use one image size in both splits")
+    model = load_model(args, data.to_float(x_test[:PROBE]), device)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
     k = args.num_classes
     for _s, (_, yy) in splits.items():
         _check_dataset_labels(yy, k)
-    classes = data.class_names_of(args.dataset, "test") or tuple(str(i) for i in range(k))
+    bs = args.batch_size or 500
+    mc = check_model_for(args, model, x_test, y_test, device, (bs, min(args.batch_size or 16, 64)))
+    n_all = sum(len(yy) for _, yy in splits.values())
+    check_work(3.0 * n_all + 3.0 * k * min(args.param_images, len(x_test)) * 8, mc.seconds_per_image,
+               f"image FI of {n_all} images and layer FI of {min(args.param_images, len(x_test))}",
+               "lower --limit or --param-images")
+    flush_notes()
+    classes = class_names(args, k)
     t0 = time.perf_counter()
     pct: dict[str, Any] = {}
     fi_rows = []
@@ -250,7 +284,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                                         "exact": fi_eps is None, "layers": layers},
         "seconds": {"percentiles": round(t_pct, 1), "layer_fi": round(t_layer, 1)},
     }
-    with runs.atomic_dir(args.out, args.overwrite) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="sensitivity", inputs=inputs_of(args)) as tmp:
         runs.write_csv(tmp / "layer_fi.csv", fi_rows, list(fi_rows[0]))
         runs.write_csv(tmp / "percentiles.csv", pct_rows, list(pct_rows[0]))
         vals = {"image": img.numpy(), **{name: v.numpy() for name, v in lfi.items()}}

@@ -12,6 +12,7 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    attack_checks,
     check_labels,
     class_names,
     common_args,
@@ -23,6 +24,7 @@ from .common import (
     model_args,
     note,
     positive,
+    print_finished,
     print_summary,
     show_progress,
     torch_device,
@@ -151,9 +153,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     run_check = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
                                   create=False, inputs=inputs_of(args))
     if run_check.finished and not args.overwrite:
-        print(f"{args.out} is a finished attack run with these settings; nothing to do "
-              "(pass --overwrite to run it again)", file=sys.stderr)
-        return 0
+        return print_finished(args, "attack", "pass --overwrite to run it again")
     device = torch_device(args.device)
     ctx = distributed.init(args.device)          # under torchrun: join the group, a GPU per process
     device = torch.device(ctx.device) if ctx.active else device
@@ -189,6 +189,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             confusion_min=args.confusion_min, batch_size=args.batch_size or 1024) if args.attack == "mfipso" else dict(
             particles=args.particles, prior=args.prior, loss=args.loss, refine=args.refine))
     attack = spec.build(model, target=target)
+    attack_checks(args, model, x8, y, device, spec, target, pixels)
     t0 = time.perf_counter()
     selection = select_images(model, x8, y, rule=args.select, tau=args.tau, target=target,
                               batch_size=500, device=device, progress=show)

@@ -78,17 +78,20 @@ def torch_device(name: str) -> torch.device:
 _NOTES: list[str] = []
 
 
-def note(msg: str) -> None:
-    """A one-line note for the user (an ignored flag, a model switched to eval mode). Notes are
-    held until the command's checks have passed (:func:`flush_notes`), so bad input still gets
-    exactly one line, and dropped when the command fails."""
-    _NOTES.append(msg)
+def note(msg: str, kind: str = "note") -> None:
+    """A one-line note for the user (an ignored flag, a model switched to eval mode); ``kind``
+    ``"warning"`` for results that may mean little (accuracy near chance). Notes are held until
+    the command's checks have passed (:func:`flush_notes`), so bad input still gets exactly one
+    line, and dropped when the command fails."""
+    from ..checks import printable
+
+    _NOTES.append(f"{kind}: {printable(msg)}")
 
 
 def flush_notes() -> None:
     """Print the held notes on stderr (called when the real work starts, and at the end)."""
-    for msg in _NOTES:
-        print(f"note: {msg}", file=sys.stderr, flush=True)
+    for line in _NOTES:
+        print(line, file=sys.stderr, flush=True)
     _NOTES.clear()
 
 
@@ -125,10 +128,12 @@ def load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch
 
 
 def class_names(args: argparse.Namespace, k: int) -> tuple[str, ...]:
-    """K class names: the dataset's (an image folder's folder names), numbers for the rest."""
+    """K class names: the dataset's (an image folder's folder names, shown escaped where they are
+    not UTF-8), numbers for the rest."""
     from .. import data
+    from ..checks import printable
 
-    names = list(data.class_names_of(args.dataset, args.split) or ())[:k]
+    names = [printable(n) for n in list(data.class_names_of(args.dataset, args.split) or ())[:k]]
     return tuple(names + [str(i) for i in range(len(names), k)])
 
 
@@ -141,7 +146,9 @@ def print_summary(args: argparse.Namespace, summary: dict[str, Any], lines: list
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
-        print("\n".join(lines))
+        from ..checks import printable
+
+        print("\n".join(printable(line) for line in lines))
 
 
 PROBE = 64
@@ -185,6 +192,41 @@ def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.de
     if grad:
         check_gradient(model, x_probe.to(device))
     return model
+
+
+def check_model_for(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor,
+                    y: torch.Tensor | None, device: torch.device, batch_sizes: tuple[int, ...] = (),
+                    images: str | None = None) -> Any:
+    """The model check of every command (:func:`infoswarm.checks.check_model`), run once the
+    model is loaded: on the first :data:`ACCURACY_IMAGES` images ``x`` (uint8 or float [N, C, H, W],
+    any device) with labels ``y`` (or None), at the command's ``batch_sizes``; a zoo model must get
+    its dataset's image shape, a model on a built-in dataset must have its number of classes.
+    Notes the clean accuracy (and a warning when it is near chance). Returns the
+    :class:`~infoswarm.checks.ModelCheck` (``seconds_per_image`` feeds :func:`check_work`)."""
+    from .. import data, zoo
+    from ..checks import check_model, printable, unit_float
+    from ..stats import wilson
+
+    ds = getattr(args, "dataset", None)
+    name = str(getattr(args, "model", "the model"))
+    shape = data.INFO[zoo.ZOO[name].dataset].shape if name in zoo.ZOO else None
+    classes = len(data.INFO[ds].classes) if isinstance(ds, str) and data.is_named(ds) else None
+    what = images or f"{printable(ds)} images"
+    xf = unit_float(x[:ACCURACY_IMAGES]).to(device)
+    yy = None if y is None else y[:ACCURACY_IMAGES]
+    res = check_model(model, xf, yy, batch_sizes=batch_sizes, outputs=getattr(args, "outputs", "logits"),
+                      input_shape=shape, classes=classes, name=f"model {printable(name)}", data_name=what)
+    if res.accuracy is not None:
+        lo, hi = wilson(round(res.accuracy * res.images), res.images)
+        note(f"clean accuracy of {printable(name)} on the first {res.images} {what}: {res.accuracy:.3f} "
+             f"(95% CI {lo:.3f}-{hi:.3f})")
+    if res.warning:
+        note(res.warning, "warning")
+    return res
+
+
+ACCURACY_IMAGES = 256
+"""Images of the model check (:func:`check_model_for`) and its clean-accuracy note."""
 
 
 def check_labels(y: torch.Tensor, k: int, args: argparse.Namespace) -> None:
@@ -256,3 +298,119 @@ def terminate_cleanly() -> None:
             signal.signal(signal.SIGTERM, handler)
     except (ValueError, OSError):
         pass
+
+
+def attack_queries(spec: Any, pixels: int | None) -> float:
+    """Model evaluations per image of an attack spec (a gradient counted as two): the budget of
+    the query attacks, particles x (1 + iterations + restart iterations) for mfipso, 2 x steps
+    for pgd, 2 for fgsm, 2 x pixels for jsma."""
+    o = spec.options or {}
+    if spec.name == "mfipso":
+        restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
+        return float(int(o.get("particles") or 1)) * (1 + int(o.get("iterations") or 0) + restart)
+    if spec.name == "pgd":
+        return 2.0 * int(spec.steps or 1)
+    if spec.name == "fgsm":
+        return 2.0
+    if spec.name == "jsma":
+        return 2.0 * int(pixels or 10)
+    return float(spec.budget or 1)
+
+
+def attack_checks(args: argparse.Namespace, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor,
+                  device: torch.device, spec: Any, target: Any, pixels: int | None) -> Any:
+    """Everything ``attack`` checks once its spec is built, before any work: the model check
+    (:func:`check_model_for`), the time and memory the attack would need (a day at most, what
+    fits), and notes on flags the settings ignore and on images the target leaves out."""
+    from ..checks import check_memory, check_work
+
+    mc = check_model_for(args, model, x8, y, device, (500, args.batch_size or 1024))
+    q = attack_queries(spec, pixels)
+    n = max(1, round(len(y) * (mc.accuracy if mc.accuracy is not None else 1.0)))
+    check_work(q * n, mc.seconds_per_image, f"--attack {spec.name} on about {n} correctly classified images",
+               "lower --budget / --particles / --iterations / --steps, or attack fewer images with --limit")
+    particles = int((spec.options or {}).get("particles") or 1)
+    numel = int(x8[0].numel())
+    chunk = min(int(getattr(args, "chunk", 64) or 64), len(y))
+    per = particles * chunk * (numel * 4 + 8 * (pixels or numel))
+    check_memory(per * 2, f"--particles {particles} on chunks of {chunk} images",
+                 "lower --particles or --chunk", device)
+    if args.select == "all" and args.tau != 0.01:
+        note("--select all attacks every correct image; --tau is ignored")
+    if spec.name in ("mfipso",) and args.no_restart and args.restart_iterations != 40:
+        note("--no-restart skips the restart; --restart-iterations is ignored")
+    if isinstance(target, int) and not isinstance(target, bool):
+        same = int((y == target).sum())
+        if same:
+            note(f"--target {target}: the {same} image(s) labelled {target} are left out (they are "
+                 "already that class)")
+    return mc
+
+
+def print_finished(args: argparse.Namespace, kind: str, fix: str) -> int:
+    """A finished run met again: say so on stderr, and with --json print its summary.json on stdout."""
+    from ..checks import printable
+
+    print(f"{printable(args.out)} is a finished {kind} run with these settings; nothing to do ({fix})",
+          file=sys.stderr)
+    if getattr(args, "json", False):
+        try:
+            print(json.dumps(json.loads((Path(args.out) / "summary.json").read_text()), indent=2, sort_keys=True))
+        except (OSError, ValueError):
+            pass
+    return 0
+
+
+def resource_error(e: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for a failure of the machine, not of the input: memory or disk ran out (None for
+    any other exception)."""
+    import errno
+
+    from ..checks import _is_oom, printable
+
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and _is_oom(e)):
+        detail = (str(e).splitlines() or [""])[0][:160] or "MemoryError"
+        return (f"out of memory ({printable(detail)}); nothing was written: lower --batch-size, --particles, "
+                "--chunk or --limit, or use a machine with more memory")
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = printable(e.filename or getattr(args, "out", None) or "the output folder")
+        free = ""
+        try:
+            import shutil
+
+            probe = Path(str(getattr(args, "out", None) or ".")).expanduser().resolve()
+            while not probe.exists():
+                probe = probe.parent
+            free = f", {shutil.disk_usage(probe).free / 1e6:.0f} MB free"
+        except OSError:
+            pass
+        return (f"the disk is full writing {where} ({e.strerror}{free}); no half-written output was "
+                "left: free some space (or choose another --out) and run the command again")
+    return None
+
+
+def damaged_checkpoint(e: BaseException) -> str | None:
+    """One line for an exception raised after a checkpoint of this process was loaded (a
+    checkpoint whose content does not fit the run: wrong keys, shapes or types); None otherwise."""
+    from .. import runs
+    from ..checks import printable
+
+    loaded = runs.loaded_checkpoints()
+    if not loaded:
+        return None
+    detail = (str(e).splitlines() or [""])[0][:100]
+    return (f"checkpoint {printable(loaded[-1])} does not fit this run ({type(e).__name__}: {printable(detail)}); "
+            "pass --overwrite to start this run over (or delete that file)")
+
+
+def safe_streams() -> None:
+    """stdout and stderr never fail on a character they cannot encode (a path or class name that
+    is not UTF-8, a strict ASCII terminal): such characters are written as backslash escapes, so
+    a finished run never exits non-zero because of printing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError, TypeError):
+                pass

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import InputError
 from ..stats import rate_text
-from .common import common_args, positive, torch_device
+from .common import common_args, note, positive, torch_device
 
 run_command: Callable[[Sequence[str] | None], int] | None = None
 """The ``infoswarm`` entry point; :mod:`infoswarm.cli` sets it, so that this module does not
@@ -76,6 +76,23 @@ def _steps(args: argparse.Namespace, out: Path) -> list[list[str]]:
     ]
 
 
+def _check_bounds(args: argparse.Namespace, x8: Any) -> None:
+    """Refuse a demo that would run longer than a day (the model timed on the first images)."""
+    from .. import zoo
+    from ..checks import check_model, check_work, unit_float
+
+    hw = int(x8.shape[2] * x8.shape[3])
+    if args.pixels > hw:
+        raise InputError(f"--pixels {args.pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
+                         f"pass at most {hw}")
+    model = zoo.load(DEMO_MODELS[args.dataset])
+    mc = check_model(model, unit_float(x8[:64]), batch_sizes=(500,), name=DEMO_MODELS[args.dataset])
+    per_image = args.budget + 1 + args.particles * (1 + args.iterations + args.restart_iterations)
+    check_work(float(per_image) * len(x8), mc.seconds_per_image,
+               f"the demo's attacks on up to {len(x8)} images", "lower --budget, --particles, --iterations, "
+               "--restart-iterations or --limit")
+
+
 def _rate(s: dict[str, Any], count: str, rate: str, ci: str) -> str:
     """"n/N = r % [95 % CI lo, hi]" from an attack summary's keys ``count``, ``rate``, ``ci``."""
     return rate_text(s[count], s["images"], s[rate], s[ci], label="95 % CI")
@@ -88,8 +105,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise RuntimeError("infoswarm.cli sets demo.run_command when it is imported")
 
     # Checked here, so that bad input gives one line and not a failed step plus its message.
-    for flag in ("limit", "pixels", "budget", "particles"):
-        positive(getattr(args, flag), "--" + flag)
+    for flag in ("limit", "pixels", "budget", "particles", "batch_size"):
+        positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.batch_size is not None:
+        note("demo runs each command at its own batch size; --batch-size is ignored")
     for flag in ("iterations", "restart_iterations"):
         if getattr(args, flag) < 0:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}", "pass 0 or more")
@@ -98,7 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     from .. import data
 
-    data.load(args.dataset, "test", root=args.data_root)  # one line naming where it looked when absent
+    x8, _ = data.load(args.dataset, "test", root=args.data_root)  # one line naming where it looked when absent
+    _check_bounds(args, x8[: args.limit])
     t0 = time.perf_counter()
     # Built in a hidden temporary folder beside --out and moved into place when every step has
     # succeeded (a failed or killed demo leaves the old --out, or nothing); the commands and

@@ -10,7 +10,17 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .common import PROBE, check_labels, common_args, inputs_of, load_model, model_args, print_summary, torch_device
+from .common import (
+    PROBE,
+    check_labels,
+    check_model_for,
+    common_args,
+    inputs_of,
+    load_model,
+    model_args,
+    print_summary,
+    torch_device,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -61,6 +71,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_labels(y, args.num_classes, argparse.Namespace(dataset=f"{folder}/adversarial.npz"))
     if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
         raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
+    check_model_for(args, model, x, y, device, (1024,), images=f"images of {folder}/adversarial.npz")
     xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
     t0 = time.perf_counter()
     with torch.no_grad():

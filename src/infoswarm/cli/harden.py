@@ -15,6 +15,7 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_labels,
+    check_model_for,
     common_args,
     data_args,
     flush_notes,
@@ -23,6 +24,7 @@ from .common import (
     model_args,
     note,
     positive,
+    print_finished,
     print_summary,
     torch_device,
 )
@@ -155,6 +157,37 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
         channels_last=bool(args.model in zoo.ZOO and zoo.ZOO[args.model].recipe.channels_last))
 
 
+_SWARM_FLAGS = {"particles": None, "iterations": 10, "restart_iterations": 40, "bounds": "paper",
+                "selection": "fi", "target": "second", "chunk": 64, "pixels": None, "fi_threshold": 0.01,
+                "tau": 0.01, "protect": None}
+
+
+def _harden_bounds(args: argparse.Namespace, cfg: Any, model: torch.nn.Module, x8: torch.Tensor,
+                   y: torch.Tensor, device: torch.device) -> None:
+    """The model check, notes on the swarm flags a method ignores, and the time and memory the
+    run would need (refused above a day, or beyond the free memory)."""
+    from ..checks import check_memory, check_work
+
+    mc = check_model_for(args, model, x8, y, device, (cfg.batch_size, 500))
+    if cfg.method in ("pgd", "fgsm-rs", "none"):
+        given = [k for k, d in _SWARM_FLAGS.items() if getattr(args, k, d) != d and k != "protect"]
+        if given:
+            note(f"--method {cfg.method} attacks no training image with the swarm; "
+                 + ", ".join("--" + k.replace("_", "-") for k in given)
+                 + " set only the mFI-PSO re-attack of the evaluation")
+    n = min(len(y), args.limit or len(y))
+    swarm = 0.0 if cfg.method in ("pgd", "fgsm-rs", "none") else \
+        float(cfg.particles) * (1 + cfg.iterations + cfg.restart_iterations) * (n + 2 * cfg.eval_images)
+    per_epoch = 3.0 * n * (cfg.pgd_steps * 2 + 1 if cfg.method == "pgd" else 3 if cfg.method == "fgsm-rs" else 1)
+    check_work(swarm + cfg.epochs * per_epoch, mc.seconds_per_image,
+               f"harden --method {cfg.method} ({cfg.epochs} epochs on {n} images)",
+               "lower --epochs, --particles, --iterations, --restart-iterations, --eval-images or --limit")
+    if swarm:
+        numel = int(x8[0].numel())
+        check_memory(2.0 * cfg.particles * min(cfg.chunk, n) * numel * 4, f"--particles {cfg.particles}",
+                     "lower --particles or --chunk", device)
+
+
 def cmd_harden(args: argparse.Namespace) -> int:
     from .. import data, distributed, hardening, presets, runs, zoo
 
@@ -188,21 +221,26 @@ def cmd_harden(args: argparse.Namespace) -> int:
     device = torch.device("cuda", ctx.local_rank) if nccl else torch_device(args.device)
     x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
     xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    for split, xs in ((args.split, x8), ("test", xt8)):
+        if len(xs) == 0:
+            raise InputError(f"dataset {args.dataset} {split} has no images", "check the data")
+    if tuple(x8.shape[1:]) != tuple(xt8.shape[1:]):
+        raise InputError(f"train images {tuple(x8.shape[1:])} and test images {tuple(xt8.shape[1:])} of "
+                         f"{args.dataset} differ in shape", "use one image size in both splits")
     model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
     cfg.validate(args.num_classes, int(x8.shape[2] * x8.shape[3]))
     check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
     check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
     if args.method != "pgd" and args.pgd_steps != 10:
         note(f"--method {args.method} ignores --pgd-steps (only --method pgd uses it)")
+    _harden_bounds(args, cfg, model, x8, y, device)
     settings = {"dataset": args.dataset, "split": args.split, "model": args.model,
                 "weights": args.weights, **cfg.as_dict()}
     # Checked on every rank (nothing is written until all checks pass); rank 0 creates it.
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
                            inputs=inputs_of(args))
     if run.finished and not args.overwrite:
-        print(f"{args.out} is a finished harden run with these settings; nothing to do "
-              "(pass --overwrite to run it again)", file=sys.stderr)
-        return 0
+        return print_finished(args, "harden", "pass --overwrite to run it again")
     distributed.barrier(ctx)
     if distributed.is_main(ctx):
         run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=inputs_of(args))

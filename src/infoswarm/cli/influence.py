@@ -14,6 +14,7 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_labels,
+    check_model_for,
     class_names,
     common_args,
     data_args,
@@ -90,6 +91,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     check_labels(y, k, args)
     classes = class_names(args, k)
     bs = args.batch_size or 500
+    check_model_for(args, model, x8, y, device, (bs, min(bs, 64)))
     flush_notes()
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=show_progress(args), device=device)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import print_summary
+from .common import flush_notes, note, print_summary
 
 
 def add_parser(sub: Any) -> None:
@@ -29,10 +29,29 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report.html import write_report
+    from ..checks import printable
+    from ..errors import InputError
+    from ..report.html import load_run, write_report
 
-    out = Path(args.out) if args.out is not None else Path(args.runs[0]) / "report.html"
+    first = args.runs[0]
+    for r in args.runs:  # the default page goes into the first folder that can be read
+        try:
+            load_run(r)
+        except InputError:
+            continue
+        first = r
+        break
+    out = Path(args.out) if args.out is not None else Path(first) / "report.html"
     rep = write_report([Path(r) for r in args.runs], out)
-    print_summary(args, {"path": str(rep.path), "sections": rep.sections, "runs": [str(r.path) for r in rep.runs]},
-                   [f"wrote {rep.path} ({', '.join(rep.sections)})"])
+    for folder, why in rep.skipped:
+        note(f"left out {printable(folder)}: {why}", "warning")
+    for r in rep.runs:
+        if r.damaged:
+            note(f"{printable(r.path)} is damaged ({r.damaged}); the page shows only its summary, marked DAMAGED",
+                 "warning")
+    flush_notes()
+    print_summary(args, {"path": str(rep.path), "sections": rep.sections, "runs": [str(r.path) for r in rep.runs],
+                         "skipped": [{"run": f, "why": w} for f, w in rep.skipped],
+                         "damaged": {str(r.path): r.damaged for r in rep.runs if r.damaged}},
+                  [f"wrote {rep.path} ({', '.join(rep.sections)})"])
     return 0

@@ -16,12 +16,14 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_labels,
+    check_model_for,
     common_args,
     data_args,
     flush_notes,
     inputs_of,
     load_data,
     positive,
+    print_finished,
     print_summary,
     torch_device,
 )
@@ -87,17 +89,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "pick the model made for this dataset") from None
     check_labels(y, int(probe.shape[1]), args)  # before any work: a label >= K would fail mid-epoch
     check_labels(yt, int(probe.shape[1]), argparse.Namespace(dataset=f"{args.dataset} test"))
+    if len(xt) and tuple(x.shape[1:]) == tuple(xt.shape[1:]):
+        from ..checks import check_work
+
+        mc = check_model_for(args, model.eval(), x, None, device, (recipe.batch_size, 500))
+        model.train()
+        check_work(3.0 * recipe.epochs * len(x) + recipe.epochs * len(xt), mc.seconds_per_image,
+                   f"training {recipe.epochs} epochs on {len(x)} images", "lower --epochs or --limit")
     settings = {"model": args.model, "dataset": args.dataset, "recipe": training.recipe_dict(recipe),
                 "seed": args.seed, "train_images": len(x)}
     run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False,
                            inputs=inputs_of(args))
     if run.finished and not args.overwrite:
-        print(f"{args.out} is a finished train run with these settings; nothing to do "
-              "(pass --overwrite to train again)", file=sys.stderr)
-        return 0
+        return print_finished(args, "train", "pass --overwrite to train again")
     run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, inputs=inputs_of(args))
     state = run.load("train.pt") if run.resumed else None
     if state is not None:
+        _check_state(state, model, run.checkpoint_path("train.pt"))
         print(f"continuing the training in {args.out} after epoch {int(state['epoch'])} of "
               f"{recipe.epochs}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -145,6 +153,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",
                                 f"wrote {Path(args.out) / 'model.safetensors'} and card.json"])
     return 0
+
+
+_STATE = ("model", "optimizer", "generator", "torch_rng", "history", "epoch")
+
+
+def _check_state(state: Any, model: torch.nn.Module, path: Path) -> None:
+    """A train checkpoint must hold the training state of this model (checked before resuming)."""
+    import copy
+
+    lacking = [k for k in _STATE if k not in state] if isinstance(state, dict) else list(_STATE)
+    problem = (f"it lacks {', '.join(lacking)}" if isinstance(state, dict) else
+               f"it holds a {type(state).__name__}, not the training state") if lacking else None
+    if problem is None:
+        try:
+            copy.deepcopy(model).load_state_dict(state["model"])
+            int(state["epoch"])
+        except Exception as e:  # noqa: BLE001 - any content that does not fit
+            problem = f"its weights do not fit {type(model).__name__} ({type(e).__name__})"
+    if problem:
+        raise InputError(f"checkpoint {path} is not a train checkpoint of this run: {problem}",
+                         "pass --overwrite to start this run over (or delete that file)")
 
 
 def _machine() -> str:

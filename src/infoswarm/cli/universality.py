@@ -10,6 +10,7 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_labels,
+    check_model_for,
     common_args,
     data_args,
     inputs_of,
@@ -69,6 +70,8 @@ def cmd_universality(args: argparse.Namespace) -> int:
         adv = read_adversarial(args.adversarial)
         model = load_model(args, adv["x"][:PROBE].float(), device)
         check_labels(adv["y"].long(), args.num_classes, args)
+        check_model_for(args, model, adv["x"].float(), adv["y"].long(), device, (1024,),
+                        images=f"images of {args.adversarial}")
         res = universality.transfer(model, adv["x"].float().to(device), adv["x_adv"].float().to(device),
                                     adv["y"].long().to(device), adv["success"].bool().to(device))
         summary.update(adversarial=str(args.adversarial), **res)
@@ -79,6 +82,16 @@ def cmd_universality(args: argparse.Namespace) -> int:
         x8, y = load_data(args)
         model = load_model(args, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
         check_labels(y, args.num_classes, args)
+        mc = check_model_for(args, model, x8, y, device, (1024,))
+        if args.mode == "shared":
+            from ..checks import check_memory, check_work
+
+            n_fit = min(args.fit, len(x8))
+            check_work(float(args.particles) * (args.iterations + 1) * n_fit,
+                       mc.seconds_per_image, f"the shared swarm ({args.particles} particles, {args.iterations} "
+                       f"iterations, {n_fit} fit images)", "lower --particles, --iterations or --fit")
+            check_memory(float(args.particles) * n_fit * x8[0].numel() * 4, f"--particles {args.particles}",
+                         "lower --particles or --fit", device)
         x = data.to_float(x8).to(device)
         y = y.to(device)
         if args.mode == "reuse":

@@ -32,8 +32,12 @@ def load(name: str, split: str = "test", root: str | os.PathLike[str] | None = N
     package docstring). ``root`` is an extra folder to look in first; ``download=True`` allows a
     checked download into ``root`` (or the cache) when no local copy is found.
     """
-    if split not in SPLITS:
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise InputError(f"dataset name must be a non-empty string or path, got {name!r}",
+                         'use "mnist", "fashion-mnist", "cifar10" or a path to an .npz file or image folder')
+    if not isinstance(split, str) or split not in SPLITS:
         raise InputError(f"unknown split {split!r}", "use split=train or split=test")
+    name = os.fspath(name)
     if name in ("mnist", "fashion-mnist"):
         x, y = load_idx(name, split, root, download)
     elif name == "cifar10":

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..checks import printable
 from ..errors import InputError
 from ..stats import percent, rate_text
 
@@ -82,6 +83,8 @@ class Run:
     kind: str
     summary: dict[str, Any]
     name: str = ""
+    damaged: str | None = None
+    """Why the folder cannot be drawn whole (see :func:`damage_of`), or None."""
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -107,6 +110,8 @@ class Report:
     path: Path
     sections: list[str]
     runs: list[Run] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(folder, why) of the run folders that could not be read and were left out."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,7 +646,9 @@ class Section:
 
 
 def _build_summary(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
-    return [{"name": r.name, "kind": r.kind, "path": str(r.path), "headline": _headline(r),
+    return [{"name": r.name + (" (DAMAGED)" if r.damaged else ""),
+             "kind": r.kind + (", damaged: only its summary is shown" if r.damaged else ""), "path": str(r.path),
+             "headline": ([("DAMAGED", r.damaged)] if r.damaged else []) + _headline(r),
              "figures": _card_figures(r),
              "settings": [(k, _fmt(v)) for k, v in sorted(r.settings.items()) if k not in ("func", "command")]}
             for r in runs]
@@ -717,6 +724,9 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
         raise InputError("no run folder given", "pass one or more run folders")
     runs = [load_run(d) for d in dirs]
     _unique_names(runs)
+    for r in runs:
+        r.damaged = damage_of(r)
+    whole = [r for r in runs if not r.damaged]   # a damaged run gets its card, marked, and nothing else
 
     template = _environment().get_template(TEMPLATE)
     ids = [s.id for s in SECTIONS]
@@ -725,14 +735,14 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     missing = [s.block for s in SECTIONS if s.block not in _blocks(template.environment, TEMPLATE)]
     if missing:
         raise ValueError(f"report sections without a block in {TEMPLATE}: {missing}")
-    shared = Shared(runs)
+    shared = Shared(whole)
     ctx: dict[str, Any] = {
         "title": "infoswarm report: " + ", ".join(r.name for r in runs[:4]) + (" …" if len(runs) > 4 else ""),
         "version": __version__,
     }
     shown: list[dict[str, str]] = []
     for s in SECTIONS:
-        data = s.build(runs, shared)
+        data = s.build(runs if s.block == "cards" else whole, shared)
         ctx[s.block] = data
         if data is not None and (not isinstance(data, (list, tuple, dict, str)) or len(data) > 0):
             shown.append({"id": s.id, "title": s.title, "block": s.block})
@@ -740,6 +750,55 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     ctx["sections"] = shown
     html = template.render(**ctx)
     return html, [s["id"] for s in shown], runs
+
+
+_EXPECTED = {"attack": ("results.csv", "adversarial.npz"), "influence": ("images.csv",)}
+"""Files a finished run of each kind holds (summary.json is written last)."""
+
+
+def damage_of(run: Run) -> str | None:
+    """Why ``run`` cannot be drawn whole, in a few words, or None: a file its kind always writes is
+    missing, a CSV or ``adversarial.npz`` cannot be read, a PNG is not a PNG, a heatmap its summary
+    lists is gone, or results.csv disagrees with the summary's image count."""
+    problems: list[str] = []
+    for fname in _EXPECTED.get(run.kind, ()):
+        if not (run.path / fname).is_file():
+            problems.append(f"{fname} is missing")
+    rows = None
+    for fname in ("results.csv", "images.csv", "metrics.csv", "history.csv"):
+        f = run.path / fname
+        if f.is_file():
+            try:
+                got = _read_csv(f)
+            except InputError:
+                problems.append(f"{fname} cannot be read")
+                continue
+            if fname == "results.csv":
+                rows = got
+    f = run.path / "adversarial.npz"
+    if f.is_file():
+        try:
+            z = _read_npz(f)
+        except InputError as e:
+            problems.append(f"adversarial.npz: {str(e).split(';')[0].replace(str(f), '').strip()}")
+        else:
+            if rows is not None and len(rows) != len(z["x"]):
+                problems.append(f"results.csv has {len(rows)} rows, adversarial.npz {len(z['x'])} images")
+    n = run.summary.get("images")
+    if rows is not None and isinstance(n, int) and not isinstance(n, bool) and n != len(rows):
+        problems.append(f"results.csv has {len(rows)} rows, the summary says {n} images")
+    for png in sorted(run.path.glob("*.png")) + sorted((run.path / "heatmaps").glob("*.png")):
+        if _png_file(png) is None:
+            problems.append(f"{png.relative_to(run.path)} is not a PNG image")
+    top = run.summary.get("top") if run.kind == "influence" else None
+    if isinstance(top, list):
+        gone = [t.get("heatmap") for t in top if isinstance(t, dict) and isinstance(t.get("heatmap"), str)
+                and not (run.path / t["heatmap"]).is_file()]
+        if gone:
+            problems.append(f"{len(gone)} heatmap(s) listed in summary.json are missing")
+    if not problems:
+        return None
+    return "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
 
 
 def _check_out(out: Path) -> Path:
@@ -773,15 +832,23 @@ def write_report(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathL
     folder, a folder without ``summary.json``, an unreadable summary, CSV or ``adversarial.npz``,
     or an ``out`` that is a folder or cannot be written."""
     dirs = list(run_dirs)
+    skipped: list[tuple[str, str]] = []
+    readable = []
     for d in dirs:  # cheap checks of every input before any work
-        load_run(d)
+        try:
+            load_run(d)
+            readable.append(d)
+        except InputError as e:
+            skipped.append((str(d), str(e).split("; ")[0]))
+    if not readable:  # nothing to draw: the first folder's problem is the error
+        load_run(dirs[0]) if dirs else render_report(dirs)
     path = _check_out(Path(out).expanduser())
-    html, sections, runs = render_report(dirs)
+    html, sections, runs = render_report(readable)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(printable(html))   # folder names that are not UTF-8: shown escaped
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -792,5 +859,5 @@ def write_report(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathL
         except OSError:
             pass
         raise
-    return Report(path=path, sections=sections, runs=runs)
+    return Report(path=path, sections=sections, runs=runs, skipped=skipped)
 
