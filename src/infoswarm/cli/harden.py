@@ -363,6 +363,7 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     if len(y) == 0:
         raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
     model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
+    check_model_for(args, model, x8, y, device, (args.batch_size or 128, 500))
     if start == "scratch":
         torch.manual_seed(args.seed)
         model = zoo.build(args.model).to(device).eval()

@@ -12,6 +12,7 @@ from ..errors import InputError
 from .common import (
     PROBE,
     check_labels,
+    check_model_for,
     common_args,
     data_args,
     flush_notes,
@@ -143,6 +144,7 @@ def _cmd(args: argparse.Namespace) -> int:
     k_list, members = check_options(ks, int(x8.shape[2] * x8.shape[3]), version=args.version, attacks=attacks,
                                     budget=args.budget, chunk=args.chunk)
     model = load_model(args, data.to_float(x8[:PROBE]), device, grad=any(m.gradient for m in members))
+    check_model_for(args, model, x8, y, device, (args.chunk,))
     check_labels(y, args.num_classes, args)
     x = data.to_float(x8).to(device)
     with torch.no_grad():
