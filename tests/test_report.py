@@ -226,6 +226,28 @@ def test_sections_follow_the_kinds_of_runs(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
+def test_two_robustness_runs_are_drawn_on_one_axis(tmp_path):
+    """Before and after hardening: with two robustness runs the section opens with one figure
+    holding both curves; one run alone gets no such figure."""
+    def run(name, robust):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({
+            "command": "robustness", "images": 10, "clean_correct": 9, "clean_accuracy": 0.9,
+            "clean_ci95": [0.6, 0.98], "ks": [5, 10], "version": "quick", "members": ["sparse-rs"],
+            "per_k": {str(k): {"robust": r, "total": 10, "robust_accuracy": r / 10, "robust_ci95": [0.0, 0.9],
+                               "robust_raw": r, "carried": 0, "attacks": [], "seconds": 1.0}
+                      for k, r in zip((5, 10), robust)}, "warnings": []}))
+        return folder
+
+    before, after = run("before", (3, 1)), run("after", (8, 6))
+    out = tmp_path / "r.html"
+    report.write_report([before, after], out)
+    assert out.read_text().count("All robustness runs on one axis") == 1
+    report.write_report([before], out)
+    assert "All robustness runs on one axis" not in out.read_text()
+
+
 def test_a_run_without_npz_falls_back_to_its_gallery_png(tmp_path):
     from PIL import Image
 

@@ -683,7 +683,21 @@ def _build_robustness(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
 
 
 def _build_robust_accuracy(runs: list[Run], shared: Shared) -> list[dict[str, Any]]:
-    return [t for t in (_robust_accuracy(r) for r in runs) if t]
+    """One item per robustness run; with two or more, a first item draws all their curves on one
+    axis (a model before and after hardening, or several defences)."""
+    items = [t for t in (_robust_accuracy(r) for r in runs) if t]
+    if len(items) >= 2:
+        from .robustness_figure import robustness_curves_png
+
+        curves = [(r.name, r.summary) for r in runs if _robust_accuracy(r)]
+        try:
+            uri: str | None = _data_uri(robustness_curves_png(curves))
+        except (KeyError, TypeError, ValueError):        # a damaged summary: its own item says what it has
+            uri = None
+        if uri:
+            items.insert(0, {"run": "all robustness runs", "uri": uri, "rows": [], "warnings": [],
+                             "version": "–", "targeted": False, "clean": "–", "members": "–", "overlay": True})
+    return items
 
 
 #: The page's sections, in page order: one entry here and one template block make a section.

@@ -35,3 +35,32 @@ def robustness_curve_figure(path: Path | str, summary: Mapping[str, Any], title:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def robustness_curves_png(curves: Sequence[tuple[str, Mapping[str, Any]]]) -> bytes:
+    """PNG bytes of several robustness runs' curves on one axis (e.g. a model before and after
+    hardening): robust accuracy (%) against k from k = 0 (clean), each with its 95 % Wilson
+    intervals; ``curves`` holds (label, summary.json of a robustness run) pairs."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
+    for label, summary in curves:
+        ks = [int(k) for k in summary["ks"]]
+        per_k = summary["per_k"]
+        acc = [float(summary["clean_accuracy"])] + [float(per_k[str(k)]["robust_accuracy"]) for k in ks]
+        ci = [list(summary["clean_ci95"])] + [list(per_k[str(k)]["robust_ci95"]) for k in ks]
+        lo = [max(0.0, 100 * (a - c[0])) for a, c in zip(acc, ci)]
+        hi = [max(0.0, 100 * (c[1] - a)) for a, c in zip(acc, ci)]
+        ax.errorbar([0, *ks], [100 * a for a in acc], yerr=[lo, hi], marker="o", capsize=3,
+                    label=f"{label} ({summary.get('images', '?')} images)")
+    ax.set_xlabel("k (pixels changed; 0 = clean)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("robust accuracy vs k, every robustness run (95 % CI)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
