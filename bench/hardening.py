@@ -12,10 +12,12 @@ Defences (``--variants``):
   pgd             L-inf PGD adversarial fine-tuning (eps 0.3 MNIST-like / 8/255 CIFAR, 5 steps)
   one-step-plain  sparse training, one-step inner attack, all k_train locations by gain,
                   cross-entropy on the adversarial images, no soft labels (no smoothing)
-  one-step        one-step inner attack, half the locations random, TRADES beta 3, soft labels 0.1
-  swap            the default: one-step, then 4 forward-only swap steps (smoothed as one-step)
+  one-step        one-step inner attack, half the locations by gain and half random, TRADES beta 3,
+                  soft labels 0.1
+  swap            one-step, then 4 forward-only swap steps (smoothed as one-step), gain prior
   pgd0            one-step, then 4 L0-PGD steps (smoothed)
-  swap-uniform    swap with uniform locations instead of the gain prior (influence's part, b)
+  swap-uniform    swap with uniform locations instead of the gain prior (influence's part, b;
+                  harden's default since this comparison)
   swap-fi         swap with each image's loss weighted by its image-FI rank (influence's part, a)
   swap-fi-control swap-fi with the same weights by a random rank (its uniform counterpart)
 
@@ -45,13 +47,13 @@ from infoswarm.stats import rate_text, wilson  # noqa: E402
 
 from common import machine_line, replace_section  # noqa: E402  (bench/ is not a package)
 
-SMOOTH = dict(objective="trades", beta=3.0, label_smoothing=0.1, random_frac=0.5)
+SMOOTH = dict(objective="trades", beta=3.0, label_smoothing=0.1, random_frac=0.5, prior="gain")
 VARIANTS: dict[str, dict[str, Any]] = {
-    "one-step-plain": dict(inner="one-step", objective="ce", label_smoothing=0.0, random_frac=0.0),
+    "one-step-plain": dict(inner="one-step", objective="ce", label_smoothing=0.0, random_frac=0.0, prior="gain"),
     "one-step": dict(inner="one-step", **SMOOTH),
     "swap": dict(inner="swap", inner_steps=4, **SMOOTH),
     "pgd0": dict(inner="pgd0", inner_steps=4, **SMOOTH),
-    "swap-uniform": dict(inner="swap", inner_steps=4, prior="uniform", **SMOOTH),
+    "swap-uniform": dict(inner="swap", inner_steps=4, **{**SMOOTH, "prior": "uniform"}),
     "swap-fi": dict(inner="swap", inner_steps=4, fi_weight=1.0, **SMOOTH),
     "swap-fi-control": dict(inner="swap", inner_steps=4, fi_weight=1.0, fi_control=True, **SMOOTH),
 }
@@ -61,9 +63,9 @@ ABOUT = {
     "pgd": "L∞ PGD-AT (5 steps)",
     "one-step-plain": "one-step sparse AT, no smoothing (CE, all by gain)",
     "one-step": "one-step sparse AT, smoothed (TRADES β 3, soft labels, half random)",
-    "swap": "multi-step sparse AT: one-step + 4 swap steps, smoothed (default)",
+    "swap": "multi-step sparse AT: one-step + 4 swap steps, smoothed, gain prior",
     "pgd0": "multi-step sparse AT: one-step + 4 PGD0 steps, smoothed",
-    "swap-uniform": "swap with uniform locations (no gain prior)",
+    "swap-uniform": "swap with uniform locations (no gain prior; the default since this run)",
     "swap-fi": "swap, loss weighted by image-FI rank",
     "swap-fi-control": "swap, same weights by a random rank",
 }

@@ -20,7 +20,10 @@ Influence's part (the paper's idea that vulnerable images and pixels matter most
 its uniform counterpart for ablations: ``fi_weight`` > 0 weighs each image's loss by its rank
 of image FI (1 − p_y)/p_y within the batch (``fi_control=True``: by a random rank instead);
 ``prior="gain"`` chooses the inner attack's locations by their first-order gain, ``"uniform"``
-at random.
+(the default) at random. Measured (RESULTS.md, MNIST, reduced schedule): uniform locations gave
+a robust model where the gain prior's runs lost watch-set robustness and were rolled back to the
+start, and the FI weights changed nothing measurable; so the default is uniform and FI weights
+are off.
 
 Every epoch is checkpointed in a :class:`~infoswarm.runs.ResumableRun`; a killed run continues
 from its last finished epoch and ends bitwise equal on CPU.
@@ -69,7 +72,7 @@ class SparseConfig:
     inner_steps: int = 4
     eps: float = 1.0
     random_frac: float = 0.5
-    prior: str = "gain"
+    prior: str = "uniform"
     alpha: float = 0.1
     objective: str = "trades"
     beta: float = 3.0

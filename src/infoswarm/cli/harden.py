@@ -114,8 +114,8 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
                    help="share of the k_train locations drawn at random (default 0.5; 0 = all by gain, "
                         "which makes one-step training collapse)")
     g.add_argument("--prior", default=None, choices=PRIORS,
-                   help="where the inner attack puts its other locations: gain (first-order gain at the best "
-                        "corner; default) or uniform")
+                   help="where the inner attack puts its locations: uniform (default; measured best, RESULTS.md) "
+                        "or gain (first-order gain at the best corner)")
     g.add_argument("--objective", default=None, choices=OBJECTIVES,
                    help="trades (CE on clean + beta * KL(clean || adversarial); default) or ce (on adversarial)")
     g.add_argument("--beta", type=float, default=None, help="TRADES trade-off weight (default 3)")
