@@ -29,21 +29,43 @@ from infoswarm import __version__, data, training, zoo  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="zoo name (an entry of infoswarm.zoo.ZOO)")
-    p.add_argument("--harden", action="append", required=True, help="harden run folder(s), in training order")
+    p.add_argument("--harden", action="append", required=True,
+                   help="harden run folder(s), in training order; FOLDER:last takes the last epoch's weights "
+                        "from its checkpoint (what --keep last keeps) instead of the kept epoch's")
+    p.add_argument("--command", action="append", default=None,
+                   help="the command of each stage, where its folder has no card.json (a run made by the same "
+                        "library call from a script)")
     p.add_argument("--robustness", required=True, help="infoswarm robustness run folder of the final weights")
     args = p.parse_args()
     entry = zoo.ZOO[args.name]
     stages = []
-    for folder in args.harden:
+    weights: dict[str, torch.Tensor] | None = None
+    for i, spec in enumerate(args.harden):
+        folder, _, which = spec.partition(":")
         summary = json.loads((Path(folder) / "summary.json").read_text())
-        card = json.loads((Path(folder) / "card.json").read_text())
-        stages.append({"command": card.get("command"), "settings": summary["settings"],
-                       "epochs_run": summary.get("epochs_run"), "kept_epoch": summary.get("kept_epoch"),
+        card_file = Path(folder) / "card.json"
+        command = json.loads(card_file.read_text()).get("command") if card_file.is_file() else args.command[i]
+        after, kept = summary["after"], summary.get("kept_epoch")
+        if which == "last":
+            state = torch.load(Path(folder) / "checkpoints" / "train.pt", weights_only=True)
+            weights = state["model"]
+            row = state["history"][-1]
+            kept = row["epoch"]
+            after = {"clean_acc": row["test_acc"], "val_clean": row["val_clean"], "val_robust": row["val_robust"]}
+        else:
+            weights = None
+        stages.append({"command": command, "settings": summary["settings"], "weights": which or "kept",
+                       "epochs_run": summary.get("epochs_run"), "kept_epoch": kept,
                        "train_seconds": summary.get("train_seconds"), "collapse": summary.get("collapse", []),
-                       "watch_before": summary["before"], "watch_after": summary["after"]})
+                       "history": summary.get("history"), "watch_before": summary["before"], "watch_after": after})
     robust = json.loads((Path(args.robustness) / "summary.json").read_text())
     dest = zoo.weights_path(args.name)
-    shutil.copyfile(Path(args.harden[-1]) / "model.safetensors", dest)
+    if weights is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(dest))
+    else:
+        shutil.copyfile(Path(args.harden[-1].partition(":")[0]) / "model.safetensors", dest)
     model = zoo.load(args.name)
     x, y = data.load(entry.dataset, "test")
     base = zoo.card(args.name.rsplit("-l0", 1)[0]) or {}
