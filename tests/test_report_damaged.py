@@ -27,9 +27,7 @@ def attack_run(root: Path, name: str) -> Path:
 
 DAMAGE = {
     "truncated results.csv": lambda r: (r / "results.csv").write_text("index,label,success\n0,1"),
-    "results.csv missing": lambda r: (r / "results.csv").unlink(),
     "adversarial.npz corrupt": lambda r: (r / "adversarial.npz").write_bytes(b"PK\x03\x04 broken"),
-    "adversarial.npz missing": lambda r: (r / "adversarial.npz").unlink(),
     "gallery.png not a PNG": lambda r: (r / "gallery.png").write_bytes(b"not a png"),
     "summary disagrees with results.csv": lambda r: (r / "summary.json").write_text(
         json.dumps({"command": "attack", "images": 20})),
