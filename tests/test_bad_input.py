@@ -678,7 +678,7 @@ def safety_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
     c: dict[str, Case] = {}
     # 1. randomised models: refused by the model check of every command
     for name, base in {**commands, "transfer": transfer, "evaluate": ev}.items():
-        for model, needle in (("Drop", "random"), ("Noisy", "random"), ("Reseeded", "another order")):
+        for model, needle in (("Drop", "random"), ("Noisy", "random"), ("Reseeded", "another order or batch")):
             c[f"{name} with a randomised model ({model})"] = Case(
                 [*base, "--model", user + model, "--weights", f.rand_weights, "--out", o], needle)
         c[f"{name} --outputs probs on a model returning logits"] = Case(
@@ -854,6 +854,12 @@ class _Lin(torch.nn.Module):
             return torch.softmax(z, 1)
         if self.kind == "nograd":
             return z.detach()
+        if self.kind == "drop":  # dropout that eval() does not switch off
+            return self.fc(torch.nn.functional.dropout(x.flatten(1), 0.5, training=True))
+        if self.kind == "noise":
+            return z + torch.randn_like(z)
+        if self.kind == "reseeded":  # noise from a generator seeded on every call
+            return z + torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
         return z
 
 
@@ -930,10 +936,66 @@ def api_cases(f: SimpleNamespace, t: Path) -> dict[str, Callable[[], object]]:
         "data.load image folder with a bomb": lambda: data.load(str(f.folder_bomb)),
         "data.load image folder with duplicate labels": lambda: data.load(str(f.folder_dup)),
     }
+    c.update(safety_api_cases(ok, x, y))
     for name, payload in (("empty", b""), ("truncated", None), ("random bytes", bytes(range(256)) * 4),
                           ("a malicious pickle", b"cos\nsystem\n(S'echo pwned'\ntR.")):
         c[f"ResumableRun.load of a {name} checkpoint"] = (
             lambda payload=payload: _damaged_checkpoint(t, payload).load("train.pt"))
+    return c
+
+
+def safety_api_cases(ok: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """Issue 23 in the API: randomised and mismatched models, wrong argument types, bounds."""
+    from infoswarm import checks
+    from infoswarm.attacks.fgsm import FGSM
+    from infoswarm.attacks.jsma import JSMA
+    from infoswarm.attacks.mfipso import MFIPSO
+    from infoswarm.attacks.onepixel import OnePixel
+    from infoswarm.attacks.pgd import PGD
+    from infoswarm.attacks.pgd0 import PGD0
+    from infoswarm.attacks.sparse_rs import SparseRS
+    from infoswarm.attacks.sparse_swarm import SparseSwarm
+
+    build = {"FGSM": lambda m: FGSM(m, eps=0.1), "PGD": lambda m: PGD(m, eps=0.1, steps=1),
+             "MFIPSO": lambda m: MFIPSO(m, pixels=3, particles=4, iterations=1),
+             "SparseSwarm": lambda m: SparseSwarm(m, pixels=3, queries=4),
+             "SparseRS": lambda m: SparseRS(m, pixels=2, queries=4),
+             "OnePixel": lambda m: OnePixel(m, eps=1.0, population=4, iterations=1),
+             "JSMA": lambda m: JSMA(m, pixels=2, eps=0.5), "PGD0": lambda m: PGD0(m, pixels=2, steps=1)}
+    c: dict[str, Callable[[], object]] = {}
+    for kind in ("drop", "noise", "reseeded"):
+        for name, make in build.items():
+            def call(make=make, kind=kind) -> object:
+                m = _Lin(kind=kind).eval()
+                return make(m)(x, y)
+            c[f"{name} on a randomised model ({kind})"] = call
+    for name, make in build.items():
+        c[f"{name} on 32x32 images with a 28x28 model"] = lambda make=make: make(ok)(torch.rand(6, 1, 32, 32), y)
+    for what, bad in (("a tuple", (ok,)), ("a dict", {"model": ok}), ("a model name", "mnist-cnn"), ("None", None)):
+        for name in ("FGSM", "MFIPSO", "SparseSwarm"):
+            c[f"{name} with {what} as the model"] = lambda name=name, bad=bad: build[name](bad)
+    c["MFIPSO pixels=3.5"] = lambda: MFIPSO(ok, pixels=3.5, particles=4, iterations=1)  # type: ignore[arg-type]
+    c["MFIPSO pixels=True"] = lambda: MFIPSO(ok, pixels=True, particles=4, iterations=1)
+    c["SparseSwarm pixels=3.5"] = lambda: SparseSwarm(ok, pixels=3.5)  # type: ignore[arg-type]
+    c["zoo.load(None)"] = lambda: zoo.load(None)  # type: ignore[arg-type]
+    c["zoo.load(123)"] = lambda: zoo.load(123)  # type: ignore[arg-type]
+    c["zoo.load('')"] = lambda: zoo.load("")
+    c["zoo.load device=meta"] = lambda: zoo.load("mnist-cnn", device="meta")
+    c["zoo.load device=tpu"] = lambda: zoo.load("mnist-cnn", device="tpu")
+    if not torch.cuda.is_available():
+        c["zoo.load device=cuda without CUDA"] = lambda: zoo.load("mnist-cnn", device="cuda")
+    c["zoo.load weights=123"] = lambda: zoo.load("mnist-cnn", weights=123)  # type: ignore[arg-type]
+    c["data.load(123)"] = lambda: data.load(123)  # type: ignore[arg-type]
+    c["data.load(None)"] = lambda: data.load(None)  # type: ignore[arg-type]
+    c["data.load split=1"] = lambda: data.load("mnist", 1)  # type: ignore[arg-type]
+    c["check_model on a randomised model"] = lambda: checks.check_model(_Lin(kind="noise").eval(), x)
+    c["check_model wrong input shape"] = lambda: checks.check_model(ok, x, input_shape=(3, 32, 32))
+    c["check_model wrong class count"] = lambda: checks.check_model(ok, x, classes=100)
+    c["check_model outputs=probs on logits"] = lambda: checks.check_model(checks.LogOutputs(ok), x, outputs="probs")
+    c["check_model a tuple"] = lambda: checks.check_model((ok,), x)  # type: ignore[arg-type]
+    c["check_work a century"] = lambda: checks.check_work(2.0 ** 62, 1e-4, "this", "do less")
+    c["check_work NaN"] = lambda: checks.check_work(float("nan"), 1e-4, "this", "do less")
+    c["check_memory an exabyte"] = lambda: checks.check_memory(1e18, "this", "use less")
     return c
 
 

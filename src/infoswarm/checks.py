@@ -294,13 +294,15 @@ def check_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None 
                          f"{diff:.3g}); dropout left on or noise in forward (e.g. torch.randn) would make every "
                          "result meaningless", "call model.eval() and remove the randomness from forward "
                          "(or draw it from a generator seeded inside forward)")
-    if n0 > 1:  # the same images in reverse order: noise drawn per row from a generator seeded per call
+    if n0 > 1:  # the same images in reverse order, and half of them: noise drawn per row from a
+        #          generator seeded per call, or outputs normalised by the batch's own statistics
         r = call(x[:n0].flip(0), f"a batch of {n0} images").flip(0)
-        d = float((r - a).abs().max())
+        h = call(x[: max(1, n0 // 2)], f"a batch of {max(1, n0 // 2)} images")
+        d = max(float((r - a).abs().max()), float((h - a[: len(h)]).abs().max()))
         if d > BATCH_RTOL * scale:
-            raise InputError(f"{name} gives other outputs for the same {n0} images in another order (by up to "
-                             f"{d:.3g}): noise in forward (reseeded on every call), or batch statistics",
-                             "call model.eval() and remove the randomness from forward")
+            raise InputError(f"{name} gives other outputs for the same images in another order or batch (by up "
+                             f"to {d:.3g}): noise in forward (reseeded on every call), or batch statistics "
+                             "(batch-norm in train mode)", "call model.eval() and remove the randomness from forward")
     if classes is not None and k != classes:
         raise InputError(f"{name} returns {k} classes, but {data_name} have {classes}",
                          "use the model made for this dataset")
@@ -418,7 +420,7 @@ def check_memory(nbytes: float, what: str, fix: str, device: torch.device | str 
 
 
 def _count(n: float) -> str:
-    return f"{n:.3g}" if n >= 1e6 else f"{int(n)}"
+    return f"{n:.3g}" if not math.isfinite(n) or n >= 1e6 else f"{int(n)}"
 
 
 def _bytes(n: float) -> str:

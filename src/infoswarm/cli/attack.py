@@ -74,7 +74,7 @@ def add_parser(sub: Any) -> None:
                    help="perturb every channel entry with element FI >= this (the paper's rule, 0.01)")
     g.add_argument("--target", default=None,
                    help="none (untargeted; the default), second (most probable wrong class; mfipso's default), "
-                        "confusion, or a class index")
+                        "confusion, or a class index (images already of that class are left out, with a note)")
     g.add_argument("--confusion-min", type=int, default=5, help="errors needed for a confusion pair (default 5)")
     g.add_argument("--min-prob", type=float, default=None, help="success needs p(target) >= this")
     g.add_argument("--max-prob", type=float, default=None, help="success needs p(target) <= this")

@@ -766,8 +766,9 @@ def render_report(run_dirs: Iterable[str | os.PathLike[str]]) -> tuple[str, list
     return html, [s["id"] for s in shown], runs
 
 
-_EXPECTED = {"attack": ("results.csv", "adversarial.npz"), "influence": ("images.csv",)}
-"""Files a finished run of each kind holds (summary.json is written last)."""
+_EXPECTED: dict[str, tuple[str, ...]] = {"influence": ("images.csv",)}
+"""Files a finished run of each kind always holds (summary.json is written last); an attack run
+may lack adversarial.npz (older runs: its gallery.png is shown instead)."""
 
 
 def damage_of(run: Run) -> str | None:
