@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"queries {q}, rows {counted.rows} in {counted.calls} calls, wall {row['wall']:.1f} s "
                       f"(ratio {row['wall'] / max(ref_wall, 1e-9):.2f}), CPU {row['cpu']:.1f} s "
                       f"(ratio {row['cpu'] / max(ref_cpu, 1e-9):.2f})", flush=True)
+                if args.json:                       # after every attack: a stopped run keeps what it measured
+                    Path(args.json).write_text(json.dumps(dict(
+                        src=src, machine=machine_line(), command=command_line("bench/speed.py", argv),
+                        threads=args.threads, results=results, warmup=warmup, partial=True)), encoding="utf-8")
                 if budget == budgets[0] and name == "swarm-gain":
                     order = torch.argsort(res.queries, descending=True, stable=True)
                     hard = order[: args.hard]
