@@ -47,7 +47,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from infoswarm import data, zoo  # noqa: E402
-from infoswarm.attacks import JSMA, MFIPSO, PGD0, OnePixel, SparseRS, SparseSwarm  # noqa: E402
+from infoswarm.attacks import MFIPSO, SparseSwarm, registry  # noqa: E402
 from infoswarm.attacks.base import probs_of  # noqa: E402
 from infoswarm.attacks.result import wilson  # noqa: E402
 
@@ -74,20 +74,19 @@ class Counted(nn.Module):
 
 def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: int, min_prob: float | None = None,
          **kw: Any) -> Callable[..., Any]:
+    """A registered attack (``infoswarm.attacks.registry``) with this benchmark's shared options
+    (k pixels, the query budget, eps = 1 for the L0 attacks; an L∞ attack keeps its own eps;
+    untargeted runs use the attack's default target: jsma aims at the second class), or one of
+    the two benchmark-only methods ("random", "mfipso-paper")."""
+    if name in registry.names():
+        cls = registry.attack_class(name)
+        shared = {"pixels": k, "budget": budget, "eps": 1.0 if cls.norm == "l0" else None}
+        opts = {o: v for o, v in shared.items() if o in cls.uses and v is not None}
+        judged = {"min_prob": min_prob, **({} if target is None else {"target": target})}
+        return registry.build(name, model, seed=seed, **opts, **judged, **kw)
     w = dict(target=target, min_prob=min_prob)
-    if name == "sparse-swarm":
-        return SparseSwarm(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w, **kw)
     if name == "random":
         return SparseSwarm(model, pixels=k, queries=1, eps=1.0, seed=seed, prior="uniform", **w)
-    if name == "sparse-rs":
-        return SparseRS(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w)
-    if name == "pgd0":
-        steps = min(20, budget - 1)
-        return PGD0(model, pixels=k, eps=1.0, steps=steps, restarts=max(1, (budget - 1) // steps), seed=seed, **w)
-    if name == "onepixel":
-        return OnePixel(model, pixels=k, population=50, iterations=max(1, budget // 50 - 1), eps=1.0, seed=seed, **w)
-    if name == "jsma":
-        return JSMA(model, pixels=k, eps=1.0, target="second" if target is None else target, min_prob=min_prob)
     if name == "mfipso-paper":
         particles = 50
         iters = max(1, budget // (2 * particles) - 1)

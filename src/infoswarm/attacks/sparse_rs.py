@@ -75,6 +75,9 @@ class SparseRS(Attack):
     locations h·W + w of the returned perturbation (all −1 for images returned unchanged).
     """
 
+    uses = ("pixels", "eps", "budget")
+    defaults = {"pixels": 10, "eps": 1.0, "budget": 1000, "target": None}
+
     def __init__(self, model: nn.Module, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  p_init: float = 0.3, seed: int = 0, batch_size: int = 1024) -> None:

@@ -121,6 +121,15 @@ class SparseSwarm(Attack):
     ``grad_evals`` [N] the backward passes spent on the prior.
     """
 
+    uses = ("pixels", "eps", "budget")
+    gradients = "optional"
+    defaults = {"pixels": 10, "eps": 1.0, "budget": 1000, "target": None}
+
+    def needs_gradient(self) -> bool:
+        """Every prior but "uniform" (the default "auto" is "gain" for a torch module) takes a
+        backward pass."""
+        return self.prior != "uniform"
+
     def __init__(self, model: ModelLike, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  particles: int = 1, prior: Prior = "auto", prior_mix: float = 0.5,
