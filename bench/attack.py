@@ -11,7 +11,7 @@ Methods (each wrapped by a counter that times the model's forward passes):
   mfipso-paper: the paper's mFI-PSO at equal k (exact-FI pixels, margin-free paper fitness,
       canonical PSO, 50 particles, half the iterations before the paper's restart, half after);
   random: the control — the same k and box, k uniform random locations at random box corners,
-      no search (one query; SparseSwarm with queries=1).
+      no search (one query; SparseSwarm with budget=1).
 Every image is a correctly classified test image (the first N); pixel values free in [0, 1]
 (eps = 1, pure L0). Untargeted: success = misclassified. Targeted: a random target ≠ the label
 per image (seeded), success = the target is predicted. Success is re-checked here (prediction on
@@ -86,12 +86,12 @@ def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: in
         return registry.build(name, model, seed=seed, **opts, **judged, **kw)
     w = dict(target=target, min_prob=min_prob)
     if name == "random":
-        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, seed=seed, prior="uniform", **w)
+        return SparseSwarm(model, pixels=k, budget=1, eps=1.0, seed=seed, prior="uniform", **w)
     if name == "mfipso-paper":
         particles = 50
         iters = max(1, budget // (2 * particles) - 1)
         return MFIPSO(model, pixels=k, eps=1.0, particles=particles, iterations=iters,
-                      restart_iterations=iters, selection="fi", seed=seed, **w)
+                      restart_iterations=iters, pixel_rule="fi", seed=seed, **w)
     raise ValueError(name)
 
 
@@ -113,7 +113,8 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
     wrong = (pred != y) & l0_ok
     n = len(x)
     q = res.queries.double()
-    cap = 1 if name == "random" else (int(q.max()) if name == "jsma" else budget)
+    capped = getattr(attack, "query_budget", lambda: budget)() is not None   # jsma: no cap, its own passes
+    cap = 1 if name == "random" else (budget if capped else int(q.max()))
     return {"method": name, "k": k, "n": n, "succ": int(succ.sum()), "wrong": int(wrong.sum()),
             "median_q": float(q[succ].median()) if succ.any() else float("nan"),
             "mean_q_fail_at_budget": float(torch.where(succ, q, torch.full_like(q, cap)).mean()),
@@ -124,14 +125,15 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
 
 def variant(name: str) -> tuple[str, dict[str, Any]]:
     """``"sparse-swarm:loss=ce;particles=4"`` -> ("sparse-swarm", {"loss": "ce", "particles": 4}):
-    a method with non-default SparseSwarm options (integers are converted)."""
+    a registered attack with non-default constructor options (integers are converted; the
+    registry refuses an option the attack does not take)."""
     base, _, opts = name.partition(":")
     kw: dict[str, Any] = {}
     for item in filter(None, opts.split(";")):
         key, _, value = item.partition("=")
         kw[key] = int(value) if value.isdigit() else value
-    if kw and base != "sparse-swarm":
-        raise SystemExit(f"options after ':' are for sparse-swarm only, not {base}")
+    if kw and base not in registry.names():
+        raise SystemExit(f"options after ':' are for registered attacks ({', '.join(registry.names())}), not {base}")
     return base, kw
 
 

@@ -218,8 +218,8 @@ def test_registry_passes_extra_arguments_and_refuses_unknown_ones(setup):
     assert make("pgd", model, alpha=0.01).alpha == 0.01        # type: ignore[attr-defined]
     with pytest.raises(InputError, match="fgsm takes no argument particles="):
         make("fgsm", model, particles=3)
-    with pytest.raises(InputError, match="queries= is set by build"):
-        make("sparse-swarm", model, queries=10)
+    with pytest.raises(InputError, match="population= is set by build"):
+        make("onepixel", model, population=10)
     with pytest.raises(InputError, match="only for mfipso"):
         make("pgd", model, target="confusion")
     with pytest.raises(InputError, match="needs `pixels`"):
@@ -300,7 +300,7 @@ def test_capabilities_are_declared_and_the_constructor_agrees_with_the_defaults(
     assert set(TARGETS) <= set(cls.targets)
     assert set(cls.defaults) == set(cls.uses) | {"target"}, name         # one default per option it uses
     params = inspect.signature(cls.__init__).parameters
-    for option, kw in (("pixels", "pixels"), ("eps", "eps"), ("steps", "steps"), ("budget", "queries"),
+    for option, kw in (("pixels", "pixels"), ("eps", "eps"), ("steps", "steps"), ("budget", "budget"),
                        ("target", "target")):
         if option in cls.defaults and kw in params and params[kw].default is not None:
             assert params[kw].default == cls.defaults[option], (name, option)
@@ -325,7 +325,8 @@ def test_needs_gradient_follows_the_configuration():
     assert SparseSwarm(model).needs_gradient() and SparseSwarm(model).prior == "gain"
     assert not SparseSwarm(model, prior="uniform").needs_gradient()
     assert not SparseSwarm(lambda v: model(v)).needs_gradient()               # query-only: uniform prior
-    assert MFIPSO(model, pixels=2).needs_gradient() and not MFIPSO(model, pixels=2, selection="random").needs_gradient()
+    assert MFIPSO(model, pixels=2).needs_gradient()
+    assert not MFIPSO(model, pixels=2, pixel_rule="random").needs_gradient()
     assert [registry.build(n, model).needs_gradient() for n in ("fgsm", "pgd", "sparse-rs", "onepixel")] == \
         [True, True, False, False]
 

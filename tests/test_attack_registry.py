@@ -23,76 +23,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class StepLinf(Attack):
-    """``queries − 1`` signed-gradient steps of eps/2 inside the L∞ ball (a test attack)."""
+    """``budget − 1`` signed-gradient steps of eps/2 inside the L∞ ball (a test attack)."""
 
     norm = "linf"
     uses = ("eps", "budget")
     gradients = "always"
     defaults = {"eps": 0.1, "budget": 4, "target": None}
 
-    def __init__(self, model: Any, eps: float = 0.1, queries: int = 4, target: Any = None,
+    def __init__(self, model: Any, eps: float = 0.1, budget: int = 4, target: Any = None,
                  min_prob: float | None = None, max_prob: float | None = None, seed: int = 0) -> None:
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
-        self.eps, self.queries = eps, queries
+        self.eps, self.budget = eps, budget
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:
         cur = x.clone()
         aim = torch.where(target >= 0, target, y)
         sign = torch.where(target >= 0, -1.0, 1.0).to(x.dtype).view(-1, 1, 1, 1)
-        for _ in range(self.queries - 1):
+        for _ in range(self.budget - 1):
             xa = cur.detach().requires_grad_(True)
             with torch.enable_grad():
                 (g,) = torch.autograd.grad(F.cross_entropy(self.model(xa), aim), xa)
             cur = (x + (xa.detach() + self.eps / 2 * sign * g.sign() - x).clamp(-self.eps, self.eps)).clamp(0, 1)
-        return self._finish(x, cur, y, target, torch.full((len(x),), self.queries, device=x.device))
-
-
-NET = '''
-import torch
-from torch import nn
-from helpers import SIDE          # a sibling module: the model file's folder is importable
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * SIDE * SIDE, 4)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-def scores(x):                     # a plain callable (query-only), numpy out
-    return (x.reshape(len(x), -1)[:, :4] * 10).numpy()
-'''
-
-
-@pytest.fixture(scope="module")
-def own(tmp_path_factory) -> dict[str, Path]:
-    """A user's model file importing a sibling, its weights as a torch.save'd state dict (.pt),
-    and 60 8x8 grey images labelled by the model itself (every image correctly classified)."""
-    d = tmp_path_factory.mktemp("own")
-    (d / "helpers.py").write_text("SIDE = 8\n")
-    (d / "net.py").write_text(NET)
-    torch.manual_seed(0)
-    spec = importlib.util.spec_from_file_location("own_net_probe", d / "net.py")
-    import sys
-
-    sys.path.insert(0, str(d))
-    try:
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    finally:
-        sys.path.remove(str(d))
-    torch.save(module.Net().state_dict(), d / "net.pt")
-    model = zoo.load(f"{d}/net.py:Net", d / "net.pt")
-    x8 = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (60, 1, 8, 8), dtype=np.uint8))
-    with torch.no_grad():
-        y = model(x8.float() / 255).argmax(1)
-    np.savez(d / "data.npz", x=x8.numpy(), y=y.numpy())
-    return {"dir": d, "model": Path(f"{d}/net.py:Net"), "weights": d / "net.pt", "data": d / "data.npz"}
+        return self._finish(x, cur, y, target, torch.full((len(x),), self.budget, device=x.device))
 
 
 def run(argv: list[Any], capsys: Any) -> tuple[int, str, str]:
@@ -112,17 +65,17 @@ def registered(monkeypatch):
 
 
 @pytest.mark.subprocess
-def test_a_new_attack_runs_through_attack_evaluate_and_the_benchmark_builder(own, registered, tmp_path, capsys):
-    model_args = ["--model", own["model"], "--weights", own["weights"], "--device", "cpu"]
-    code, out, err = run(["attack", "--dataset", own["data"], *model_args, "--attack", registered, "--select", "all",
-                          "--eps", 0.2, "--budget", 3, "--steps", 7, "--pixels", 2, "--out", tmp_path / "a",
-                          "--json"], capsys)
+def test_a_new_attack_runs_through_attack_evaluate_and_the_benchmark_builder(own_model, registered, tmp_path, capsys):
+    model_args = ["--model", own_model["model"], "--weights", own_model["weights"], "--device", "cpu"]
+    code, out, err = run(["attack", "--dataset", own_model["data"], *model_args, "--attack", registered,
+                          "--select", "all", "--eps", 0.2, "--budget", 3, "--steps", 7, "--pixels", 2,
+                          "--out", tmp_path / "a", "--json"], capsys)
     assert code == 0, err
     assert "--attack step-linf ignores --pixels, --steps" in err        # read from StepLinf.uses
     summary = json.loads(out)
     assert summary["attack_spec"]["name"] == registered and summary["attack_spec"]["eps"] == 0.2
     assert summary["attack_spec"]["budget"] == 3 and summary["queries_mean"] == 3
-    assert summary["attack_repr"] == "StepLinf(eps=0.2, queries=3, target=None, min_prob=None, max_prob=None, seed=0)"
+    assert summary["attack_repr"] == "StepLinf(eps=0.2, budget=3, target=None, min_prob=None, max_prob=None, seed=0)"
     assert 0 < summary["linf_success"]["max"] <= 0.2 + 1e-6 and summary["images"] == 60
     assert not (tmp_path / "a" / "checkpoints").exists()                 # removed once the run finished
 
@@ -132,15 +85,15 @@ def test_a_new_attack_runs_through_attack_evaluate_and_the_benchmark_builder(own
     rows = {r["attack"]: r for r in json.loads(out)["reattack"]}
     assert set(rows) == {registered, "fgsm"} and rows[registered]["pixels"] is None   # an L∞ attack: no k
     assert rows[registered]["success_rate"] == pytest.approx(summary["success_rate"])    # same attack, same seed
-    assert json.loads(out)["query_budget"] == 3                            # StepLinf.query_budget(): queries
+    assert json.loads(out)["query_budget"] == 3                            # StepLinf.query_budget(): its budget
 
     spec = importlib.util.spec_from_file_location("bench_attack", REPO / "bench" / "attack.py")
     bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
-    model = zoo.load(str(own["model"]), own["weights"])
+    model = zoo.load(str(own_model["model"]), own_model["weights"])
     attack = bench.make(registered, model, 3, 5, None, 0)
-    assert isinstance(attack, StepLinf) and attack.queries == 5 and attack.eps == 0.1   # L∞: its own eps
-    data = np.load(own["data"])
+    assert isinstance(attack, StepLinf) and attack.budget == 5 and attack.eps == 0.1   # L∞: its own eps
+    data = np.load(own_model["data"])
     res = attack(data["x"][:8] / 255.0, data["y"][:8])                     # numpy in, as elsewhere
     assert len(res) == 8 and float(res.linf.max()) <= 0.1 + 1e-6
 
@@ -148,4 +101,4 @@ def test_a_new_attack_runs_through_attack_evaluate_and_the_benchmark_builder(own
 def test_the_registry_reads_the_new_row(registered):
     assert registered in registry.names() and registry.defaults(registered) == StepLinf.defaults
     attack = registry.build(registered, torch.nn.Flatten())
-    assert (attack.eps, attack.queries) == (0.1, 4) and attack.needs_gradient()
+    assert (attack.eps, attack.budget) == (0.1, 4) and attack.needs_gradient()

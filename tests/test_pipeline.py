@@ -128,7 +128,7 @@ def test_run_attack_per_image_targets_split_each_chunk_and_keep_the_order() -> N
 def test_spec_round_trip_and_query_budget_from_the_attack() -> None:
     spec = AttackSpec(name="mfipso", pixels=None, eps=0.15, target="second", seed=2,
                       options={"fi_threshold": 0.01, "particles": 20, "iterations": 3, "restart_iterations": 4,
-                               "selection": "fi", "bounds": "paper"})
+                               "pixel_rule": "fi", "bounds": "paper"})
     assert spec.query_budget() == 20 * (3 + 4)                  # read from the built MFIPSO
     assert AttackSpec.from_dict(json.loads(json.dumps(spec.to_dict())), "summary.json") == spec
     assert AttackSpec(name="mfipso", pixels=5, options={"restart": False}).query_budget() == 200 * 10  # its defaults

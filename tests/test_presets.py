@@ -22,13 +22,13 @@ def test_cifar_like_reads_the_channels_of_named_sets_and_the_name_of_others() ->
 def test_paper_attack_per_dataset_builds_the_papers_mfipso() -> None:
     mnist, cifar = presets.paper_attack("mnist"), presets.paper_attack("cifar10")
     assert (mnist["particles"], cifar["particles"]) == (500, 200)
-    assert (mnist["selection"], cifar["selection"]) == ("fi", "fi-eps")
+    assert (mnist["pixel_rule"], cifar["pixel_rule"]) == ("fi", "fi-eps")
     assert (mnist["fi_eps_scale"], cifar["fi_eps_scale"]) == (1.0, 255.0)
     for p in (mnist, cifar):
         assert (p["fi_threshold"], p["eps"], p["bounds"], p["target"]) == (0.01, 0.15, "paper", "second")
         assert (p["iterations"], p["restart_iterations"]) == (10, 40) and p["restart"]
     attack = MFIPSO(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), **cifar)   # the keywords are MFIPSO's
-    assert attack.swarm.particles == 200 and attack.fi_eps_scale == 255.0 and attack.selection == "fi-eps"
+    assert attack.swarm.particles == 200 and attack.fi_eps_scale == 255.0 and attack.pixel_rule == "fi-eps"
     cifar["particles"] = 1
     assert presets.paper_attack("cifar10")["particles"] == 200            # a fresh dict each call
 

@@ -137,7 +137,7 @@ def real_runs(tmp_path_factory):
     common = ["--dataset", str(digits), "--model", "mnist-cnn", "--select", "all"]
     assert cli.main(["influence", "--dataset", str(digits), "--limit", "16", "--top", "2",
                      "--out", str(root / "inf")]) == 0
-    assert cli.main(["attack", *common, "--limit", "6", "--pixels", "2", "--selection", "saliency", "--particles", "8",
+    assert cli.main(["attack", *common, "--limit", "6", "--pixels", "2", "--pixel-rule", "saliency", "--particles", "8",
                      "--iterations", "2", "--restart-iterations", "1", "--gallery", "2",
                      "--out", str(root / "pso-k2")]) == 0
     assert cli.main(["attack", *common, "--limit", "6", "--pixels", "6", "--attack", "sparse-rs",

@@ -45,7 +45,7 @@ _REDO = "pass a folder written by `infoswarm attack`, or re-run the attack"
 _TYPES: dict[str, tuple[type, ...]] = {
     "attack": (str,), "name": (str,), "eps": (int, float), "particles": (int,), "iterations": (int,),
     "w": (int, float), "c1": (int, float), "c2": (int, float), "restart_iterations": (int,),
-    "selection": (str,), "bounds": (str,), "no_restart": (bool,), "restart": (bool,),
+    "pixel_rule": (str,), "bounds": (str,), "no_restart": (bool,), "restart": (bool,),
     "pixels": (int, type(None)), "fi_threshold": (int, float, type(None)), "budget": (int, type(None)),
     "steps": (int, type(None)), "target": (str, int, type(None)), "min_prob": (int, float, type(None)),
     "max_prob": (int, float, type(None)), "fi_eps_scale": (int, float), "confusion_min": (int,),
@@ -297,9 +297,46 @@ def _read_summary(folder: Path, command: str, name: str) -> dict[str, Any]:
     return info
 
 
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+def model_card(name: str, model: torch.nn.Module, dataset: str, test_accuracy: float | None,
+               **extra: Any) -> dict[str, Any]:
+    """The card of a model infoswarm wrote (``train``, ``harden``): its ``name``, architecture
+    (class name of ``model``), ``dataset``, ``test_accuracy`` in [0, 1], the torch and infoswarm
+    versions, the command line, and ``extra`` keys (e.g. a recipe, the base model)."""
+    import sys
+
+    import torch as _torch
+
+    from . import __version__
+
+    argv = sys.argv[1:]
+    return {"name": name, "architecture": type(model).__name__, "dataset": dataset, **extra,
+            "test_accuracy": test_accuracy, "torch": _torch.__version__, "infoswarm": __version__,
+            "command": "infoswarm " + " ".join(argv) if argv else None}
+
+
+def save_model(folder: str | Path, weights: Mapping[str, torch.Tensor], card: Mapping[str, Any],
+               metadata: Mapping[str, str]) -> None:
+    """The one writer of a model: ``model.safetensors`` (the state dict ``weights``, contiguous
+    CPU tensors, with string ``metadata``: one key keeps the file bitwise repeatable) and its
+    ``card.json``, each atomically."""
+    from safetensors.torch import save_file
+
+    from . import runs
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    runs.atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata=dict(metadata)))
+    runs.atomic_write(folder / CARD, lambda p: runs.write_json(p, dict(card)))
+
+
 HARDEN_NPZ = "adversarial-train.npz"
-HARDEN_WEIGHTS = "model.safetensors"
-HARDEN_CARD = "card.json"
+HARDEN_WEIGHTS = WEIGHTS
+HARDEN_CARD = CARD
 HARDEN_METRICS = "metrics.csv"
 HARDEN_ARRAYS = ("x_adv", "y", "dataset_index")
 
@@ -321,15 +358,10 @@ class HardenRun:
         card.json, metrics.csv (one row per epoch of ``summary["history"]``),
         adversarial-train.npz and summary.json last (a folder with one is a finished run); each
         file atomically."""
-        from safetensors.torch import save_file
-
         from . import runs
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-        runs.atomic_write(folder / HARDEN_WEIGHTS, lambda p: save_file(state, str(p), metadata=dict(metadata)))
-        runs.atomic_write(folder / HARDEN_CARD, lambda p: runs.write_json(p, self.card))
+        save_model(folder, weights, self.card, metadata)
         history = self.summary.get("history") or []
         if history:
             runs.atomic_write(folder / HARDEN_METRICS, lambda p: runs.write_csv(p, history, list(history[0])))

@@ -27,11 +27,11 @@ def paper_attack(dataset: str | None) -> dict[str, Any]:
     every channel entry with element FI ≥ 0.01, the paper's bounds δ ∈ [−εx, ε(1−x)] with
     ε = 0.15, 10 iterations plus a 40-iteration restart, target the second most probable class;
     500 particles on MNIST-like data, 200 on CIFAR-10, where the authors ranked entries by their
-    ε-regularised FI on raw 0–255 pixels (``selection="fi-eps"``, ``fi_eps_scale=255``)."""
+    ε-regularised FI on raw 0–255 pixels (``pixel_rule="fi-eps"``, ``fi_eps_scale=255``)."""
     cifar = cifar_like(dataset)
     return {"fi_threshold": 0.01, "bounds": "paper", "eps": 0.15, "particles": 200 if cifar else 500,
             "iterations": 10, "restart": True, "restart_iterations": 40,
-            "selection": "fi-eps" if cifar else "fi", "fi_eps_scale": 255.0 if cifar else 1.0, "target": "second"}
+            "pixel_rule": "fi-eps" if cifar else "fi", "fi_eps_scale": 255.0 if cifar else 1.0, "target": "second"}
 
 
 def paper_harden(dataset: str | None, epochs: int | None = None) -> dict[str, Any]:

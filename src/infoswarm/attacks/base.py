@@ -251,8 +251,8 @@ class Attack:
 
     def query_budget(self) -> int | None:
         """Model queries per image at most, as configured (None where the attack has no fixed
-        cap): ``evaluate`` re-runs baselines at this budget. Default: the attribute ``queries``."""
-        q = getattr(self, "queries", None)
+        cap): ``evaluate`` re-runs baselines at this budget. Default: the attribute ``budget``."""
+        q = getattr(self, "budget", None)
         return int(q) if isinstance(q, int) else None
 
     def check_model(self, x: torch.Tensor | None = None) -> None:

@@ -53,12 +53,12 @@ class Options:
         return {"target": self.target, "min_prob": self.min_prob, "max_prob": self.max_prob}
 
 
-_SAME_NAME = {"pixels": "pixels", "eps": "eps", "steps": "steps", "budget": "queries"}
-"""How a shared option maps to a constructor argument by default (``budget`` -> ``queries``)."""
+_SAME_NAME = {"pixels": "pixels", "eps": "eps", "steps": "steps", "budget": "budget"}
+"""How a shared option maps to a constructor argument by default: to the argument of its name."""
 
 
 def _plain(cls: type[Attack], o: Options) -> dict[str, Any]:
-    """The default mapping: each used option to its constructor argument (:data:`_SAME_NAME`),
+    """The default mapping: each used option to the constructor argument of its name,
     the judged options, and ``seed`` when the constructor takes one."""
     kw = {_SAME_NAME[k]: getattr(o, k) for k in cls.uses}
     if "seed" in inspect.signature(cls.__init__).parameters:
@@ -69,8 +69,8 @@ def _plain(cls: type[Attack], o: Options) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Spec:
     """One registry row: ``cls`` the attack class; ``about`` one line for help texts;
-    ``kwargs`` (only where the default mapping does not fit: ``budget`` -> ``queries`` and the
-    other used options to arguments of the same name) maps the resolved :class:`Options` to
+    ``kwargs`` (only where the default mapping, each used option to the constructor argument
+    of its name, does not fit) maps the resolved :class:`Options` to
     its constructor's keyword arguments (the extra keyword arguments of :func:`build` are added)."""
 
     cls: type[Attack]

@@ -248,7 +248,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 OWN_FLAGS: dict[str, str] = {
     "particles": "particles", "prior": "prior", "loss": "loss", "refine": "refine", "iterations": "iterations",
     "w": "w", "c1": "c1", "c2": "c2", "restart_iterations": "restart_iterations", "no_restart": "restart",
-    "pixel_rule": "selection", "bounds": "bounds", "fi_threshold": "fi_threshold", "fi_eps_scale": "fi_eps_scale",
+    "pixel_rule": "pixel_rule", "bounds": "bounds", "fi_threshold": "fi_threshold", "fi_eps_scale": "fi_eps_scale",
     "confusion_min": "confusion_min", "batch_size": "batch_size"}
 """Flags (argparse dests) that are constructor arguments of some attacks (dest -> keyword;
 ``--no-restart`` is ``restart=False``). An attack gets those its constructor takes; the others
