@@ -53,7 +53,7 @@ def small_op(model, **kw):
 
 
 def small_rs(model, **kw):
-    return SparseRS(model, **{"queries": 40, **kw})
+    return SparseRS(model, **{"budget": 40, **kw})
 
 
 def check_box(res, x, k, eps):

@@ -156,21 +156,23 @@ def fx(tmp_path_factory) -> SimpleNamespace:
             (run / "adversarial.npz").write_bytes(npz)
         return run
 
-    settings = {"attack": "fgsm", "eps": 0.1, "target": str(int(y[0])), "pixels": None,
-                "fi_threshold": None, "steps": 1, "budget": 10}
-    def tampered(name: str, **change) -> Path:
-        return attack_run(name, {"command": "attack", "dataset": str(f.digits), "settings": {**settings, **change}})
+    settings = {"name": "fgsm", "eps": 0.1, "target": str(int(y[0])), "pixels": None, "steps": 1, "budget": 10,
+                "options": {}}                                   # an attack_spec, as `attack` writes it
+
+    def tampered(folder: str, **change) -> Path:
+        return attack_run(folder, {"command": "attack", "dataset": str(f.digits),
+                                   "attack_spec": {**settings, **change}})
 
     f.tampered_eps = tampered("tampered-eps", eps="abc")
     f.tampered_nan = tampered("tampered-nan", eps=float("nan"))
-    f.tampered_attack = tampered("tampered-attack", attack="cw")
+    f.tampered_attack = tampered("tampered-attack", name="cw")
     f.tampered_target = tampered("tampered-target", target="foo")
     f.tampered_steps = tampered("tampered-steps", steps=-3)
-    f.tampered_list = attack_run("tampered-list", {"command": "attack", "dataset": str(f.digits), "settings": [1]})
+    f.tampered_list = attack_run("tampered-list", {"command": "attack", "dataset": str(f.digits), "attack_spec": [1]})
     f.tampered_shapes = attack_run("tampered-shapes", {"command": "attack", "dataset": str(f.digits),
-                                                       "settings": settings}, npz=False)
+                                                       "attack_spec": settings}, npz=False)
     np.savez(f.tampered_shapes / "adversarial.npz", x=xf, x_adv=xf[:5], y=y[:20], success=np.ones(20, bool))
-    f.tampered_dataset = attack_run("tampered-dataset", {"command": "attack", "dataset": 7, "settings": settings})
+    f.tampered_dataset = attack_run("tampered-dataset", {"command": "attack", "dataset": 7, "attack_spec": settings})
     # image folders
     from PIL import Image
 
@@ -190,10 +192,10 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     (f.folder_bomb / "1" / "bomb.png").write_bytes(_png_header(30000, 30000))
     f.folder_empty_classes = d / "folder-empty"
     (f.folder_empty_classes / "a").mkdir(parents=True)
-    f.attack_run = attack_run("attack-run", {"command": "attack", "dataset": str(f.digits), "settings": settings})
+    f.attack_run = attack_run("attack-run", {"command": "attack", "dataset": str(f.digits), "attack_spec": settings})
     f.attack_no_settings = attack_run("attack-no-settings", {"command": "attack"})
     f.attack_corrupt = attack_run("attack-corrupt", {"command": "attack", "dataset": str(f.digits),
-                                                     "settings": settings}, npz=b"PK\x03\x04 broken")
+                                                     "attack_spec": settings}, npz=b"PK\x03\x04 broken")
     return f
 
 
@@ -376,7 +378,7 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "attack --target foo": Case([*att, "--target", "foo", "--out", o], "--target"),
         "attack --attack unknown": Case([*att, "--attack", "cw", "--out", o], "invalid choice"),
         "attack --fi-threshold with fgsm": Case([*att, "--attack", "fgsm", "--fi-threshold", 0.01, "--out", o],
-                                                "mfipso option"),
+                                                "option of mfipso"),
         "attack --target confusion with fgsm": Case([*att, "--attack", "fgsm", "--target", "confusion",
                                                      "--out", o], "confusion"),
         "attack --budget 0": Case([*att, "--attack", "sparse-rs", "--pixels", 3, "--budget", 0, "--out", o],

@@ -120,10 +120,15 @@ def test_own_model_pt_weights_normalisation_and_plain_callables(own_model, tmp_p
     common = ["--dataset", own_model["data"], "--select", "all", "--pixels", 2, "--budget", 20, "--device", "cpu",
               "--json"]
     model = ["--model", own_model["model"], "--weights", own_model["weights"]]
-    code, out, err = run(["attack", *model, *common, "--out", tmp_path / "a"], capsys)
+    code, out, err = run(["attack", *model, *common, "--target", "random", "--out", tmp_path / "a"], capsys)
     assert code == 0, err
     plain = json.loads(out)
     assert plain["images"] == 60 and "SparseSwarm(pixels=2, budget=20" in plain["attack_repr"]
+    from infoswarm.attacks import AttackResult
+
+    res = AttackResult.load(tmp_path / "a" / "adversarial.npz")              # the run's file, read as a result
+    assert len(res) == 60 and (res.target != res.y).all() and res.target.min() >= 0 and res.target.max() <= 3
+    assert len(set(res.target.tolist())) > 1                                 # drawn per image, not one class
     code, out, err = run(["attack", *model, *common, "--mean", 0.5, "--std", 0.25, "--out", tmp_path / "n"], capsys)
     assert code == 0, err
     assert json.loads(out)["images"] < 60          # labels were the bare model's: some differ once normalised
