@@ -13,7 +13,7 @@ Methods (each wrapped by a counter that times the model's forward passes):
   mfipso-paper: the paper's mFI-PSO at equal k (exact-FI pixels, margin-free paper fitness,
       canonical PSO, 50 particles, half the iterations before the paper's restart, half after);
   random: the control — the same k and box, k uniform random locations at random box corners,
-      no search (one query; SparseSwarm with queries=1).
+      no search (one query; SparseSwarm with budget=1).
 Every image is a correctly classified test image (the first N); pixel values free in [0, 1]
 (eps = 1, pure L0). Untargeted: success = misclassified. Targeted: a random target ≠ the label
 per image (seeded), success = the target is predicted. Success is re-checked here (prediction on
@@ -59,7 +59,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from infoswarm import data, zoo  # noqa: E402
-from infoswarm.attacks import JSMA, MFIPSO, PGD0, SPGD, OnePixel, SparseRS, SparseSwarm  # noqa: E402
+from infoswarm.attacks import MFIPSO, SPGD, SparseSwarm, registry  # noqa: E402
 from infoswarm.attacks.base import probs_of  # noqa: E402
 from infoswarm.attacks.result import wilson  # noqa: E402
 
@@ -88,27 +88,27 @@ class Counted(nn.Module):
 
 def make(name: str, model: nn.Module, k: int, budget: int, target: Any, seed: int, min_prob: float | None = None,
          **kw: Any) -> Callable[..., Any]:
+    """A registered attack (``infoswarm.attacks.registry``) with this benchmark's shared options
+    (k pixels, the query budget, eps = 1 for the L0 attacks; an L∞ attack keeps its own eps;
+    untargeted runs use the attack's default target: jsma aims at the second class), or one of
+    the two benchmark-only methods ("random", "mfipso-paper")."""
+    if name == "spgd":                       # the authors' evaluation setting: a fixed number of steps
+        return SPGD(model, pixels=k, eps=1.0, seed=seed,
+                    **{"iterations": SPGD_ITERATIONS, "target": target, "min_prob": min_prob, **kw})
+    if name in registry.names():
+        cls = registry.attack_class(name)
+        shared = {"pixels": k, "budget": budget, "eps": 1.0 if cls.norm == "l0" else None}
+        opts = {o: v for o, v in shared.items() if o in cls.uses and v is not None}
+        judged = {"min_prob": min_prob, **({} if target is None else {"target": target})}
+        return registry.build(name, model, seed=seed, **opts, **judged, **kw)
     w = dict(target=target, min_prob=min_prob)
-    if name == "sparse-swarm":
-        return SparseSwarm(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w, **kw)
     if name == "random":
-        return SparseSwarm(model, pixels=k, queries=1, eps=1.0, seed=seed, prior="uniform", **w)
-    if name == "sparse-rs":
-        return SparseRS(model, pixels=k, queries=budget, eps=1.0, seed=seed, **w)
-    if name == "pgd0":
-        steps = max(1, min(20, budget - 1))
-        return PGD0(model, pixels=k, eps=1.0, steps=steps, restarts=max(1, (budget - 1) // steps), seed=seed, **w)
-    if name == "spgd":
-        return SPGD(model, pixels=k, eps=1.0, seed=seed, **{"iterations": SPGD_ITERATIONS, **w, **kw})
-    if name == "onepixel":
-        return OnePixel(model, pixels=k, population=50, iterations=max(1, budget // 50 - 1), eps=1.0, seed=seed, **w)
-    if name == "jsma":
-        return JSMA(model, pixels=k, eps=1.0, target="second" if target is None else target, min_prob=min_prob)
+        return SparseSwarm(model, pixels=k, budget=1, eps=1.0, seed=seed, prior="uniform", **w)
     if name == "mfipso-paper":
         particles = 50
         iters = max(1, budget // (2 * particles) - 1)
         return MFIPSO(model, pixels=k, eps=1.0, particles=particles, iterations=iters,
-                      restart_iterations=iters, selection="fi", seed=seed, **w)
+                      restart_iterations=iters, pixel_rule="fi", seed=seed, **w)
     raise ValueError(name)
 
 
@@ -130,7 +130,8 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
     wrong = (pred != y) & l0_ok
     n = len(x)
     q = res.queries.double()
-    cap = 1 if name == "random" else (int(q.max()) if name == "jsma" else budget)
+    capped = getattr(attack, "query_budget", lambda: budget)() is not None   # jsma: no cap, its own passes
+    cap = 1 if name == "random" else (budget if capped else int(q.max()))
     return {"method": name, "k": k, "n": n, "succ": int(succ.sum()), "wrong": int(wrong.sum()),
             "budget": budget, "fwd": float(q.mean()), "fwd_max": int(q.max()),
             "bwd_max": int(res.grad_evals.max()),
@@ -143,14 +144,15 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
 
 def variant(name: str) -> tuple[str, dict[str, Any]]:
     """``"sparse-swarm:loss=ce;particles=4"`` -> ("sparse-swarm", {"loss": "ce", "particles": 4}):
-    a method with non-default SparseSwarm options (integers are converted)."""
+    a registered attack with non-default constructor options (integers are converted; the
+    registry refuses an option the attack does not take)."""
     base, _, opts = name.partition(":")
     kw: dict[str, Any] = {}
     for item in filter(None, opts.split(";")):
         key, _, value = item.partition("=")
         kw[key] = int(value) if value.isdigit() else value
-    if kw and base not in ("sparse-swarm", "spgd"):
-        raise SystemExit(f"options after ':' are for sparse-swarm and spgd only, not {base}")
+    if kw and base not in registry.names():
+        raise SystemExit(f"options after ':' are for registered attacks ({', '.join(registry.names())}), not {base}")
     return base, kw
 
 

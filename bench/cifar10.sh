@@ -9,7 +9,7 @@ LIMIT=${LIMIT:-24}          # first training images scanned by the paper's pipel
 M="--dataset cifar10 --model cifar10-cnn"
 # The paper preset on CIFAR-10: tau 0.01, element FI >= 0.01 with the authors' epsilon in their units
 # (raw 0..255 pixels), paper bounds, L-inf 0.15, 200 particles, 10 + 40 iterations, target "second".
-P="$M --split train --limit $LIMIT --select fi --tau 0.01 --fi-threshold 0.01 --selection fi-eps --fi-eps-scale 255 --bounds paper --eps 0.15"
+P="$M --split train --limit $LIMIT --select fi --tau 0.01 --fi-threshold 0.01 --pixel-rule fi-eps --fi-eps-scale 255 --bounds paper --eps 0.15"
 done_() { [ -f "$1/summary.json" ]; }
 .venv/bin/python bench/fi_eps_scale.py --images 50 --out RESULTS.md
 done_ $OUT/cifar10-paper        || $IS attack $P --particles 200 --iterations 10 --restart-iterations 40 --out $OUT/cifar10-paper

@@ -20,7 +20,11 @@ The results replace this script's section of ``--out`` (between its markers) and
 
     OMP_NUM_THREADS=1 python bench/maps.py --datasets mnist fashion-mnist --images 200
     INFOSWARM_DATA=/work/shared/data python bench/maps.py --datasets cifar10   # needs cifar10-cnn weights
-    python bench/maps.py --curves insertion --merge bench/maps_results.json --json bench/maps_results.json
+    python bench/maps.py --curves insertion --merge tests/fixtures/maps_results.json --json tests/fixtures/maps_results.json
+
+The stored results live in ``tests/fixtures/maps_results.json`` (the test of the default map
+reads them; until issue 22 they were ``bench/maps_results.json``, the path in the recorded
+commands).
 """
 
 from __future__ import annotations
@@ -308,10 +312,11 @@ def markdown(results: list[dict], missing: list[str]) -> str:
              "locations (Wilson 95 % interval). The same images and maps as the deletion test.",
              "",
              "Reproduce: `OMP_NUM_THREADS=1 INFOSWARM_DATA=/work/shared/data python bench/maps.py --images "
-             "200 --json bench/maps_results.json` (both tests, all three datasets; `--curves insertion "
-             "--merge bench/maps_results.json` adds one test to stored results; `--render-only --merge "
-             "bench/maps_results.json` rewrites this section from the JSON). The commands recorded under each "
-             "table are the runs that produced it.",
+             "200 --json tests/fixtures/maps_results.json` (both tests, all three datasets; `--curves "
+             "insertion --merge tests/fixtures/maps_results.json` adds one test to stored results; "
+             "`--render-only --merge tests/fixtures/maps_results.json` rewrites this section from the JSON). "
+             "The commands recorded under each table are the runs that produced it (the file was "
+             "bench/maps_results.json then).",
              ""]
     lines += _winners(results)
     for r in results:

@@ -5,10 +5,10 @@ Peers (their own code, run from bench/.venv-peers, `make bench/.venv-peers/.inst
   art-pixel: adversarial-robustness-toolbox 1.20.1 ``PixelAttack`` (es=1, DE), through a
       ``PyTorchClassifier`` with clip_values (0, 1), channels first, softmax outputs.
 Ours:
-  sparse-swarm: ``SparseSwarm(model, pixels=k, queries=B, eps=1.0, seed)``, default settings (its
+  sparse-swarm: ``SparseSwarm(model, pixels=k, budget=B, eps=1.0, seed)``, default settings (its
       default prior for a torch model is "saliency": one gradient pass per image, reported);
   sparse-swarm-uniform: the same with prior="uniform" (queries only, like the peers);
-  sparse-rs: ``SparseRS(model, pixels=k, queries=B, eps=1.0, seed)``;
+  sparse-rs: ``SparseRS(model, pixels=k, budget=B, eps=1.0, seed)``;
   random: the control — k distinct uniform random locations, each set to a uniform random corner
       of [0,1]^C, one query; no search.
 
@@ -174,9 +174,9 @@ def attack(name: str, counted: Counted, k: int, budget: int, x: torch.Tensor, y:
         return torch.from_numpy(atk.generate(x.numpy(), lab)).to(x.dtype)
     if name in ("sparse-swarm", "sparse-swarm-uniform"):
         kw = {"prior": "uniform"} if name == "sparse-swarm-uniform" else {}
-        return SparseSwarm(counted, pixels=k, queries=budget, eps=1.0, target=target, seed=seed, **kw)(x, y).x_adv.detach()
+        return SparseSwarm(counted, pixels=k, budget=budget, eps=1.0, target=target, seed=seed, **kw)(x, y).x_adv.detach()
     if name == "sparse-rs":
-        return SparseRS(counted, pixels=k, queries=budget, eps=1.0, target=target, seed=seed)(x, y).x_adv.detach()
+        return SparseRS(counted, pixels=k, budget=budget, eps=1.0, target=target, seed=seed)(x, y).x_adv.detach()
     raise ValueError(name)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -75,3 +77,55 @@ def mnist():
     model, x, y = mnist_test_digits(40)
     ok = probs_of(model, x).argmax(1) == y
     return model, x[ok][:8], y[ok][:8]
+
+
+NET = '''
+import torch
+from torch import nn
+from helpers import SIDE          # a sibling module: the model file's folder is importable
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * SIDE * SIDE, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def scores(x):                     # a plain callable (query-only), numpy out
+    return (x.reshape(len(x), -1)[:, :4] * 10).numpy()
+'''
+
+
+@pytest.fixture(scope="module")
+def own_model(tmp_path_factory) -> dict[str, Any]:
+    """A user's model file importing a sibling, its weights as a torch.save'd state dict (.pt),
+    and 60 8x8 grey images labelled by the model itself (every image correctly classified)."""
+    d = tmp_path_factory.mktemp("own")
+    (d / "helpers.py").write_text("SIDE = 8\n")
+    (d / "net.py").write_text(NET)
+    import importlib.util
+    import sys
+
+    import numpy as np
+
+    from infoswarm import zoo
+
+    torch.manual_seed(0)
+    spec = importlib.util.spec_from_file_location("own_net_probe", d / "net.py")
+    sys.path.insert(0, str(d))
+    try:
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    finally:
+        sys.path.remove(str(d))
+    torch.save(module.Net().state_dict(), d / "net.pt")
+    model = zoo.load(f"{d}/net.py:Net", d / "net.pt")
+    x8 = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (60, 1, 8, 8), dtype=np.uint8))
+    with torch.no_grad():
+        y = model(x8.float() / 255).argmax(1)
+    np.savez(d / "data.npz", x=x8.numpy(), y=y.numpy())
+    return {"dir": d, "model": f"{d}/net.py:Net", "weights": d / "net.pt", "data": d / "data.npz"}

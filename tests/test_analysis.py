@@ -477,13 +477,13 @@ def test_quantile_interval_covers_about_95_percent():
 
 
 def test_default_map_is_what_the_stored_benchmark_says():
-    """The default heatmap and the reason the report prints agree with bench/maps_results.json:
+    """The default heatmap and the reason the report prints agree with tests/fixtures/maps_results.json:
     the default is best or tied with the best in the most settings, the counts quoted are the
     stored ones, and every setting it does not win is named with the winner's AUC."""
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "maps_results.json"
+    path = Path(__file__).resolve().parent / "fixtures" / "maps_results.json"
     if not path.is_file():
         pytest.skip("no stored benchmark results")
     bm = _bench_module("maps")

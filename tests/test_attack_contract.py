@@ -25,7 +25,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "sparse-swarm": dict(particles=2),
     "fgsm+random-start": dict(random_start=True),
 }
-CASES = [*registry.NAMES, "fgsm+random-start"]
+CASES = [*registry.names(), "fgsm+random-start"]
 
 
 def make(case: str, model: torch.nn.Module, **kw: Any) -> Attack:
@@ -185,7 +185,7 @@ def test_bad_input_raises_one_line_input_errors(setup, case):
 def test_every_attack_is_an_attack_and_call_is_final():
     for name, spec in registry.ATTACKS.items():
         assert issubclass(spec.cls, Attack) and "__call__" not in vars(spec.cls), name
-    assert registry.NAMES == tuple(registry.ATTACKS)
+    assert registry.names() == tuple(registry.ATTACKS)
     assert takes_offset(make("fgsm", TinyNet()))
     with pytest.raises(TypeError, match="final"):
         class Rogue(Attack):  # noqa: F841
@@ -218,8 +218,8 @@ def test_registry_passes_extra_arguments_and_refuses_unknown_ones(setup):
     assert make("pgd", model, alpha=0.01).alpha == 0.01        # type: ignore[attr-defined]
     with pytest.raises(InputError, match="fgsm takes no argument particles="):
         make("fgsm", model, particles=3)
-    with pytest.raises(InputError, match="queries= is set by build"):
-        make("sparse-swarm", model, queries=10)
+    with pytest.raises(InputError, match="population= is set by build"):
+        make("onepixel", model, population=10)
     with pytest.raises(InputError, match="only for mfipso"):
         make("pgd", model, target="confusion")
     with pytest.raises(InputError, match="needs `pixels`"):
@@ -284,3 +284,93 @@ def test_save_and_load_round_trip(setup, tmp_path: Path):
     np.savez(tmp_path / "partial.npz", x_adv=x.numpy())
     with pytest.raises(InputError, match="lacks the result's"):
         AttackResult.load(tmp_path / "partial.npz")
+
+
+# ---- capabilities, defaults, targets, repr, numpy --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_capabilities_are_declared_and_the_constructor_agrees_with_the_defaults(name):
+    import inspect
+
+    from infoswarm.attacks.base import GRADIENTS, NORMS, OPTIONS, TARGETS
+
+    cls = registry.attack_class(name)
+    assert cls.norm in NORMS and cls.gradients in GRADIENTS and set(cls.uses) <= set(OPTIONS)
+    assert set(TARGETS) <= set(cls.targets)
+    assert set(cls.defaults) == set(cls.uses) | {"target"}, name         # one default per option it uses
+    params = inspect.signature(cls.__init__).parameters
+    for option, kw in (("pixels", "pixels"), ("eps", "eps"), ("steps", "steps"), ("budget", "budget"),
+                       ("target", "target")):
+        if option in cls.defaults and kw in params and params[kw].default is not None:
+            assert params[kw].default == cls.defaults[option], (name, option)
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if n != "mfipso"])
+def test_build_with_no_options_is_the_class_with_no_options(name):
+    """One place per default: ``registry.build(name, m)`` is ``Cls(m)`` (the budget-mapped
+    attacks, onepixel and pgd0, differ only in how the budget is spent)."""
+    model = TinyNet().eval()
+    built, plain = registry.build(name, model), registry.attack_class(name)(model)
+    assert built.target == plain.target == registry.defaults(name)["target"]
+    if name not in ("onepixel", "pgd0"):
+        assert repr(built) == repr(plain)
+    assert repr(built).startswith(type(plain).__name__ + "(") and "model" not in repr(built)
+
+
+def test_needs_gradient_follows_the_configuration():
+    from infoswarm.attacks import MFIPSO, SparseSwarm
+
+    model = TinyNet().eval()
+    assert SparseSwarm(model).needs_gradient() and SparseSwarm(model).prior == "gain"
+    assert not SparseSwarm(model, prior="uniform").needs_gradient()
+    assert not SparseSwarm(lambda v: model(v)).needs_gradient()               # query-only: uniform prior
+    assert MFIPSO(model, pixels=2).needs_gradient()
+    assert not MFIPSO(model, pixels=2, pixel_rule="random").needs_gradient()
+    assert [registry.build(n, model).needs_gradient() for n in ("fgsm", "pgd", "sparse-rs", "onepixel")] == \
+        [True, True, False, False]
+
+
+def test_the_default_sparse_swarm_runs_the_up_front_gradient_check(setup):
+    """SparseSwarm(model) uses gradients (prior gain), so a model without them is refused in one
+    line before any work, as for PGD."""
+    model, x, y = setup
+
+    class Detached(torch.nn.Module):
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            return model(v).detach()
+
+    with pytest.raises(InputError, match="no gradient"):
+        registry.build("sparse-swarm", Detached().eval(), pixels=2, budget=5)(x, y)
+    registry.build("sparse-swarm", Detached().eval(), pixels=2, budget=5, prior="uniform")(x, y)
+
+
+def test_query_only_models_work_where_no_gradient_is_needed_and_are_refused_in_one_line_elsewhere(setup):
+    model, x, y = setup
+    fn = lambda v: model(v).detach().numpy()  # noqa: E731 - a plain callable returning numpy
+    for name in ("sparse-rs", "onepixel", "sparse-swarm"):
+        res = make(name, fn)(x, y)
+        assert len(res) == len(x)
+    for name in ("fgsm", "pgd", "jsma", "pgd0"):
+        with pytest.raises(InputError, match="needs input gradients, which a query-only model"):
+            make(name, fn)(x, y)
+
+
+def test_random_and_least_likely_targets(setup):
+    model, x, y = setup
+    clean = model(x).detach()
+    attack = make("sparse-rs", model, budget=3)
+    least = attack(x, y, target="least-likely").target
+    assert torch.equal(least, clean.masked_fill(torch.nn.functional.one_hot(y, CLASSES).bool(), 1e9).argmin(1))
+    whole = attack(x, y, target="random").target
+    assert (whole != y).all() and (whole >= 0).all() and (whole < CLASSES).all()
+    parts = torch.cat([attack(x[:2], y[:2], target="random").target,
+                       attack(x[2:], y[2:], target="random", offset=2).target])
+    assert torch.equal(whole, parts)                                          # seeded per image position
+
+
+def test_numpy_images_and_labels_are_accepted(setup):
+    model, x, y = setup
+    attack = make("sparse-rs", model, budget=5)
+    a, b = attack(x, y), attack(x.numpy(), y.numpy())
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)

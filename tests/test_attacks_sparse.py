@@ -28,7 +28,7 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def mnist(digits):
+def mnist_right_wrong(digits):
     """mnist-cnn, the first 16 correctly classified digits, and the first misclassified one."""
     model, x, y, p = digits
     pred = p.argmax(1)
@@ -38,11 +38,11 @@ def mnist(digits):
 
 
 @pytest.fixture(scope="module")
-def mixed(digits, mnist):
+def mixed(digits, mnist_right_wrong):
     """Eight digits on which small budgets give mixed outcomes: six correctly classified with
     p_y ≈ 0.66–0.71 (the 13th–18th least confident of the first 2000) and two confident ones."""
     model, x, y, p = digits
-    _, xc, yc, _, _ = mnist
+    _, xc, yc, _, _ = mnist_right_wrong
     conf = torch.where(p.argmax(1) == y, p.max(1).values, torch.full_like(p[:, 0], 2.0))
     pick = torch.argsort(conf)[12:18]
     return model, torch.cat([x[pick], xc[:2]]), torch.cat([y[pick], yc[:2]])
@@ -53,7 +53,7 @@ def small_op(model, **kw):
 
 
 def small_rs(model, **kw):
-    return SparseRS(model, **{"queries": 40, **kw})
+    return SparseRS(model, **{"budget": 40, **kw})
 
 
 def check_box(res, x, k, eps):
@@ -84,8 +84,8 @@ def fresh_success(model, res, lo=None, hi=None, classes=10):
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("k,eps", [(1, 1.0), (3, 0.3), (20, 1.0)])
-def test_sparse_rs_sparsity_box_corners_and_budget(mnist, k, eps):
-    model, x, y, _, _ = mnist
+def test_sparse_rs_sparsity_box_corners_and_budget(mnist_right_wrong, k, eps):
+    model, x, y, _, _ = mnist_right_wrong
     x, y = x[:6], y[:6]
     res = small_rs(model, pixels=k, eps=eps)(x, y)
     check_box(res, x, k, eps)
@@ -100,8 +100,8 @@ def test_sparse_rs_sparsity_box_corners_and_budget(mnist, k, eps):
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("k,eps", [(1, 1.0), (3, 0.3)])
-def test_onepixel_sparsity_box_and_budget(mnist, k, eps):
-    model, x, y, _, _ = mnist
+def test_onepixel_sparsity_box_and_budget(mnist_right_wrong, k, eps):
+    model, x, y, _, _ = mnist_right_wrong
     x, y = x[:6], y[:6]
     res = small_op(model, pixels=k, eps=eps)(x, y)
     check_box(res, x, k, eps)
@@ -111,16 +111,16 @@ def test_onepixel_sparsity_box_and_budget(mnist, k, eps):
 
 
 @pytest.mark.realdata
-def test_pixels_equal_to_all_locations(mnist):
-    model, x, y, _, _ = mnist
-    res = small_rs(model, pixels=28 * 28, queries=4)(x[:2], y[:2])
+def test_pixels_equal_to_all_locations(mnist_right_wrong):
+    model, x, y, _, _ = mnist_right_wrong
+    res = small_rs(model, pixels=28 * 28, budget=4)(x[:2], y[:2])
     check_box(res, x[:2], 784, 1.0)
     assert res.indices.sort(1).values.equal(torch.arange(784).expand(2, 784))
 
 
 @pytest.mark.realdata
-def test_already_misclassified_image_is_returned_unchanged(mnist):
-    model, _, _, xw, yw = mnist
+def test_already_misclassified_image_is_returned_unchanged(mnist_right_wrong):
+    model, _, _, xw, yw = mnist_right_wrong
     if len(xw) == 0:
         pytest.skip("mnist-cnn classifies the first 2000 test digits correctly")
     for attack in (small_rs(model, pixels=5), small_op(model, pixels=2)):
@@ -135,7 +135,7 @@ def test_already_misclassified_image_is_returned_unchanged(mnist):
 @pytest.mark.parametrize("lo,hi", [(0.8, None), (None, 0.6)])
 def test_success_respects_probability_window(mixed, lo, hi):
     model, x, y = mixed
-    for attack in (SparseRS(model, pixels=20, queries=150, min_prob=lo, max_prob=hi),
+    for attack in (SparseRS(model, pixels=20, budget=150, min_prob=lo, max_prob=hi),
                    OnePixel(model, pixels=10, population=16, iterations=8, min_prob=lo, max_prob=hi)):
         res = attack(x, y)
         assert torch.equal(res.success, fresh_success(model, res, lo, hi))
@@ -143,11 +143,11 @@ def test_success_respects_probability_window(mixed, lo, hi):
 
 
 @pytest.mark.realdata
-def test_targeted_success_hits_the_target(mnist):
-    model, x, y, _, _ = mnist
+def test_targeted_success_hits_the_target(mnist_right_wrong):
+    model, x, y, _, _ = mnist_right_wrong
     x, y = x[:8], y[:8]
     t = (y + 1) % 10
-    res = SparseRS(model, pixels=20, queries=200, target=t)(x, y)
+    res = SparseRS(model, pixels=20, budget=200, target=t)(x, y)
     assert torch.equal(res.target, t)
     pred = probs_of(model, res.x_adv).argmax(1)
     assert torch.equal(res.success, pred == t)
@@ -196,7 +196,7 @@ def test_colour_images_and_float64_models(tiny):
     x[0] = (x[0] > 0.5).double()              # a binary image: every corner but its own differs
     y = model(x).argmax(1)
     for eps in (1.0, 0.2):
-        for attack in (SparseRS(model, pixels=4, queries=30, eps=eps, seed=1),
+        for attack in (SparseRS(model, pixels=4, budget=30, eps=eps, seed=1),
                        OnePixel(model, pixels=3, population=6, iterations=4, eps=eps, seed=1)):
             res = attack(x, y)
             check_box(res, x, attack.pixels, eps)
@@ -217,9 +217,9 @@ def test_colour_images_and_float64_models(tiny):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_sparse_rs_20_pixels_fools_most_digits(mnist):
-    model, x, y, _, _ = mnist
-    res = SparseRS(model, pixels=20, queries=1000)(x, y)
+def test_sparse_rs_20_pixels_fools_most_digits(mnist_right_wrong):
+    model, x, y, _, _ = mnist_right_wrong
+    res = SparseRS(model, pixels=20, budget=1000)(x, y)
     rate = float(res.success.double().mean())
     # observed (seed 0): 16/16, median 34 queries, at most 397
     assert rate >= 0.75, f"Sparse-RS 20 px / 1000 queries fooled only {rate:.0%} of 16 digits"
@@ -289,7 +289,7 @@ def test_loss_is_minus_one_exactly_on_success():
     (OnePixel, dict(pixels=785), "exceeds"),
     (OnePixel, dict(population=3), "population must be an integer >= 4"),
     (OnePixel, dict(iterations=0), "iterations must be a positive integer"),
-    (SparseRS, dict(queries=0), "queries must be a positive integer"),
+    (SparseRS, dict(budget=0), "budget must be a positive integer"),
     (SparseRS, dict(eps=0), "eps must be positive"),
     (OnePixel, dict(eps=-0.1), "eps must be positive"),
     (SparseRS, dict(p_init=0), "p_init must lie in"),
@@ -298,16 +298,16 @@ def test_loss_is_minus_one_exactly_on_success():
     (SparseRS, dict(batch_size=0), "batch_size must be a positive integer"),
     (SparseRS, dict(target="magic"), "unknown target"),
 ])
-def test_bad_arguments(mnist, cls, kwargs, needle):
-    model, x, y, _, _ = mnist
+def test_bad_arguments(mnist_right_wrong, cls, kwargs, needle):
+    model, x, y, _, _ = mnist_right_wrong
     with pytest.raises(InputError) as e:
         cls(model, **{"pixels": 1, **kwargs})(x[:1], y[:1])
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.realdata
-def test_bad_images_and_targets(mnist):
-    model, x, y, _, _ = mnist
+def test_bad_images_and_targets(mnist_right_wrong):
+    model, x, y, _, _ = mnist_right_wrong
     with pytest.raises(InputError, match="equals its true class"):
         small_rs(model, pixels=2, target=y[:2])(x[:2], y[:2])
     with pytest.raises(InputError, match=r"\[N, C, H, W\]"):

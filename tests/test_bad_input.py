@@ -195,21 +195,23 @@ def fx(tmp_path_factory) -> SimpleNamespace:
             (run / "adversarial.npz").write_bytes(npz)
         return run
 
-    settings = {"attack": "fgsm", "eps": 0.1, "target": str(int(y[0])), "pixels": None,
-                "fi_threshold": None, "steps": 1, "budget": 10}
-    def tampered(name: str, **change) -> Path:
-        return attack_run(name, {"command": "attack", "dataset": str(f.digits), "settings": {**settings, **change}})
+    settings = {"name": "fgsm", "eps": 0.1, "target": str(int(y[0])), "pixels": None, "steps": 1, "budget": 10,
+                "options": {}}                                   # an attack_spec, as `attack` writes it
+
+    def tampered(folder: str, **change) -> Path:
+        return attack_run(folder, {"command": "attack", "dataset": str(f.digits),
+                                   "attack_spec": {**settings, **change}})
 
     f.tampered_eps = tampered("tampered-eps", eps="abc")
     f.tampered_nan = tampered("tampered-nan", eps=float("nan"))
-    f.tampered_attack = tampered("tampered-attack", attack="cw")
+    f.tampered_attack = tampered("tampered-attack", name="cw")
     f.tampered_target = tampered("tampered-target", target="foo")
     f.tampered_steps = tampered("tampered-steps", steps=-3)
-    f.tampered_list = attack_run("tampered-list", {"command": "attack", "dataset": str(f.digits), "settings": [1]})
+    f.tampered_list = attack_run("tampered-list", {"command": "attack", "dataset": str(f.digits), "attack_spec": [1]})
     f.tampered_shapes = attack_run("tampered-shapes", {"command": "attack", "dataset": str(f.digits),
-                                                       "settings": settings}, npz=False)
+                                                       "attack_spec": settings}, npz=False)
     np.savez(f.tampered_shapes / "adversarial.npz", x=xf, x_adv=xf[:5], y=y[:20], success=np.ones(20, bool))
-    f.tampered_dataset = attack_run("tampered-dataset", {"command": "attack", "dataset": 7, "settings": settings})
+    f.tampered_dataset = attack_run("tampered-dataset", {"command": "attack", "dataset": 7, "attack_spec": settings})
     # image folders
     from PIL import Image
 
@@ -230,10 +232,10 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     (f.folder_bomb / "1" / "bomb.png").write_bytes(_png_header(30000, 30000))
     f.folder_empty_classes = d / "folder-empty"
     (f.folder_empty_classes / "a").mkdir(parents=True)
-    f.attack_run = attack_run("attack-run", {"command": "attack", "dataset": str(f.digits), "settings": settings})
+    f.attack_run = attack_run("attack-run", {"command": "attack", "dataset": str(f.digits), "attack_spec": settings})
     f.attack_no_settings = attack_run("attack-no-settings", {"command": "attack"})
     f.attack_corrupt = attack_run("attack-corrupt", {"command": "attack", "dataset": str(f.digits),
-                                                     "settings": settings}, npz=b"PK\x03\x04 broken")
+                                                     "attack_spec": settings}, npz=b"PK\x03\x04 broken")
     return f
 
 
@@ -416,7 +418,7 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "attack --target foo": Case([*att, "--target", "foo", "--out", o], "--target"),
         "attack --attack unknown": Case([*att, "--attack", "cw", "--out", o], "invalid choice"),
         "attack --fi-threshold with fgsm": Case([*att, "--attack", "fgsm", "--fi-threshold", 0.01, "--out", o],
-                                                "mfipso option"),
+                                                "option of mfipso"),
         "attack --target confusion with fgsm": Case([*att, "--attack", "fgsm", "--target", "confusion",
                                                      "--out", o], "confusion"),
         "attack --budget 0": Case([*att, "--attack", "sparse-rs", "--pixels", 3, "--budget", 0, "--out", o],
@@ -890,10 +892,10 @@ def api_cases(f: SimpleNamespace, t: Path) -> dict[str, Callable[[], object]]:
         "MFIPSO confusion_min=-5": lambda: MFIPSO(ok, confusion_min=-5, **mf),
         "MFIPSO particles=0": lambda: MFIPSO(ok, pixels=3, particles=0),
         "MFIPSO on a NaN model": lambda: MFIPSO(nan, **mf)(x, y),
-        "MFIPSO (random pixels) on a NaN model": lambda: MFIPSO(nan, selection="random", **mf)(x, y),
+        "MFIPSO (random pixels) on a NaN model": lambda: MFIPSO(nan, pixel_rule="random", **mf)(x, y),
         "MFIPSO on a model returning probabilities": lambda: MFIPSO(probs, **mf)(x, y),
         "MFIPSO on a model without gradients": lambda: MFIPSO(nograd, **mf)(x, y),
-        "MFIPSO labels beyond the classes": lambda: MFIPSO(ok, selection="random", **mf)(x, torch.full((6,), 10)),
+        "MFIPSO labels beyond the classes": lambda: MFIPSO(ok, pixel_rule="random", **mf)(x, torch.full((6,), 10)),
         "FGSM eps=2": lambda: FGSM(ok, eps=2.0),
         "FGSM eps=inf": lambda: FGSM(ok, eps=float("inf")),
         "FGSM on a NaN model": lambda: FGSM(nan, eps=0.1)(x, y),
@@ -907,7 +909,7 @@ def api_cases(f: SimpleNamespace, t: Path) -> dict[str, Callable[[], object]]:
         "OnePixel eps=2": lambda: OnePixel(ok, eps=2.0),
         "OnePixel on a NaN model": lambda: OnePixel(nan, eps=1.0, population=4, iterations=1)(x, y),
         "SparseRS eps=-1": lambda: SparseRS(ok, pixels=2, eps=-1.0),
-        "SparseRS on a model returning probabilities": lambda: SparseRS(probs, pixels=2, queries=4)(x, y),
+        "SparseRS on a model returning probabilities": lambda: SparseRS(probs, pixels=2, budget=4)(x, y),
         "registry unknown attack": lambda: registry.build("cw", ok),
         "pixel_fi fi_eps=-1": lambda: influence.pixel_fi(ok, x, fi_eps=-1),
         "pixel_fi fi_eps=nan": lambda: influence.pixel_fi(ok, x, fi_eps=float("nan")),

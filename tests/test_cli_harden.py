@@ -39,7 +39,7 @@ def npz(tmp_path_factory) -> Path:
 
 def _args(npz: Path, out: Path, *extra: str) -> list[str]:
     return ["harden", "--dataset", str(npz), "--model", "mnist-cnn", "--pixels", "20", "--particles", "10",
-            "--selection", "saliency", "--iterations", "3", "--restart-iterations", "0", "--bounds", "box",
+            "--pixel-rule", "saliency", "--iterations", "3", "--restart-iterations", "0", "--bounds", "box",
             "--eps", "0.5",
             "--tau", "0.001", "--limit", "200", "--epochs", "3", "--lr", "0.01", "--milestones", "2",
             "--eval-images", "12", "--chunk", "8", "--batch-size", "64", "--out", str(out), *extra]

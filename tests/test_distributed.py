@@ -187,7 +187,7 @@ def attack_in_pieces(attack, x, y, cuts, offsets=False):
 @pytest.mark.realdata
 @pytest.mark.parametrize("name, kw", [
     ("mfipso", dict(particles=8, iterations=2, restart_iterations=2)),
-    ("mfipso", dict(particles=8, iterations=1, restart_iterations=1, selection="random")),
+    ("mfipso", dict(particles=8, iterations=1, restart_iterations=1, pixel_rule="random")),
     ("sparse-rs", dict(budget=40)),
 ])
 def test_splitting_a_batch_gives_identical_per_image_results(digits, one_thread, name, kw):
@@ -204,7 +204,7 @@ def test_splitting_a_batch_gives_identical_per_image_results(digits, one_thread,
 @pytest.mark.realdata
 def test_random_selection_depends_on_the_global_position_only(digits):
     model, x, y = digits
-    attack = MFIPSO(model, pixels=3, selection="random", seed=1, particles=2, iterations=0, restart=False)
+    attack = MFIPSO(model, pixels=3, pixel_rule="random", seed=1, particles=2, iterations=0, restart=False)
     whole = attack(x[:6], y[:6])
     tail = attack(x[4:6], y[4:6], offset=4)
     assert torch.equal(whole.indices[4:], tail.indices)
@@ -215,7 +215,7 @@ def test_random_selection_depends_on_the_global_position_only(digits):
 @pytest.mark.realdata
 def test_cli_chunking_is_invisible(digits, one_thread):
     model, x, y = digits
-    attack = MFIPSO(model, pixels=3, selection="random", seed=2, particles=4, iterations=1, restart_iterations=1)
+    attack = MFIPSO(model, pixels=3, pixel_rule="random", seed=2, particles=4, iterations=1, restart_iterations=1)
     ctx = Context()
     whole = runner.run_attack(attack, x, y, ctx=ctx)
     chunks = runner.run_attack(attack, x, y, ctx=ctx, chunk=5)
@@ -275,7 +275,7 @@ def test_torchrun_harden_attacks_exactly_as_one_process(tmp_path):
     npz = tmp_path / "mini.npz"
     np.savez(npz, x_train=x[:600].numpy(), y_train=y[:600].numpy(), x_test=xt[:100].numpy(), y_test=yt[:100].numpy())
     args = ["harden", "--dataset", str(npz), "--model", "mnist-cnn", "--pixels", "20", "--particles", "10",
-            "--selection", "saliency", "--iterations", "2", "--restart-iterations", "0", "--bounds", "box",
+            "--pixel-rule", "saliency", "--iterations", "2", "--restart-iterations", "0", "--bounds", "box",
             "--eps", "0.5", "--tau", "0.001", "--limit", "60", "--epochs", "1", "--lr", "0.01", "--milestones", "1",
             "--eval-images", "6", "--chunk", "4", "--batch-size", "64"]
     one, two = tmp_path / "one", tmp_path / "two"

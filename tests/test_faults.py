@@ -38,13 +38,13 @@ def npz(tmp_path_factory) -> Path:
 def attack_args(npz: Path, out: Path) -> list[str]:
     # every correct image of 40, in chunks of 8; random pixels keep it cheap
     return ["attack", "--dataset", str(npz), "--split", "test", "--limit", "40", "--select", "all",
-            "--selection", "random", "--pixels", "20", "--eps", "0.5", "--particles", "8", "--iterations", "2",
+            "--pixel-rule", "random", "--pixels", "20", "--eps", "0.5", "--particles", "8", "--iterations", "2",
             "--restart-iterations", "1", "--chunk", "8", "--out", str(out)]
 
 
 def harden_args(npz: Path, out: Path) -> list[str]:
     return ["harden", "--dataset", str(npz), "--model", "mnist-cnn", "--pixels", "10", "--particles", "8",
-            "--selection", "saliency", "--iterations", "2", "--restart-iterations", "0", "--bounds", "box",
+            "--pixel-rule", "saliency", "--iterations", "2", "--restart-iterations", "0", "--bounds", "box",
             "--eps", "0.5", "--tau", "0.001", "--limit", "60", "--epochs", "2", "--lr", "0.01",
             "--milestones", "1", "--eval-images", "8", "--chunk", "8", "--batch-size", "64", "--out", str(out)]
 

@@ -136,7 +136,7 @@ def test_resumable_run_folder_rules(tmp_path) -> None:
 
 def test_random_pixel_choice_does_not_depend_on_the_chunk_size(small, one_thread) -> None:
     model, x, y = small
-    cfg = HardenConfig(pixels=3, selection="random", particles=6, iterations=2, restart_iterations=0, seed=4)
+    cfg = HardenConfig(pixels=3, pixel_rule="random", particles=6, iterations=2, restart_iterations=0, seed=4)
     target = torch.full((len(x),), -1)
     target[::3] = (y[::3] + 1) % 4                        # a third of the images aimed at a class
     runs_ = {}

@@ -14,7 +14,7 @@ from conftest import mnist_test_digits
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist_least_confident():
     model, x, y = mnist_test_digits(300)
     p = probs_of(model, x)
     conf = torch.where(p.argmax(1) == y, p.max(1).values, torch.full_like(conf := p.max(1).values, 2.0))
@@ -27,8 +27,8 @@ SMALL = dict(particles=24, iterations=4, restart_iterations=4)
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
-    model, x, y = mnist
+def test_outputs_respect_k_pixels_linf_and_unit_range(mnist_least_confident):
+    model, x, y = mnist_least_confident
     for k, eps in [(1, 0.15), (5, 0.3)]:
         res = MFIPSO(model, pixels=k, eps=eps, **SMALL)(x, y)
         assert torch.all(res.pixel_l0 <= k)
@@ -43,8 +43,8 @@ def test_outputs_respect_k_pixels_linf_and_unit_range(mnist):
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("lo,hi", [(0.4, None), (None, 0.55)])
-def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
-    model, x, y = mnist
+def test_successes_are_real_and_respect_probability_window(mnist_least_confident, lo, hi):
+    model, x, y = mnist_least_confident
     res = MFIPSO(model, pixels=20, eps=0.4, min_prob=lo, max_prob=hi, target="second",
                  particles=40, iterations=8)(x, y)
     p = probs_of(model, res.x_adv)
@@ -62,8 +62,8 @@ def test_successes_are_real_and_respect_probability_window(mnist, lo, hi):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_untargeted_success_means_misclassified(mnist):
-    model, x, y = mnist
+def test_untargeted_success_means_misclassified(mnist_least_confident):
+    model, x, y = mnist_least_confident
     res = MFIPSO(model, pixels=10, eps=0.3, target=None, **SMALL)(x, y)
     assert torch.all(res.target == -1)
     pred = probs_of(model, res.x_adv).argmax(1)
@@ -72,8 +72,8 @@ def test_untargeted_success_means_misclassified(mnist):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_same_seed_same_output_and_batch_invariance(mnist):
-    model, x, y = mnist
+def test_same_seed_same_output_and_batch_invariance(mnist_least_confident):
+    model, x, y = mnist_least_confident
     a = MFIPSO(model, pixels=3, seed=7, **SMALL)(x, y)
     b = MFIPSO(model, pixels=3, seed=7, **SMALL)(x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
@@ -85,8 +85,8 @@ def test_same_seed_same_output_and_batch_invariance(mnist):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_fi_selection_takes_the_top_fi_pixels(mnist):
-    model, x, y = mnist
+def test_fi_selection_takes_the_top_fi_pixels(mnist_least_confident):
+    model, x, y = mnist_least_confident
     res = MFIPSO(model, pixels=4, **SMALL)(x[:2], y[:2])
     fi = influence.pixel_fi(model, x[:2], res.target, unit="pixel").flatten(1)
     for i in range(2):
@@ -96,8 +96,8 @@ def test_fi_selection_takes_the_top_fi_pixels(mnist):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
-    model, x, y = mnist
+def test_paper_threshold_rule_perturbs_elements_above_tau(mnist_least_confident):
+    model, x, y = mnist_least_confident
     tau = 0.01
     res = MFIPSO(model, fi_threshold=tau, bounds="paper", eps=0.15, **SMALL)(x[:2], y[:2])
     fi = influence.pixel_fi(model, x[:2], res.target, unit="element").flatten(1)
@@ -110,8 +110,8 @@ def test_paper_threshold_rule_perturbs_elements_above_tau(mnist):
 
 
 @pytest.mark.realdata
-def test_confusion_targets(mnist):
-    model, x, y = mnist
+def test_confusion_targets(mnist_least_confident):
+    model, x, y = mnist_least_confident
     counts = torch.zeros(10, 10, dtype=torch.long)
     counts[y[0], (y[0] + 3) % 10] = 9
     res = MFIPSO(model, pixels=2, target="confusion", confusion=counts, restart=False, **SMALL)(x[:2], y[:2])
@@ -130,18 +130,18 @@ def test_confusion_targets(mnist):
     (dict(pixels=3, min_prob=0.8, max_prob=0.5), "above max_prob"),
     (dict(), "exactly one"),
     (dict(pixels=3, fi_threshold=0.1), "exactly one"),
-    (dict(pixels=3, selection="magic"), "unknown selection"),
+    (dict(pixels=3, pixel_rule="magic"), "unknown pixel_rule"),
 ])
-def test_bad_arguments(mnist, kwargs, needle):
-    model, x, y = mnist
+def test_bad_arguments(mnist_least_confident, kwargs, needle):
+    model, x, y = mnist_least_confident
     with pytest.raises(InputError) as e:
         MFIPSO(model, **{**SMALL, **kwargs})(x[:1], y[:1])
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.realdata
-def test_bad_targets_and_inputs(mnist):
-    model, x, y = mnist
+def test_bad_targets_and_inputs(mnist_least_confident):
+    model, x, y = mnist_least_confident
     with pytest.raises(InputError, match="equals its true class"):
         MFIPSO(model, pixels=2, target=y[:2], **SMALL)(x[:2], y[:2])
     with pytest.raises(InputError, match=r"\[N, C, H, W\]"):

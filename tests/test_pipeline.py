@@ -125,19 +125,19 @@ def test_run_attack_per_image_targets_split_each_chunk_and_keep_the_order() -> N
             runner.run_attack(_Aimed(), x, y, target=bad, log=False)
 
 
-def test_spec_from_old_settings_and_round_trip() -> None:
-    old = {"attack": "mfipso", "eps": 0.15, "particles": 20, "iterations": 3, "w": 0.6, "c1": 2.0, "c2": 2.0,
-           "restart_iterations": 4, "no_restart": False, "selection": "fi", "bounds": "paper", "pixels": None,
-           "fi_threshold": 0.01, "target": "second", "seed": 2, "budget": 1000, "steps": 10}
-    spec = AttackSpec.from_settings(old, "summary.json")
-    assert spec.pixels is None and spec.options["restart"] and spec.query_budget() == 20 * (3 + 4)
+def test_spec_round_trip_and_query_budget_from_the_attack() -> None:
+    spec = AttackSpec(name="mfipso", pixels=None, eps=0.15, target="second", seed=2,
+                      options={"fi_threshold": 0.01, "particles": 20, "iterations": 3, "restart_iterations": 4,
+                               "pixel_rule": "fi", "bounds": "paper"})
+    assert spec.query_budget() == 20 * (3 + 4)                  # read from the built MFIPSO
     assert AttackSpec.from_dict(json.loads(json.dumps(spec.to_dict())), "summary.json") == spec
-    swarm = AttackSpec.from_settings({"attack": "sparse-swarm", "eps": 1.0, "pixels": None, "budget": 50,
-                                      "particles": 1, "prior": "gain", "loss": "margin", "refine": False}, "s")
-    assert swarm.pixels == 10 and swarm.query_budget() == 50 and set(swarm.options) == set(artifacts.SWARM_OPTIONS)
-    for bad in ({**old, "particles": 0}, {**old, "attack": "cw"}, {**old, "target": "foo"}, [1]):
+    assert AttackSpec(name="mfipso", pixels=5, options={"restart": False}).query_budget() == 200 * 10  # its defaults
+    assert AttackSpec(name="sparse-swarm", budget=50).query_budget() == 50
+    assert AttackSpec(name="pgd", eps=0.1, steps=4).query_budget() == 5
+    for bad in ({**spec.to_dict(), "options": {"particles": 0}}, {**spec.to_dict(), "name": "cw"},
+                {**spec.to_dict(), "target": "foo"}, [1]):
         with pytest.raises(InputError, match="summary.json"):
-            AttackSpec.from_settings(bad, "summary.json")
+            AttackSpec.from_dict(bad, "summary.json")
     with pytest.raises(InputError, match="unknown attack_spec.colour"):
         AttackSpec.from_dict({**spec.to_dict(), "colour": 1}, "summary.json")
 
@@ -156,6 +156,11 @@ def test_attack_run_save_load(tmp_path) -> None:
     back = AttackRun.load(tmp_path)
     assert back.spec == spec and back.dataset == "mnist" and back.summary["images"] == 6
     assert torch.equal(back.arrays["x_adv"], x + 0.5) and back.arrays["dataset_index"].tolist() == list(range(10, 16))
+    from infoswarm.attacks import AttackResult
+
+    for read in (AttackResult.load(tmp_path / "adversarial.npz"), back.result(tmp_path)):   # one format
+        assert all(torch.equal(getattr(read, f), getattr(res, f)) for f in ("x_adv", "success", "queries", "y"))
+        assert read.seconds == pytest.approx(res.seconds)
     artifacts.write_npz(tmp_path / "adversarial.npz", {**record.arrays, "y": record.arrays["y"][:3]})
     with pytest.raises(InputError, match="inconsistent shapes"):
         AttackRun.load(tmp_path)

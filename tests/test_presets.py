@@ -22,23 +22,24 @@ def test_cifar_like_reads_the_channels_of_named_sets_and_the_name_of_others() ->
 def test_paper_attack_per_dataset_builds_the_papers_mfipso() -> None:
     mnist, cifar = presets.paper_attack("mnist"), presets.paper_attack("cifar10")
     assert (mnist["particles"], cifar["particles"]) == (500, 200)
-    assert (mnist["selection"], cifar["selection"]) == ("fi", "fi-eps")
+    assert (mnist["pixel_rule"], cifar["pixel_rule"]) == ("fi", "fi-eps")
     assert (mnist["fi_eps_scale"], cifar["fi_eps_scale"]) == (1.0, 255.0)
     for p in (mnist, cifar):
         assert (p["fi_threshold"], p["eps"], p["bounds"], p["target"]) == (0.01, 0.15, "paper", "second")
         assert (p["iterations"], p["restart_iterations"]) == (10, 40) and p["restart"]
     attack = MFIPSO(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), **cifar)   # the keywords are MFIPSO's
-    assert attack.swarm.particles == 200 and attack.fi_eps_scale == 255.0 and attack.selection == "fi-eps"
+    assert attack.swarm.particles == 200 and attack.fi_eps_scale == 255.0 and attack.pixel_rule == "fi-eps"
     cifar["particles"] = 1
     assert presets.paper_attack("cifar10")["particles"] == 200            # a fresh dict each call
 
 
-def test_attack_defaults() -> None:
-    assert presets.attack_defaults("sparse-swarm") == {"pixels": 10, "target": None, "eps": 1.0, "particles": 1,
-                                                       "bounds": "box", "selection": "fi", "fi_eps_scale": 1.0}
-    mf = presets.attack_defaults("mfipso")
-    assert (mf["target"], mf["eps"], mf["particles"]) == ("second", 0.15, 200)
-    assert [presets.attack_defaults(a)["eps"] for a in ("fgsm", "pgd", "sparse-rs", "pgd0")] == [0.15, 0.15, 1.0, 1.0]
+def test_attack_defaults_live_on_the_attack_classes() -> None:
+    from infoswarm.attacks import registry
+
+    assert registry.defaults("sparse-swarm") == {"pixels": 10, "target": None, "eps": 1.0, "budget": 1000}
+    mf = registry.defaults("mfipso")
+    assert (mf["target"], mf["eps"], mf["pixels"]) == ("second", 0.15, 10)
+    assert [registry.defaults(a)["eps"] for a in ("fgsm", "pgd", "sparse-rs", "pgd0")] == [8 / 255, 8 / 255, 1.0, 1.0]
 
 
 def test_paper_harden_schedule_drops_milestones_past_the_last_epoch() -> None:
@@ -58,7 +59,7 @@ def _attack_args(*flags: str):  # noqa: ANN202
                                                              ("cifar10", 200, "fi-eps", 255.0)])
 def test_cli_paper_preset_fills_only_what_was_not_given(dataset, particles, rule, scale) -> None:
     a = _attack_args("--dataset", dataset, "--preset", "paper")
-    assert (a.attack, a.particles, a.selection, a.fi_eps_scale) == ("mfipso", particles, rule, scale)
+    assert (a.attack, a.particles, a.pixel_rule, a.fi_eps_scale) == ("mfipso", particles, rule, scale)
     assert (a.fi_threshold, a.pixels, a.bounds, a.eps, a.target) == (0.01, None, "paper", 0.15, "second")
     b = _attack_args("--dataset", dataset, "--preset", "paper", "--pixels", "7", "--particles", "9",
                      "--fi-eps-scale", "1", "--target", "none", "--bounds", "box")
@@ -68,8 +69,8 @@ def test_cli_paper_preset_fills_only_what_was_not_given(dataset, particles, rule
 
 def test_cli_attack_defaults_per_attack() -> None:
     s = _attack_args()
-    assert (s.attack, s.eps, s.particles, s.target, s.pixels) == ("sparse-swarm", 1.0, 1, "none", None)
+    assert (s.attack, s.eps, s.budget, s.target, s.pixels, s.particles) == ("sparse-swarm", 1.0, 1000, "none", 10, None)
     m = _attack_args("--attack", "mfipso")
-    assert (m.eps, m.particles, m.target, m.bounds, m.selection, m.fi_eps_scale) == (0.15, 200, "second", "box",
-                                                                                      "fi", 1.0)
-    assert _attack_args("--attack", "pgd").eps == 0.15 and _attack_args("--attack", "pgd", "--eps", "0.3").eps == 0.3
+    assert (m.eps, m.target, m.pixels, m.budget) == (0.15, "second", 10, None)   # mfipso has no budget
+    assert _attack_args("--attack", "pgd").eps == 8 / 255 and _attack_args("--attack", "pgd", "--eps", "0.3").eps == 0.3
+    assert _attack_args("--attack", "onepixel").pixels == 1 and _attack_args("--attack", "pgd").steps == 10

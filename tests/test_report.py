@@ -94,9 +94,9 @@ def _fake_influence(folder: Path, maps: int = 2) -> Path:
     for r in range(maps):
         name = f"heatmaps/rank{r + 1:03d}_index{r}.png"
         Image.fromarray((np.random.default_rng(r).random((20, 40)) * 255).astype(np.uint8)).save(folder / name)
-        top.append({"rank": r + 1, "index": r, "label": 1, "pred": 2, "p_pred": 0.5, "image_fi_pred": 1.0,
-                    "heatmap": name})
-    (folder / "images.csv").write_text("index,label,pred,p_pred,image_fi_pred,image_fi_true\n0,1,2,0.5,1,1\n")
+        top.append({"rank": r + 1, "index": r, "label": 2, "pred": 2, "p_pred": 0.5, "image_fi_pred": 1.0,
+                    "heatmap": name})                       # vulnerable = correctly classified
+    (folder / "images.csv").write_text("index,label,pred,p_pred,image_fi_pred,image_fi_true\n0,2,2,0.5,1,1\n")
     (folder / "summary.json").write_text(json.dumps({
         "command": "influence", "dataset": "mnist", "model": "mnist-cnn", "images": 1, "accuracy": 0.0,
         "tau": 0.01, "vulnerable_correct": 0, "map": {"class": "pred"}, "top": top}))
@@ -137,7 +137,7 @@ def real_runs(tmp_path_factory):
     common = ["--dataset", str(digits), "--model", "mnist-cnn", "--select", "all"]
     assert cli.main(["influence", "--dataset", str(digits), "--limit", "16", "--top", "2",
                      "--out", str(root / "inf")]) == 0
-    assert cli.main(["attack", *common, "--limit", "6", "--pixels", "2", "--selection", "saliency", "--particles", "8",
+    assert cli.main(["attack", *common, "--limit", "6", "--pixels", "2", "--pixel-rule", "saliency", "--particles", "8",
                      "--iterations", "2", "--restart-iterations", "1", "--gallery", "2",
                      "--out", str(root / "pso-k2")]) == 0
     assert cli.main(["attack", *common, "--limit", "6", "--pixels", "6", "--attack", "sparse-rs",

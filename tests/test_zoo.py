@@ -172,3 +172,57 @@ def test_the_l0_model_resists_k_pixel_attacks_where_its_base_does_not():
         res = SparseRS(model, pixels=10, queries=300, p_init=0.8, seed=0)(x[ok], y[ok])
         kept[name] = int((~res.success).sum())
     assert kept["mnist-cnn-l0"] >= kept["mnist-cnn"] + 10, kept
+# ---- models as users bring them ----------------------------------------------------------------
+
+
+def test_normalize_buffers_are_not_in_the_state_dict_and_wrapping_keeps_the_weights(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from infoswarm.models import Normalize, Normalized, SmallCNN
+
+    assert list(Normalize((0.5,), (0.2,)).state_dict()) == []
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    wrapped = Normalized(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), (0.5,), (0.25,))
+    zoo.load_state(wrapped.model, tmp_path / "w.pt")
+    x = torch.rand(5, 1, 2, 2)
+    assert torch.allclose(wrapped(x), net((x - 0.5) / 0.25))
+    # the shipped files still hold normalize.mean/std: they load, and their values are used
+    assert "normalize.mean" in load_file(str(zoo.weights_path("mnist-cnn")))
+    assert float(zoo.load("mnist-cnn").normalize.mean) == pytest.approx(0.1307)
+    for m in (SmallCNN(), zoo.build("cifar10-cnn"), zoo.build("cifar10-resnet32"), wrapped):
+        torch.jit.script(m.eval())
+    with pytest.raises(InputError, match="as many finite means as positive stds"):
+        Normalize((0.5, 0.5), (0.2,))
+
+
+def test_normalization_argument_and_pt_state_dicts(own_model):
+    import torch
+
+    bare = zoo.load(own_model["model"], own_model["weights"])
+    norm = zoo.load(own_model["model"], own_model["weights"], normalization=((0.5,), (0.25,)))
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.allclose(norm(x), bare((x - 0.5) / 0.25))
+
+
+def test_weights_mismatch_names_the_keys_and_unsafe_pickles_are_refused(own_model, tmp_path):
+    import torch
+
+    state = torch.load(own_model["weights"], weights_only=True)
+    torch.save({**state, "extra.weight": torch.zeros(1)}, tmp_path / "extra.pt")
+    with pytest.raises(InputError, match="unexpected extra.weight"):
+        zoo.load(own_model["model"], tmp_path / "extra.pt")
+    torch.save({**state, "fc.bias": torch.zeros(7)}, tmp_path / "shape.pt")
+    with pytest.raises(InputError, match=r"fc.bias has shape \(7,\), the model's \(4,\)"):
+        zoo.load(own_model["model"], tmp_path / "shape.pt")
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")       # a training checkpoint
+    zoo.load(own_model["model"], tmp_path / "ckpt.pt")
+
+    class Evil:
+        def __reduce__(self):  # noqa: ANN204
+            return (print, ("ran",))
+
+    torch.save({"w": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="weights-only"):
+        zoo.load(own_model["model"], tmp_path / "evil.pt")

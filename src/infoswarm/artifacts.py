@@ -6,9 +6,11 @@ An attack run folder holds
 * ``summary.json``: the run's numbers (:meth:`AttackResult.summary` keys), ``command`` "attack",
   ``dataset``, ``settings`` (the command's options, as before) and ``attack_spec`` (an
   :class:`AttackSpec`: everything needed to rebuild the attack);
-* ``adversarial.npz``: ``x`` and ``x_adv`` [M, C, H, W] float32 in [0, 1], ``y``, ``target`` [M]
-  int64, ``success`` [M] bool, ``indices`` [M, k] int64 perturbed pixel locations (−1 padding),
-  ``dataset_index`` [M] int64 (positions in the scanned split);
+* ``adversarial.npz``: the :class:`~infoswarm.attacks.AttackResult` as its ``save`` writes it
+  (``x_adv`` [M, C, H, W] float32 in [0, 1], ``y``, ``target``, ``pred``, ``queries`` … [M],
+  ``indices`` [M, k] int64 perturbed pixel locations (−1 padding), ``seconds``), so
+  ``AttackResult.load(folder / "adversarial.npz")`` reads it, plus the clean ``x`` [M, C, H, W]
+  and ``dataset_index`` [M] int64 (positions in the scanned split);
 * ``results.csv``: one row per attacked image (:data:`RESULT_COLUMNS`).
 
 Only this module knows those keys; readers get one-line :class:`InputError` messages for files
@@ -43,7 +45,7 @@ _REDO = "pass a folder written by `infoswarm attack`, or re-run the attack"
 _TYPES: dict[str, tuple[type, ...]] = {
     "attack": (str,), "name": (str,), "eps": (int, float), "particles": (int,), "iterations": (int,),
     "w": (int, float), "c1": (int, float), "c2": (int, float), "restart_iterations": (int,),
-    "selection": (str,), "bounds": (str,), "no_restart": (bool,), "restart": (bool,),
+    "pixel_rule": (str,), "bounds": (str,), "no_restart": (bool,), "restart": (bool,),
     "pixels": (int, type(None)), "fi_threshold": (int, float, type(None)), "budget": (int, type(None)),
     "steps": (int, type(None)), "target": (str, int, type(None)), "min_prob": (int, float, type(None)),
     "max_prob": (int, float, type(None)), "fi_eps_scale": (int, float), "confusion_min": (int,),
@@ -53,9 +55,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 _AT_LEAST_ONE = ("particles", "budget", "steps", "pixels", "confusion_min", "batch_size")
 _AT_LEAST_ZERO = ("iterations", "restart_iterations", "seed")
-MFIPSO_OPTIONS = ("fi_threshold", "particles", "iterations", "w", "c1", "c2", "restart", "restart_iterations",
-                  "selection", "bounds")
-SWARM_OPTIONS = ("particles", "prior", "loss", "refine")
+SHARED = ("pixels", "eps", "target", "min_prob", "max_prob", "seed", "budget", "steps")
+"""The shared options of :func:`infoswarm.attacks.registry.build`: fields of :class:`AttackSpec`."""
 
 
 def check_settings(s: Mapping[str, Any], where: str) -> None:
@@ -76,10 +77,10 @@ def check_settings(s: Mapping[str, Any], where: str) -> None:
         if not ok:
             raise InputError(f"{where} has an invalid settings.{key} ({v!r})", _REDO)
     name = s.get("name", s.get("attack"))
-    if name not in registry.NAMES:
+    if name not in registry.names():
         raise InputError(f"{where} names an unknown attack {name!r}", _REDO)
     t = s.get("target", "second")
-    if isinstance(t, str) and t.lower() not in ("none", "second", "confusion"):
+    if isinstance(t, str) and t.lower() not in ("none", "second", "least-likely", "random", "confusion"):
         try:
             int(t)
         except ValueError:
@@ -92,20 +93,22 @@ class AttackSpec:
     :func:`infoswarm.attacks.registry.build`.
 
     ``pixels``: k locations (None: mfipso's element-FI rule, ``options["fi_threshold"]``); ``eps``:
-    L∞ bound in [0, 1] pixel units; ``target``: "none", "second", "confusion" or a class index;
-    ``min_prob``/``max_prob``: success bounds on p(target); ``seed``; ``budget``: queries per
-    image of the query attacks; ``steps``: PGD steps; ``options``: the attack's own keyword
-    arguments (mfipso: :data:`MFIPSO_OPTIONS` and more; sparse-swarm: :data:`SWARM_OPTIONS`)."""
+    L∞ bound in [0, 1] pixel units; ``target``: "none", "second", "least-likely", "random",
+    "confusion" or a class index; ``min_prob``/``max_prob``: success bounds on p(target);
+    ``seed``; ``budget``: queries per image; ``steps``: gradient steps (``eps``, ``budget`` and
+    ``steps`` None: the attack's default, or an option it does not use); ``options``: other
+    keyword arguments of the attack's constructor (those given; the constructor's defaults
+    fill the rest)."""
 
     name: str
     pixels: int | None = 10
-    eps: float = 1.0
+    eps: float | None = None
     target: str | int | None = "none"
     min_prob: float | None = None
     max_prob: float | None = None
     seed: int = 0
-    budget: int = 1000
-    steps: int = 10
+    budget: int | None = None
+    steps: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def build(self, model: torch.nn.Module, *, target: Any, seed: int | None = None,
@@ -115,19 +118,20 @@ class AttackSpec:
         ``seed`` and ``budget`` replace the spec's when given."""
         from .attacks import registry
 
-        return registry.build(self.name, model, pixels=self.pixels, eps=self.eps, target=target,
-                              min_prob=self.min_prob, max_prob=self.max_prob,
-                              seed=self.seed if seed is None else seed,
-                              budget=self.budget if budget is None else budget, steps=self.steps, **self.options)
+        budget = self.budget if budget is None else budget
+        given = {k: v for k, v in (("eps", self.eps), ("budget", budget), ("steps", self.steps)) if v is not None}
+        return registry.build(self.name, model, pixels=self.pixels, target=target, min_prob=self.min_prob,
+                              max_prob=self.max_prob, seed=self.seed if seed is None else seed,
+                              **given, **self.options)
 
     def query_budget(self) -> int:
-        """Model queries per image: the swarm's particles × (iterations + restart iterations) for
-        mfipso, ``budget`` for the others."""
-        if self.name == "mfipso":
-            o = self.options
-            restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
-            return int(o["particles"]) * (int(o["iterations"]) + restart)
-        return int(self.budget)
+        """Model queries per image at most, as the attack counts them
+        (:meth:`infoswarm.attacks.base.Attack.query_budget`; ``budget`` or the attack's default
+        budget where it has no cap)."""
+        from .attacks import registry
+
+        attack = self.build(torch.nn.Identity(), target=None)
+        return attack.query_budget() or int(self.budget or registry.defaults(self.name).get("budget") or 1000)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,39 +147,7 @@ class AttackSpec:
             raise InputError(f"{where} {'lacks' if lacking else 'has unknown'} "
                              f"{SPEC_KEY}.{(lacking or unknown)[0]}", _REDO)
         check_settings({**d.get("options", {}), **{k: v for k, v in d.items() if k != "options"}}, where)
-        if d["name"] == "mfipso":
-            missing = [k for k in MFIPSO_OPTIONS if k not in d.get("options", {})]
-            if missing:
-                raise InputError(f"{where} lacks {SPEC_KEY}.options.{missing[0]}", _REDO)
         return cls(**{**d, "options": dict(d.get("options", {}))})
-
-    @classmethod
-    def from_settings(cls, s: Any, where: str) -> AttackSpec:
-        """A spec from the ``settings`` of a summary.json written before ``attack_spec``
-        existed (the command's options), checked like :meth:`from_dict`."""
-        need = ["attack", "eps"] + (["particles", "iterations", "w", "c1", "c2", "restart_iterations",
-                                     "selection", "bounds"] if isinstance(s, dict) and s.get("attack") == "mfipso"
-                                    else [])
-        lacking = [k for k in need if k not in s] if isinstance(s, dict) else ["settings"]
-        if lacking:
-            raise InputError(f"{where} lacks {', '.join(lacking)} of the attack run", _REDO)
-        check_settings(s, where)
-        pixels = s.get("pixels")
-        if s.get("fi_threshold") is not None:
-            pixels = None
-        elif pixels is None:
-            pixels = 10
-        options: dict[str, Any] = {}
-        if s["attack"] == "mfipso":
-            options = {"fi_threshold": s.get("fi_threshold"), "particles": s["particles"],
-                       "iterations": s["iterations"], "w": s["w"], "c1": s["c1"], "c2": s["c2"],
-                       "restart": not s.get("no_restart"), "restart_iterations": s["restart_iterations"],
-                       "selection": s["selection"], "bounds": s["bounds"]}
-        elif s["attack"] == "sparse-swarm":
-            options = {k: s[k] for k in SWARM_OPTIONS if k in s}
-        return cls(name=s["attack"], pixels=pixels, eps=s["eps"], target=s.get("target", "second"),
-                   min_prob=s.get("min_prob"), max_prob=s.get("max_prob"), seed=int(s.get("seed") or 0),
-                   budget=int(s.get("budget") or 1000), steps=s.get("steps", 10) or 10, options=options)
 
 
 def read_npz(path: str | Path) -> dict[str, torch.Tensor]:
@@ -232,9 +204,7 @@ class AttackRun:
     @property
     def spec(self) -> AttackSpec:
         """The attack as run (from ``attack_spec``; from ``settings`` for older runs)."""
-        if SPEC_KEY in self.summary:
-            return AttackSpec.from_dict(self.summary[SPEC_KEY], SUMMARY)
-        return AttackSpec.from_settings(self.summary.get("settings"), SUMMARY)
+        return AttackSpec.from_dict(self.summary.get(SPEC_KEY), SUMMARY)
 
     @staticmethod
     def from_result(res: Any, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, probs_before: torch.Tensor,
@@ -251,9 +221,11 @@ class AttackRun:
                  "pixel_l0": int(res.pixel_l0[j]), "element_l0": int(res.element_l0[j]),
                  "queries": int(res.queries[j]), "misclassified": int(res.pred[j] != yc[j]),
                  "grad_evals": int(res.grad_evals[j])} for j in range(len(index))]
-        arrays = {"x_adv": res.x_adv.cpu(), "x": x.cpu(), "y": yc, "target": res.target.cpu(),
-                  "success": res.success.cpu(), "indices": torch.from_numpy(res.index_array()),
-                  "dataset_index": index.cpu()}
+        from .attacks.result import ARRAYS
+
+        arrays = {name: getattr(res, name).detach().cpu() for name in ARRAYS}
+        arrays.update(indices=torch.from_numpy(res.index_array()), x=x.cpu(), dataset_index=index.cpu(),
+                      seconds=torch.tensor(float(res.seconds), dtype=torch.float64))
         return AttackRun(summary={**summary, **res.summary(), SPEC_KEY: spec.to_dict()}, arrays=arrays, rows=rows)
 
     def save(self, folder: str | Path, before_summary: Any = None) -> None:
@@ -269,6 +241,13 @@ class AttackRun:
             before_summary()
         runs.atomic_write(folder / SUMMARY, lambda p: runs.write_json(p, self.summary))
 
+    def result(self, folder: str | Path) -> Any:
+        """The run's :class:`~infoswarm.attacks.AttackResult`, read from ``folder``'s
+        adversarial.npz (the same file ``AttackResult.load`` reads)."""
+        from .attacks.result import AttackResult
+
+        return AttackResult.load(Path(folder) / NPZ)
+
     @classmethod
     def load(cls, folder: str | Path, name: str = "folder") -> AttackRun:
         """A finished attack run, checked: summary.json is an attack run's with a dataset and a
@@ -277,10 +256,7 @@ class AttackRun:
         folder = Path(folder)
         info = _read_summary(folder, "attack", name)
         where = f"{folder}/summary.json"
-        if SPEC_KEY in info:
-            AttackSpec.from_dict(info[SPEC_KEY], where)
-        else:
-            AttackSpec.from_settings(info.get("settings"), where)
+        AttackSpec.from_dict(info.get(SPEC_KEY), where)
         if not isinstance(info.get("dataset"), str):
             raise InputError(f"{where} lacks dataset of the attack run", _REDO)
         arrays = read_npz(folder / NPZ)
@@ -321,9 +297,46 @@ def _read_summary(folder: Path, command: str, name: str) -> dict[str, Any]:
     return info
 
 
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+def model_card(name: str, model: torch.nn.Module, dataset: str, test_accuracy: float | None,
+               **extra: Any) -> dict[str, Any]:
+    """The card of a model infoswarm wrote (``train``, ``harden``): its ``name``, architecture
+    (class name of ``model``), ``dataset``, ``test_accuracy`` in [0, 1], the torch and infoswarm
+    versions, the command line, and ``extra`` keys (e.g. a recipe, the base model)."""
+    import sys
+
+    import torch as _torch
+
+    from . import __version__
+
+    argv = sys.argv[1:]
+    return {"name": name, "architecture": type(model).__name__, "dataset": dataset, **extra,
+            "test_accuracy": test_accuracy, "torch": _torch.__version__, "infoswarm": __version__,
+            "command": "infoswarm " + " ".join(argv) if argv else None}
+
+
+def save_model(folder: str | Path, weights: Mapping[str, torch.Tensor], card: Mapping[str, Any],
+               metadata: Mapping[str, str]) -> None:
+    """The one writer of a model: ``model.safetensors`` (the state dict ``weights``, contiguous
+    CPU tensors, with string ``metadata``: one key keeps the file bitwise repeatable) and its
+    ``card.json``, each atomically."""
+    from safetensors.torch import save_file
+
+    from . import runs
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    runs.atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata=dict(metadata)))
+    runs.atomic_write(folder / CARD, lambda p: runs.write_json(p, dict(card)))
+
+
 HARDEN_NPZ = "adversarial-train.npz"
-HARDEN_WEIGHTS = "model.safetensors"
-HARDEN_CARD = "card.json"
+HARDEN_WEIGHTS = WEIGHTS
+HARDEN_CARD = CARD
 HARDEN_METRICS = "metrics.csv"
 HARDEN_ARRAYS = ("x_adv", "y", "dataset_index")
 
@@ -345,15 +358,10 @@ class HardenRun:
         card.json, metrics.csv (one row per epoch of ``summary["history"]``),
         adversarial-train.npz and summary.json last (a folder with one is a finished run); each
         file atomically."""
-        from safetensors.torch import save_file
-
         from . import runs
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-        runs.atomic_write(folder / HARDEN_WEIGHTS, lambda p: save_file(state, str(p), metadata=dict(metadata)))
-        runs.atomic_write(folder / HARDEN_CARD, lambda p: runs.write_json(p, self.card))
+        save_model(folder, weights, self.card, metadata)
         history = self.summary.get("history") or []
         if history:
             runs.atomic_write(folder / HARDEN_METRICS, lambda p: runs.write_csv(p, history, list(history[0])))

@@ -130,7 +130,7 @@ def check_gradient(model: torch.nn.Module, x: torch.Tensor) -> None:
             raise InputError("the model's outputs have no gradient with respect to the images "
                              "(torch.no_grad, .detach() or non-torch code in forward)",
                              "remove it from forward, or use an attack without gradients "
-                             "(onepixel, sparse-rs, mfipso with --selection random)")
+                             "(onepixel, sparse-rs, sparse-swarm --prior uniform, mfipso --pixel-rule random)")
         (g,) = torch.autograd.grad(out.double().logsumexp(1).sum() if out.dim() == 2 else out.sum(), xp,
                                    allow_unused=True)
     if g is None or not torch.isfinite(g).all():

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed, training
+from .artifacts import HardenRun
 from .attacks.fgsm import project
 from .attacks.mfipso import MFIPSO
 from .attacks.result import AttackResult
@@ -63,7 +64,7 @@ class HardenConfig:
     iterations: int = 10
     restart_iterations: int = 40
     bounds: str = "paper"
-    selection: str = "fi"
+    pixel_rule: str = "fi"
     target: str = "second"
     epochs: int = 30
     lr: float = 0.1
@@ -160,7 +161,7 @@ def build_attack(model: nn.Module, cfg: HardenConfig) -> MFIPSO:
                   target=None if cfg.target == "none" else cfg.target, eps=cfg.eps, particles=cfg.particles,
                   iterations=cfg.iterations, restart=cfg.restart_iterations > 0,
                   restart_iterations=cfg.restart_iterations, bounds=cfg.bounds,  # type: ignore[arg-type]
-                  selection=cfg.selection, seed=cfg.seed)  # type: ignore[arg-type]
+                  pixel_rule=cfg.pixel_rule, seed=cfg.seed)  # type: ignore[arg-type]
 
 
 def select(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, cfg: HardenConfig,
@@ -247,13 +248,16 @@ def _success_rate(res: AttackResult) -> float | None:
 def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tensor, yt: torch.Tensor,
            cfg: HardenConfig, run: Any, ctx: distributed.Context | None = None,
            log: Callable[[str], None] = lambda s: None,
-           epoch_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+           epoch_log: Callable[[dict[str, Any]], None] | None = None) -> HardenRun:
     """Run (or continue) the hardening pipeline in the :class:`~infoswarm.runs.ResumableRun`
     ``run``; ``model`` (eval mode, CPU or device) is fine-tuned in place.
 
     Images: ``x8`` [N,C,H,W] uint8 training split with labels ``y``; ``xt8``/``yt`` the test
-    split. Returns the summary (also what the CLI writes to summary.json) with "before" and
-    "after" metrics: clean test accuracy, re-attack success on ``cfg.eval_images`` vulnerable
+    split. Returns the run's record (:class:`~infoswarm.artifacts.HardenRun`, its ``card`` left
+    for the caller): ``summary`` (plain JSON values: what the CLI writes to summary.json) with
+    "before" and "after" metrics, and ``adversarial``, the adversarial training images added
+    (``x_adv`` [M,C,H,W], ``y`` [M], ``dataset_index`` [M], CPU tensors). The metrics: clean
+    test accuracy, re-attack success on ``cfg.eval_images`` vulnerable
     test images, accuracy on the adversarial test images made against the original model, and
     re-attack success on ``cfg.eval_images`` vulnerable training images (the first that the FI
     rule picks among the attack candidates, whatever the method: for "fi" these are images it
@@ -371,5 +375,5 @@ def harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tenso
         "seconds_this_invocation": time.perf_counter() - t_start,
         "resumed": bool(getattr(run, "resumed", False)),
     }
-    summary["adversarial_train"] = {"x_adv": adv.x_adv.cpu()[ok], "y": y[idx][ok], "index": idx[ok]}
-    return summary
+    return HardenRun(summary=summary, card={},
+                     adversarial={"x_adv": adv.x_adv.cpu()[ok], "y": y[idx][ok].cpu(), "dataset_index": idx[ok].cpu()})

@@ -295,7 +295,7 @@ BENCHMARKS.md, sections "Pixel maps: deletion test" and "Pixel maps: insertion t
 
 DEFAULT_MAP_EVIDENCE: dict[str, tuple[int, int]] = {"deletion": (4, 6), "insertion": (2, 4)}
 """{test: (settings where :data:`DEFAULT_MAP` is best or tied with the best, settings counted)}
-in ``bench/maps_results.json`` (datasets × replacements; failed insertion tests left out);
+in ``tests/fixtures/maps_results.json`` (datasets × replacements; failed insertion tests left out);
 checked against that file by the tests."""
 
 DEFAULT_MAP_REASON = (
@@ -315,7 +315,7 @@ DEFAULT_MAP_REASON = (
     "included, lowers p_c) and is not counted. Exact FI stays available "
     "with --map fi. See BENCHMARKS.md, 'Pixel maps: deletion test' and 'Pixel maps: insertion test'.")
 """Why :data:`DEFAULT_MAP` is the default (the figures of the benchmark run recorded in
-``bench/maps_results.json``); shown in the report beside the heatmaps."""
+``tests/fixtures/maps_results.json``); shown in the report beside the heatmaps."""
 
 
 REPORT_INSERTION: Replacement = "blur"

@@ -1,8 +1,8 @@
 """Network architectures of the model zoo. Every model takes images in [0, 1] shaped
 [N, C, H, W] and returns logits [N, K]; per-channel standardisation happens inside the model
-(:class:`Normalize`), so attacks and influence work in [0, 1] pixel units."""
-
-from __future__ import annotations
+(:class:`Normalize`), so attacks and influence work in [0, 1] pixel units. Every model here
+compiles with ``torch.jit.script`` (no ``from __future__ import annotations`` in this module:
+TorchScript reads the annotations)."""
 
 from collections.abc import Sequence
 
@@ -10,20 +10,51 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
+
 
 class Normalize(nn.Module):
-    """(x - mean) / std per channel; x in [0, 1] [N, C, H, W]."""
+    """(x - mean) / std per channel; x in [0, 1] [N, C, H, W]; ``mean`` and ``std`` hold one
+    value per channel (or one for all), std > 0.
+
+    The buffers are not persistent: they are not part of the state dict, so a network wrapped
+    as ``nn.Sequential(Normalize(mean, std), net)`` (or :func:`normalized`) loads the weights
+    the bare network was saved with; :func:`infoswarm.zoo.load_state` also reads older files
+    that hold them."""
 
     mean: torch.Tensor  # buffer [1, C, 1, 1]
     std: torch.Tensor  # buffer [1, C, 1, 1]
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        if m.numel() == 0 or m.shape != s.shape or not bool(torch.isfinite(m).all()) or not bool((s > 0).all()):
+            raise InputError(f"normalisation needs as many finite means as positive stds, got mean={list(mean)} "
+                             f"std={list(std)}", "pass one value per channel, e.g. mean=(0.5,) std=(0.25,)")
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class Normalized(nn.Module):
+    """``model`` taking standardised images, seen as a model taking [0, 1] images [N, C, H, W]:
+    ``model(Normalize(mean, std)(x))`` (torchattacks' ``set_normalization_used``, Foolbox's and
+    ART's ``preprocessing``). The wrapped model's weights keep their names under ``model.``; a
+    query-only model stays query-only."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.model = model
+        if getattr(model, "query_only", False):
+            self.query_only = True
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(x))
 
 
 class SmallCNN(nn.Module):

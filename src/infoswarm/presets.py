@@ -1,5 +1,6 @@
-"""Named settings in one place: the paper's mFI-PSO per dataset, each attack's defaults, and the
-paper's fine-tuning schedule for hardening (the figures are the paper's, DESIGN §2).
+"""Named settings in one place: the paper's mFI-PSO per dataset and the paper's fine-tuning
+schedule for hardening (the figures are the paper's, DESIGN §2). Each attack's own defaults are
+on its class (``Attack.defaults`` and its constructor; :func:`infoswarm.attacks.registry.defaults`).
 
 Pure data: every function returns a fresh dict of Python keyword arguments, which the CLI maps
 to its flags and an API user passes on, e.g. ``MFIPSO(model, **paper_attack("cifar10"))``.
@@ -11,11 +12,7 @@ from typing import Any
 
 from .data.catalog import INFO, is_named
 
-__all__ = ["LINF_ATTACKS", "attack_defaults", "cifar_like", "paper_attack", "paper_harden"]
-
-LINF_ATTACKS = ("mfipso", "fgsm", "pgd")
-"""Attacks whose default ``eps`` is the paper's L∞ bound 0.15; the sparse attacks default to 1
-(values free in [0, 1]: a pure L0 budget)."""
+__all__ = ["cifar_like", "paper_attack", "paper_harden"]
 
 
 def cifar_like(dataset: str | None) -> bool:
@@ -30,21 +27,11 @@ def paper_attack(dataset: str | None) -> dict[str, Any]:
     every channel entry with element FI ≥ 0.01, the paper's bounds δ ∈ [−εx, ε(1−x)] with
     ε = 0.15, 10 iterations plus a 40-iteration restart, target the second most probable class;
     500 particles on MNIST-like data, 200 on CIFAR-10, where the authors ranked entries by their
-    ε-regularised FI on raw 0–255 pixels (``selection="fi-eps"``, ``fi_eps_scale=255``)."""
+    ε-regularised FI on raw 0–255 pixels (``pixel_rule="fi-eps"``, ``fi_eps_scale=255``)."""
     cifar = cifar_like(dataset)
     return {"fi_threshold": 0.01, "bounds": "paper", "eps": 0.15, "particles": 200 if cifar else 500,
             "iterations": 10, "restart": True, "restart_iterations": 40,
-            "selection": "fi-eps" if cifar else "fi", "fi_eps_scale": 255.0 if cifar else 1.0, "target": "second"}
-
-
-def attack_defaults(name: str) -> dict[str, Any]:
-    """What ``infoswarm attack --attack NAME`` uses for the options left unset: k = 10 pixels,
-    untargeted (mfipso: the second class, as in the paper), ``eps`` 0.15 for the L∞ attacks
-    (:data:`LINF_ATTACKS`) and 1 otherwise, one particle for sparse-swarm and 200 for mfipso,
-    mfipso's box bounds, exact-FI pixel rule and FI units of [0, 1] pixels."""
-    mf = name == "mfipso"
-    return {"pixels": 10, "target": "second" if mf else None, "eps": 0.15 if name in LINF_ATTACKS else 1.0,
-            "particles": 200 if mf else 1, "bounds": "box", "selection": "fi", "fi_eps_scale": 1.0}
+            "pixel_rule": "fi-eps" if cifar else "fi", "fi_eps_scale": 255.0 if cifar else 1.0, "target": "second"}
 
 
 def paper_harden(dataset: str | None, epochs: int | None = None) -> dict[str, Any]:

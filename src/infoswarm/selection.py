@@ -5,7 +5,8 @@
   or every correctly classified image (``rule="all"``); with a class-index target, images whose
   label already is the target are left out (there is nothing to attack).
 * :func:`parse_target`: the target text of the CLI and of a saved run (``none``, ``second``,
-  ``confusion`` or a class index) as the value :func:`infoswarm.attacks.registry.build` takes.
+  ``least-likely``, ``random``, ``confusion`` or a class index) as the value
+  :func:`infoswarm.attacks.registry.build` takes.
 
 Errors name the Python argument (``target``, ``tau``); callers that read a flag pass its name
 as ``name=`` so the user sees ``--target``.
@@ -22,12 +23,13 @@ from torch import nn
 from . import influence
 from .errors import InputError
 
-Rule = Literal["fi", "all"]
 RULES: tuple[str, ...] = ("fi", "all")
 
-Target = Union[None, int, Literal["second", "confusion"]]
-"""An attack target: None (untargeted), "second" (the most probable wrong class), "confusion"
-(mfipso: the most frequent confusion of the true class) or one class index for every image."""
+Target = Union[None, int, Literal["second", "least-likely", "random", "confusion"]]
+"""An attack target: None (untargeted), "second" (the most probable wrong class),
+"least-likely" (the least probable class), "random" (a wrong class drawn per image from the
+seed and its position), "confusion" (mfipso: the most frequent confusion of the true class) or
+one class index for every image."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,10 @@ def select_images(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, *, rule: 
 
 
 def parse_target(text: str | int | None, num_classes: int, *, name: str = "target",
-                 allowed: tuple[str, ...] = ("none", "second", "confusion")) -> Target:
-    """The target named by ``text``: ``"none"`` (or None) → None, ``"second"``/``"confusion"`` as
-    they are, or a class index in 0..``num_classes``−1 (an int, or its decimal text). ``allowed``
-    limits the words; errors call the argument ``name``."""
+                 allowed: tuple[str, ...] = ("none", "second", "least-likely", "random", "confusion")) -> Target:
+    """The target named by ``text``: ``"none"`` (or None) → None, the other words as they are,
+    or a class index in 0..``num_classes``−1 (an int, or its decimal text). ``allowed`` limits
+    the words; errors call the argument ``name``."""
     if text is None:
         return None
     if isinstance(text, bool):

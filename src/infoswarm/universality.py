@@ -67,11 +67,11 @@ def fooling_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torc
 def shared_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, *,
                         eps: float = 0.15, per_class: bool = False, particles: int = 40,
                         iterations: int = 20, seed: int = 0, batch_size: int = 1024,
-                        selection: str = "fi") -> SharedPerturbation:
+                        pixel_rule: str = "fi") -> SharedPerturbation:
     """Optimise one k-pixel δ (or one per true class) on fit images x [N,C,H,W], labels y [N].
 
     Locations: top-k of the mean pixel score over the group's images — exact pixel FI of
-    log p_true (``selection="fi"``), or the mean gradient norm of log p_true ("saliency").
+    log p_true (``pixel_rule="fi"``), or the mean gradient norm of log p_true ("saliency").
     Objective:
     the mean log-margin relu(log p_y − log p_best-wrong) over the group's images — unlike a
     probability gap it still moves for confident images — so the swarm pushes all of them
@@ -83,15 +83,15 @@ def shared_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixe
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
         raise InputError(f"eps must be positive and at most 1 (pixel units), got {eps!r}", "pass e.g. eps=0.15")
     y = check_classes(y, n, probs_of(model, x[:1]).shape[1])
-    if selection == "fi":
+    if pixel_rule == "fi":
         fi = influence.pixel_fi(model, x, y, unit="pixel", batch_size=64).flatten(1)   # [N, HW]
-    elif selection == "saliency":
+    elif pixel_rule == "saliency":
         logits, jac = influence.logit_jacobian(model, x)
         p = torch.softmax(logits.double(), 1)
         grad = jac[torch.arange(n), y].double() - torch.einsum("nk,nkchw->nchw", p, jac.double())
         fi = grad.square().sum(1).flatten(1)
     else:
-        raise InputError(f"unknown selection {selection!r}", "use fi or saliency")
+        raise InputError(f"unknown pixel_rule {pixel_rule!r}", "use fi or saliency")
     groups = torch.unique(y) if per_class else torch.tensor([-1])
     members = [(y == g) if g >= 0 else torch.ones_like(y, dtype=torch.bool) for g in groups.tolist()]
     locations = torch.stack([fi[m].mean(0).topk(pixels).indices for m in members])   # [G, k]

@@ -11,9 +11,14 @@ returns logits [N, K]. Names:
   the command, its time and the robust accuracy measured by ``infoswarm robustness``);
 * ``cifar10-resnet32``: the paper's pre-activation ResNet-32 on 3x32x32 (no shipped weights:
   its 180-epoch recipe wants a GPU);
-* ``path/to/file.py:ClassName`` with ``weights="file.safetensors"``: a user's architecture
-  (constructed without arguments) and its weights;
+* ``path/to/file.py:ClassName`` with ``weights=`` a ``.safetensors`` file or a ``.pt``/``.pth``
+  state dict (``torch.save(model.state_dict())``, read with ``torch.load(weights_only=True)``):
+  a user's architecture (constructed without arguments) and its weights; the file's folder is
+  importable while it loads (a model file may import a sibling module);
 * ``path/to/model.pt``: a TorchScript file (``torch.jit.save``).
+
+``normalization=(mean, std)`` wraps any of them for a network that expects standardised inputs
+(:class:`~infoswarm.models.Normalized`), so it still takes [0, 1] images.
 
 Shipped weights live in ``infoswarm/weights/<name>.safetensors`` with a JSON card beside them
 (dataset, recipe, seed, test accuracy); ``infoswarm train`` makes both.
@@ -34,7 +39,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .models import CifarCNN, PreActResNet, SmallCNN
+from .models import CifarCNN, Normalized, PreActResNet, SmallCNN
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -150,30 +155,78 @@ def build(name: str) -> nn.Module:
     return ZOO[name].build()
 
 
-def load_state(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load safetensors weights into ``model`` (strict); bad files give an InputError."""
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file, or from a torch.save'd ``.pt``/``.pth`` file read
+    with ``weights_only=True`` (no code runs): a dict of tensors, or a checkpoint holding one
+    under ``state_dict`` or ``model``."""
+    if path.suffix in (".pt", ".pth", ".bin"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for bad or unsafe files
+            msg = (str(e).splitlines() or [type(e).__name__])[0][:120]
+            raise InputError(f"cannot read weights {path} as a weights-only torch file ({msg})",
+                             "save them with torch.save(model.state_dict(), path), or as .safetensors") from None
+        for key in ("state_dict", "model"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                    for k, v in obj.items())):
+            raise InputError(f"weights {path} hold no state dict (a dict of tensors)",
+                             "save them with torch.save(model.state_dict(), path)")
+        return dict(obj)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"cannot read weights {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+                         "pass a .safetensors file (infoswarm train, safetensors.torch.save_file) or a .pt "
+                         "state dict") from None
+
+
+def _keys(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load weights (.safetensors, or a .pt/.pth state dict) into ``model``, strictly: a
+    missing, unexpected or misshapen tensor is an :class:`InputError` naming the first keys.
+    Entries for the model's non-persistent buffers (:class:`~infoswarm.models.Normalize` of
+    files written before they were) are copied into those buffers."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"weights file {path} not found", "check the --weights path")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"cannot read weights {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
-                         "pass a .safetensors file written by infoswarm train or safetensors.torch.save_file") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise InputError(f"weights {path} do not fit the model ({first})",
-                         "use the weights trained for this architecture") from None
+    state = _read_state(path)
+    buffers = dict(model.named_buffers())
+    persistent = set(model.state_dict())
+    with torch.no_grad():
+        for key in [k for k in state if k in buffers and k not in persistent]:
+            value = state.pop(key)
+            if value.shape == buffers[key].shape:
+                buffers[key].copy_(value)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    fix = "use the weights trained for this architecture"
+    if missing or unexpected:
+        parts = ([f"missing {_keys(missing)}"] if missing else []) + ([f"unexpected {_keys(unexpected)}"]
+                                                                      if unexpected else [])
+        raise InputError(f"weights {path} do not fit the model: {'; '.join(parts)}", fix)
+    if shapes:
+        k = shapes[0]
+        raise InputError(f"weights {path} do not fit the model: {k} has shape {tuple(state[k].shape)}, the model's "
+                         f"{tuple(own[k].shape)}" + (f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""), fix)
+    model.load_state_dict(state, strict=True)
     return model
 
 
-def _user_class(spec: str) -> type[nn.Module]:
-    file, _, cls_name = spec.rpartition(":")
+def user_attribute(spec: str) -> Any:
+    """The object ``Name`` of ``path/to/file.py:Name``, the file imported with its own folder
+    on ``sys.path`` (so it may import its sibling modules), or None when it has no ``Name``;
+    one-line :class:`InputError` for a missing file or a failing import."""
+    file, _, name = spec.rpartition(":")
     path = Path(file).expanduser()
     if not path.is_file():
         raise InputError(f"model file {path} not found", "pass --model path/to/file.py:ClassName")
@@ -183,20 +236,33 @@ def _user_class(spec: str) -> type[nn.Module]:
         raise InputError(f"cannot import {path}", "pass a Python source file")
     module = importlib.util.module_from_spec(spec_obj)
     sys.modules[mod_name] = module
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
     try:
         spec_obj.loader.exec_module(module)
     except Exception as e:  # a user's file can fail in any way; report it in one line
         raise InputError(f"importing {path} failed ({type(e).__name__}: {e})", "fix the model file") from None
-    cls = getattr(module, cls_name, None)
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    return getattr(module, name, None)
+
+
+def _user_class(spec: str) -> type[nn.Module]:
+    file, _, cls_name = spec.rpartition(":")
+    cls = user_attribute(spec)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise InputError(f"{path} has no nn.Module class {cls_name!r}",
+        raise InputError(f"{Path(file).expanduser()} has no nn.Module class {cls_name!r}",
                          "pass --model path/to/file.py:ClassName naming an nn.Module subclass")
     return cls
 
 
-def load(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready model in eval mode: a zoo name, ``file.py:Class`` (+ ``weights``) or a
-    TorchScript file. Inputs [0, 1] [N, C, H, W]; output logits [N, K]."""
+def load(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
+         normalization: tuple[Any, Any] | None = None) -> nn.Module:
+    """A ready model in eval mode: a zoo name, ``file.py:Class`` (+ ``weights``: .safetensors
+    or a .pt state dict) or a TorchScript file. Inputs [0, 1] [N, C, H, W]; output logits
+    [N, K]. ``normalization=(mean, std)`` (one value per channel each) wraps a model that
+    expects standardised images (:class:`~infoswarm.models.Normalized`)."""
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise InputError(f"model name must be a non-empty string, got {name!r}",
                          f"use one of {', '.join(ZOO)}, path/to/file.py:ClassName, or a TorchScript file")
@@ -222,7 +288,7 @@ def load(name: str, weights: str | Path | None = None, device: str | torch.devic
                              f"{(str(e).splitlines() or [''])[0][:120]})",
                              "give the class defaults for every constructor argument") from None
         if weights is None:
-            raise InputError(f"no weights given for {name}", "pass --weights file.safetensors")
+            raise InputError(f"no weights given for {name}", "pass --weights file.safetensors (or a .pt state dict)")
         load_state(model, weights)
     elif Path(name).expanduser().is_file():
         try:
@@ -236,4 +302,6 @@ def load(name: str, weights: str | Path | None = None, device: str | torch.devic
     else:
         build(name)  # raises the unknown-name error
         raise AssertionError("unreachable")
+    if normalization is not None:
+        model = Normalized(model, *normalization)
     return model.to(device).eval()

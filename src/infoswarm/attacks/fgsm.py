@@ -82,6 +82,9 @@ class _LinfGradientAttack(Attack):
     Args: ``eps`` and ``random_start`` as in :class:`FGSM`, the rest as in :class:`.Attack`.
     """
 
+    norm = "linf"
+    gradients = "always"
+
     eps: float
     random_start: bool
 
@@ -90,9 +93,6 @@ class _LinfGradientAttack(Attack):
         self.eps = check_eps(eps)
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed)
         self.random_start = bool(random_start)
-
-    def _needs_gradient(self) -> bool:
-        return True
 
     def _start(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """The starting point [N,C,H,W]: x + U(−eps, eps) projected (image i's noise from (seed,
@@ -120,11 +120,18 @@ class FGSM(_LinfGradientAttack):
     and one forward pass to judge the result.
     """
 
+    uses = ("eps",)
+    defaults = {"eps": 8 / 255, "target": None}
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None,
                  random_start: bool = False, seed: int = 0) -> None:
         super().__init__(model, eps=eps, random_start=random_start, target=target, min_prob=min_prob,
                          max_prob=max_prob, seed=seed)
+
+    def query_budget(self) -> int:
+        """2: one forward+backward pass, one judging pass."""
+        return 2
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:

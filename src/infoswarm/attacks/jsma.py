@@ -60,6 +60,10 @@ class JSMA(Attack):
     image that fails after using its whole budget gets one more, the final judgement).
     """
 
+    uses = ("pixels", "eps")
+    gradients = "always"
+    defaults = {"pixels": 10, "eps": 1.0, "target": "second"}
+
     def __init__(self, model: nn.Module, pixels: int = 10, theta: float = 1.0,
                  target: TargetSpec = "second", min_prob: float | None = None,
                  max_prob: float | None = None, eps: float = 1.0) -> None:
@@ -72,9 +76,6 @@ class JSMA(Attack):
         self.eps = check_eps(eps)
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob)
         self.pixels, self.theta = pixels, float(theta)
-
-    def _needs_gradient(self) -> bool:
-        return True
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:

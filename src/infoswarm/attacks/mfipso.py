@@ -25,9 +25,9 @@ from ._rng import image_generators, image_seed
 from .base import Attack, Call, TargetSpec, resolve_target
 from .result import AttackResult
 
-__all__ = ["MFIPSO", "Selection", "confusion_counts", "image_seed"]
+__all__ = ["MFIPSO", "PixelRule", "confusion_counts", "image_seed"]
 
-Selection = Literal["fi", "fi-eps", "saliency", "random"]
+PixelRule = Literal["fi", "fi-eps", "saliency", "random"]
 
 
 class MFIPSO(Attack):
@@ -50,7 +50,7 @@ class MFIPSO(Attack):
             bounds="paper": δ ∈ [−eps·x, eps·(1−x)] (the authors' code).
         particles, iterations, w, c1, c2: swarm settings (paper: 200 CIFAR / 500 MNIST, 10,
             0.6, 2, 2); restart / restart_iterations: the paper's second chance (40).
-        selection: "fi" (exact FI), "fi-eps" (authors' ε = fi_eps, evaluated in input units
+        pixel_rule: "fi" (exact FI), "fi-eps" (authors' ε = fi_eps, evaluated in input units
             0..fi_eps_scale: 255 reproduces the authors' CIFAR-10 model, which read raw 0–255
             pixels; 1 = [0, 1] units), "saliency" (|∇ log p_t|),
             "random" (a seeded random choice per image) — for ablations.
@@ -66,11 +66,18 @@ class MFIPSO(Attack):
     after the swarm restart with the best wrong class as their target.
     """
 
+    uses = ("pixels", "eps")
+    targets = (*Attack.targets, "confusion")
+    gradients = "optional"
+    defaults = {"pixels": 10, "eps": 0.15, "target": "second"}
+    """pixels: the registry's and the CLI's k when neither pixels nor fi_threshold is given (the
+    constructor wants exactly one of them)."""
+
     def __init__(self, model: nn.Module, pixels: int | None = None, fi_threshold: float | None = None,
                  target: TargetSpec = "second", min_prob: float | None = None,
                  max_prob: float | None = None, eps: float = 0.15, particles: int = 200,
                  iterations: int = 10, w: float = 0.6, c1: float = 2.0, c2: float = 2.0,
-                 restart: bool = True, restart_iterations: int = 40, selection: Selection = "fi",
+                 restart: bool = True, restart_iterations: int = 40, pixel_rule: PixelRule = "fi",
                  bounds: Literal["box", "paper"] = "box", lam: float | None = None, seed: int = 0,
                  fi_eps: float = 1e-3, fi_eps_scale: float = 1.0, confusion: torch.Tensor | None = None,
                  confusion_min: int = 5, batch_size: int = 1024, vmax_frac: float = 0.05) -> None:
@@ -86,8 +93,8 @@ class MFIPSO(Attack):
         if isinstance(confusion_min, bool) or not isinstance(confusion_min, int) or confusion_min < 1:
             raise InputError(f"confusion_min must be an integer >= 1, got {confusion_min!r}",
                              "pass e.g. confusion_min=5")
-        if selection not in ("fi", "fi-eps", "saliency", "random"):
-            raise InputError(f"unknown selection {selection!r}", "use fi, fi-eps, saliency or random")
+        if pixel_rule not in ("fi", "fi-eps", "saliency", "random"):
+            raise InputError(f"unknown pixel_rule {pixel_rule!r}", "use fi, fi-eps, saliency or random")
         if bounds not in ("box", "paper"):
             raise InputError(f"unknown bounds {bounds!r}", "use box or paper")
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed, batch_size=batch_size)
@@ -96,7 +103,7 @@ class MFIPSO(Attack):
         self.swarm.validate()
         self.pixels, self.fi_threshold = pixels, fi_threshold
         self.eps, self.restart = float(eps), restart
-        self.restart_iterations, self.selection, self.bounds = restart_iterations, selection, bounds
+        self.restart_iterations, self.pixel_rule, self.bounds = restart_iterations, pixel_rule, bounds
         self.lam = lam if lam is not None else (1.0 if (min_prob or max_prob) else 255.0)
         influence.check_fi_eps(fi_eps, fi_eps_scale)
         self.fi_eps = fi_eps
@@ -106,8 +113,13 @@ class MFIPSO(Attack):
 
     # ---------------------------------------------------------------------------------------
 
-    def _needs_gradient(self) -> bool:
-        return self.selection != "random"
+    def query_budget(self) -> int:
+        """particles × (iterations + restart iterations when ``restart``)."""
+        return self.swarm.particles * (self.swarm.iterations + (self.restart_iterations if self.restart else 0))
+
+    def needs_gradient(self) -> bool:
+        """Gradients for the FI threshold rule and every pixel rule but "random"."""
+        return self.pixel_rule != "random" or self.fi_threshold is not None
 
     def _resolve_target(self, spec: TargetSpec, clean: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Targets [N]: :func:`.base.resolve_target`, plus ``"confusion"`` (the most frequent
@@ -134,18 +146,18 @@ class MFIPSO(Attack):
 
     def _scores(self, x: torch.Tensor, cls: torch.Tensor, unit: str, offset: torch.Tensor) -> torch.Tensor:
         """Selection scores: [N, H, W] for unit="pixel", [N, C, H, W] for "element"."""
-        if self.selection == "random":
+        if self.pixel_rule == "random":
             shape = x.shape[1:] if unit == "element" else x.shape[2:]
             gens = image_generators(self.seed, offset, "")
             return torch.stack([torch.rand(shape, generator=g) for g in gens]).to(x.device) \
                 if gens else torch.empty(0, *shape, device=x.device)
-        if self.selection == "saliency":
+        if self.pixel_rule == "saliency":
             logits, jac = influence.logit_jacobian(self.model, x)
             p = torch.softmax(logits.double(), 1)
             idx = torch.arange(x.shape[0], device=x.device)
             grad = jac[idx, cls].double() - torch.einsum("nk,nkchw->nchw", p, jac.double())
             return grad.abs() if unit == "element" else grad.square().sum(1).sqrt()
-        fi_eps = self.fi_eps if self.selection == "fi-eps" else None
+        fi_eps = self.fi_eps if self.pixel_rule == "fi-eps" else None
         return influence.pixel_fi(self.model, x, cls, unit=unit, fi_eps=fi_eps,  # type: ignore[arg-type]
                                   fi_eps_scale=self.fi_eps_scale)
 

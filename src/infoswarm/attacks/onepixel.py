@@ -66,6 +66,12 @@ class OnePixel(Attack):
 
     F = 0.5
 
+    uses = ("pixels", "eps", "budget")
+    defaults = {"pixels": 1, "eps": 1.0, "budget": 50 * 20, "target": None}
+    """budget: model queries per image; the registry spends it as population 50 × (budget // 50)
+    generations (1000 = 50 × 20: the start and 19 generations). The constructor's own
+    population 400 × 100 generations is the paper's setting."""
+
     def __init__(self, model: nn.Module, pixels: int = 1, population: int = 400, iterations: int = 100,
                  eps: float = 1.0, target: TargetSpec = None, min_prob: float | None = None,
                  max_prob: float | None = None, seed: int = 0, batch_size: int = 1024) -> None:
@@ -77,6 +83,10 @@ class OnePixel(Attack):
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise InputError(f"iterations must be a positive integer, got {iterations!r}", "pass e.g. iterations=100")
         self.pixels, self.population, self.iterations, self.eps = pixels, population, iterations, float(eps)
+
+    def query_budget(self) -> int:
+        """population × (iterations + 1)."""
+        return self.population * (self.iterations + 1)
 
     # ---------------------------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ class PGD(_LinfGradientAttack):
     start) costs i+1; one that never succeeds costs steps+1 (the last is the final judgement).
     """
 
+    uses = ("eps", "steps")
+    defaults = {"eps": 8 / 255, "steps": 10, "target": None}
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None,
                  steps: int = 10, random_start: bool = True, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None, seed: int = 0) -> None:
@@ -53,6 +56,10 @@ class PGD(_LinfGradientAttack):
         self.steps = steps
         super().__init__(model, eps=eps, random_start=random_start, target=target, min_prob=min_prob,
                          max_prob=max_prob, seed=seed)
+
+    def query_budget(self) -> int:
+        """steps + 1 (the last pass judges the final iterate)."""
+        return self.steps + 1
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:

@@ -61,6 +61,12 @@ class PGD0(Attack):
     Call: ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`).
     """
 
+    uses = ("pixels", "eps", "budget")
+    gradients = "always"
+    defaults = {"pixels": 10, "eps": 1.0, "budget": 1000, "target": None}
+    """budget: model passes per image; the registry spends it as restarts of up to 20 steps
+    (steps × restarts + 1 ≤ budget). The constructor's own steps=20, restarts=1 is one run."""
+
     def __init__(self, model: nn.Module, pixels: int = 10, eps: float = 1.0, steps: int = 20,
                  restarts: int = 1, alpha: float = 0.1, target: TargetSpec = None,
                  min_prob: float | None = None, max_prob: float | None = None, seed: int = 0) -> None:
@@ -74,8 +80,9 @@ class PGD0(Attack):
         self.pixels, self.eps, self.steps, self.restarts = pixels, float(eps), steps, restarts
         self.alpha = float(alpha)
 
-    def _needs_gradient(self) -> bool:
-        return True
+    def query_budget(self) -> int:
+        """steps × restarts + 1."""
+        return self.steps * self.restarts + 1
 
     def _start(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, keys: torch.Tensor, r: int) -> torch.Tensor:
         n, c, h, w = x.shape

@@ -70,7 +70,7 @@ class SparseRS(Attack):
     Args:
         model: classifier, [0,1] images [N,C,H,W] -> logits [N,K], eval mode.
         pixels: k, the number of pixel locations perturbed (all channels of each), 1..H·W.
-        queries: model evaluations per image at most (≥ 1; the start counts as one).
+        budget: model evaluations (queries) per image at most (≥ 1; the start counts as one).
         eps: L∞ bound in [0,1] pixel units; each perturbed entry goes to x − eps or x + eps,
             clipped to [0, 1]; 1.0 = the paper's unbounded 0/1 values.
         target: None (untargeted), "second" (most probable wrong class), or class indices [N] / int.
@@ -89,18 +89,21 @@ class SparseRS(Attack):
     locations h·W + w of the returned perturbation (all −1 for images returned unchanged).
     """
 
-    def __init__(self, model: nn.Module, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
+    uses = ("pixels", "eps", "budget")
+    defaults = {"pixels": 10, "eps": 1.0, "budget": 1000, "target": None}
+
+    def __init__(self, model: nn.Module, pixels: int = 10, budget: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  p_init: float = 0.3, seed: int = 0, batch_size: int = 1024, loss: LossKind = "margin") -> None:
         _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
         if loss not in LOSSES:
             raise InputError(f"unknown loss {loss!r}", f"use one of {', '.join(LOSSES)}")
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob, seed=seed, batch_size=batch_size)
-        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
-            raise InputError(f"queries must be a positive integer, got {queries!r}", "pass e.g. queries=1000")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise InputError(f"budget must be a positive integer, got {budget!r}", "pass e.g. budget=1000")
         if not (isinstance(p_init, (int, float)) and 0 < p_init <= 1):
             raise InputError(f"p_init must lie in (0, 1], got {p_init!r}", "use the paper's 0.3")
-        self.pixels, self.queries, self.eps, self.p_init = pixels, queries, float(eps), float(p_init)
+        self.pixels, self.queries, self.eps, self.p_init = pixels, budget, float(eps), float(p_init)
         self.loss: LossKind = loss
 
     @staticmethod
@@ -111,6 +114,11 @@ class SparseRS(Attack):
         m = torch.where(has, torch.full_like(clean_code, 2 ** c - 1), torch.full_like(clean_code, 2 ** c))
         v = (u * m).long().clamp(max=m - 1)
         return v + (has & (v >= clean_code)).long()
+
+    @property
+    def budget(self) -> int:
+        """Model queries per image at most (the constructor's ``budget``)."""
+        return self.queries
 
     @torch.no_grad()
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,

@@ -13,7 +13,7 @@ when the clean pixel is itself a corner (re-drawing it would change nothing). On
 
 Step (one query per particle): n = max(⌊α·k⌋, 1) locations of the particle's personal best
 leave and n enter, with α on the Sparse-RS schedule (:func:`.sparse_rs.alpha_schedule`) read at
-the queries spent so far of the ``queries`` budget, so the swap size decays with the budget.
+the queries spent so far of the ``budget``, so the swap size decays with the budget.
 *Which leave*: drawn uniformly among the particle's locations that the global best does not
 hold (those the global best holds leave last). *Which enter*: each global-best location the
 particle lacks is offered with probability ``social`` (it enters with the global best's corner);
@@ -40,7 +40,7 @@ candidates where probabilities saturate.
 
 Stopping and budget: an image stops at the first step in which one of its particles succeeds;
 the successful particle is returned. Queries per image: every candidate evaluated (the start
-included), never above ``queries`` (the last step evaluates only as many particles as remain in
+included), never above ``budget`` (the last step evaluates only as many particles as remain in
 the budget). The clean forward pass that checks which images are already adversarial (these are
 returned unchanged, 0 queries) and the final re-verification are not counted, as for the other
 attacks. ``refine=True`` spends leftover budget after a success on removing pixels: one by one
@@ -92,7 +92,7 @@ class SparseSwarm(Attack):
         model: an ``nn.Module`` mapping [0,1] images [N,C,H,W] to logits [N,K] (eval mode), any
             callable doing the same (query-only), or the path of an ONNX file (query-only).
         pixels: k, pixel locations perturbed (all channels of each), 1..H·W.
-        queries: model evaluations per image at most (≥ 1).
+        budget: model evaluations (queries) per image at most (≥ 1).
         eps: L∞ bound in [0,1] pixel units; perturbed entries go to x − eps or x + eps clipped
             to [0, 1]; 1.0 = pure L0 (values 0 or 1).
         target: None (untargeted), "second" (most probable wrong class), or class indices.
@@ -122,15 +122,24 @@ class SparseSwarm(Attack):
     ``grad_evals`` [N] the backward passes spent on the prior.
     """
 
-    def __init__(self, model: ModelLike, pixels: int = 10, queries: int = 1000, eps: float = 1.0,
+    uses = ("pixels", "eps", "budget")
+    gradients = "optional"
+    defaults = {"pixels": 10, "eps": 1.0, "budget": 1000, "target": None}
+
+    def needs_gradient(self) -> bool:
+        """Every prior but "uniform" (the default "auto" is "gain" for a torch module) takes a
+        backward pass."""
+        return self.prior != "uniform"
+
+    def __init__(self, model: ModelLike, pixels: int = 10, budget: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  particles: int = 1, prior: Prior = "auto", prior_mix: float = 0.5,
                  fi_eps: float = 1e-3, social: float = 0.5, p_init: float = 0.3, refine: bool = False,
                  loss: LossKind = "margin", values: Values = "corner",
                  outputs: Outputs = "logits", seed: int = 0, batch_size: int = 4096) -> None:
         _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
-        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
-            raise InputError(f"queries must be a positive integer, got {queries!r}", "pass e.g. queries=1000")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise InputError(f"budget must be a positive integer, got {budget!r}", "pass e.g. budget=1000")
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
             raise InputError(f"particles must be a positive integer, got {particles!r}", "pass e.g. particles=1")
         if prior not in PRIORS:
@@ -150,11 +159,16 @@ class SparseSwarm(Attack):
         if prior != "uniform" and is_query_only(self.model):
             raise InputError(f'prior "{prior}" needs gradients, which a query-only model does not give',
                              'use prior="uniform", or pass the model as a torch nn.Module')
-        self.pixels, self.queries, self.eps = pixels, queries, float(eps)
+        self.pixels, self.queries, self.eps = pixels, budget, float(eps)
         self.particles, self.prior, self.prior_mix, self.fi_eps = particles, prior, float(prior_mix), fi_eps
         self.social, self.p_init, self.refine = float(social), float(p_init), bool(refine)
         self.loss, self.values = loss, values
         self.greedy_values = 0.5
+
+    @property
+    def budget(self) -> int:
+        """Model queries per image at most (the constructor's ``budget``)."""
+        return self.queries
 
     # ---------------------------------------------------------------------------------------
 

@@ -143,6 +143,10 @@ class SPGD(Attack):
     result's ``queries`` are forward passes and ``grad_evals`` backward passes.
     """
 
+    uses = ("pixels", "eps", "budget")
+    gradients = "always"
+    defaults = {"pixels": 10, "eps": 1.0, "budget": 900, "target": None}
+
     def __init__(self, model: nn.Module, pixels: int = 10, eps: float = 1.0, iterations: int = 300,
                  variant: Variant = "cascade", loss: Loss = "ce", patience: int = 3, alpha: float = 0.25,
                  beta: float = 0.25, target: TargetSpec = None, min_prob: float | None = None,
@@ -163,8 +167,10 @@ class SPGD(Attack):
         self.pixels, self.eps, self.iterations, self.variant, self.loss = pixels, float(eps), iterations, variant, loss
         self.patience, self.alpha, self.beta = patience, float(alpha), float(beta)
 
-    def _needs_gradient(self) -> bool:
-        return True
+    def query_budget(self) -> int | None:
+        """Forward passes per image at most: one per projected step, two per unprojected step."""
+        per_step = {"projected": 1, "unprojected": 2, "cascade": 3}[self.variant]
+        return per_step * self.iterations
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:

@@ -54,63 +54,67 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--tau", type=float, default=0.01, help="image FI threshold (default 0.01)")
     g = p.add_argument_group("attack")
     g.add_argument("--attack", default=None, choices=list(_attack_names()),
-                   help="sparse-swarm (default), mfipso (the paper's swarm) or a baseline")
+                   help="sparse-swarm (default), mfipso (the paper's swarm) or a baseline; each attack's defaults "
+                        "for the options below are its class's (infoswarm.attacks.registry.defaults)")
     g.add_argument("--preset", default=None, choices=["paper"],
                    help="paper: the paper's mFI-PSO as published (element FI >= 0.01 entries, paper bounds, "
                         "L-inf 0.15, 500 particles on MNIST-like data / 200 on CIFAR-10, 10 + 40 iterations, "
                         "target second); flags given explicitly still win")
-    g.add_argument("--budget", type=int, default=1000,
-                   help="queries per image for sparse-swarm / sparse-rs / onepixel / pgd0 / spgd (default 1000)")
-    g.add_argument("--prior", default="auto", choices=["auto", "uniform", "gain", "saliency", "fi", "fi-eps"],
+    g.add_argument("--budget", type=int, default=None,
+                   help="model queries per image, for the attacks that use a budget (default 1000)")
+    g.add_argument("--prior", default=None, choices=["auto", "uniform", "gain", "saliency", "fi", "fi-eps"],
                    help="sparse-swarm: where fresh pixel locations are drawn (auto = gain: the linearised loss change)")
-    g.add_argument("--loss", default="margin", choices=["margin", "ce", "paper"],
+    g.add_argument("--loss", default=None, choices=["margin", "ce", "paper"],
                    help="sparse-swarm: loss minimised before success (default margin)")
-    g.add_argument("--refine", action="store_true",
+    g.add_argument("--refine", action="store_true", default=None,
                    help="sparse-swarm: after a success, spend leftover queries removing unneeded pixels")
-    g.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    g.add_argument("--steps", type=int, default=None, help="gradient steps, for the attacks that use them (pgd: 10)")
     k = g.add_mutually_exclusive_group()
-    k.add_argument("--pixels", type=int, default=None, help="k pixel locations to perturb (default 10)")
+    k.add_argument("--pixels", type=int, default=None,
+                   help="k pixel locations to perturb (default 10; onepixel: 1)")
     k.add_argument("--fi-threshold", type=float, default=None,
                    help="perturb every channel entry with element FI >= this (the paper's rule, 0.01)")
     g.add_argument("--target", default=None,
-                   help="none (untargeted; the default), second (most probable wrong class; mfipso's default), "
-                        "confusion, or a class index (images already of that class are left out, with a note)")
-    g.add_argument("--confusion-min", type=int, default=5, help="errors needed for a confusion pair (default 5)")
+                   help="none (untargeted; the default), second (most probable wrong class; mfipso's and jsma's "
+                        "default), least-likely (least probable class), random (a wrong class drawn per image "
+                        "from --seed and its position), confusion (mfipso), or a class index")
+    g.add_argument("--confusion-min", type=int, default=None, help="errors needed for a confusion pair (default 5)")
     g.add_argument("--min-prob", type=float, default=None, help="success needs p(target) >= this")
     g.add_argument("--max-prob", type=float, default=None, help="success needs p(target) <= this")
     g.add_argument("--eps", type=float, default=None,
                    help="L-infinity bound in [0,1] units (default 1 = pure L0 for the sparse attacks, "
-                        "0.15 for mfipso, fgsm, pgd)")
+                        "0.15 for mfipso, 8/255 for fgsm and pgd)")
     g.add_argument("--bounds", default=None, choices=["box", "paper"],
                    help="mfipso: box (default): |delta| <= eps within [0,1]; paper: delta in [-eps*x, eps*(1-x)]")
     rules = ["fi", "fi-eps", "saliency", "random"]
-    g.add_argument("--pixel-rule", dest="selection", default=None, choices=rules,
+    g.add_argument("--pixel-rule", default=None, choices=rules,
                    help="mfipso: how the attacked pixels are chosen (default fi, exact); not --select, which "
-                        "chooses the images (--selection, its old name, is still accepted)")
-    g.add_argument("--selection", dest="selection", default=None, choices=rules, help=argparse.SUPPRESS)
+                        "chooses the images")
     g.add_argument("--fi-eps-scale", type=float, default=None,
                    help="with --pixel-rule fi-eps: input scale of the authors' epsilon cut-off "
                         "(1 for [0,1] units, the default; 255 for the authors' raw-pixel CIFAR-10 setting, "
                         "which --preset paper uses on CIFAR-10)")
     g.add_argument("--particles", type=int, default=None,
                    help="swarm size (sparse-swarm default 1; mfipso default 200; paper: 200 CIFAR, 500 MNIST)")
-    g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
-    g.add_argument("--w", type=float, default=0.6, help="inertia (default 0.6)")
-    g.add_argument("--c1", type=float, default=2.0, help="cognitive weight (default 2)")
-    g.add_argument("--c2", type=float, default=2.0, help="social weight (default 2)")
-    g.add_argument("--restart-iterations", type=int, default=40, help="second-chance iterations (default 40)")
-    g.add_argument("--no-restart", action="store_true", help="skip the paper's restart")
+    g.add_argument("--iterations", type=int, default=None, help="mfipso: swarm iterations (default 10)")
+    g.add_argument("--w", type=float, default=None, help="mfipso: inertia (default 0.6)")
+    g.add_argument("--c1", type=float, default=None, help="mfipso: cognitive weight (default 2)")
+    g.add_argument("--c2", type=float, default=None, help="mfipso: social weight (default 2)")
+    g.add_argument("--restart-iterations", type=int, default=None, help="mfipso: second-chance iterations (default 40)")
+    g.add_argument("--no-restart", action="store_true", default=None, help="mfipso: skip the paper's restart")
     g.add_argument("--gallery", type=int, default=12, help="images in gallery.png (default 12)")
     g.add_argument("--chunk", type=int, default=64,
                    help="images per checkpointed chunk (default 64); a killed run continues from its last chunk")
+    g.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep checkpoints/chunk-*.pt after the run finishes (removed by default)")
     common_args(p)
     p.set_defaults(func=cmd_attack, dataset="mnist")
 
 
 def _attack_names() -> tuple[str, ...]:
-    from ..attacks.registry import NAMES
+    from ..attacks import registry
 
-    return NAMES
+    return registry.names()
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -125,30 +129,33 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
+    import shutil
     from dataclasses import replace
 
-    from .. import data, distributed, presets, runs
+    from .. import data, distributed, runs
     from ..artifacts import AttackRun, AttackSpec
+    from ..attacks import registry
     from ..attacks.mfipso import confusion_counts
+    from ..attacks.query import is_query_only
     from ..report.figures import gallery_figure
     from ..runner import run_attack
 
     _ignored_flags(args)
     _resolve_attack(args)
-    for flag in ("particles", "gallery", "chunk"):
-        positive(getattr(args, flag), "--" + flag)
-    positive(args.batch_size, "--batch-size")
-    if args.pixels is not None:
-        positive(args.pixels, "--pixels")
-    if args.iterations < 0 or args.restart_iterations < 0:
+    cls = registry.attack_class(args.attack)
+    for flag in ("particles", "gallery", "chunk", "batch_size", "pixels", "budget", "steps", "confusion_min"):
+        positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if (args.iterations or 0) < 0 or (args.restart_iterations or 0) < 0:
         raise InputError("--iterations and --restart-iterations must be >= 0", "pass 0 or more")
     if args.tau < 0:
         raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
-    if not 0 < args.eps <= 1:
+    if args.eps is not None and not 0 < args.eps <= 1:
         raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}",
                          "pass e.g. --eps 0.15")
-    if args.confusion_min < 1:
-        raise InputError(f"--confusion-min must be >= 1, got {args.confusion_min}", "pass e.g. --confusion-min 5")
+    params = _params(cls)
+    if args.fi_threshold is not None and "fi_threshold" not in params:
+        takers = [n for n in registry.names() if "fi_threshold" in _params(registry.attack_class(n))]
+        raise InputError(f"--fi-threshold is an option of {', '.join(takers)}", "use --pixels with other attacks")
     settings = _attack_settings(args)
     run_check = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
                                   create=False, inputs=inputs_of(args))
@@ -159,37 +166,28 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     device = torch.device(ctx.device) if ctx.active else device
     show = show_progress(args) and distributed.is_main(ctx)
     x8, y = load_data(args)
-    needs_grad = args.attack in ("fgsm", "pgd", "jsma", "pgd0", "spgd") or (args.attack == "mfipso" and (
-        args.selection != "random" or args.fi_threshold is not None)) or (
-        args.attack == "sparse-swarm" and args.prior != "uniform")
-    model = load_model(args, data.to_float(x8[:PROBE]), device, grad=needs_grad)
+    probe = data.to_float(x8[:PROBE])
+    model = load_model(args, probe, device)
     k = args.num_classes
     check_labels(y, k, args)
     from ..selection import parse_target, select_images
 
     target = parse_target(args.target, k, name="--target")
-    pixels = args.pixels if args.pixels is not None or args.fi_threshold is not None else \
-        presets.attack_defaults(args.attack)["pixels"]
     hw = int(x8.shape[2] * x8.shape[3])
-    if pixels is not None and pixels > hw:
-        raise InputError(f"--pixels {pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
+    if args.pixels is not None and args.pixels > hw:
+        raise InputError(f"--pixels {args.pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
                          f"pass at most {hw}")
-    if args.attack != "mfipso" and args.fi_threshold is not None:
-        raise InputError("--fi-threshold is an mfipso option", "use --pixels with other attacks")
-    positive(args.budget, "--budget")
-    positive(args.steps, "--steps")
     spec = AttackSpec(
-        name=args.attack, pixels=pixels, eps=args.eps, target="none" if target is None else target,
+        name=args.attack, pixels=args.pixels, eps=args.eps, target="none" if target is None else target,
         min_prob=args.min_prob, max_prob=args.max_prob, seed=args.seed, budget=args.budget, steps=args.steps,
-        options={} if args.attack not in ("mfipso", "sparse-swarm") else dict(
-            fi_threshold=args.fi_threshold, particles=args.particles, iterations=args.iterations,
-            w=args.w, c1=args.c1, c2=args.c2, restart=not args.no_restart,
-            restart_iterations=args.restart_iterations, selection=args.selection, bounds=args.bounds,
-            fi_eps_scale=args.fi_eps_scale,
-            confusion_min=args.confusion_min, batch_size=args.batch_size or 1024) if args.attack == "mfipso" else dict(
-            particles=args.particles, prior=args.prior, loss=args.loss, refine=args.refine))
+        options=_options(args, params))
     attack = spec.build(model, target=target)
-    attack_checks(args, model, x8, y, device, spec, target, pixels)
+    attack.check_model(probe.to(device))                      # gradients, once, before any work
+    if is_query_only(model) and args.select == "fi":
+        raise InputError("--select fi ranks images by their Fisher influence, which needs gradients that a "
+                         "query-only model (ONNX or a plain callable) does not give",
+                         "pass --select all (every correctly classified image)")
+    attack_checks(args, model, x8, y, device, spec, target, spec.pixels)
     t0 = time.perf_counter()
     selection = select_images(model, x8, y, rule=args.select, tau=args.tau, target=target,
                               batch_size=500, device=device, progress=show)
@@ -216,8 +214,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     probs_before = torch.softmax(rank.logits[idx].double(), 1)
     with torch.no_grad():
         probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
-    summary = {"command": "attack", "attack": args.attack, "dataset": args.dataset, "split": args.split,
-               "model": args.model,
+    summary = {"command": "attack", "attack": args.attack, "attack_repr": repr(attack), "dataset": args.dataset,
+               "split": args.split, "model": args.model,
                "candidates": len(y), "selected": int(idx.numel()), "selection_rule": args.select,
                "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
                                              if kk not in ("func", "json", "out", "overwrite")}}
@@ -231,8 +229,11 @@ def _cmd_attack(args: argparse.Namespace) -> int:
                  "diff": f"L0 {int(res.pixel_l0[j])} px, Linf {float(res.linf[j]):.3f}"} for j in order]
     record.save(run.path, before_summary=lambda: runs.atomic_write(
         run.path / "gallery.png", lambda p: gallery_figure(p, x[order].cpu(), res.x_adv[order].cpu(), captions)))
+    if not args.keep_checkpoints:
+        shutil.rmtree(run.path / "checkpoints", ignore_errors=True)   # the result holds everything they did
     rule = selection.describe()
-    lines = [f"selected {int(idx.numel())} of {len(y)} images ({rule})",
+    lines = [f"{attack!r}",
+             f"selected {int(idx.numel())} of {len(y)} images ({rule})",
              f"success rate {summary['success_rate']:.3f} ({summary['successes']}/{summary['images']}, 95% CI "
              f"{summary['success_ci95'][0]:.3f}-{summary['success_ci95'][1]:.3f}); misclassified "
              f"{summary['misclassified']:.3f} ({summary['misclassified_count']}/{summary['images']}, 95% CI "
@@ -245,12 +246,41 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+OWN_FLAGS: dict[str, str] = {
+    "particles": "particles", "prior": "prior", "loss": "loss", "refine": "refine", "iterations": "iterations",
+    "w": "w", "c1": "c1", "c2": "c2", "restart_iterations": "restart_iterations", "no_restart": "restart",
+    "pixel_rule": "pixel_rule", "bounds": "bounds", "fi_threshold": "fi_threshold", "fi_eps_scale": "fi_eps_scale",
+    "confusion_min": "confusion_min", "batch_size": "batch_size"}
+"""Flags (argparse dests) that are constructor arguments of some attacks (dest -> keyword;
+``--no-restart`` is ``restart=False``). An attack gets those its constructor takes; the others
+given are named in a note. Their defaults are the constructor's."""
+
+
+def _params(cls: type) -> set[str]:
+    """The keyword arguments of attack class ``cls``'s constructor."""
+    import inspect
+
+    return set(inspect.signature(cls).parameters) - {"self", "model"}
+
+
+def _options(args: argparse.Namespace, params: set[str]) -> dict[str, Any]:
+    """The attack's own keyword arguments: the flags of :data:`OWN_FLAGS` given (or filled by a
+    preset) whose keyword its constructor takes."""
+    out: dict[str, Any] = {}
+    for dest, kw in OWN_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None and kw in params:
+            out[kw] = (not value) if dest == "no_restart" else value
+    return out
+
+
 def _resolve_attack(args: argparse.Namespace) -> None:
     """Fill the attack flags left at None (in place): the preset's values
-    (:func:`infoswarm.presets.paper_attack`), then the attack's defaults
-    (:func:`infoswarm.presets.attack_defaults`). Called after :func:`_ignored_flags`, which
-    compares against the parser's Nones."""
+    (:func:`infoswarm.presets.paper_attack`), then the attack's defaults for the shared options
+    it uses (:func:`infoswarm.attacks.registry.defaults`, its class's). Called after
+    :func:`_ignored_flags`, which reads which flags were given."""
     from .. import presets
+    from ..attacks import registry
 
     if args.preset == "paper":
         if args.attack not in (None, "mfipso"):
@@ -260,55 +290,43 @@ def _resolve_attack(args: argparse.Namespace) -> None:
         paper = presets.paper_attack(args.dataset)
         if args.pixels is not None:          # --pixels k replaces the paper's FI threshold
             paper.pop("fi_threshold")
-        _fill(args, paper)
+        flag_of = {kw: dest for dest, kw in OWN_FLAGS.items()}
+        for kw, value in paper.items():
+            dest = flag_of.get(kw, kw)
+            if dest == "no_restart":
+                continue                     # the paper restarts: the constructor's default
+            if hasattr(args, dest) and getattr(args, dest) is None:
+                setattr(args, dest, value)
     args.attack = args.attack or "sparse-swarm"
-    defaults = presets.attack_defaults(args.attack)
-    defaults.pop("pixels")                   # resolved where it is used, so that settings keep None
-    _fill(args, defaults)
+    cls = registry.attack_class(args.attack)
+    defaults = registry.defaults(args.attack)
+    for key in ("pixels", "eps", "budget", "steps"):
+        if key in cls.uses and getattr(args, key) is None and not (key == "pixels" and args.fi_threshold is not None):
+            setattr(args, key, defaults.get(key))
     if args.target is None:
-        args.target = "none"
-
-
-def _fill(args: argparse.Namespace, values: dict[str, Any]) -> None:
-    """Set each flag of ``values`` (Python keywords) that is still None; keywords without a
-    flag of their own (e.g. ``restart``, whose flag is --no-restart) are left to the parser."""
-    for key, value in values.items():
-        if hasattr(args, key) and getattr(args, key) is None:
-            setattr(args, key, value)
+        args.target = "none" if defaults.get("target") is None else str(defaults["target"])
 
 
 def _attack_settings(args: argparse.Namespace) -> dict[str, Any]:
     """What an attack run's results depend on (a rerun with other values is refused)."""
     return {k: v for k, v in sorted(vars(args).items())
             if k not in ("func", "json", "out", "overwrite", "command", "gallery", "download", "data_root",
-                         "num_classes")}
-
-
-_MFIPSO_ONLY = ("particles", "iterations", "w", "c1", "c2", "restart_iterations", "no_restart", "selection",
-                "bounds", "confusion_min")
-
-
-def _defaults() -> dict[str, Any]:
-    """The attack options' parser defaults (None where a preset or the attack decides)."""
-    sub = argparse.ArgumentParser().add_subparsers()
-    add_parser(sub)
-    return {a.dest: a.default for a in sub.choices["attack"]._actions}
+                         "num_classes", "keep_checkpoints")}
 
 
 def _ignored_flags(args: argparse.Namespace) -> None:
-    """One note on stderr naming the attack options given that the chosen --attack ignores."""
-    defaults = _defaults()
-    swarm = ("budget", "particles", "prior", "loss", "refine")
-    used = {"mfipso": _MFIPSO_ONLY, "onepixel": ("budget",), "sparse-rs": ("budget",), "pgd": ("steps",),
-            "pgd0": ("budget",), "spgd": ("budget",), "sparse-swarm": swarm, None: swarm}
-    known = set(_MFIPSO_ONLY) | set(swarm) | {"steps"}
-    attack = "mfipso" if args.preset == "paper" else args.attack
-    ignored = [k for k in sorted(known - set(used.get(attack, ())))
-               if getattr(args, k, None) != defaults.get(k)]
-    if (args.target or "").lower() != "confusion" and args.confusion_min != defaults.get("confusion_min") \
+    """One note on stderr naming the attack options given that the chosen --attack ignores: a
+    shared option not in its class's ``uses``, an own option its constructor does not take."""
+    from ..attacks import registry
+
+    attack = "mfipso" if args.preset == "paper" else (args.attack or "sparse-swarm")
+    cls = registry.attack_class(attack)
+    params = _params(cls)
+    ignored = [k for k in ("pixels", "eps", "budget", "steps") if getattr(args, k) is not None and k not in cls.uses]
+    ignored += [dest for dest, kw in OWN_FLAGS.items()
+                if dest != "batch_size" and getattr(args, dest, None) is not None and kw not in params]
+    if (args.target or "").lower() != "confusion" and args.confusion_min is not None \
             and "confusion_min" not in ignored:
         ignored.append("confusion_min")
     if ignored:
-        flags = {"selection": "pixel-rule"}
-        note(f"--attack {attack or 'sparse-swarm'} ignores "
-             + ", ".join("--" + flags.get(k, k.replace("_", "-")) for k in ignored))
+        note(f"--attack {attack} ignores " + ", ".join("--" + k.replace("_", "-") for k in ignored))

@@ -28,7 +28,9 @@ def common_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--out", required=out_required, help="output folder (written atomically)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    g.add_argument("--device", default="auto",
+                   help="torch device: auto (the default: cuda when a CUDA device is present, else cpu), cpu, cuda, "
+                        "cuda:N")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--batch-size", type=int, default=None, help="images per batch")
     g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -50,14 +52,33 @@ def model_args(p: argparse.ArgumentParser) -> None:
     """--model, --weights and --outputs."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default="mnist-cnn",
-                   help="zoo name, path/to/file.py:ClassName (with --weights), or a TorchScript file")
-    g.add_argument("--weights", default=None, help=".safetensors weights for --model")
+                   help="zoo name; path/to/file.py:ClassName (an nn.Module, with --weights); path/to/file.py:name "
+                        "of a plain function (query-only); a TorchScript file; or an .onnx file (query-only: "
+                        "the attacks that need no gradients)")
+    g.add_argument("--weights", default=None,
+                   help=".safetensors weights, or a .pt/.pth state dict (torch.save(model.state_dict()); read "
+                        "weights-only), for --model")
     g.add_argument("--outputs", default="logits", choices=["logits", "probs"],
                    help="what the model returns: logits (default) or probabilities (then log is used)")
+    g.add_argument("--mean", type=_floats, default=None,
+                   help="the per-channel mean the model standardises its inputs with, e.g. 0.4914,0.4822,0.4465 "
+                        "(with --std): the model is wrapped to take [0, 1] images")
+    g.add_argument("--std", type=_floats, default=None, help="the per-channel std to go with --mean")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (argparse type of --mean and --std)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def torch_device(name: str) -> torch.device:
-    """The torch device --device names, refused in one line when it cannot run a model here."""
+    """The torch device --device names (``auto``: cuda when a CUDA device is present, else cpu),
+    refused in one line when it cannot run a model here."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -164,14 +185,17 @@ def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.de
     ``--outputs probs``, probabilities, which are then turned into log-probabilities); with
     ``grad``, that its outputs have a gradient with respect to the images. A model in train
     mode is switched to eval mode with a note. K is kept on ``args.num_classes``."""
-    from .. import zoo
     from ..checks import LogOutputs, check_gradient, check_logits, check_outputs, set_eval
 
     x_probe = x_probe[:PROBE]
-    model = zoo.load(args.model, args.weights, device=device)
-    set_eval(model, note)
     outputs = getattr(args, "outputs", "logits")
-    if outputs == "probs":
+    model = _open_model(args, device)
+    mean = getattr(args, "mean", None)
+    if mean is not None and len(mean) not in (1, x_probe.shape[1]):
+        raise InputError(f"--mean/--std give {len(mean)} values but {args.dataset} images have {x_probe.shape[1]} "
+                         "channel(s)", "pass one value per channel (or one for all)")
+    set_eval(model, note)
+    if outputs == "probs" and not getattr(model, "query_only", False):
         model = LogOutputs(model).eval()
     try:
         with torch.no_grad():
@@ -227,6 +251,34 @@ def check_model_for(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
 
 ACCURACY_IMAGES = 256
 """Images of the model check (:func:`check_model_for`) and its clean-accuracy note."""
+def _open_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """--model as a module on ``device``: a zoo name, file.py:Class or TorchScript file
+    (:func:`infoswarm.zoo.load`), an .onnx file or file.py:function (query-only,
+    :func:`infoswarm.attacks.query.as_model`), wrapped by --mean/--std."""
+    from .. import zoo
+    from ..attacks.query import as_model
+    from ..models import Normalized
+
+    mean, std = getattr(args, "mean", None), getattr(args, "std", None)
+    if (mean is None) != (std is None):
+        raise InputError("--mean and --std go together", "pass both, one value per channel each")
+    name, outputs = str(args.model), getattr(args, "outputs", "logits")
+    query: Any = None
+    if name.lower().endswith(".onnx"):
+        query = name
+    elif ":" in name and name.rpartition(":")[0].endswith(".py"):
+        obj = zoo.user_attribute(name)
+        if callable(obj) and not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+            query = obj
+    if query is not None:
+        if args.weights is not None:
+            raise InputError(f"--weights is not used with --model {name}", "drop --weights; it carries its own")
+        model = as_model(query, "probs" if outputs == "probs" else "logits")
+    else:
+        model = zoo.load(name, args.weights, device=device)
+    if mean is not None and std is not None:
+        model = Normalized(model, mean, std).to(device).eval()
+    return model
 
 
 def check_labels(y: torch.Tensor, k: int, args: argparse.Namespace) -> None:
@@ -337,7 +389,7 @@ def attack_checks(args: argparse.Namespace, model: torch.nn.Module, x8: torch.Te
                  "lower --particles or --chunk", device)
     if args.select == "all" and args.tau != 0.01:
         note("--select all attacks every correct image; --tau is ignored")
-    if spec.name in ("mfipso",) and args.no_restart and args.restart_iterations != 40:
+    if spec.name in ("mfipso",) and args.no_restart and args.restart_iterations not in (None, 40):
         note("--no-restart skips the restart; --restart-iterations is ignored")
     if isinstance(target, int) and not isinstance(target, bool):
         same = int((y == target).sum())

@@ -60,8 +60,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec, arrays, info = record.spec, record.arrays, record.summary
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in names:
-        if b not in registry.NAMES:
-            raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.NAMES)}")
+        if b not in registry.names():
+            raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.names())}")
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
     args.dataset = info["dataset"]
@@ -82,18 +82,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target: Any = parse_target(spec.target, args.num_classes, name=f"{folder}/summary.json settings.target")
     if target == "confusion":
         target = target_arr.long().to(device) if target_arr is not None else "second"
-    budget = spec.query_budget()
+    own = spec.build(model, target=target, seed=args.seed)
+    budget = own.query_budget() or spec.query_budget()
     # the paper's rule (pixels None): baselines get the run's mean pixel count
     base_pixels = spec.pixels if spec.pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
-    specs = [spec] + [replace(spec, name=b, pixels=base_pixels, options={}) for b in names if b != spec.name]
-    attacks = [(sp.name, sp.build(model, target=target, seed=args.seed, budget=budget))
-               for sp in specs]  # all built before any runs
+    # a baseline gets the run's shared options it uses; the others are its own defaults
+    specs = [replace(spec, name=b, pixels=base_pixels, options={},
+                     eps=spec.eps if registry.attack_class(b).norm == registry.attack_class(spec.name).norm else None,
+                     steps=None) for b in names if b != spec.name]
+    attacks = [(spec.name, own)] + [(sp.name, sp.build(model, target=target, seed=args.seed, budget=budget))
+                                    for sp in specs]  # all built before any runs
+    for _, attack in attacks:
+        attack.check_model(x[:PROBE])
     rows = []
     for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
         res = run_attack(attack, x, y, label=f"evaluate {name}")
         assert res is not None  # one process
-        rows.append({"attack": name,
-                     "pixels": int(res.pixel_l0.float().mean().round()) if name not in ("fgsm", "pgd") else None,
+        rows.append({"attack": name, "repr": repr(attack),
+                     "pixels": int(res.pixel_l0.float().mean().round())
+                     if registry.attack_class(name).norm == "l0" else None,
                      "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
     summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),

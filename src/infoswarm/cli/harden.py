@@ -65,7 +65,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--iterations", type=int, default=10, help="swarm iterations (default 10)")
     g.add_argument("--restart-iterations", type=int, default=40, help="restart iterations (default 40)")
     g.add_argument("--bounds", default="paper", choices=["box", "paper"], help="perturbation bounds (default paper)")
-    g.add_argument("--selection", default="fi", choices=["fi", "fi-eps", "saliency", "random"],
+    g.add_argument("--pixel-rule", default="fi", choices=["fi", "fi-eps", "saliency", "random"],
                    help="pixel choice of the attack (default fi)")
     g.add_argument("--target", default="second", choices=["second", "none"], help="attack target (default second)")
     g.add_argument("--pgd-steps", type=int, default=10, help="PGD steps for --method pgd (default 10)")
@@ -149,7 +149,7 @@ def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones:
         pixels=args.pixels, fi_threshold=None if args.pixels else args.fi_threshold,
         eps=0.15 if args.eps is None else args.eps,
         particles=particles, iterations=args.iterations, restart_iterations=args.restart_iterations,
-        bounds=args.bounds, selection=args.selection, target=args.target, epochs=epochs,
+        bounds=args.bounds, pixel_rule=args.pixel_rule, target=args.target, epochs=epochs,
         lr=0.1 if args.lr is None else args.lr,
         milestones=milestones, gamma=args.gamma, momentum=args.momentum,
         batch_size=args.batch_size or 128, weight_decay=wd, pgd_steps=args.pgd_steps, repeat=args.repeat,
@@ -273,25 +273,21 @@ def cmd_harden(args: argparse.Namespace) -> int:
         log(f"continuing the run in {args.out} from its checkpoints")
     t0 = time.perf_counter()
     flush_notes()
-    summary = hardening.harden(model, x8, y, xt8, yt, cfg, run, ctx, log=log, epoch_log=epoch_log)
+    record = hardening.harden(model, x8, y, xt8, yt, cfg, run, ctx, log=log, epoch_log=epoch_log)
     if tb is not None:
         tb.close()
-    adv = summary.pop("adversarial_train")
+    summary = record.summary
     summary.update({"dataset": args.dataset, "model": args.model, "weights": args.weights,
                     "infoswarm": __version__, "torch": torch.__version__,
                     "world_size": ctx.world_size})
     if distributed.is_main(ctx):
-        from ..artifacts import HardenRun
+        from ..artifacts import model_card
         from ..checks import LogOutputs
 
         model = model.cpu().eval()
-        card = {"name": f"{args.model}-hardened-{cfg.method}", "base": args.model, "dataset": args.dataset,
-                "architecture": type(model).__name__, "hardening": settings,
-                "test_accuracy": summary["after"]["clean_acc"], "torch": torch.__version__,
-                "infoswarm": __version__, "command": "infoswarm " + " ".join(sys.argv[1:])}
         inner = model.model if isinstance(model, LogOutputs) else model  # --outputs probs: the user's own keys
-        record = HardenRun(summary=summary, card=card,
-                           adversarial={"x_adv": adv["x_adv"], "y": adv["y"], "dataset_index": adv["index"]})
+        record.card = model_card(f"{args.model}-hardened-{cfg.method}", inner, args.dataset,
+                                 summary["after"]["clean_acc"], base=args.model, hardening=settings)
         record.save(run.path, inner.state_dict(), {"base": args.model})   # summary.json last: finished
     distributed.barrier(ctx)
     distributed.shutdown()

@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
     data_args(p)
     model_args(p)
     g = p.add_argument_group("influence")
-    g.add_argument("--top", type=int, default=20, help="heatmaps for the N most vulnerable images")
+    g.add_argument("--top", type=int, default=20, help="heatmaps for the N most vulnerable correctly classified images")
     g.add_argument("--map-class", default="pred", choices=["pred", "true", "second"],
                    help="class c of the pixel maps' objective log p_c (default pred)")
     g.add_argument("--map", default=None, choices=["fi", "saliency", "grad-input", "eps-fi", "window-fi-3",
@@ -100,7 +100,10 @@ def cmd_influence(args: argparse.Namespace) -> int:
     probs = torch.softmax(rank.logits.double(), 1)
     pred = rank.c
     correct = pred == y
-    top = rank.order[: args.top]
+    top = rank.order[correct[rank.order]][: args.top]     # the most vulnerable: correctly classified images only
+    if top.numel() == 0:
+        raise InputError(f"no image of the {len(y)} is classified correctly, so none is vulnerable",
+                         "check that --model is made for --dataset")
     t0 = time.perf_counter()
     xt = data.to_float(x8[top]).to(device)
     from ..artifacts import InfluenceRun
@@ -147,7 +150,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     lines = [
         f"{args.model} on {args.dataset} {args.split}: {len(y)} images, accuracy {summary['accuracy']:.4f}",
         f"vulnerable (correct, image FI >= {args.tau:g}): {summary['vulnerable_correct']}",
-        "most vulnerable: " + ", ".join(f"{t['index']} (FI {t['image_fi_pred']:.3g})" for t in top_rows[:5]),
+        "most vulnerable (correct): " + ", ".join(f"{t['index']} (FI {t['image_fi_pred']:.3g})" for t in top_rows[:5]),
         f"image FI {t_rank:.1f}s, {len(top)} pixel maps {t_maps:.1f}s; wrote {args.out}/"
         "{images.csv, summary.json, heatmaps/}",
     ]

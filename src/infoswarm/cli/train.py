@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from .. import __version__
 from ..errors import InputError
 from .common import (
     PROBE,
@@ -48,9 +47,8 @@ def add_parser(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from safetensors.torch import save_file
-
     from .. import data, runs, training, zoo
+    from ..artifacts import model_card, save_model
 
     if args.model not in zoo.ZOO:
         zoo.build(args.model)  # raises the unknown-name error
@@ -134,20 +132,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                              resume=state, checkpoint=checkpoint)
     model = model.cpu().eval()
     test_acc = training.accuracy(model, xt, yt)
-    card = {
-        "name": args.model, "architecture": type(model).__name__, "dataset": args.dataset,
-        "train_images": len(x), "recipe": training.recipe_dict(recipe), "seed": args.seed,
-        "test_accuracy": test_acc, "train_seconds": round(elapsed0 + time.perf_counter() - t0, 1),
-        "torch": torch.__version__, "infoswarm": __version__,
-        "threads": torch.get_num_threads(), "machine": _machine(),
-        "command": "infoswarm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
-    }
-    runs.atomic_write(run.path / "model.safetensors", lambda p: save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, str(p),
-        # one metadata key: safetensors writes several keys in no fixed order, one keeps the
-        # file bitwise repeatable
-        metadata={"infoswarm": json.dumps({"name": args.model, "dataset": args.dataset}, sort_keys=True)}))
-    run.write_json("card.json", card)
+    card = model_card(args.model, model, args.dataset, test_acc, train_images=len(x),
+                      recipe=training.recipe_dict(recipe), seed=args.seed,
+                      train_seconds=round(elapsed0 + time.perf_counter() - t0, 1),
+                      threads=torch.get_num_threads(), machine=_machine())
+    # one metadata key: safetensors writes several keys in no fixed order, one keeps the file bitwise repeatable
+    save_model(run.path, model.state_dict(), card,
+               {"infoswarm": json.dumps({"name": args.model, "dataset": args.dataset}, sort_keys=True)})
     run.write_csv("history.csv", history, list(history[0]))
     run.write_json(run.DONE, card)
     print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",

@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--pixels", type=int, default=20, help="k pixels of the shared perturbation (default 20)")
     g.add_argument("--eps", type=float, default=0.15, help="L-infinity bound (default 0.15)")
     g.add_argument("--per-class", action="store_true", help="one shared perturbation per true class")
-    g.add_argument("--selection", default="fi", choices=["fi", "saliency"],
+    g.add_argument("--pixel-rule", default="fi", choices=["fi", "saliency"],
                    help="how the shared pixels are chosen: mean exact FI (default) or mean gradient norm")
     g.add_argument("--fit", type=int, default=128, help="images the shared perturbation is fitted on")
     g.add_argument("--holdout", type=int, default=1000, help="held-out images it is evaluated on")
@@ -119,7 +119,7 @@ def cmd_universality(args: argparse.Namespace) -> int:
             stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
             sp = universality.shared_perturbation(model, xf, yf, args.pixels, eps=args.eps, per_class=args.per_class,
                                                   particles=args.particles, iterations=args.iterations, seed=args.seed,
-                                                  selection=args.selection)
+                                                  pixel_rule=args.pixel_rule)
             stages.update(1)
             fit = universality.fooling_rate(model, xf, yf, sp.apply(xf, yf))
             stages.update(2)

@@ -368,6 +368,8 @@ def _heatmaps(run: Run) -> dict[str, Any] | None:
         for t in top[:MAX_HEATMAPS]:
             if not isinstance(t, dict) or not isinstance(t.get("heatmap"), str):
                 continue
+            if t.get("label") is not None and t.get("label") != t.get("pred"):
+                continue  # "vulnerable" means correctly classified: older runs also mapped misclassified images
             f = (run.path / t["heatmap"]).resolve()
             if run.path.resolve() not in f.parents:
                 continue  # never read outside the run folder
@@ -432,7 +434,8 @@ def _gallery(run: Run, rows: list[dict[str, str]] | None) -> dict[str, Any] | No
         items.append({
             "uri": _data_uri(png), "success": success[j], "index": index,
             "label": int(z["y"][j]),
-            "target": _fmt(int(z["target"][j])) if "target" in z else r.get("target", "–"),
+            "target": ("untargeted" if int(z["target"][j]) < 0 else _fmt(int(z["target"][j]))) if "target" in z
+            else r.get("target", "–"),
             "pred_adv": r.get("pred_adv", "–"),
             "p_true_before": _fmt(_num(r.get("p_true_before"))),
             "p_true_after": _fmt(_num(r.get("p_true_after"))),
