@@ -114,9 +114,9 @@ def verdict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ks: list[i
     xc, yc = x[correct], y[correct]
     for k in ks:
         alive = torch.ones(len(yc), dtype=torch.bool)
-        rand = SparseRS(model, pixels=k, queries=1, seed=seed + 7)(xc, yc)
-        for attack in (SparseRS(model, pixels=k, queries=queries, p_init=0.8, seed=seed),
-                       SparseSwarm(model, pixels=k, queries=queries, prior="gain", seed=seed)):
+        rand = SparseRS(model, pixels=k, budget=1, seed=seed + 7)(xc, yc)
+        for attack in (SparseRS(model, pixels=k, budget=queries, p_init=0.8, seed=seed),
+                       SparseSwarm(model, pixels=k, budget=queries, prior="gain", seed=seed)):
             idx = alive.nonzero().view(-1)
             if len(idx):
                 res = attack(xc[idx], yc[idx], offset=idx)

@@ -69,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.src:
         sys.path.insert(0, str(Path(args.src).resolve()))
+    import inspect as _inspect
+
     import torch
     from torch import nn
 
     from infoswarm import data, zoo
     from infoswarm.attacks import PGD0, SparseRS, SparseSwarm
     from infoswarm.attacks._forward import padded_logits
+    # the budget keyword: budget= now, queries= in a checkout from before the rename (--src)
+    _BUDGET = "budget" if "budget" in _inspect.signature(SparseRS.__init__).parameters else "queries"
     from infoswarm.attacks.base import probs_of
 
     sys.path.insert(0, str(HERE))
@@ -124,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     def build(name: str, model: nn.Module, budget: int) -> Any:
         k = args.pixels
         if name == "swarm-gain":
-            return SparseSwarm(model, pixels=k, queries=budget, prior="gain")
+            return SparseSwarm(model, pixels=k, prior="gain", **{_BUDGET: budget})
         if name == "swarm-uniform":
-            return SparseSwarm(model, pixels=k, queries=budget, prior="uniform")
+            return SparseSwarm(model, pixels=k, prior="uniform", **{_BUDGET: budget})
         if name == "sparse-rs":
-            return SparseRS(model, pixels=k, queries=budget)
+            return SparseRS(model, pixels=k, **{_BUDGET: budget})
         return PGD0(model, pixels=k, steps=20, restarts=max(budget // 20, 1))
 
     results: list[dict[str, Any]] = []

@@ -960,8 +960,8 @@ def safety_api_cases(ok: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
     build = {"FGSM": lambda m: FGSM(m, eps=0.1), "PGD": lambda m: PGD(m, eps=0.1, steps=1),
              "MFIPSO": lambda m: MFIPSO(m, pixels=3, particles=4, iterations=1),
-             "SparseSwarm": lambda m: SparseSwarm(m, pixels=3, queries=4),
-             "SparseRS": lambda m: SparseRS(m, pixels=2, queries=4),
+             "SparseSwarm": lambda m: SparseSwarm(m, pixels=3, budget=4),
+             "SparseRS": lambda m: SparseRS(m, pixels=2, budget=4),
              "OnePixel": lambda m: OnePixel(m, eps=1.0, population=4, iterations=1),
              "JSMA": lambda m: JSMA(m, pixels=2, eps=0.5), "PGD0": lambda m: PGD0(m, pixels=2, steps=1)}
     c: dict[str, Callable[[], object]] = {}

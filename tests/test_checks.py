@@ -63,7 +63,8 @@ X = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 Y = torch.arange(40) % 10
 
 
-@pytest.mark.parametrize("kind,needle", [("drop", "random"), ("noise", "random"), ("reseeded", "another order or batch"),
+@pytest.mark.parametrize("kind,needle", [("drop", "random"), ("noise", "random"),
+                                         ("reseeded", "another order or batch"),
                                          ("batchstat", "another order or batch")])
 def test_randomised_or_batch_dependent_models_are_refused(kind: str, needle: str) -> None:
     with pytest.raises(InputError, match=needle) as e:

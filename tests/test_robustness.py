@@ -311,7 +311,7 @@ def test_sparse_rs_takes_the_ce_loss_of_the_ensemble_and_refuses_unknown_losses(
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(InputError, match="unknown loss"):
         SparseRS(model, pixels=2, loss="hinge")
-    margin = SparseRS(model, pixels=2, queries=20, seed=1)(x, y)
+    margin = SparseRS(model, pixels=2, budget=20, seed=1)(x, y)
     ce = SparseRS(model, pixels=2, queries=20, seed=1, loss="ce")(x, y)
     assert SparseRS(model, pixels=2).loss == "margin"                      # the default is unchanged
     assert ce.queries.max() <= 20 and margin.queries.max() <= 20

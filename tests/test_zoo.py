@@ -169,7 +169,7 @@ def test_the_l0_model_resists_k_pixel_attacks_where_its_base_does_not():
         model = zoo.load(name)
         with torch.no_grad():
             ok = model(x).argmax(1) == y
-        res = SparseRS(model, pixels=10, queries=300, p_init=0.8, seed=0)(x[ok], y[ok])
+        res = SparseRS(model, pixels=10, budget=300, p_init=0.8, seed=0)(x[ok], y[ok])
         kept[name] = int((~res.success).sum())
     assert kept["mnist-cnn-l0"] >= kept["mnist-cnn"] + 10, kept
 # ---- models as users bring them ----------------------------------------------------------------

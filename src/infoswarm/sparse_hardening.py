@@ -169,7 +169,7 @@ def robust_accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: in
     correct = pred == y
     if not bool(correct.any()):
         return 0.0, 0.0
-    res = SparseRS(model, pixels=k, queries=queries, seed=seed, p_init=0.8)(x[correct], y[correct])
+    res = SparseRS(model, pixels=k, budget=queries, seed=seed, p_init=0.8)(x[correct], y[correct])
     robust = int((~res.success).sum())
     return float(correct.float().mean()), robust / len(y)
 

@@ -33,7 +33,6 @@ from ..checks import (
     check_gradient,
     check_images,
     check_logits,
-    check_model_object,
     check_model_once,
     check_outputs,
     set_eval,
