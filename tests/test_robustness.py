@@ -38,7 +38,9 @@ def verdict(digits):
 
 
 def test_the_table_runs_gradient_members_first_and_every_member_is_in_the_registry():
-    from infoswarm.attacks.registry import NAMES
+    from infoswarm.attacks.registry import names
+
+    NAMES = names()
 
     grad = [m.gradient for m in ENSEMBLE]
     assert grad == sorted(grad, reverse=True)             # gradient members, then query-only ones

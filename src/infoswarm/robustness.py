@@ -68,9 +68,9 @@ from torch import nn
 
 from . import distributed
 from .attacks import registry
-from .attacks.base import prepare
+from .attacks.base import _clean_logits
 from .attacks.result import AttackResult
-from .checks import check_images
+from .checks import check_classes, check_images
 from .errors import InputError
 from .runner import run_attack
 from .stats import rate_text, wilson
@@ -393,7 +393,8 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: Any, ks: Sequence[int]
     was_training = model.training
     model.eval()
     try:
-        clean, yt, _ = prepare(model, x, y)            # checks labels and NaN outputs
+        clean = _clean_logits(model, x, 1024)        # checks the outputs (NaN, shape)
+        yt = check_classes(torch.as_tensor(y, device=x.device), x.shape[0], clean.shape[1])
         return _run(model, x, yt, clean, k_list, members, version=version, targeted=targeted, eps=eps,
                     budget=budget, seed=seed, chunk=chunk, run=run, ctx=ctx, progress=progress, log=log,
                     say=say or (lambda s: None), started=started)
