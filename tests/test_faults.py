@@ -224,7 +224,11 @@ def test_command_on_a_linked_out_is_refused_while_the_real_one_runs(tmp_path, ca
     """The CLI's lock (held for the whole command) sees through the link: one line, exit 2,
     nothing written."""
     x = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
-    np.savez(tmp_path / "d.npz", x=x, y=np.arange(8))
+    from infoswarm import zoo
+
+    with torch.no_grad():                       # labels the model gets right: influence lists correct images
+        y = zoo.load("mnist-cnn")(torch.from_numpy(x).float().unsqueeze(1) / 255).argmax(1).numpy()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")
     with runs.lock(tmp_path / "real"):

@@ -122,7 +122,7 @@ def test_confusion_targets(mnist_least_confident):
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(pixels=0), "pixels must be positive"),
+    (dict(pixels=0), "pixels must be a positive integer"),
     (dict(pixels=785), "exceeds"),
     (dict(pixels=3, eps=0), "eps must be positive"),
     (dict(pixels=3, min_prob=0.0), "min_prob must lie in"),
