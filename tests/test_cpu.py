@@ -148,7 +148,7 @@ def test_attack_results_are_bitwise_unchanged_by_tuning(tmp_path, digits):
         assert proc.returncode == 0, proc.stderr
         outs[tuned] = np.load(out / "adversarial.npz")
     assert set(outs[True].files) == set(outs[False].files)
-    for key in outs[True].files:
+    for key in sorted(set(outs[True].files) - {"seconds"}):           # wall time differs, results must not
         a, b = outs[True][key], outs[False][key]
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), key
     assert outs[True]["x_adv"].shape[0] > 0

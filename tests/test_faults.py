@@ -92,7 +92,8 @@ def same_weights(a: Path, b: Path) -> bool:
 
 def same_npz(a: Path, b: Path) -> bool:
     with np.load(a) as za, np.load(b) as zb:
-        return za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
+        return za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files
+                                            if k != "seconds")     # wall time differs, results must not
 
 
 @pytest.mark.realdata
@@ -100,7 +101,7 @@ def same_npz(a: Path, b: Path) -> bool:
 @pytest.mark.slow
 def test_attack_killed_at_three_points_resumes_to_the_same_result(npz, tmp_path, one_thread) -> None:
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    assert main(attack_args(npz, ref)) == 0
+    assert main([*attack_args(npz, ref), "--keep-checkpoints"]) == 0     # finished runs drop them otherwise
     chunks = sorted(p.name for p in (ref / "checkpoints").iterdir())
     assert len(chunks) >= 3, chunks
     for point in (out / "run.json", out / "checkpoints" / chunks[0], out / "checkpoints" / chunks[2],

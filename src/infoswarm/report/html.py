@@ -794,7 +794,7 @@ def damage_of(run: Run) -> str | None:
             if fname == "results.csv":
                 rows = got
     f = run.path / "adversarial.npz"
-    if f.is_file():
+    if f.is_file() and run.kind == "attack":             # the attack run's format (a robustness run's differs)
         try:
             z = _read_npz(f)
         except InputError as e:
