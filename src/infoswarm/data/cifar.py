@@ -72,6 +72,19 @@ def _cifar_from_dir(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def cifar_folders(root: str | os.PathLike[str] | None) -> list[Path]:
+    """The folders holding the CIFAR-10 files that :func:`load_cifar10` would read (the first
+    search folder with an ``.npz`` split, the extracted batches or the tarball); nothing is read."""
+    for d in dataset_dirs("cifar10", root):
+        if any((d / f"cifar10_{s}.npz").is_file() for s in CIFAR_BATCHES) or (d / CIFAR_TAR).is_file():
+            return [d]
+        if (d / CIFAR_DIR).is_dir():
+            return [d, d / CIFAR_DIR]
+        if d.name == CIFAR_DIR and d.is_dir():
+            return [d]
+    return []
+
+
 def load_cifar10(split: str, root: str | os.PathLike[str] | None,
                  download: bool) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 ``split`` as (x uint8 [N, 3, 32, 32], y int64 [N]); ``root`` may also name the

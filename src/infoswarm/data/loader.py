@@ -11,8 +11,8 @@ import torch
 
 from ..errors import InputError
 from .catalog import INFO, SPLITS
-from .cifar import load_cifar10
-from .idx import load_idx
+from .cifar import cifar_folders, load_cifar10
+from .idx import idx_folders, load_idx
 from .user import load_user
 
 
@@ -22,6 +22,19 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
         raise InputError(f"to_float expects uint8 images, got {x.dtype}",
                          "pass the x returned by infoswarm.data.load")
     return x.to(torch.float32) / 255.0
+
+
+def data_folders(name: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The files or folders :func:`load` reads for dataset ``name`` (a named dataset's folders as
+    found under ``root``, ``$INFOSWARM_DATA`` and the cache; a user path as is): the inputs no
+    command may write into. Nothing is read; an empty list when nothing is found."""
+    name = os.fspath(name)
+    if name in ("mnist", "fashion-mnist"):
+        return idx_folders(name, root)
+    if name == "cifar10":
+        return cifar_folders(root)
+    path = Path(name).expanduser()
+    return [path] if path.exists() else []
 
 
 def load(name: str, split: str = "test", root: str | os.PathLike[str] | None = None,
