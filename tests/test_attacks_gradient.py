@@ -211,7 +211,7 @@ def test_target_equal_to_label_and_bad_arguments_are_refused(mnist32):
     model, x, y = mnist32
     for make in (lambda: FGSM(model, target=y), lambda: PGD(model, target=y),
                  lambda: JSMA(model, target=y), lambda: PGD(model, target=int(y[0]))):
-        with pytest.raises(InputError, match="equals its true class"):
+        with pytest.raises(InputError, match="its true class"):
             make()(x, y)
     bad = [lambda: FGSM(model, eps=0), lambda: FGSM(model, eps=-0.1), lambda: PGD(model, eps=0.0),
            lambda: PGD(model, steps=0), lambda: PGD(model, alpha=0), lambda: JSMA(model, pixels=0),

@@ -308,7 +308,7 @@ def test_bad_arguments(mnist_right_wrong, cls, kwargs, needle):
 @pytest.mark.realdata
 def test_bad_images_and_targets(mnist_right_wrong):
     model, x, y, _, _ = mnist_right_wrong
-    with pytest.raises(InputError, match="equals its true class"):
+    with pytest.raises(InputError, match="its true class"):
         small_rs(model, pixels=2, target=y[:2])(x[:2], y[:2])
     with pytest.raises(InputError, match=r"\[N, C, H, W\]"):
         small_op(model, pixels=2)(x[0], y[:1])

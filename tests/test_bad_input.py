@@ -368,7 +368,7 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "npz with a corrupt member": Case(["influence", "--dataset", f.crc_npz, "--out", o], "cannot read"),
         "float images in npz": Case(["influence", "--dataset", f.floats, "--out", o], "uint8"),
         "NaN images in npz": Case(["influence", "--dataset", f.nan, "--out", o], "uint8"),
-        "3x32x32 images for mnist-cnn": Case(["influence", "--dataset", f.rgb, "--out", o], "cannot take"),
+        "3x32x32 images for mnist-cnn": Case(["influence", "--dataset", f.rgb, "--out", o], "takes 1x28x28 images"),
         "labels beyond the model's classes": Case(["influence", "--dataset", f.labels, "--out", o], "labels"),
         "bad --split": Case([*inf, "--split", "valid", "--out", o], "invalid choice"),
         # influence: model
@@ -457,7 +457,7 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "train --epochs 0": Case(["train", "--model", "mnist-cnn", *dg, "--epochs", 0, "--out", o], "--epochs"),
         "train --lr -1": Case(["train", "--model", "mnist-cnn", *dg, "--lr", -1, "--out", o], "--lr"),
         "train mnist-cnn on 3x32x32 images": Case(["train", "--model", "mnist-cnn", "--dataset", f.rgb,
-                                                   "--out", o], "cannot take"),
+                                                   "--out", o], "1x28x28"),
         # harden
         "harden --protect unknown class": Case([*har, "--protect", "3:12", "--out", o], "class 12"),
         "harden --protect equal classes": Case([*har, "--protect", "3:3", "--out", o], "equal classes"),
@@ -476,7 +476,7 @@ def cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
         "evaluate --against without settings": Case([*ev[:4], f.attack_no_settings, "--out", o], "summary"),
         "evaluate unknown baseline": Case([*ev[:5], "--baselines", "sparse-rs,cw", "--out", o],
                                           "unknown baseline"),
-        "evaluate target equals true class": Case([*ev, "--out", o], "equals its true class"),
+        "evaluate target equals true class": Case([*ev, "--out", o], "its true class"),
         "evaluate without --against": Case(["evaluate", "--model", "mnist-cnn", "--out", o], "--against"),
         # report
         "report on a folder without summary.json": Case(["report", t / "run"], "no summary.json",

@@ -202,3 +202,15 @@ def test_non_utf8_names_with_a_strict_ascii_stdout(npz, tmp_path) -> None:
         assert b"Traceback" not in res.stderr
         assert b"\\xff" in res.stdout + res.stderr
     assert (Path(out) / "gallery.png").is_file() and (Path(out) / "report.html").is_file()
+
+
+def test_work_refusal_reads_as_one_sentence() -> None:
+    """The work bound's message: the estimate, then the limit, in plain words ("1 day", not "1 days")."""
+    from infoswarm.checks import DAY, _duration, check_work
+
+    assert _duration(DAY) == "1 day" and _duration(2 * DAY) == "2 days" and _duration(90.0) == "1.5 minutes"
+    with pytest.raises(InputError) as info:
+        check_work(1e12, 1e-3, "the attack", "lower --budget")
+    msg = str(info.value)
+    assert "which would take 31.7 years on this machine" in msg and "longer than the 1 day a run may take" in msg
+    assert "about more" not in msg and msg.count("; ") == 1

@@ -114,7 +114,7 @@ def bad_cases(tmp_path, grey_npz):
         "missing weights": (base + ["--weights", tmp_path / "none.safetensors", "--out", tmp_path / "o"],
                             "not found"),
         "wrong image shape": (["influence", "--dataset", tmp_path / "rgb.npz", "--out", tmp_path / "o"],
-                              "cannot take"),
+                              "takes 1x28x28 images"),
         "float npz": (["influence", "--dataset", tmp_path / "float.npz", "--out", tmp_path / "o"],
                       "expected uint8"),
         "corrupt npz": (["influence", "--dataset", tmp_path / "corrupt.npz", "--out", tmp_path / "o"],

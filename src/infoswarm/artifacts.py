@@ -140,7 +140,9 @@ class AttackSpec:
     def from_dict(cls, d: Any, where: str) -> AttackSpec:
         """A spec read from JSON, checked (one-line :class:`InputError` naming ``where``)."""
         if not isinstance(d, dict) or not isinstance(d.get("options", {}), dict):
-            raise InputError(f"{where} has an invalid {SPEC_KEY}", _REDO)
+            got = "nothing" if d is None else f"a {type(d).__name__}"
+            raise InputError(f"{where} does not hold the attack's settings ({SPEC_KEY} is {got}, not a "
+                             "mapping with name, eps and options)", _REDO)
         lacking = [k for k in ("name", "eps") if k not in d]
         unknown = sorted(set(d) - {f for f in cls.__dataclass_fields__})
         if lacking or unknown:

@@ -383,9 +383,9 @@ def check_work(forward_images: float, seconds_per_image: float, what: str, fix: 
     Returns the estimate in seconds."""
     est = float(forward_images) * seconds_per_image
     if not math.isfinite(est) or est > limit_s:
-        raise InputError(f"{what} needs about {_count(forward_images)} model evaluations, about "
+        raise InputError(f"{what} needs about {_count(forward_images)} model evaluations, which would take "
                          f"{_duration(est)} on this machine (measured {seconds_per_image * 1e3:.3g} ms per image), "
-                         f"more than the {_duration(limit_s)} a run may take", fix)
+                         f"longer than the {_duration(limit_s)} a run may take", fix)
     return est
 
 
@@ -435,7 +435,8 @@ def _duration(s: float) -> str:
         return "more than a century"
     for unit, size in (("years", 3.15e7), ("days", DAY), ("hours", 3600.0), ("minutes", 60.0)):
         if s >= size:
-            return f"{s / size:.3g} {unit}"
+            value = f"{s / size:.3g}"
+            return f"{value} {unit[:-1] if value == '1' else unit}"
     return f"{s:.3g} s"
 
 

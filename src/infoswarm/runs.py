@@ -358,10 +358,14 @@ class ResumableRun:
             diff = sorted(k for k in set(old.get("settings", {})) | set(self.settings)
                           if old.get("settings", {}).get(k) != self.settings.get(k))
             if diff:
+                def shown(settings: Mapping[str, Any], key: str) -> str:
+                    return repr(settings[key]) if key in settings else "not set"
+
                 k = diff[0]
-                raise InputError(f"resume settings differ from the checkpoint in {out}: {k} was "
-                                 f"{old.get('settings', {}).get(k)!r}, now {self.settings.get(k)!r}"
-                                 + (f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""),
+                raise InputError(f"resume settings differ from those of the unfinished run in {out}: {k} was "
+                                 f"{shown(old.get('settings', {}), k)}, now {shown(self.settings, k)}"
+                                 + (f" (and {len(diff) - 1} more: {', '.join(diff[1:4])}"
+                                    + (", ..." if len(diff) > 4 else "") + ")" if len(diff) > 1 else ""),
                                  "rerun with the original settings, or choose a new --out / pass --overwrite")
             self.resumed = True
         elif not leftovers:

@@ -294,8 +294,10 @@ def load(name: str, weights: str | Path | None = None, device: str | torch.devic
         try:
             model = torch.jit.load(str(Path(name).expanduser()), map_location="cpu")
         except Exception as e:  # TorchScript raises many kinds of errors for a bad file
-            raise InputError(f"cannot load {name} as TorchScript ({type(e).__name__})",
-                             "pass a file saved with torch.jit.save, or file.py:Class with --weights") from None
+            detail = (str(e).strip().splitlines() or [""])[0][:100]
+            raise InputError(f"cannot load {name} as TorchScript ({type(e).__name__}: {detail or 'no detail'})",
+                             "pass a file saved with torch.jit.save; for a state dict or a pickled model pass "
+                             "--model file.py:Class with --weights file.pt") from None
         if weights is not None:
             raise InputError("--weights is not used with a TorchScript model",
                              "drop --weights; a TorchScript file carries its weights")

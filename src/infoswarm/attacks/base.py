@@ -121,8 +121,9 @@ def resolve_target(spec: TargetSpec, clean: torch.Tensor, y: torch.Tensor, *, se
     same = (t == y).nonzero().view(-1)
     if same.numel():
         i = int(same[0])
-        raise InputError(f"image {i}: target class {int(t[i])} equals its true class",
-                         "choose a different target, or run untargeted")
+        raise InputError(f"the target class of image {i} (of {n}) is {int(t[i])}, its true class, so there is "
+                         f"nothing to attack ({same.numel()} image(s) like this)",
+                         "choose a target class other than the true one, or run untargeted")
     return t
 
 

@@ -185,6 +185,7 @@ def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.de
     ``--outputs probs``, probabilities, which are then turned into log-probabilities); with
     ``grad``, that its outputs have a gradient with respect to the images. A model in train
     mode is switched to eval mode with a note. K is kept on ``args.num_classes``."""
+    from .. import data, zoo
     from ..checks import LogOutputs, check_gradient, check_logits, check_outputs, set_eval
 
     x_probe = x_probe[:PROBE]
@@ -194,6 +195,14 @@ def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.de
     if mean is not None and len(mean) not in (1, x_probe.shape[1]):
         raise InputError(f"--mean/--std give {len(mean)} values but {args.dataset} images have {x_probe.shape[1]} "
                          "channel(s)", "pass one value per channel (or one for all)")
+    zoo_name = str(getattr(args, "model", ""))
+    if zoo_name in zoo.ZOO:              # a zoo model knows its image shape: say so before any call
+        want = data.INFO[zoo.ZOO[zoo_name].dataset].shape
+        got = tuple(int(s) for s in x_probe.shape[1:])
+        if tuple(want) != got:
+            raise InputError(f"model {zoo_name} takes {'x'.join(map(str, want))} images, but {args.dataset} images "
+                             f"are {'x'.join(map(str, got))}",
+                             "use the model made for this dataset (a mismatched pair gives meaningless results)")
     set_eval(model, note)
     if outputs == "probs" and not getattr(model, "query_only", False):
         model = LogOutputs(model).eval()
@@ -295,7 +304,8 @@ def read_adversarial(path: str | None) -> dict[str, Any]:
     from ..artifacts import read_npz
 
     if path is None:
-        raise InputError("this mode needs --adversarial", "pass runs/<attack run>/adversarial.npz")
+        raise InputError("--mode transfer and --mode reuse read the adversarial images of an attack run, but no "
+                         "--adversarial was given", "pass --adversarial runs/<attack run>/adversarial.npz")
     return read_npz(path)
 
 

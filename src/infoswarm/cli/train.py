@@ -69,8 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     x, y = load_data(args, "train")
     xt, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
     want = zoo.ZOO[args.model].dataset
-    if data.is_named(args.dataset) and data.INFO[want].shape != data.INFO[args.dataset].shape:
-        raise InputError(f"{args.model} is built for {want}-shaped images, not {args.dataset}",
+    shaped = "x".join(map(str, data.INFO[want].shape))
+    if data.is_named(args.dataset) and tuple(data.INFO[want].shape) != tuple(x.shape[1:]):
+        raise InputError(f"model {args.model} takes {'x'.join(map(str, data.INFO[want].shape))} images ({want}), "
+                         f"but {args.dataset} images are {'x'.join(map(str, x.shape[1:]))}",
                          "pick the model made for this dataset")
     if tuple(x.shape[1:]) != tuple(xt.shape[1:]):
         raise InputError(f"train images {tuple(x.shape[1:])} and test images {tuple(xt.shape[1:])} of "
@@ -82,8 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             probe = model.eval()(data.to_float(x[:PROBE]).to(device))
         model.train()
     except RuntimeError as e:
-        raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
-                         f"{tuple(x.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
+        raise InputError(f"model {args.model} (made for {shaped} {want} images) cannot take {args.dataset} images "
+                         f"of shape {'x'.join(map(str, x.shape[1:]))} ({(str(e).splitlines() or [''])[0][:120]})",
                          "pick the model made for this dataset") from None
     check_labels(y, int(probe.shape[1]), args)  # before any work: a label >= K would fail mid-epoch
     check_labels(yt, int(probe.shape[1]), argparse.Namespace(dataset=f"{args.dataset} test"))
