@@ -174,6 +174,36 @@ def robust_accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: in
     return float(correct.float().mean()), robust / len(y)
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+               cfg: SparseConfig, gen: torch.Generator, ramp: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """One step of sparse adversarial training on a batch ``xb`` [B, C, H, W] in [0, 1] with labels
+    ``yb`` [B]: the inner L0 attack at ``cfg.k_train`` pixels (model in eval mode), then one
+    optimiser step on ``cfg.objective`` (model in train mode); ``ramp`` in (0, 1] scales β during
+    the warm-up. Returns the loss (scalar), the adversarial logits [B, K] and the inner attack's
+    passes per image ``{"forward": …, "backward": …}``."""
+    model.eval()
+    xa, passes, ce0 = inner.inner_attack(model, xb, yb, cfg.k_train, kind=cfg.inner,  # type: ignore[arg-type]
+                                         steps=cfg.inner_steps, eps=cfg.eps, random_frac=cfg.random_frac,
+                                         prior=cfg.prior, alpha=cfg.alpha, gen=gen)  # type: ignore[arg-type]
+    weights = None
+    if cfg.fi_weight > 0:
+        score = torch.rand(len(yb), generator=gen).to(xb.device) if cfg.fi_control else ce0
+        weights = inner.rank_weights(score, cfg.fi_weight)
+    model.train()
+    if cfg.objective == "trades":
+        out = model(torch.cat([xb, xa]))
+        lc, la = out[: len(yb)], out[len(yb):]
+    else:
+        lc, la = None, model(xa)
+    loss = inner.objective(lc, la, yb, kind=cfg.objective, beta=cfg.beta * ramp,  # type: ignore[arg-type]
+                           label_smoothing=cfg.label_smoothing, weights=weights)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, la, passes
+
+
 def sparse_harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torch.Tensor, yt: torch.Tensor,
                   cfg: SparseConfig, run: Any, log: Callable[[str], None] = lambda s: None,
                   epoch_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -246,26 +276,7 @@ def sparse_harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torc
             idx = perm[s * cfg.batch_size: (s + 1) * cfg.batch_size]
             xb = training.augment(unit_float(xtr[idx]).to(dev), recipe, gen)
             yb = ytr[idx].to(dev)
-            model.eval()
-            xa, p, ce0 = inner.inner_attack(model, xb, yb, cfg.k_train, kind=cfg.inner,  # type: ignore[arg-type]
-                                            steps=cfg.inner_steps, eps=cfg.eps, random_frac=cfg.random_frac,
-                                            prior=cfg.prior, alpha=cfg.alpha, gen=gen)  # type: ignore[arg-type]
-            passes = p
-            weights = None
-            if cfg.fi_weight > 0:
-                score = torch.rand(len(yb), generator=gen).to(dev) if cfg.fi_control else ce0
-                weights = inner.rank_weights(score, cfg.fi_weight)
-            model.train()
-            if cfg.objective == "trades":
-                out = model(torch.cat([xb, xa]))
-                lc, la = out[: len(yb)], out[len(yb):]
-            else:
-                lc, la = None, model(xa)
-            loss = inner.objective(lc, la, yb, kind=cfg.objective, beta=cfg.beta * ramp,  # type: ignore[arg-type]
-                                   label_smoothing=cfg.label_smoothing, weights=weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, la, passes = train_step(model, opt, xb, yb, cfg, gen, ramp)
             sums += torch.tensor([loss.item() * len(yb), (la.argmax(1) == yb).sum().item(), len(yb)],
                                  dtype=torch.float64)
         train_s = time.perf_counter() - t0
