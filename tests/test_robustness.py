@@ -321,3 +321,34 @@ def test_sparse_rs_takes_the_ce_loss_of_the_ensemble_and_refuses_unknown_losses(
     assert ce.queries.max() <= 20 and margin.queries.max() <= 20
     with torch.no_grad():
         assert torch.equal(model(ce.x_adv).argmax(1) != y, ce.success)
+
+
+def test_random_control_changes_at_most_k_pixels_to_box_corners_and_counts_as_the_summary_says(digits, verdict):
+    """The control beside every verdict: one random k-pixel perturbation per image, each changed
+    channel at a corner of its box; reproducible, clean-misclassified images count as broken,
+    and a model that ignores its input is never fooled by it."""
+    model, x, y = digits
+    broken = rb.random_control(model, x, y, K, eps=1.0, seed=0)
+    assert broken.dtype == torch.bool and broken.shape == (8,)
+    assert torch.equal(broken, rb.random_control(model, x, y, K, eps=1.0, seed=0))
+    e = verdict.summary()["per_k"][str(K)]["random_control"]
+    assert e["robust"] == int((~(broken | ~verdict.correct)).sum()) and e["total"] == 8 and e["queries"] == 1
+    assert e["robust"] >= e["robust"] - 0 and e["robust"] <= verdict.summary()["clean_correct"]
+
+    seen = []
+
+    class Spy(nn.Module):  # records what the control feeds the model; constant logits
+        def forward(self, xb):
+            seen.append(xb.clone())
+            return torch.zeros(len(xb), 10).index_fill_(1, torch.tensor([3]), 1.0)
+
+    eps = 0.25
+    out = rb.random_control(Spy(), x, torch.full((8,), 3), K, eps=eps, seed=1)
+    assert not out.any()                                  # never fooled: the logits ignore the image
+    xa = torch.cat(seen)
+    changed = (xa != x).any(1).flatten(1)                 # [N, HW] pixels with some channel changed
+    assert (changed.sum(1) <= K).all() and (changed.sum(1) >= 1).all()
+    d = (xa - x).abs()
+    corner = (d - eps).abs() < 1e-6
+    edge = ((xa == 0) | (xa == 1))
+    assert bool(((d == 0) | corner | edge).all())         # every change goes to a corner of the box

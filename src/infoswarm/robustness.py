@@ -191,7 +191,8 @@ class RobustnessResult:
     ``ks`` (ascending), ``version``, ``targeted``, ``eps``; ``correct`` [N] bool: clean
     prediction right; ``per_k``: k → :class:`KResult`; ``min_k`` [N] int64: the smallest k
     that broke the image (0: misclassified clean, −1: robust at every k); ``warnings``: dicts
-    with ``check``, ``k`` (or None), ``message`` and ``fix``; ``members``: the names run."""
+    with ``check``, ``k`` (or None), ``message`` and ``fix``; ``members``: the names run;
+    ``random_broken``: k → [N] bool, not robust to the random control (:func:`random_control`)."""
 
     ks: list[int]
     version: str
@@ -203,6 +204,7 @@ class RobustnessResult:
     warnings: list[dict[str, Any]]
     members: list[str]
     seconds: float = 0.0
+    random_broken: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -212,7 +214,9 @@ class RobustnessResult:
         """The JSON-ready numbers: ``per_k`` {"10": {"robust", "total", "robust_accuracy",
         "robust_ci95", "robust_raw", "carried", "clean_correct", "clean_accuracy", "attacks"
         (one :meth:`MemberStats.to_dict` per member, in order), "seconds"}}, the clean accuracy,
-        the curve (k, robust accuracy) from k = 0 (clean), the warnings and the settings."""
+        the curve (k, robust accuracy) from k = 0 (clean), the warnings and the settings. Each k
+        also holds "random_control" {"robust", "total", "robust_accuracy", "robust_ci95",
+        "queries", "text"}: the same count under :func:`random_control`."""
         n = self.total
         c = int(self.correct.sum())
         per_k: dict[str, Any] = {}
@@ -224,6 +228,11 @@ class RobustnessResult:
                              "carried": carried, "clean_correct": c, "clean_accuracy": c / n,
                              "attacks": [m.to_dict() for m in r.members], "seconds": r.seconds,
                              "text": rate_text(r.robust, n, r.robust / n, wilson(r.robust, n))}
+            if k in self.random_broken:
+                rr = int((~self.random_broken[k]).sum())
+                per_k[str(k)]["random_control"] = {"robust": rr, "total": n, "robust_accuracy": rr / n,
+                                                   "robust_ci95": list(wilson(rr, n)), "queries": 1,
+                                                   "text": rate_text(rr, n, rr / n, wilson(rr, n))}
         curve = [[0, c / n]] + [[k, self.per_k[k].robust / n] for k in self.ks]
         return {"images": n, "clean_correct": c, "clean_accuracy": c / n, "clean_ci95": list(wilson(c, n)),
                 "ks": list(self.ks), "version": self.version, "targeted": self.targeted, "eps": self.eps,
@@ -470,13 +479,37 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor
                                   "count takes the smaller k's successes into account",
                                   "the attacks are not reliable at this budget: run the standard version "
                                   "(--version standard) or raise the budget (--budget)"))
+    random_broken = {k: random_control(model, x, y, k, eps, seed) | ~correct for k in ks}
     min_k = torch.full((n,), -1, dtype=torch.long)
     for k in reversed(ks):
         min_k = torch.where(per_k[k].broken, torch.full_like(min_k, k), min_k)
     min_k = torch.where(correct, min_k, torch.zeros_like(min_k))
     return RobustnessResult(ks=ks, version=version, targeted=targeted, eps=float(eps), correct=correct, per_k=per_k,
                             min_k=min_k, warnings=warnings, members=[m.name for m in members],
-                            seconds=time.perf_counter() - started)
+                            seconds=time.perf_counter() - started, random_broken=random_broken)
+
+
+@torch.no_grad()
+def random_control(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, eps: float = 1.0, seed: int = 0,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """The random control of a k-pixel verdict: [N] bool (CPU), True where one random k-pixel
+    perturbation of the image is misclassified. Each image gets k distinct uniform pixel
+    locations, each channel set to a random corner of its box [x − eps, x + eps] ∩ [0, 1]
+    (0 or 1 for eps = 1): one query per image. x [N, C, H, W] in [0, 1], y [N]; the draws come
+    from one generator seeded by (seed, k), so the control does not depend on chunking."""
+    n, c, h, w = x.shape
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(k))
+    loc = torch.rand(n, h * w, generator=gen).topk(k, dim=1).indices                    # [N, k]
+    up = torch.rand(n, c, k, generator=gen) < 0.5                                         # [N, C, k]
+    out = torch.zeros(n, dtype=torch.bool)
+    for s in range(0, n, batch_size):
+        xb = x[s:s + batch_size].flatten(2)                                               # [B, C, HW]
+        idx = loc[s:s + batch_size].to(x.device).unsqueeze(1).expand(-1, c, -1)
+        cur = xb.gather(2, idx)
+        val = torch.where(up[s:s + batch_size].to(x.device), (cur + eps).clamp(max=1.0), (cur - eps).clamp(min=0.0))
+        xa = xb.scatter(2, idx, val).view(-1, c, h, w)
+        out[s:s + batch_size] = (model(xa).argmax(1) != y[s:s + batch_size]).cpu()
+    return out
 
 
 def _one_k(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_cpu: torch.Tensor, correct: torch.Tensor, k: int,

@@ -182,7 +182,8 @@ def _cmd(args: argparse.Namespace) -> int:
     for k in k_list:
         e = summary["per_k"][str(k)]
         added = ", ".join(f"{a['name']} +{a['added']}" for a in e["attacks"])
-        lines.append(f"k={k}: robust accuracy {e['text']} ({added}; {e['seconds']:.1f}s)")
+        control = f"; random control {e['random_control']['text']}" if "random_control" in e else ""
+        lines.append(f"k={k}: robust accuracy {e['text']} ({added}; {e['seconds']:.1f}s){control}")
     for w in summary["warnings"]:
         lines.append(f"warning [{w['check']}]: {w['message']}; {w['fix']}")
     lines.append(f"{summary['seconds']:.1f}s; wrote {args.out}/{{adversarial.npz, robustness.csv, curve.png, "
