@@ -4,7 +4,8 @@
         --run "mnist-cnn (start)=runs/robust-mnist-base" --run "mnist-cnn-l0=runs/robust-mnist-l0" ...
 
 Each ``LABEL=FOLDER`` becomes a row: images, version and members, clean accuracy, robust accuracy
-at each k with its count, 95 % Wilson interval and what each member added, the warnings, and the
+at each k with its count, 95 % Wilson interval, what each member added and the random control
+(one random k-pixel perturbation per image; runs older than the control say so), the warnings, and the
 verdict's wall time; written between the section's markers (``results:NAME``) of ``--out``.
 """
 
@@ -46,8 +47,11 @@ def main() -> None:
                 cells.append("–")
                 continue
             added = ", ".join(f"{a['name']} +{a['added']}" for a in r["attacks"] if a.get("added"))
+            rc = r.get("random_control")
+            control = (f"; random control {rc['robust'] / n:.1%}".replace("%", " %") if rc
+                       else "; random control not measured")
             cells.append(rate_text(r["robust"], n, r["robust"] / n, wilson(r["robust"], n))
-                         + (f" ({added})" if added else ""))
+                         + (f" ({added}{control})" if added else f" ({control[2:]})"))
         warn = "; ".join(w if isinstance(w, str) else f"{w.get('check')} (k = {w.get('k')})"
                          for w in s.get("warnings", [])) or "none"
         lines.append(f"| {label} | {n}, {s['version']} ({', '.join(s['members'])}) | "
