@@ -538,6 +538,13 @@ def more_cases(f: SimpleNamespace, t: Path) -> dict[str, Case]:
     c["sensitivity --out as the named dataset's data folder"] = Case(
         ["sensitivity", "--dataset", "mnist", "--data-root", f.idx_root, "--out", f.idx_root, "--overwrite"],
         "lies inside")
+    for cmd in ("influence", "attack", "robustness", "outliers", "sensitivity"):   # same shape, other dataset
+        c[f"{cmd} mnist-cnn on fashion-mnist"] = Case(
+            [cmd, "--dataset", "fashion-mnist", "--data-root", f.idx_root, "--model", "mnist-cnn", "--out", o],
+            "trained on mnist, not fashion-mnist")
+    c["attack fashion-cnn on mnist"] = Case(
+        ["attack", "--dataset", "mnist", "--data-root", f.idx_root, "--model", "fashion-cnn", "--out", o],
+        "use mnist-cnn")
     c["evaluate --out inside the --against run"] = Case([*ev, "--against", f.attack_run, "--out",
                                                          f.attack_run / "eval"], "lies inside")
     c["transfer --out holding the --adversarial file"] = Case(

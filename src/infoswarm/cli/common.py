@@ -244,6 +244,13 @@ def check_model_for(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
     name = str(getattr(args, "model", "the model"))
     shape = data.INFO[zoo.ZOO[name].dataset].shape if name in zoo.ZOO else None
     classes = len(data.INFO[ds].classes) if isinstance(ds, str) and data.is_named(ds) else None
+    if (name in zoo.ZOO and getattr(args, "command", None) != "train" and not getattr(args, "weights", None)
+            and isinstance(ds, str) and data.is_named(ds) and images is None and zoo.ZOO[name].dataset != ds):
+        made = [n for n, e in zoo.ZOO.items() if e.dataset == ds]   # shipped weights, trained on another dataset
+        raise InputError(f"model {name} ships weights trained on {zoo.ZOO[name].dataset}, not {ds} (a mismatched "
+                         "pair gives meaningless results)",
+                         f"use {' or '.join(made) if made else 'a model trained on ' + ds}, or pass --weights "
+                         f"trained on {ds} for this architecture")
     what = images or f"{printable(ds)} images"
     xf = unit_float(x[:ACCURACY_IMAGES]).to(device)
     yy = None if y is None else y[:ACCURACY_IMAGES]
