@@ -68,7 +68,7 @@ from torch import nn
 
 from . import distributed
 from .attacks import registry
-from .attacks.base import _clean_logits
+from .attacks.base import clean_logits
 from .attacks.result import AttackResult
 from .checks import check_classes, check_images
 from .errors import InputError
@@ -402,7 +402,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: Any, ks: Sequence[int]
     was_training = model.training
     model.eval()
     try:
-        clean = _clean_logits(model, x, 1024)        # checks the outputs (NaN, shape)
+        clean = clean_logits(model, x, 1024)        # checks the outputs (NaN, shape)
         yt = check_classes(torch.as_tensor(y, device=x.device), x.shape[0], clean.shape[1])
         return _run(model, x, yt, clean, k_list, members, version=version, targeted=targeted, eps=eps,
                     budget=budget, seed=seed, chunk=chunk, run=run, ctx=ctx, progress=progress, log=log,

@@ -127,7 +127,7 @@ def resolve_target(spec: TargetSpec, clean: torch.Tensor, y: torch.Tensor, *, se
     return t
 
 
-def _clean_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def clean_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits [N, K] of the clean images in padded calls of ``batch_size`` rows at most, with the
     shape and value checks of the contract (:class:`InputError` for anything else)."""
     parts = []
@@ -330,7 +330,7 @@ class Attack:
             yt = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y.detach()
             if yt.is_floating_point() or yt.dtype == torch.bool:
                 raise InputError(f"labels y must be integers, got {yt.dtype}", "pass y as a LongTensor [N]")
-            clean = _clean_logits(self.model, x, self.batch_size)
+            clean = clean_logits(self.model, x, self.batch_size)
             check_model_once(self.model, x, self.batch_size)
             y = check_classes(yt.to(x.device), n, clean.shape[1])
             spec = self.target if target is None else target
