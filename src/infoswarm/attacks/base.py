@@ -45,7 +45,7 @@ from .query import is_query_only
 from .result import AttackResult, finalize
 
 __all__ = ["Attack", "Call", "GRADIENTS", "MIN_ROWS", "NORMS", "OPTIONS", "Offset", "TARGETS", "TargetSpec",
-           "check_seed", "padded_forward", "probs_of", "resolve_target", "takes_offset"]
+           "check_seed", "clean_logits", "padded_forward", "probs_of", "resolve_target", "takes_offset"]
 
 TargetSpec = torch.Tensor | int | str | None
 """What an attack aims for: None or ``"none"`` (untargeted), ``"second"`` (the most probable
