@@ -15,6 +15,8 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_model_for,
     class_names,
     common_args,
@@ -114,17 +116,18 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         raise InputError(f"--shift needs 0 <= MIN <= MAX, got {lo} {hi}", "pass e.g. --shift 4 8")
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    x8, y = load_data(args, "train")
+    model_spec, data_spec = ModelSpec.of(args), DataSpec.of(args)
+    x8, y = load_data(data_spec, "train")
     if x8.shape[-1] <= hi or x8.shape[-2] <= hi:
         raise InputError(f"--shift MAX {hi} is not smaller than the image size {tuple(x8.shape[-2:])}",
                          "pass a smaller --shift")
-    model = load_model(args, data.to_float(x8[:PROBE]), device)
-    _check_dataset_labels(y, args.num_classes)
+    model, k = load_model(model_spec, data.to_float(x8[:PROBE]), device)
+    _check_dataset_labels(y, k)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("fine-tuning needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
     bs = args.batch_size or outliers.FINETUNE.batch_size
-    mc = check_model_for(args, model, x8, y, device, (bs, 500))
+    mc = check_model_for(model_spec, model, x8, y, device, (bs, 500))
     check_memory(float(args.outliers) * x8[0].numel() * 2, f"--outliers {args.outliers}",
                  "lower --outliers", "cpu")
     check_work(3.0 * args.epochs * (len(x8) + args.outliers) + 4.0 * (len(x8) + args.outliers),
@@ -227,27 +230,27 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     fi_text = "exact" if fi_eps is None else f"fi-eps={fi_eps:g}"
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    splits = {s: load_data(args, s) for s in ("train", "test")}
+    model_spec, data_spec = ModelSpec.of(args), DataSpec.of(args)
+    splits = {s: load_data(data_spec, s) for s in ("train", "test")}
     x_test, y_test = splits["test"]
     if tuple(splits["train"][0].shape[1:]) != tuple(x_test.shape[1:]):
         raise InputError(f"train images {tuple(splits['train'][0].shape[1:])} and test images "
                          f"{tuple(x_test.shape[1:])} of {args.dataset} differ in shape",
                          "use one image size in both splits")
-    model = load_model(args, data.to_float(x_test[:PROBE]), device)
+    model, k = load_model(model_spec, data.to_float(x_test[:PROBE]), device)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
-    k = args.num_classes
     for _s, (_, yy) in splits.items():
         _check_dataset_labels(yy, k)
     bs = args.batch_size or 500
-    mc = check_model_for(args, model, x_test, y_test, device, (bs, min(args.batch_size or 16, 64)))
+    mc = check_model_for(model_spec, model, x_test, y_test, device, (bs, min(args.batch_size or 16, 64)))
     n_all = sum(len(yy) for _, yy in splits.values())
     check_work(3.0 * n_all + 3.0 * k * min(args.param_images, len(x_test)) * 8, mc.seconds_per_image,
                f"image FI of {n_all} images and layer FI of {min(args.param_images, len(x_test))}",
                "lower --limit or --param-images")
     flush_notes()
-    classes = class_names(args, k)
+    classes = class_names(data_spec, k)
     t0 = time.perf_counter()
     pct: dict[str, Any] = {}
     fi_rows = []

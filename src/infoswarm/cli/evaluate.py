@@ -12,6 +12,7 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -64,14 +65,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.names())}")
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    args.dataset = info["dataset"]
+    model_spec = ModelSpec.of(args, dataset=info["dataset"])
     x, x_adv = arrays["x"].float().to(device), arrays["x_adv"].float().to(device)
     y, success = arrays["y"].long().to(device), arrays["success"].bool().to(device)
-    model = load_model(args, x[:PROBE], device)
-    check_labels(y, args.num_classes, argparse.Namespace(dataset=f"{folder}/adversarial.npz"))
+    model, num_classes = load_model(model_spec, x[:PROBE], device)
+    check_labels(y, num_classes, f"{folder}/adversarial.npz")
     if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
         raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
-    check_model_for(args, model, x, y, device, (1024,), images=f"images of {folder}/adversarial.npz")
+    check_model_for(model_spec, model, x, y, device, (1024,), images=f"images of {folder}/adversarial.npz")
     xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -79,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target_arr = arrays.get("target")
     from ..selection import parse_target
 
-    target: Any = parse_target(spec.target, args.num_classes, name=f"{folder}/summary.json settings.target")
+    target: Any = parse_target(spec.target, num_classes, name=f"{folder}/summary.json settings.target")
     if target == "confusion":
         target = target_arr.long().to(device) if target_arr is not None else "second"
     own = spec.build(model, target=target, seed=args.seed)
@@ -108,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
                "adv_acc": adv_acc, "adversarial_images": int(success.sum()), "reattack": rows,
                "query_budget": budget, "seconds": time.perf_counter() - t0}
-    with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=inputs_of(args)) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=inputs_of(args, info["dataset"])) as tmp:
         runs.write_json(tmp / "summary.json", summary)
         runs.write_csv(tmp / "reattack.csv", rows, list(rows[0]))
     lines = [f"clean test accuracy {summary['clean_acc']:.4f}; accuracy on {int(success.sum())} adversarial images "

@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import InputError
 from .common import (
     PROBE,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -168,7 +169,7 @@ def _harden_bounds(args: argparse.Namespace, cfg: Any, model: torch.nn.Module, x
     run would need (refused above a day, or beyond the free memory)."""
     from ..checks import check_memory, check_work
 
-    mc = check_model_for(args, model, x8, y, device, (cfg.batch_size, 500))
+    mc = check_model_for(ModelSpec.of(args), model, x8, y, device, (cfg.batch_size, 500))
     if cfg.method in ("pgd", "fgsm-rs", "none"):
         given = [k for k, d in _SWARM_FLAGS.items() if getattr(args, k, d) != d and k != "protect"]
         if given:
@@ -227,10 +228,10 @@ def cmd_harden(args: argparse.Namespace) -> int:
     if tuple(x8.shape[1:]) != tuple(xt8.shape[1:]):
         raise InputError(f"train images {tuple(x8.shape[1:])} and test images {tuple(xt8.shape[1:])} of "
                          f"{args.dataset} differ in shape", "use one image size in both splits")
-    model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
-    cfg.validate(args.num_classes, int(x8.shape[2] * x8.shape[3]))
-    check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
-    check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
+    model, num_classes = load_model(ModelSpec.of(args), x8[:PROBE].float() / 255.0, device, grad=True)
+    cfg.validate(num_classes, int(x8.shape[2] * x8.shape[3]))
+    check_labels(y[: args.limit] if args.limit else y, num_classes, args.dataset)
+    check_labels(yt, num_classes, f"{args.dataset} test")
     if args.method != "pgd" and args.pgd_steps != 10:
         note(f"--method {args.method} ignores --pgd-steps (only --method pgd uses it)")
     _harden_bounds(args, cfg, model, x8, y, device)
@@ -358,13 +359,14 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
     if len(y) == 0:
         raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
-    model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
-    check_model_for(args, model, x8, y, device, (args.batch_size or 128, 500))
+    model_spec = ModelSpec.of(args)
+    model, num_classes = load_model(model_spec, x8[:PROBE].float() / 255.0, device, grad=True)
+    check_model_for(model_spec, model, x8, y, device, (args.batch_size or 128, 500))
     if start == "scratch":
         torch.manual_seed(args.seed)
         model = zoo.build(args.model).to(device).eval()
-    check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
-    check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
+    check_labels(y[: args.limit] if args.limit else y, num_classes, args.dataset)
+    check_labels(yt, num_classes, f"{args.dataset} test")
     recipe = zoo.ZOO[args.model].recipe if args.model in zoo.ZOO else None
     fields = {f: getattr(args, f) for f in SPARSE_FLAGS if getattr(args, f) is not None}
     cfg = SparseConfig(

@@ -13,6 +13,8 @@ from .. import __version__
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_labels,
     check_model_for,
     class_names,
@@ -85,13 +87,13 @@ def cmd_influence(args: argparse.Namespace) -> int:
     choose_map(args.map, args.unit, args.window, args.fi_eps, args.fi_eps_scale)  # checks the combination first
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    x8, y = load_data(args)
-    model = load_model(args, data.to_float(x8[:PROBE]), device, grad=True)
-    k = args.num_classes
-    check_labels(y, k, args)
-    classes = class_names(args, k)
+    model_spec, data_spec = ModelSpec.of(args), DataSpec.of(args)
+    x8, y = load_data(data_spec)
+    model, k = load_model(model_spec, data.to_float(x8[:PROBE]), device, grad=True)
+    check_labels(y, k, data_spec.dataset)
+    classes = class_names(data_spec, k)
     bs = args.batch_size or 500
-    check_model_for(args, model, x8, y, device, (bs, min(bs, 64)))
+    check_model_for(model_spec, model, x8, y, device, (bs, min(bs, 64)))
     flush_notes()
     t0 = time.perf_counter()
     rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=show_progress(args), device=device)

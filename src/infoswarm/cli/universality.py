@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -68,9 +70,10 @@ def cmd_universality(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"command": "universality", "mode": args.mode, "model": args.model}
     if args.mode == "transfer":
         adv = read_adversarial(args.adversarial)
-        model = load_model(args, adv["x"][:PROBE].float(), device)
-        check_labels(adv["y"].long(), args.num_classes, args)
-        check_model_for(args, model, adv["x"].float(), adv["y"].long(), device, (1024,),
+        model_spec = ModelSpec.of(args)
+        model, k = load_model(model_spec, adv["x"][:PROBE].float(), device)
+        check_labels(adv["y"].long(), k, f"{args.dataset}")
+        check_model_for(model_spec, model, adv["x"].float(), adv["y"].long(), device, (1024,),
                         images=f"images of {args.adversarial}")
         res = universality.transfer(model, adv["x"].float().to(device), adv["x_adv"].float().to(device),
                                     adv["y"].long().to(device), adv["success"].bool().to(device))
@@ -79,10 +82,11 @@ def cmd_universality(args: argparse.Namespace) -> int:
                  f"{res['accuracy_adversarial']:.3f} adversarial; transfer rate {res['transfer_rate']:.3f} "
                  f"of {res['source_successes_correct_here']} source successes"]
     else:
-        x8, y = load_data(args)
-        model = load_model(args, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
-        check_labels(y, args.num_classes, args)
-        mc = check_model_for(args, model, x8, y, device, (1024,))
+        model_spec = ModelSpec.of(args)
+        x8, y = load_data(DataSpec.of(args))
+        model, k = load_model(model_spec, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
+        check_labels(y, k, f"{args.dataset}")
+        mc = check_model_for(model_spec, model, x8, y, device, (1024,))
         if args.mode == "shared":
             from ..checks import check_memory, check_work
 

@@ -1,0 +1,127 @@
+"""Whole runs behind a command, as library calls: :func:`attack_images` selects images and
+attacks them into a run folder (what ``infoswarm attack`` does once its model and data are loaded
+and checked), described by a typed :class:`AttackRequest`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data, distributed, runs
+from .artifacts import AttackRun, AttackSpec
+from .errors import InputError
+from .selection import Selection, select_images
+
+
+@dataclass(frozen=True)
+class AttackRequest:
+    """One attack run: the attack (``spec``) on the images ``select`` chooses (``"fi"``: correct
+    images with image FI >= ``tau``; ``"all"``: every correct image), in checkpointed chunks of
+    ``chunk`` images, into the run folder ``out`` (``overwrite``: replace a finished one).
+
+    ``gallery``: images in gallery.png; ``keep_checkpoints``: keep checkpoints/chunk-*.pt after
+    the run; ``settings``: what the results depend on (a rerun in the same folder with other
+    settings is refused); ``inputs``: files and folders read (never written over); ``dataset``,
+    ``split``, ``model``: named in summary.json, with ``flags`` (the options as given and filled,
+    recorded as its ``settings``)."""
+
+    spec: AttackSpec
+    out: str
+    select: str = "fi"
+    tau: float = 0.01
+    chunk: int = 64
+    gallery: int = 12
+    keep_checkpoints: bool = False
+    overwrite: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    dataset: str = ""
+    split: str = "test"
+    model: str = ""
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+    def open_run(self, create: bool = True) -> runs.ResumableRun:
+        """The run folder (:class:`infoswarm.runs.ResumableRun`; ``create=False`` only looks)."""
+        return runs.ResumableRun(self.out, "attack", dict(self.settings), overwrite=self.overwrite, create=create,
+                                 inputs=list(self.inputs))
+
+
+@dataclass
+class AttackOutcome:
+    """What :func:`attack_images` did: the ``record`` it saved (summary, arrays, rows), the
+    ``selection`` of images and the number of ``candidates`` it chose from."""
+
+    record: AttackRun
+    selection: Selection
+    candidates: int
+
+
+def attack_images(request: AttackRequest, attack: Any, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor,
+                  *, target: Any, device: torch.device, ctx: Any = None, progress: bool = False,
+                  class_names: tuple[str, ...] = (), on_start: Callable[[runs.ResumableRun], None] | None = None,
+                  gallery: Callable[[Path, torch.Tensor, torch.Tensor, list[dict[str, str]]], None] | None = None,
+                  run_check: runs.ResumableRun | None = None) -> AttackOutcome | None:
+    """Select images of ``x8`` [N, C, H, W] (uint8 0..255 or float [0, 1]) with labels ``y`` [N]
+    by ``request.select`` and run ``attack`` (built from ``request.spec`` with the parsed
+    ``target``) on them in chunks, checkpointed in ``request.out``; then write adversarial.npz,
+    results.csv, gallery.png (``gallery(path, x, x_adv, captions)`` draws it, with
+    ``class_names`` in the captions) and summary.json, and remove the chunk checkpoints unless
+    ``request.keep_checkpoints``.
+
+    Under torchrun (``ctx`` active) the selected images are split over the processes and only
+    rank 0 writes and gets the outcome (None elsewhere); ``run_check`` is the folder looked at
+    before (used by the other ranks). ``on_start(run)`` is called on every rank once the work
+    starts (to print held notes, or that a run continues from its checkpoints). Refuses, before any attack, a
+    selection with no image."""
+    from .attacks.mfipso import confusion_counts
+    from .runner import run_attack
+
+    t0 = time.perf_counter()
+    selection = select_images(model, x8, y, rule=request.select, tau=request.tau, target=target,
+                              batch_size=500, device=device, progress=progress)
+    rank = selection.ranking
+    idx = distributed.broadcast_object(selection.indices, ctx)   # rank 0's list everywhere
+    if idx.numel() == 0:
+        raise InputError(f"no image passes the selection (correct and image FI >= {request.tau:g}) "
+                         f"among {len(y)}", "raise `limit` or lower `tau`")
+    if target == "confusion":
+        attack.confusion = confusion_counts(model, x8, y)
+    x = data.to_float(x8[idx]).to(device)
+    yy = y[idx].to(device)
+    distributed.barrier(ctx)
+    main = distributed.is_main(ctx)
+    run = request.open_run() if main or run_check is None else run_check
+    distributed.barrier(ctx)
+    if on_start is not None:
+        on_start(run)
+    res = run_attack(attack, x, yy, chunk=request.chunk, run=run, ctx=ctx, progress=progress)
+    if res is None:  # not rank 0: rank 0 merges and writes
+        return None
+    res = replace(res, seconds=time.perf_counter() - t0)
+    probs_before = torch.softmax(rank.logits[idx].double(), 1)
+    with torch.no_grad():
+        probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
+    summary = {"command": "attack", "attack": request.spec.name, "attack_repr": repr(attack),
+               "dataset": request.dataset, "split": request.split, "model": request.model,
+               "candidates": len(y), "selected": int(idx.numel()), "selection_rule": request.select,
+               "tau": request.tau, "settings": dict(request.flags)}
+    record = AttackRun.from_result(res, x, yy, idx, probs_before, probs_after, summary, request.spec)
+    names = tuple(class_names) + tuple(str(i) for i in range(len(class_names), probs_before.shape[1]))
+    order = sorted(range(len(idx)), key=lambda j: (not bool(res.success[j]), j))[: request.gallery]
+    captions = [{"before": f"#{int(idx[j])} {names[int(yy[j])]} p={float(probs_before[j, yy[j]]):.2f}",
+                 "after": f"-> {names[int(res.pred[j])]} p={float(probs_after[j, res.pred[j]]):.2f}"
+                          + ("" if res.success[j] else " (failed)"),
+                 "diff": f"L0 {int(res.pixel_l0[j])} px, Linf {float(res.linf[j]):.3f}"} for j in order]
+    draw = None if gallery is None else (lambda: runs.atomic_write(
+        run.path / "gallery.png", lambda p: gallery(p, x[order].cpu(), res.x_adv[order].cpu(), captions)))
+    record.save(run.path, before_summary=draw)
+    if not request.keep_checkpoints:
+        import shutil
+
+        shutil.rmtree(run.path / "checkpoints", ignore_errors=True)   # the result holds everything they did
+    return AttackOutcome(record=record, selection=selection, candidates=len(y))
