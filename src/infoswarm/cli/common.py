@@ -29,12 +29,21 @@ def common_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--out", required=out_required, help="output folder (written atomically)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    g.add_argument("--device", default="auto",
+    g.add_argument("--device", default="auto", type=_device_name,
                    help="torch device: auto (the default: cuda when a CUDA device is present, else cpu), cpu, cuda, "
                         "cuda:N")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--batch-size", type=int, default=None, help="images per batch")
     g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+
+def _device_name(text: str) -> str:
+    """--device as parsed: ``auto`` becomes the one device of the whole command (and of its child
+    commands), cuda when a CUDA device is present, else cpu; other names are checked later
+    (:func:`torch_device`)."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
 
 
 def data_args(p: argparse.ArgumentParser, default_split: str = "test") -> None:
