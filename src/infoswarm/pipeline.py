@@ -1,11 +1,12 @@
 """Whole runs behind a command, as library calls: :func:`attack_images` selects images and
 attacks them into a run folder (what ``infoswarm attack`` does once its model and data are loaded
-and checked), described by a typed :class:`AttackRequest`."""
+and checked), described by a typed :class:`AttackRequest`; :func:`reattack` attacks a saved run's
+images afresh with its own attack and baselines (``infoswarm evaluate``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,48 @@ def attack_images(request: AttackRequest, attack: Any, model: torch.nn.Module, x
 
         shutil.rmtree(run.path / "checkpoints", ignore_errors=True)   # the result holds everything they did
     return AttackOutcome(record=record, selection=selection, candidates=len(y))
+
+
+def reattack(run: AttackRun, model: torch.nn.Module, baselines: Sequence[str], *, num_classes: int,
+             device: torch.device, seed: int, where: str, probe: int = 64) -> tuple[list[dict[str, Any]], int]:
+    """A fresh attack on a saved attack run's original images (``run.arrays["x"]`` [M, C, H, W]
+    in [0, 1], labels ``y``), moved to ``device``, on ``model`` (``num_classes`` outputs): the run's own attack,
+    rebuilt from its spec, then each of ``baselines`` (registry names; the run's attack itself is
+    skipped) at the same query budget with the run's pixels (its mean pixel count for the element-FI
+    rule) and its eps where they share its norm. Every attack is built, and its model check run on
+    the first ``probe`` images, before any runs. ``where`` names the run in messages. Returns one
+    row per attack (attack, repr, pixels for L0 attacks, success_rate, queries_mean, seconds) and
+    the query budget."""
+    from .attacks import registry
+    from .runner import run_attack
+    from .selection import parse_target
+
+    spec, arrays, info = run.spec, run.arrays, run.summary
+    x = arrays["x"].float().to(device)
+    y = arrays["y"].long().to(device)
+    target: Any = parse_target(spec.target, num_classes, name=f"{where}/summary.json settings.target")
+    if target == "confusion":
+        target_arr = arrays.get("target")
+        target = target_arr.long().to(device) if target_arr is not None else "second"
+    own = spec.build(model, target=target, seed=seed)
+    budget = own.query_budget() or spec.query_budget()
+    # the paper's rule (pixels None): baselines get the run's mean pixel count
+    base_pixels = spec.pixels if spec.pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
+    # a baseline gets the run's shared options it uses; the others are its own defaults
+    specs = [replace(spec, name=b, pixels=base_pixels, options={},
+                     eps=spec.eps if registry.attack_class(b).norm == registry.attack_class(spec.name).norm else None,
+                     steps=None) for b in baselines if b != spec.name]
+    attacks = [(spec.name, own)] + [(sp.name, sp.build(model, target=target, seed=seed, budget=budget))
+                                    for sp in specs]  # all built before any runs
+    for _, attack in attacks:
+        attack.check_model(x[:probe])
+    rows = []
+    for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
+        res = run_attack(attack, x, y, label=f"evaluate {name}")
+        assert res is not None  # one process
+        rows.append({"attack": name, "repr": repr(attack),
+                     "pixels": int(res.pixel_l0.float().mean().round())
+                     if registry.attack_class(name).norm == "l0" else None,
+                     "success_rate": float(res.success.float().mean()),
+                     "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
+    return rows, budget

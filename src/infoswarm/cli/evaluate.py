@@ -49,16 +49,14 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from .. import data, runs, training
     from ..artifacts import AttackRun
     from ..attacks import registry
-    from ..runner import run_attack
+    from ..pipeline import reattack
 
     folder = Path(args.against)
     record = AttackRun.load(folder, name="--against")
-    spec, arrays, info = record.spec, record.arrays, record.summary
+    arrays, info = record.arrays, record.summary
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in names:
         if b not in registry.names():
@@ -77,33 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with torch.no_grad():
         adv_acc = float((model(x_adv[success]).argmax(1) == y[success]).float().mean()) if success.any() else None
-    target_arr = arrays.get("target")
-    from ..selection import parse_target
-
-    target: Any = parse_target(spec.target, num_classes, name=f"{folder}/summary.json settings.target")
-    if target == "confusion":
-        target = target_arr.long().to(device) if target_arr is not None else "second"
-    own = spec.build(model, target=target, seed=args.seed)
-    budget = own.query_budget() or spec.query_budget()
-    # the paper's rule (pixels None): baselines get the run's mean pixel count
-    base_pixels = spec.pixels if spec.pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
-    # a baseline gets the run's shared options it uses; the others are its own defaults
-    specs = [replace(spec, name=b, pixels=base_pixels, options={},
-                     eps=spec.eps if registry.attack_class(b).norm == registry.attack_class(spec.name).norm else None,
-                     steps=None) for b in names if b != spec.name]
-    attacks = [(spec.name, own)] + [(sp.name, sp.build(model, target=target, seed=args.seed, budget=budget))
-                                    for sp in specs]  # all built before any runs
-    for _, attack in attacks:
-        attack.check_model(x[:PROBE])
-    rows = []
-    for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
-        res = run_attack(attack, x, y, label=f"evaluate {name}")
-        assert res is not None  # one process
-        rows.append({"attack": name, "repr": repr(attack),
-                     "pixels": int(res.pixel_l0.float().mean().round())
-                     if registry.attack_class(name).norm == "l0" else None,
-                     "success_rate": float(res.success.float().mean()),
-                     "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
+    rows, budget = reattack(record, model, names, num_classes=num_classes, device=device, seed=args.seed,
+                            where=str(folder), probe=PROBE)
     summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),
                "dataset": info["dataset"], "images": int(len(x)),
                "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
