@@ -1,7 +1,8 @@
 """Whole runs behind a command, as library calls: :func:`attack_images` selects images and
 attacks them into a run folder (what ``infoswarm attack`` does once its model and data are loaded
 and checked), described by a typed :class:`AttackRequest`; :func:`reattack` attacks a saved run's
-images afresh with its own attack and baselines (``infoswarm evaluate``)."""
+images afresh with its own attack and baselines (``infoswarm evaluate``); :func:`influence_scan`
+ranks images by their FI and maps the most vulnerable (``infoswarm influence``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from . import data, distributed, runs
-from .artifacts import AttackRun, AttackSpec
+from .artifacts import AttackRun, AttackSpec, InfluenceRun
 from .errors import InputError
 from .selection import Selection, select_images
 
@@ -171,3 +172,91 @@ def reattack(run: AttackRun, model: torch.nn.Module, baselines: Sequence[str], *
                      "success_rate": float(res.success.float().mean()),
                      "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
     return rows, budget
+
+
+@dataclass(frozen=True)
+class InfluenceRequest:
+    """An influence scan: image FI of every image, and pixel maps of the ``top`` most vulnerable
+    correctly classified ones. ``tau``: the vulnerable threshold (image FI >= tau); ``map``,
+    ``unit``, ``window``, ``fi_eps``, ``fi_eps_scale`` and ``map_class``: the maps
+    (:func:`infoswarm.maps.heatmaps_for_report`); ``batch_size``: images per model call;
+    ``dataset``, ``split``, ``model``: named in the summary."""
+
+    top: int = 20
+    tau: float = 0.01
+    map: str | None = None
+    unit: str = "pixel"
+    window: int = 1
+    fi_eps: float | None = None
+    fi_eps_scale: float = 1.0
+    map_class: Literal["pred", "true", "second"] = "pred"
+    batch_size: int = 500
+    dataset: str = ""
+    split: str = "test"
+    model: str = ""
+
+
+@dataclass
+class InfluenceScan:
+    """What :func:`influence_scan` found: the ``record`` (summary.json with its ``top`` rows, whose
+    ``heatmap`` names the figure file of each map, and images.csv rows), the ``top`` images
+    ``x`` [T, C, H, W] in [0, 1] with their ``maps`` [T, H, W] (or per element) and the class of
+    each map ``map_class`` [T]; ``deletion``: the deletion test's curves (or None)."""
+
+    record: InfluenceRun
+    x: torch.Tensor
+    maps: torch.Tensor
+    map_class: torch.Tensor
+    deletion: dict[str, Any] | None
+
+
+def influence_scan(request: InfluenceRequest, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor, *,
+                   device: torch.device, progress: bool = False) -> InfluenceScan:
+    """Image FI (of the predicted class) of every image of ``x8`` [N, C, H, W] (uint8 0..255) with
+    labels ``y`` [N], the vulnerable count, and pixel maps of the ``request.top`` correctly
+    classified images of largest FI. Refuses (:class:`InputError`) a set with no correctly
+    classified image. Writes nothing: the caller saves ``record`` and draws the maps."""
+    from . import __version__, influence
+    from .artifacts import HEATMAPS
+    from .maps import heatmaps_for_report
+
+    t0 = time.perf_counter()
+    bs = request.batch_size
+    rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=progress, device=device)
+    fi_true = influence.image_fi_from_logits(rank.logits, y)
+    t_rank = time.perf_counter() - t0
+    probs = torch.softmax(rank.logits.double(), 1)
+    pred = rank.c
+    correct = pred == y
+    top = rank.order[correct[rank.order]][: request.top]     # the most vulnerable: correctly classified images only
+    if top.numel() == 0:
+        raise InputError(f"no image of the {len(y)} is classified correctly, so none is vulnerable",
+                         "check that `model` is made for `dataset`")
+    t0 = time.perf_counter()
+    xt = data.to_float(x8[top]).to(device)
+    maps, map_info, deletion = heatmaps_for_report(model, xt, request.map_class, y[top].to(device),
+                                                   map_name=request.map, unit=request.unit, window=request.window,
+                                                   fi_eps=request.fi_eps, fi_eps_scale=request.fi_eps_scale,
+                                                   batch_size=min(bs, 64))
+    t_maps = time.perf_counter() - t0
+    map_cls = influence.resolve_class(rank.logits[top], request.map_class, y[top])
+    vulnerable = correct & (rank.fi >= request.tau)
+    rows = [{"index": i, "label": int(y[i]), "pred": int(pred[i]), "p_pred": float(probs[i, pred[i]]),
+             "image_fi_pred": float(rank.fi[i]), "image_fi_true": float(fi_true[i])}
+            for i in range(len(y))]
+    top_rows = [{"rank": r + 1, "index": i, "label": int(y[i]), "pred": int(pred[i]),
+                 "p_pred": float(probs[i, pred[i]]), "image_fi_pred": float(rank.fi[i]),
+                 "map_class": int(map_cls[r]), "map_max": float(maps[r].max()),
+                 "heatmap": f"{HEATMAPS}/rank{r + 1:03d}_index{i}.png"} for r, i in enumerate(top.tolist())]
+    summary: dict[str, Any] = {
+        "command": "influence", "dataset": request.dataset, "split": request.split, "model": request.model,
+        "images": len(y), "accuracy": float(correct.float().mean()), "tau": request.tau,
+        "vulnerable_correct": int(vulnerable.sum()),
+        "vulnerable_rule": "correctly classified and image FI (pred) >= tau, i.e. p_pred <= 1/(1+tau)",
+        "image_fi_pred_quantiles": {q: float(torch.quantile(rank.fi, float(q))) for q in ("0.5", "0.9", "0.99")},
+        "map": map_info, "deletion": deletion,
+        "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
+        "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
+    }
+    return InfluenceScan(record=InfluenceRun(summary=summary, rows=rows), x=xt, maps=maps, map_class=map_cls,
+                         deletion=deletion)
