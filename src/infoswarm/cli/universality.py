@@ -113,32 +113,14 @@ def cmd_universality(args: argparse.Namespace) -> int:
             lines = [f"pattern reuse over {res['sources']} sources: mean fooling rate {res['mean_fooling_rate']:.4f}, "
                      f"best {res['max_fooling_rate']:.4f}"]
         else:
-            if len(x) < args.fit + 1:
-                raise InputError(f"only {len(x)} images for --fit {args.fit} plus a hold-out",
-                                 "raise --limit or lower --fit")
-            xf, yf = x[: args.fit], y[: args.fit]
-            xh, yh = x[args.fit: args.fit + args.holdout], y[args.fit: args.fit + args.holdout]
-            from ..progress import LogProgress
-
-            stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
-            sp = universality.shared_perturbation(model, xf, yf, args.pixels, eps=args.eps, per_class=args.per_class,
-                                                  particles=args.particles, iterations=args.iterations, seed=args.seed,
-                                                  pixel_rule=args.pixel_rule)
-            stages.update(1)
-            fit = universality.fooling_rate(model, xf, yf, sp.apply(xf, yf))
-            stages.update(2)
-            held = universality.fooling_rate(model, xh, yh, sp.apply(xh, yh))
-            stages.update(3)
-            noise = universality.random_control(xh, args.pixels, args.eps, args.seed)
-            control = universality.fooling_rate(model, xh, yh, noise)
-            stages.update(4)
-            summary.update(pixels=args.pixels, eps=args.eps, per_class=args.per_class, fit_images=len(xf),
-                           holdout_images=len(xh), fit=fit, holdout=held, random_control=control,
-                           locations=sp.locations.tolist(), groups=sp.groups.tolist())
+            shared, numbers = universality.shared_study(
+                model, x, y, args.pixels, fit=args.fit, holdout=args.holdout, eps=args.eps, per_class=args.per_class,
+                particles=args.particles, iterations=args.iterations, seed=args.seed, pixel_rule=args.pixel_rule)
+            summary.update(numbers)
+            fit, held, control = numbers["fit"], numbers["holdout"], numbers["random_control"]
             lines = [f"shared {args.pixels}-pixel perturbation (eps {args.eps:g}): fooling rate "
-                     f"{fit['fooling_rate']:.4f} on {len(xf)} fit images, {held['fooling_rate']:.4f} on "
-                     f"{len(xh)} held-out images; random control {control['fooling_rate']:.4f}"]
-            shared = sp
+                     f"{fit['fooling_rate']:.4f} on {numbers['fit_images']} fit images, {held['fooling_rate']:.4f} on "
+                     f"{numbers['holdout_images']} held-out images; random control {control['fooling_rate']:.4f}"]
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     with runs.atomic_dir(args.out, args.overwrite, kind="universality", inputs=inputs_of(args)) as tmp:
         runs.write_json(tmp / "summary.json", summary)
