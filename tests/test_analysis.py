@@ -187,6 +187,24 @@ def test_make_outliers_builds_the_setup():
         outliers.make_outliers(x, torch.zeros(40, dtype=torch.long), 5)
 
 
+def test_outlier_study_scores_clean_and_outlier_images_and_lists_the_top():
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (40, 1, 12, 12), dtype=torch.uint8)
+    y = torch.arange(40) % 2
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 2)).eval()
+    st = outliers.outlier_study(model, x, y, 8, device=torch.device("cpu"), min_shift=2, max_shift=3, epochs=1,
+                                top=5, names=("net", "toy"))
+    assert len(st.rows) == len(st.x) == 48 and int(st.is_outlier.sum()) == 8 and not st.is_outlier[:40].any()
+    assert torch.equal(st.x[:40], x) and torch.equal(st.x[40:], st.outliers.x)
+    assert (st.summary["model"], st.summary["dataset"], st.summary["outliers"]) == ("net", "toy", 8)
+    for key, column in (("fi", "image_fi"), ("jacobian", "jacobian_norm")):
+        r = st.summary["scores"][key]
+        assert 0 <= r["roc_auc"] <= 1 and [t["index"] for t in r["top"]] == st.top[key].tolist()
+        score = torch.tensor([row[column] for row in st.rows])
+        assert torch.equal(st.top[key], torch.argsort(score, descending=True, stable=True)[:5])
+        assert r["roc_auc"] == pytest.approx(brute_auc(score, st.is_outlier), abs=1e-9)
+
+
 def brute_auc(s, pos):
     a, b = s[pos], s[~pos]
     return float(((a[:, None] > b[None]).double() + 0.5 * (a[:, None] == b[None]).double()).mean())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -134,73 +133,36 @@ def cmd_outliers(args: argparse.Namespace) -> int:
                mc.seconds_per_image, f"fine-tuning {args.epochs} epochs on {len(x8) + args.outliers} images",
                "lower --epochs, --limit or --outliers")
     flush_notes()
-    out = outliers.make_outliers(x8, y, args.outliers, seed=args.seed, min_shift=lo, max_shift=hi)
-    xs = torch.cat([x8, out.x])
-    ys = torch.cat([y, out.y])
-    is_out = torch.cat([torch.zeros(len(x8), dtype=torch.bool), torch.ones(len(out.x), dtype=torch.bool)])
-    recipe = replace(outliers.FINETUNE, epochs=args.epochs, lr=args.lr,
-                     batch_size=args.batch_size or outliers.FINETUNE.batch_size)
-    t0 = time.perf_counter()
-    tuned, history = outliers.finetune(model, xs, ys, recipe, seed=args.seed)
-    t_tune = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sc = outliers.score_images(tuned, xs, ys)
-    t_score = time.perf_counter() - t0
-    names = {"fi": "image FI of the label", "jacobian": "Jacobian norm ||d log p_y/dx||"}
-    result: dict[str, Any] = {}
-    roc_pts, pr_pts, curves = {}, {}, {}
-    for key in ("fi", "jacobian"):
-        fpr, tpr = outliers.roc_curve(sc[key], is_out)
-        rec, prec = outliers.pr_curve(sc[key], is_out)
-        auc = outliers.roc_auc(sc[key], is_out)
-        ap = outliers.average_precision(sc[key], is_out)
-        top_n = int(is_out.sum())
-        hits = int(is_out[torch.argsort(sc[key], descending=True, stable=True)[:top_n]].sum())
-        result[key] = {"roc_auc": auc, "roc_auc_ci95": outliers.roc_auc_interval(auc, top_n, len(xs) - top_n),
-                       "average_precision": ap, "precision_at_n_outliers": hits / top_n}
-        roc_pts[names[key]] = (fpr.tolist(), tpr.tolist(), auc)
-        pr_pts[names[key]] = (rec.tolist(), prec.tolist(), ap)
-        curves[key] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "recall": rec.tolist(), "precision": prec.tolist()}
-    d, d_lo, d_hi = outliers.auc_difference(sc["fi"], sc["jacobian"], is_out, n_boot=500, seed=args.seed)
-    with torch.no_grad():
-        acc_before = float((model(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
-        acc_after = float((tuned(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
-    summary: dict[str, Any] = {
-        "command": "outliers", "dataset": args.dataset, "model": args.model, "clean_images": len(x8),
-        "outliers": len(out.x), "outlier_share": len(out.x) / len(xs), "shift": [lo, hi],
-        "finetune": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
-                     "schedule": "SGD Nesterov momentum 0.9, cosine to 0, weight decay 5e-4, no augmentation",
-                     "seconds": round(t_tune, 1), "history": history},
-        "train_accuracy_first_2000_clean": {"before": acc_before, "after": acc_after},
-        "scores": result, "seconds_scoring": round(t_score, 1),
-        "roc_auc_fi_minus_jacobian": {"difference": d, "ci95": [d_lo, d_hi],
-                                      "interval": "paired stratified bootstrap, 500 resamples"},
-        "measure": "outliers are the positives; ROC AUC = P(outlier scores above a clean image); "
-                   "average precision = area under the precision-recall curve",
-    }
-    rows = [{"index": i, "outlier": int(is_out[i]), "label": int(ys[i]), "p_label": float(sc["p"][i]),
-             "image_fi": float(sc["fi"][i]), "jacobian_norm": float(sc["jacobian"][i])} for i in range(len(xs))]
+    study = outliers.outlier_study(model, x8, y, args.outliers, device=device, seed=args.seed, min_shift=lo,
+                                   max_shift=hi, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                   top=args.top, names=(args.model, args.dataset))
+    summary, xs, ys, is_out, out = study.summary, study.x, study.y, study.is_outlier, study.outliers
+    result, curves, names = summary["scores"], study.curves, outliers.SCORE_NAMES
+    roc_pts = {names[k]: (curves[k]["fpr"], curves[k]["tpr"], result[k]["roc_auc"]) for k in names}
+    pr_pts = {names[k]: (curves[k]["recall"], curves[k]["precision"], result[k]["average_precision"]) for k in names}
     with runs.atomic_dir(args.out, args.overwrite, kind="outliers", inputs=inputs_of(args)) as tmp:
-        runs.write_csv(tmp / "scores.csv", rows, list(rows[0]))
+        runs.write_csv(tmp / "scores.csv", study.rows, list(study.rows[0]))
         runs.write_json(tmp / "curves.json", curves)
         roc_pr_figure(tmp / "roc_pr.png", roc_pts, pr_pts, len(out.x) / len(xs),
                       f"{args.model} fine-tuned on {len(x8)} clean + {len(out.x)} outlier {args.dataset} images")
-        for key in ("fi", "jacobian"):
-            top = torch.argsort(sc[key], descending=True, stable=True)[: args.top]
+        for key in names:
+            top = study.top[key]
             image_grid_figure(tmp / f"top_{key}.png", data.to_float(xs[top]),
                               [f"#{r + 1} y={int(ys[i])} {'OUT' if is_out[i] else 'clean'}"
                                for r, i in enumerate(top.tolist())],
                               [bool(is_out[i]) for i in top.tolist()],
                               f"top {len(top)} by {names[key]} (red frame: synthetic outlier)")
-            summary["scores"][key]["top"] = [{"index": int(i), "outlier": bool(is_out[i])} for i in top.tolist()]
         torch.save({"x": out.x, "y": out.y, "base": out.base, "partner": out.partner, "shift": out.shift},
                    tmp / "outliers.pt")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tuned.state_dict().items()},
+        save_file({k: v.detach().cpu().contiguous() for k, v in study.model.state_dict().items()},
                   str(tmp / "model.safetensors"))
         runs.write_json(tmp / "summary.json", summary)
-    lines = [f"{args.model} fine-tuned {recipe.epochs} epochs on {len(x8)} clean + {len(out.x)} outlier "
-             f"{args.dataset} train images ({t_tune:.0f}s)"]
-    for key in ("fi", "jacobian"):
+    top_n = int(is_out.sum())
+    diff = summary["roc_auc_fi_minus_jacobian"]
+    d, (d_lo, d_hi) = diff["difference"], diff["ci95"]
+    lines = [f"{args.model} fine-tuned {summary['finetune']['epochs']} epochs on {len(x8)} clean + "
+             f"{len(out.x)} outlier {args.dataset} train images ({study.tune_seconds:.0f}s)"]
+    for key in names:
         r = result[key]
         lo_, hi_ = r["roc_auc_ci95"]
         lines.append(f"{names[key]}: ROC AUC {r['roc_auc']:.4f} [{lo_:.4f}, {hi_:.4f}], average precision "
