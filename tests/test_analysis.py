@@ -205,6 +205,23 @@ def test_outlier_study_scores_clean_and_outlier_images_and_lists_the_top():
         assert r["roc_auc"] == pytest.approx(brute_auc(score, st.is_outlier), abs=1e-9)
 
 
+def test_sensitivity_study_percentiles_per_split_and_layer_fi_rows():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).eval()
+    splits = {s: (torch.randint(0, 255, (n, 1, 4, 4), dtype=torch.uint8), torch.arange(n) % 3)
+              for s, n in (("train", 30), ("test", 12))}
+    st = sensitivity.sensitivity_study(model, splits, param_images=5, fi_eps=None, device=torch.device("cpu"),
+                                       class_names=("a", "b", "c"), names=("net", "toy"))
+    pct = st.summary["percentiles"]
+    assert (pct["train"]["images"], pct["test"]["images"]) == (30, 12) and len(st.percentile_rows) == 4
+    assert len(st.layer_rows) == len(st.y) == 5 and torch.equal(st.y, splits["test"][1][:5])
+    layers = st.summary["layer_fi"]["layers"]
+    assert set(layers) == set(st.layer_fi) and set(layers[next(iter(layers))]["per_class_median"]) == {"a", "b", "c"}
+    for name, v in st.layer_fi.items():
+        assert [r[f"layer:{name}"] for r in st.layer_rows] == v.tolist()
+
+
 def brute_auc(s, pos):
     a, b = s[pos], s[~pos]
     return float(((a[:, None] > b[None]).double() + 0.5 * (a[:, None] == b[None]).double()).mean())

@@ -6,7 +6,6 @@ percentiles on the train and test splits). Thin layers over :mod:`infoswarm.outl
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import torch
@@ -180,7 +179,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     """``infoswarm sensitivity``."""
     import numpy as np
 
-    from .. import data, influence, runs, sensitivity
+    from .. import data, runs, sensitivity
     from ..checks import check_work
     from ..report.analysis_figures import manhattan_figure
 
@@ -213,42 +212,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                "lower --limit or --param-images")
     flush_notes()
     classes = class_names(data_spec, k)
-    t0 = time.perf_counter()
-    pct: dict[str, Any] = {}
-    fi_rows = []
-    for s, (xx, yy) in splits.items():
-        rank = influence.rank_images(model, xx, "pred", batch_size=args.batch_size or 500, device=device)
-        fi_true = influence.image_fi_from_logits(rank.logits, yy)
-        acc = float((rank.c == yy).float().mean())
-        pct[s] = {"images": len(yy), "accuracy": acc, "fi_true": sensitivity.fi_percentiles(fi_true),
-                  "fi_pred": sensitivity.fi_percentiles(rank.fi)}
-    t_pct = time.perf_counter() - t0
-    n = min(args.param_images, len(x_test))
-    xp = data.to_float(x_test[:n]).to(device)
-    yp = y_test[:n]
-    t0 = time.perf_counter()
-    lfi = sensitivity.layer_fi(model, xp, "true", y=yp.to(device), fi_eps=fi_eps,
-                               batch_size=min(args.batch_size or 16, 64))
-    t_layer = time.perf_counter() - t0
-    img = influence.image_fi(model, xp, "true", y=yp.to(device)).cpu()
-    lfi = {name: v.cpu() for name, v in lfi.items()}
-    layers = {name: {"median": float(v.median()), "mean": float(v.mean()), "max": float(v.max()),
-                     "per_class_median": {classes[c]: float(v[yp == c].median())
-                                          for c in range(k) if bool((yp == c).any())}}
-              for name, v in lfi.items()}
-    for i in range(n):
-        row = {"index": i, "label": int(yp[i]), "image_fi": float(img[i])}
-        row.update({f"layer:{name}": float(v[i]) for name, v in lfi.items()})
-        fi_rows.append(row)
-    pct_rows = [{"split": s, "measure": m, **{f"p{q}": pct[s][m][q] for q in pct[s][m]}}
-                for s in pct for m in ("fi_true", "fi_pred")]
-    summary: dict[str, Any] = {
-        "command": "sensitivity", "dataset": args.dataset, "model": args.model,
-        "percentiles": pct, "layer_fi": {"images": n, "split": "test", "class": "true label",
-                                        "fi_eps": fi_eps, "eps": fi_eps,  # eps: the old key, same value
-                                        "exact": fi_eps is None, "layers": layers},
-        "seconds": {"percentiles": round(t_pct, 1), "layer_fi": round(t_layer, 1)},
-    }
+    study = sensitivity.sensitivity_study(model, splits, param_images=args.param_images, fi_eps=fi_eps, device=device,
+                                          batch_size=args.batch_size, class_names=classes,
+                                          names=(args.model, args.dataset))
+    summary, pct, n = study.summary, study.summary["percentiles"], len(study.y)
+    layers, img, lfi, yp = summary["layer_fi"]["layers"], study.image_fi, study.layer_fi, study.y
+    fi_rows, pct_rows = study.layer_rows, study.percentile_rows
     with runs.atomic_dir(args.out, args.overwrite, kind="sensitivity", inputs=inputs_of(args)) as tmp:
         runs.write_csv(tmp / "layer_fi.csv", fi_rows, list(fi_rows[0]))
         runs.write_csv(tmp / "percentiles.csv", pct_rows, list(pct_rows[0]))
