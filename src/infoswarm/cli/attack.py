@@ -14,8 +14,8 @@ from .common import (
     PROBE,
     DataSpec,
     ModelSpec,
-    attack_checks,
     check_labels,
+    check_model_for,
     class_names,
     common_args,
     data_args,
@@ -240,6 +240,58 @@ def check_selectable(model: torch.nn.Module, select: str) -> None:
         raise InputError("--select fi ranks images by their Fisher influence, which needs gradients that a "
                          "query-only model (ONNX or a plain callable) does not give",
                          "pass --select all (every correctly classified image)")
+
+
+def attack_queries(spec: Any, pixels: int | None) -> float:
+    """Model evaluations per image of an attack spec (a gradient counted as two): the budget of
+    the query attacks, particles x (1 + iterations + restart iterations) for mfipso, 2 x steps
+    for pgd, 2 for fgsm, 2 x pixels for jsma."""
+    o = spec.options or {}
+    if spec.name == "mfipso":
+        restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
+        return float(int(o.get("particles") or 1)) * (1 + int(o.get("iterations") or 0) + restart)
+    if spec.name == "pgd":
+        return 2.0 * int(spec.steps or 1)
+    if spec.name == "fgsm":
+        return 2.0
+    if spec.name == "jsma":
+        return 2.0 * int(pixels or 10)
+    return float(spec.budget or 1)
+
+
+def attack_checks(model_spec: ModelSpec, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor,
+                  device: torch.device, request: Any, target: Any, batch_size: int | None) -> Any:
+    """Everything ``attack`` checks once its :class:`~infoswarm.pipeline.AttackRequest` is
+    built, before any work: the model check (:func:`check_model_for`, at ``batch_size``), the
+    time and memory the attack would need (a day at most, what fits), and notes on flags the
+    settings ignore and on images the target leaves out."""
+    from ..checks import check_memory, check_work
+
+    spec = request.spec
+    pixels = spec.pixels
+    mc = check_model_for(model_spec, model, x8, y, device, (500, batch_size or 1024))
+    q = attack_queries(spec, pixels)
+    n = max(1, round(len(y) * (mc.accuracy if mc.accuracy is not None else 1.0)))
+    check_work(q * n, mc.seconds_per_image, f"--attack {spec.name} on about {n} correctly classified images",
+               "lower --budget / --particles / --iterations / --steps, or attack fewer images with --limit")
+    options = spec.options or {}
+    particles = int(options.get("particles") or 1)
+    numel = int(x8[0].numel())
+    chunk = min(int(request.chunk or 64), len(y))
+    per = particles * chunk * (numel * 4 + 8 * (pixels or numel))
+    check_memory(per * 2, f"--particles {particles} on chunks of {chunk} images",
+                 "lower --particles or --chunk", device)
+    if request.select == "all" and request.tau != 0.01:
+        note("--select all attacks every correct image; --tau is ignored")
+    if spec.name in ("mfipso",) and options.get("restart") is False \
+            and options.get("restart_iterations") not in (None, 40):
+        note("--no-restart skips the restart; --restart-iterations is ignored")
+    if isinstance(target, int) and not isinstance(target, bool):
+        same = int((y == target).sum())
+        if same:
+            note(f"--target {target}: the {same} image(s) labelled {target} are left out (they are "
+                 "already that class)")
+    return mc
 
 
 def _lines(attack: Any, outcome: Any, out: str) -> list[str]:
