@@ -187,6 +187,41 @@ def test_make_outliers_builds_the_setup():
         outliers.make_outliers(x, torch.zeros(40, dtype=torch.long), 5)
 
 
+def test_outlier_study_scores_clean_and_outlier_images_and_lists_the_top():
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (40, 1, 12, 12), dtype=torch.uint8)
+    y = torch.arange(40) % 2
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 2)).eval()
+    st = outliers.outlier_study(model, x, y, 8, device=torch.device("cpu"), min_shift=2, max_shift=3, epochs=1,
+                                top=5, names=("net", "toy"))
+    assert len(st.rows) == len(st.x) == 48 and int(st.is_outlier.sum()) == 8 and not st.is_outlier[:40].any()
+    assert torch.equal(st.x[:40], x) and torch.equal(st.x[40:], st.outliers.x)
+    assert (st.summary["model"], st.summary["dataset"], st.summary["outliers"]) == ("net", "toy", 8)
+    for key, column in (("fi", "image_fi"), ("jacobian", "jacobian_norm")):
+        r = st.summary["scores"][key]
+        assert 0 <= r["roc_auc"] <= 1 and [t["index"] for t in r["top"]] == st.top[key].tolist()
+        score = torch.tensor([row[column] for row in st.rows])
+        assert torch.equal(st.top[key], torch.argsort(score, descending=True, stable=True)[:5])
+        assert r["roc_auc"] == pytest.approx(brute_auc(score, st.is_outlier), abs=1e-9)
+
+
+def test_sensitivity_study_percentiles_per_split_and_layer_fi_rows():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).eval()
+    splits = {s: (torch.randint(0, 255, (n, 1, 4, 4), dtype=torch.uint8), torch.arange(n) % 3)
+              for s, n in (("train", 30), ("test", 12))}
+    st = sensitivity.sensitivity_study(model, splits, param_images=5, fi_eps=None, device=torch.device("cpu"),
+                                       class_names=("a", "b", "c"), names=("net", "toy"))
+    pct = st.summary["percentiles"]
+    assert (pct["train"]["images"], pct["test"]["images"]) == (30, 12) and len(st.percentile_rows) == 4
+    assert len(st.layer_rows) == len(st.y) == 5 and torch.equal(st.y, splits["test"][1][:5])
+    layers = st.summary["layer_fi"]["layers"]
+    assert set(layers) == set(st.layer_fi) and set(layers[next(iter(layers))]["per_class_median"]) == {"a", "b", "c"}
+    for name, v in st.layer_fi.items():
+        assert [r[f"layer:{name}"] for r in st.layer_rows] == v.tolist()
+
+
 def brute_auc(s, pos):
     a, b = s[pos], s[~pos]
     return float(((a[:, None] > b[None]).double() + 0.5 * (a[:, None] == b[None]).double()).mean())

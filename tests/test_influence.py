@@ -120,6 +120,13 @@ def test_image_fi_closed_form_equals_general_and_reference(tiny):
         assert ref_fi(model, x[n], int(c[n]), list(range(48))) == pytest.approx(expected[n].item(), rel=1e-8)
 
 
+def test_closed_form_is_one_minus_p_over_p():
+    z = torch.randn(20, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    y = torch.randint(0, 7, (20,), generator=torch.Generator().manual_seed(1))
+    p = torch.softmax(z, 1).gather(1, y.view(-1, 1)).squeeze(1)
+    torch.testing.assert_close(inf.image_fi_from_logits(z, y), (1 - p) / p, rtol=1e-9, atol=0)
+
+
 def test_closed_form_is_stable_when_confident():
     logits = torch.tensor([[40.0, 0.0, -3.0], [0.0, 0.0, 0.0]])
     fi = inf.image_fi_from_logits(logits, torch.tensor([0, 1]))

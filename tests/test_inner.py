@@ -92,13 +92,6 @@ def test_bad_k_is_refused(setup):
             inner.inner_attack(net, x, y, k, gen=torch.Generator())
 
 
-def test_image_fi_is_the_closed_form():
-    z = torch.randn(20, 7, dtype=torch.float64) * 3
-    y = torch.randint(0, 7, (20,))
-    p = torch.softmax(z, 1).gather(1, y.view(-1, 1)).squeeze(1)
-    assert torch.allclose(inner.image_fi(z, y), (1 - p) / p, rtol=1e-9)
-
-
 def test_rank_weights_have_mean_one_and_follow_the_score():
     s = torch.tensor([0.3, 5.0, 0.1, 2.0])
     w = inner.rank_weights(s, 2.0)

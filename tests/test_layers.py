@@ -15,7 +15,8 @@ LAYERS = [
     ("core", ("infoswarm", "_compat", "errors", "cpu", "stats", "progress", "models", "checks", "criteria", "swarm",
               "runs", "zoo", "distributed", "data")),
     ("maths", ("influence", "inner", "maps", "sensitivity", "training", "outliers", "universality", "attacks")),
-    ("middle", ("selection", "runner", "artifacts", "presets", "hardening", "sparse_hardening", "robustness")),
+    ("middle", ("selection", "runner", "artifacts", "pipeline", "presets", "hardening", "sparse_hardening",
+                "robustness")),
     ("interface", ("report", "cli", "__main__")),
 ]
 

@@ -216,3 +216,21 @@ def test_influence_run_save_load(tmp_path) -> None:
         InfluenceRun.load(tmp_path)
     with pytest.raises(InputError, match="not a finished influence run"):
         InfluenceRun.load(tmp_path / "nowhere")
+
+
+def test_reattack_runs_the_runs_attack_then_each_other_baseline_at_its_budget() -> None:
+    from infoswarm import pipeline
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(4, 1, 4, 4)
+    y = model(x).argmax(1).detach()
+    spec = AttackSpec(name="sparse-rs", pixels=2, eps=1.0, budget=20)
+    run = AttackRun(summary={"attack_spec": spec.to_dict(), "pixel_l0_mean": 2.0},
+                    arrays={"x": x, "x_adv": x, "y": y, "success": torch.zeros(4, dtype=torch.bool)})
+    rows, budget = pipeline.reattack(run, model, ["sparse-rs", "fgsm"], num_classes=3,
+                                     device=torch.device("cpu"), seed=0, where="run")
+    assert budget == 20
+    assert [r["attack"] for r in rows] == ["sparse-rs", "fgsm"]          # the run's own attack once, first
+    assert rows[0]["pixels"] is not None and rows[0]["pixels"] <= 2 and rows[1]["pixels"] is None   # fgsm is L-inf
+    assert all(0 <= r["success_rate"] <= 1 and r["queries_mean"] <= 20 for r in rows)

@@ -3,6 +3,8 @@ the paper's values per dataset, each attack's defaults, and flags given explicit
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from torch import nn
 
@@ -51,8 +53,10 @@ def test_paper_harden_schedule_drops_milestones_past_the_last_epoch() -> None:
 
 def _attack_args(*flags: str):  # noqa: ANN202
     args = build_parser().parse_args(["attack", "--out", "unused", *flags])
-    _resolve_attack(args)
-    return args
+    parsed = dict(vars(args))
+    flags = _resolve_attack(args)
+    assert vars(args) == parsed                   # the parsed namespace is left as it was
+    return SimpleNamespace(**flags)
 
 
 @pytest.mark.parametrize("dataset, particles, rule, scale", [("mnist", 500, "fi", 1.0),

@@ -19,6 +19,8 @@ import pytest
 from infoswarm import cli, data
 from infoswarm.errors import InputError
 from infoswarm.report import html as report
+from infoswarm.report.format import k_of
+from infoswarm.report.sections import MAX_GALLERY
 
 SECTION_IDS = [s.id for s in report.SECTIONS]
 
@@ -167,7 +169,7 @@ def test_real_runs_give_every_section_and_a_self_contained_page(real_page, capsy
     assert _sections(real_page.path) == set(SECTION_IDS)
     _assert_self_contained(text)
     dom = _Dom(text)
-    gallery = sum(min(report.MAX_GALLERY, json.loads((real_page.path.parent / r / "summary.json").read_text())
+    gallery = sum(min(MAX_GALLERY, json.loads((real_page.path.parent / r / "summary.json").read_text())
                       ["selected"]) for r in ("pso-k2", "srs-k6"))
     # 2 heatmaps + their deletion and insertion curves + the gallery + success-vs-k + 2 histograms
     # + 1 training figure + 1 robustness curve
@@ -264,7 +266,7 @@ def test_a_section_added_to_the_list_shows_in_page_and_nav(tmp_path, monkeypatch
     import jinja2
 
     def build(runs, shared):  # filled only when an attack run is given
-        return [{"run": r.name, "k": report._k_of(r)} for r in shared.attacks] or None
+        return [{"run": r.name, "k": k_of(r)} for r in shared.attacks] or None
 
     extra = report.Section(id="extra-notes", title="Extra notes", build=build)
     assert extra.block == "extra_notes"

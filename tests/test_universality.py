@@ -51,6 +51,16 @@ def test_shared_perturbation_finds_the_key_pixel_and_generalises(near_threshold)
     assert control["fooling_rate"] < 0.5
 
 
+def test_shared_study_fits_then_measures_held_out_and_control(near_threshold):
+    model, x, y = near_threshold
+    sp, numbers = U.shared_study(model, x, y, 1, fit=20, holdout=100, eps=0.15, particles=16, iterations=10)
+    assert (numbers["fit_images"], numbers["holdout_images"]) == (20, 40)        # the hold-out is what is left
+    assert numbers["locations"] == sp.locations.tolist() == [[1 * 4 + 2]]
+    assert numbers["holdout"]["fooling_rate"] == 1.0 and numbers["random_control"]["fooling_rate"] < 0.5
+    with pytest.raises(ValueError, match="only 60 images for `fit` 60"):
+        U.shared_study(model, x, y, 1, fit=60, holdout=10)
+
+
 def test_apply_changes_only_k_pixels_within_eps(near_threshold):
     model, x, y = near_threshold
     sp = U.SharedPerturbation(locations=torch.tensor([[0, 5, 15]]), delta=torch.full((1, 1, 3), 0.1),

@@ -549,3 +549,136 @@ class RobustnessRun:
                 for k in ks):
             raise InputError(f"{folder}/{NPZ} does not match its summary.json (shapes or counts)", redo)
         return cls(summary=info, arrays=arrays)
+
+
+TRAIN_HISTORY = "history.csv"
+INFLUENCE_DELETION = "deletion.png"
+ATTACK_GALLERY = "gallery.png"
+HEATMAPS = "heatmaps"
+TABLES = (RESULTS, INFLUENCE_CSV, HARDEN_METRICS, TRAIN_HISTORY)
+"""The CSV tables a run folder may hold (attack, influence, harden, train)."""
+EXPECTED: dict[str, tuple[str, ...]] = {"influence": (INFLUENCE_CSV,)}
+"""Files a finished run of each kind always holds (summary.json is written last); an attack run
+may lack adversarial.npz (older runs: its gallery.png stands for it)."""
+FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "outliers": (("roc_pr.png", "ROC and precision-recall: image FI vs Jacobian norm"),
+                 ("top_fi.png", "top-ranked by image FI (red: synthetic outlier)"),
+                 ("top_jacobian.png", "top-ranked by Jacobian norm (red: synthetic outlier)")),
+    "sensitivity": (("layer_fi.png", "parameter FI per layer and class"),)}
+"""The figures (file, caption) the analysis commands write beside their summary."""
+FIX_RUN = "pass a folder written by an infoswarm command (influence, attack, universality, train, harden)"
+
+
+@dataclass
+class RunFolder:
+    """Any finished run folder, read for display (``infoswarm report``): its ``path``, its
+    ``kind`` (``summary.json``'s ``command``; ``train`` for a folder holding only ``card.json``)
+    and its ``summary``; the files beside it are read on demand by the methods below, each
+    raising a one-line :class:`InputError` for a file that cannot be read."""
+
+    path: Path
+    kind: str
+    summary: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Any:
+        """Read a run folder's ``summary.json`` (or ``card.json``); :class:`InputError` when the
+        folder is missing or its summary is absent or unreadable. Returns an instance of ``cls``."""
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise InputError(f"run folder {p} does not exist", FIX_RUN)
+        if not p.is_dir():
+            raise InputError(f"run folder {p} is a file, not a folder", FIX_RUN)
+        for fname in (SUMMARY, CARD):
+            f = p / fname
+            if f.is_file():
+                break
+        else:
+            raise InputError(f"{p} has no summary.json", FIX_RUN)
+        try:
+            summary = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"cannot read {f} ({type(e).__name__}: {str(e)[:80]})",
+                             "re-run the command that wrote it") from None
+        if not isinstance(summary, dict):
+            raise InputError(f"{f} does not hold a JSON object", "re-run the command that wrote it")
+        command = summary.get("command")
+        if fname == CARD:
+            kind = "train"
+        elif isinstance(command, str) and command:
+            kind = command
+        else:
+            kind = ("attack" if (p / RESULTS).is_file() else
+                    "influence" if (p / INFLUENCE_CSV).is_file() else "other")
+        return cls(p, kind, summary)
+
+    def table(self, name: str) -> list[dict[str, str]] | None:
+        """The rows (strings) of the CSV table ``name`` (one of :data:`TABLES`), None when absent."""
+        f = self.path / name
+        return read_csv(f) if f.is_file() else None
+
+    def results(self) -> list[dict[str, str]] | None:
+        """An attack run's results.csv rows (:data:`RESULT_COLUMNS`, as strings), None without one."""
+        return self.table(RESULTS)
+
+    def attack_arrays(self) -> dict[str, Any] | None:
+        """An attack run's adversarial.npz as numpy arrays (at least :data:`NPZ_REQUIRED`, with
+        ``x``/``x_adv`` [M, C, H, W] and ``y``/``success`` [M]), None when it has none; a
+        robustness run's npz (another format) is not read."""
+        f = self.path / NPZ
+        if self.kind != "attack" or not f.is_file():
+            return None
+        return read_attack_npz(f)
+
+    def curves(self) -> tuple[str, list[dict[str, Any]]] | None:
+        """The per-epoch rows of a harden run's metrics.csv or a train run's history.csv (or a
+        summary's ``history`` list), with the name of where they came from; None without any."""
+        for fname in (HARDEN_METRICS, TRAIN_HISTORY):
+            rows = self.table(fname)
+            if rows is not None:
+                return fname, list(rows)
+        h = self.summary.get("history")
+        if isinstance(h, list) and h and all(isinstance(r, dict) for r in h):
+            return "summary.json history", h
+        return None
+
+    def missing(self) -> list[str]:
+        """The files a run of this kind always writes (:data:`EXPECTED`) that are not here."""
+        return [f for f in EXPECTED.get(self.kind, ()) if not (self.path / f).is_file()]
+
+    def figures(self) -> list[Path]:
+        """The PNG figures in the folder and its heatmaps/ folder, sorted."""
+        return sorted(self.path.glob("*.png")) + sorted((self.path / HEATMAPS).glob("*.png"))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header (values as strings); :class:`InputError` when it cannot
+    be read."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read {path} ({type(e).__name__})", "re-run the command that wrote it") from None
+
+
+def read_attack_npz(path: Path) -> dict[str, Any]:
+    """An attack run's adversarial.npz as numpy arrays, checked: :data:`NPZ_REQUIRED` present,
+    ``x`` and ``x_adv`` [M, C, H, W] of one shape, ``y`` and ``success`` [M]."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, EOFError ...
+        raise InputError(f"cannot read {path} ({type(e).__name__})",
+                         "re-run infoswarm attack to write it again") from None
+    missing = set(NPZ_REQUIRED) - set(arrays)
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(sorted(missing))}", "pass a folder written by infoswarm attack")
+    n = len(arrays["x"])
+    if arrays["x"].shape != arrays["x_adv"].shape or arrays["x"].ndim != 4 or len(arrays["y"]) != n \
+            or len(arrays["success"]) != n:
+        raise InputError(f"{path} holds arrays of inconsistent shapes", "re-run infoswarm attack to write it again")
+    return arrays

@@ -171,14 +171,6 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
     raise ValueError(f"unknown inner attack {kind!r}")
 
 
-def image_fi(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Image-level FI of log p_y, (1 − p_y)/p_y = exp(logsumexp_{j≠y} z_j − z_y) [B] (the
-    closed form of DESIGN §1), computed stably from logits [B, K]."""
-    z = logits.detach().double()
-    others = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")).logsumexp(1)
-    return torch.exp((others - z.gather(1, y.view(-1, 1)).squeeze(1)).clamp(max=80.0))
-
-
 def rank_weights(score: torch.Tensor, strength: float) -> torch.Tensor:
     """Per-image loss weights [B] with mean 1: 1 + strength·r, r the within-batch rank of
     ``score`` scaled to [0, 1] (highest score → r = 1), normalised to mean 1."""

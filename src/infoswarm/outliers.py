@@ -234,3 +234,94 @@ def average_precision(score: torch.Tensor, positive: torch.Tensor) -> float:
     recall, precision = pr_curve(score, positive)
     prev = torch.cat([torch.zeros(1, dtype=torch.float64), recall[:-1]])
     return float(((recall - prev) * precision).sum())
+
+
+SCORE_NAMES = {"fi": "image FI of the label", "jacobian": "Jacobian norm ||d log p_y/dx||"}
+"""The two outlier scores compared, and how figures and lines name them."""
+
+
+@dataclass
+class OutlierStudy:
+    """The outlier-detection experiment of :func:`outlier_study`: ``summary`` (with each score's
+    ROC AUC and its interval, average precision, precision at the number of outliers and its
+    ``top`` images), ``rows`` (one per image: index, outlier, label, p_label, image_fi,
+    jacobian_norm), ``curves`` (ROC and precision-recall points per score), the images ``x``
+    (uint8 [N + M, C, H, W]: the clean ones, then the outliers) with labels ``y`` and the mask
+    ``is_outlier``, the ``outliers`` made, the fine-tuned ``model``, ``top`` (per score, the
+    indices of the highest-scored images) and ``tune_seconds``."""
+
+    summary: dict
+    rows: list[dict]
+    curves: dict
+    x: torch.Tensor
+    y: torch.Tensor
+    is_outlier: torch.Tensor
+    outliers: Outliers
+    model: nn.Module
+    top: dict[str, torch.Tensor]
+    tune_seconds: float
+
+
+def outlier_study(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, n: int, *, device: torch.device,
+                  seed: int = 0, min_shift: int = 4, max_shift: int = 8, epochs: int = FINETUNE.epochs,
+                  lr: float = FINETUNE.lr, batch_size: int | None = None, top: int = 16,
+                  names: tuple[str, str] = ("", "")) -> OutlierStudy:
+    """AAAI'19 Setup 0 on clean training images ``x8`` [N, C, H, W] (uint8) with labels ``y`` [N]:
+    ``n`` synthetic outliers (:func:`make_outliers`, shifts in [``min_shift``, ``max_shift``]
+    pixels), ``model`` fine-tuned on clean + outliers (``epochs``, ``lr``, ``batch_size``, else
+    :data:`FINETUNE`'s), then every image scored by image FI of its label and by the Jacobian
+    norm, each score judged as an outlier detector (ROC AUC with its interval, average
+    precision, precision among the top ``n``, the paired bootstrap difference of the AUCs) and
+    its ``top`` highest-scored images listed. ``names`` = (model, dataset) for the summary."""
+    import time
+
+    from .data import to_float
+
+    out = make_outliers(x8, y, n, seed=seed, min_shift=min_shift, max_shift=max_shift)
+    xs = torch.cat([x8, out.x])
+    ys = torch.cat([y, out.y])
+    is_out = torch.cat([torch.zeros(len(x8), dtype=torch.bool), torch.ones(len(out.x), dtype=torch.bool)])
+    recipe = replace(FINETUNE, epochs=epochs, lr=lr, batch_size=batch_size or FINETUNE.batch_size)
+    t0 = time.perf_counter()
+    tuned, history = finetune(model, xs, ys, recipe, seed=seed)
+    t_tune = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sc = score_images(tuned, xs, ys)
+    t_score = time.perf_counter() - t0
+    result: dict = {}
+    curves: dict = {}
+    tops: dict[str, torch.Tensor] = {}
+    for key in SCORE_NAMES:
+        fpr, tpr = roc_curve(sc[key], is_out)
+        rec, prec = pr_curve(sc[key], is_out)
+        auc = roc_auc(sc[key], is_out)
+        ap = average_precision(sc[key], is_out)
+        top_n = int(is_out.sum())
+        order = torch.argsort(sc[key], descending=True, stable=True)
+        hits = int(is_out[order[:top_n]].sum())
+        tops[key] = order[:top]
+        result[key] = {"roc_auc": auc, "roc_auc_ci95": roc_auc_interval(auc, top_n, len(xs) - top_n),
+                       "average_precision": ap, "precision_at_n_outliers": hits / top_n,
+                       "top": [{"index": int(i), "outlier": bool(is_out[i])} for i in tops[key].tolist()]}
+        curves[key] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "recall": rec.tolist(), "precision": prec.tolist()}
+    d, d_lo, d_hi = auc_difference(sc["fi"], sc["jacobian"], is_out, n_boot=500, seed=seed)
+    with torch.no_grad():
+        acc_before = float((model(to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
+        acc_after = float((tuned(to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
+    summary: dict = {
+        "command": "outliers", "dataset": names[1], "model": names[0], "clean_images": len(x8),
+        "outliers": len(out.x), "outlier_share": len(out.x) / len(xs), "shift": [min_shift, max_shift],
+        "finetune": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
+                     "schedule": "SGD Nesterov momentum 0.9, cosine to 0, weight decay 5e-4, no augmentation",
+                     "seconds": round(t_tune, 1), "history": history},
+        "train_accuracy_first_2000_clean": {"before": acc_before, "after": acc_after},
+        "scores": result, "seconds_scoring": round(t_score, 1),
+        "roc_auc_fi_minus_jacobian": {"difference": d, "ci95": [d_lo, d_hi],
+                                      "interval": "paired stratified bootstrap, 500 resamples"},
+        "measure": "outliers are the positives; ROC AUC = P(outlier scores above a clean image); "
+                   "average precision = area under the precision-recall curve",
+    }
+    rows = [{"index": i, "outlier": int(is_out[i]), "label": int(ys[i]), "p_label": float(sc["p"][i]),
+             "image_fi": float(sc["fi"][i]), "jacobian_norm": float(sc["jacobian"][i])} for i in range(len(xs))]
+    return OutlierStudy(summary=summary, rows=rows, curves=curves, x=xs, y=ys, is_outlier=is_out, outliers=out,
+                        model=tuned, top=tops, tune_seconds=t_tune)

@@ -123,6 +123,37 @@ def shared_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixe
                               groups=groups, eps=eps)
 
 
+def shared_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, *, fit: int, holdout: int,
+                 eps: float = 0.15, per_class: bool = False, particles: int = 40, iterations: int = 20,
+                 seed: int = 0, pixel_rule: str = "fi") -> tuple[SharedPerturbation, dict]:
+    """The shared-perturbation experiment on images x [N, C, H, W] in [0, 1] with labels y [N]:
+    :func:`shared_perturbation` fitted on the first ``fit`` images, its fooling rate there and
+    on the next ``holdout`` (held-out) images, and the fooling rate of a random ``pixels``-pixel
+    control on the held-out images (a log line per stage). Refuses fewer than ``fit + 1``
+    images. Returns the perturbation and the numbers (``pixels``, ``eps``, ``per_class``,
+    ``fit_images``, ``holdout_images``, ``fit``, ``holdout``, ``random_control``, ``locations``,
+    ``groups``)."""
+    from .progress import LogProgress
+
+    if len(x) < fit + 1:
+        raise InputError(f"only {len(x)} images for `fit` {fit} plus a hold-out", "raise `limit` or lower `fit`")
+    xf, yf = x[:fit], y[:fit]
+    xh, yh = x[fit: fit + holdout], y[fit: fit + holdout]
+    stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
+    sp = shared_perturbation(model, xf, yf, pixels, eps=eps, per_class=per_class, particles=particles,
+                             iterations=iterations, seed=seed, pixel_rule=pixel_rule)
+    stages.update(1)
+    fit_rate = fooling_rate(model, xf, yf, sp.apply(xf, yf))
+    stages.update(2)
+    held = fooling_rate(model, xh, yh, sp.apply(xh, yh))
+    stages.update(3)
+    control = fooling_rate(model, xh, yh, random_control(xh, pixels, eps, seed))
+    stages.update(4)
+    return sp, {"pixels": pixels, "eps": eps, "per_class": per_class, "fit_images": len(xf),
+                "holdout_images": len(xh), "fit": fit_rate, "holdout": held, "random_control": control,
+                "locations": sp.locations.tolist(), "groups": sp.groups.tolist()}
+
+
 def random_control(x: torch.Tensor, pixels: int, eps: float, seed: int = 0) -> torch.Tensor:
     """The control for (a): each image gets k random pixel locations moved by ±eps at random."""
     gen = torch.Generator().manual_seed(seed)

@@ -67,8 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     forget_checkpoints()
     try:
         check_numbers(args)
-        if getattr(args, "device", None) == "auto":      # one device for the whole command (and its children)
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(args.seed)
         with run_lock(args):
             status = int(args.func(args) or 0)

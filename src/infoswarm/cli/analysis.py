@@ -6,8 +6,6 @@ percentiles on the train and test splits). Thin layers over :mod:`infoswarm.outl
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,6 +13,8 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_model_for,
     class_names,
     common_args,
@@ -114,90 +114,54 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         raise InputError(f"--shift needs 0 <= MIN <= MAX, got {lo} {hi}", "pass e.g. --shift 4 8")
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    x8, y = load_data(args, "train")
+    model_spec, data_spec = ModelSpec.of(args), DataSpec.of(args)
+    x8, y = load_data(data_spec, "train")
     if x8.shape[-1] <= hi or x8.shape[-2] <= hi:
         raise InputError(f"--shift MAX {hi} is not smaller than the image size {tuple(x8.shape[-2:])}",
                          "pass a smaller --shift")
-    model = load_model(args, data.to_float(x8[:PROBE]), device)
-    _check_dataset_labels(y, args.num_classes)
+    model, k = load_model(model_spec, data.to_float(x8[:PROBE]), device)
+    _check_dataset_labels(y, k)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("fine-tuning needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
     bs = args.batch_size or outliers.FINETUNE.batch_size
-    mc = check_model_for(args, model, x8, y, device, (bs, 500))
+    mc = check_model_for(model_spec, model, x8, y, device, (bs, 500))
     check_memory(float(args.outliers) * x8[0].numel() * 2, f"--outliers {args.outliers}",
                  "lower --outliers", "cpu")
     check_work(3.0 * args.epochs * (len(x8) + args.outliers) + 4.0 * (len(x8) + args.outliers),
                mc.seconds_per_image, f"fine-tuning {args.epochs} epochs on {len(x8) + args.outliers} images",
                "lower --epochs, --limit or --outliers")
     flush_notes()
-    out = outliers.make_outliers(x8, y, args.outliers, seed=args.seed, min_shift=lo, max_shift=hi)
-    xs = torch.cat([x8, out.x])
-    ys = torch.cat([y, out.y])
-    is_out = torch.cat([torch.zeros(len(x8), dtype=torch.bool), torch.ones(len(out.x), dtype=torch.bool)])
-    recipe = replace(outliers.FINETUNE, epochs=args.epochs, lr=args.lr,
-                     batch_size=args.batch_size or outliers.FINETUNE.batch_size)
-    t0 = time.perf_counter()
-    tuned, history = outliers.finetune(model, xs, ys, recipe, seed=args.seed)
-    t_tune = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sc = outliers.score_images(tuned, xs, ys)
-    t_score = time.perf_counter() - t0
-    names = {"fi": "image FI of the label", "jacobian": "Jacobian norm ||d log p_y/dx||"}
-    result: dict[str, Any] = {}
-    roc_pts, pr_pts, curves = {}, {}, {}
-    for key in ("fi", "jacobian"):
-        fpr, tpr = outliers.roc_curve(sc[key], is_out)
-        rec, prec = outliers.pr_curve(sc[key], is_out)
-        auc = outliers.roc_auc(sc[key], is_out)
-        ap = outliers.average_precision(sc[key], is_out)
-        top_n = int(is_out.sum())
-        hits = int(is_out[torch.argsort(sc[key], descending=True, stable=True)[:top_n]].sum())
-        result[key] = {"roc_auc": auc, "roc_auc_ci95": outliers.roc_auc_interval(auc, top_n, len(xs) - top_n),
-                       "average_precision": ap, "precision_at_n_outliers": hits / top_n}
-        roc_pts[names[key]] = (fpr.tolist(), tpr.tolist(), auc)
-        pr_pts[names[key]] = (rec.tolist(), prec.tolist(), ap)
-        curves[key] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "recall": rec.tolist(), "precision": prec.tolist()}
-    d, d_lo, d_hi = outliers.auc_difference(sc["fi"], sc["jacobian"], is_out, n_boot=500, seed=args.seed)
-    with torch.no_grad():
-        acc_before = float((model(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
-        acc_after = float((tuned(data.to_float(x8[:2000]).to(device)).argmax(1).cpu() == y[:2000]).float().mean())
-    summary: dict[str, Any] = {
-        "command": "outliers", "dataset": args.dataset, "model": args.model, "clean_images": len(x8),
-        "outliers": len(out.x), "outlier_share": len(out.x) / len(xs), "shift": [lo, hi],
-        "finetune": {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
-                     "schedule": "SGD Nesterov momentum 0.9, cosine to 0, weight decay 5e-4, no augmentation",
-                     "seconds": round(t_tune, 1), "history": history},
-        "train_accuracy_first_2000_clean": {"before": acc_before, "after": acc_after},
-        "scores": result, "seconds_scoring": round(t_score, 1),
-        "roc_auc_fi_minus_jacobian": {"difference": d, "ci95": [d_lo, d_hi],
-                                      "interval": "paired stratified bootstrap, 500 resamples"},
-        "measure": "outliers are the positives; ROC AUC = P(outlier scores above a clean image); "
-                   "average precision = area under the precision-recall curve",
-    }
-    rows = [{"index": i, "outlier": int(is_out[i]), "label": int(ys[i]), "p_label": float(sc["p"][i]),
-             "image_fi": float(sc["fi"][i]), "jacobian_norm": float(sc["jacobian"][i])} for i in range(len(xs))]
+    study = outliers.outlier_study(model, x8, y, args.outliers, device=device, seed=args.seed, min_shift=lo,
+                                   max_shift=hi, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                   top=args.top, names=(args.model, args.dataset))
+    summary, xs, ys, is_out, out = study.summary, study.x, study.y, study.is_outlier, study.outliers
+    result, curves, names = summary["scores"], study.curves, outliers.SCORE_NAMES
+    roc_pts = {names[k]: (curves[k]["fpr"], curves[k]["tpr"], result[k]["roc_auc"]) for k in names}
+    pr_pts = {names[k]: (curves[k]["recall"], curves[k]["precision"], result[k]["average_precision"]) for k in names}
     with runs.atomic_dir(args.out, args.overwrite, kind="outliers", inputs=inputs_of(args)) as tmp:
-        runs.write_csv(tmp / "scores.csv", rows, list(rows[0]))
+        runs.write_csv(tmp / "scores.csv", study.rows, list(study.rows[0]))
         runs.write_json(tmp / "curves.json", curves)
         roc_pr_figure(tmp / "roc_pr.png", roc_pts, pr_pts, len(out.x) / len(xs),
                       f"{args.model} fine-tuned on {len(x8)} clean + {len(out.x)} outlier {args.dataset} images")
-        for key in ("fi", "jacobian"):
-            top = torch.argsort(sc[key], descending=True, stable=True)[: args.top]
+        for key in names:
+            top = study.top[key]
             image_grid_figure(tmp / f"top_{key}.png", data.to_float(xs[top]),
                               [f"#{r + 1} y={int(ys[i])} {'OUT' if is_out[i] else 'clean'}"
                                for r, i in enumerate(top.tolist())],
                               [bool(is_out[i]) for i in top.tolist()],
                               f"top {len(top)} by {names[key]} (red frame: synthetic outlier)")
-            summary["scores"][key]["top"] = [{"index": int(i), "outlier": bool(is_out[i])} for i in top.tolist()]
         torch.save({"x": out.x, "y": out.y, "base": out.base, "partner": out.partner, "shift": out.shift},
                    tmp / "outliers.pt")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tuned.state_dict().items()},
+        save_file({k: v.detach().cpu().contiguous() for k, v in study.model.state_dict().items()},
                   str(tmp / "model.safetensors"))
         runs.write_json(tmp / "summary.json", summary)
-    lines = [f"{args.model} fine-tuned {recipe.epochs} epochs on {len(x8)} clean + {len(out.x)} outlier "
-             f"{args.dataset} train images ({t_tune:.0f}s)"]
-    for key in ("fi", "jacobian"):
+    top_n = int(is_out.sum())
+    diff = summary["roc_auc_fi_minus_jacobian"]
+    d, (d_lo, d_hi) = diff["difference"], diff["ci95"]
+    lines = [f"{args.model} fine-tuned {summary['finetune']['epochs']} epochs on {len(x8)} clean + "
+             f"{len(out.x)} outlier {args.dataset} train images ({study.tune_seconds:.0f}s)"]
+    for key in names:
         r = result[key]
         lo_, hi_ = r["roc_auc_ci95"]
         lines.append(f"{names[key]}: ROC AUC {r['roc_auc']:.4f} [{lo_:.4f}, {hi_:.4f}], average precision "
@@ -215,7 +179,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     """``infoswarm sensitivity``."""
     import numpy as np
 
-    from .. import data, influence, runs, sensitivity
+    from .. import data, runs, sensitivity
     from ..checks import check_work
     from ..report.analysis_figures import manhattan_figure
 
@@ -227,63 +191,33 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     fi_text = "exact" if fi_eps is None else f"fi-eps={fi_eps:g}"
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    splits = {s: load_data(args, s) for s in ("train", "test")}
+    model_spec, data_spec = ModelSpec.of(args), DataSpec.of(args)
+    splits = {s: load_data(data_spec, s) for s in ("train", "test")}
     x_test, y_test = splits["test"]
     if tuple(splits["train"][0].shape[1:]) != tuple(x_test.shape[1:]):
         raise InputError(f"train images {tuple(splits['train'][0].shape[1:])} and test images "
                          f"{tuple(x_test.shape[1:])} of {args.dataset} differ in shape",
                          "use one image size in both splits")
-    model = load_model(args, data.to_float(x_test[:PROBE]), device)
+    model, k = load_model(model_spec, data.to_float(x_test[:PROBE]), device)
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError("parameter FI needs a Python nn.Module, not TorchScript",
                          "load the model as file.py:Class with --weights")
-    k = args.num_classes
     for _s, (_, yy) in splits.items():
         _check_dataset_labels(yy, k)
     bs = args.batch_size or 500
-    mc = check_model_for(args, model, x_test, y_test, device, (bs, min(args.batch_size or 16, 64)))
+    mc = check_model_for(model_spec, model, x_test, y_test, device, (bs, min(args.batch_size or 16, 64)))
     n_all = sum(len(yy) for _, yy in splits.values())
     check_work(3.0 * n_all + 3.0 * k * min(args.param_images, len(x_test)) * 8, mc.seconds_per_image,
                f"image FI of {n_all} images and layer FI of {min(args.param_images, len(x_test))}",
                "lower --limit or --param-images")
     flush_notes()
-    classes = class_names(args, k)
-    t0 = time.perf_counter()
-    pct: dict[str, Any] = {}
-    fi_rows = []
-    for s, (xx, yy) in splits.items():
-        rank = influence.rank_images(model, xx, "pred", batch_size=args.batch_size or 500, device=device)
-        fi_true = influence.image_fi_from_logits(rank.logits, yy)
-        acc = float((rank.c == yy).float().mean())
-        pct[s] = {"images": len(yy), "accuracy": acc, "fi_true": sensitivity.fi_percentiles(fi_true),
-                  "fi_pred": sensitivity.fi_percentiles(rank.fi)}
-    t_pct = time.perf_counter() - t0
-    n = min(args.param_images, len(x_test))
-    xp = data.to_float(x_test[:n]).to(device)
-    yp = y_test[:n]
-    t0 = time.perf_counter()
-    lfi = sensitivity.layer_fi(model, xp, "true", y=yp.to(device), fi_eps=fi_eps,
-                               batch_size=min(args.batch_size or 16, 64))
-    t_layer = time.perf_counter() - t0
-    img = influence.image_fi(model, xp, "true", y=yp.to(device)).cpu()
-    lfi = {name: v.cpu() for name, v in lfi.items()}
-    layers = {name: {"median": float(v.median()), "mean": float(v.mean()), "max": float(v.max()),
-                     "per_class_median": {classes[c]: float(v[yp == c].median())
-                                          for c in range(k) if bool((yp == c).any())}}
-              for name, v in lfi.items()}
-    for i in range(n):
-        row = {"index": i, "label": int(yp[i]), "image_fi": float(img[i])}
-        row.update({f"layer:{name}": float(v[i]) for name, v in lfi.items()})
-        fi_rows.append(row)
-    pct_rows = [{"split": s, "measure": m, **{f"p{q}": pct[s][m][q] for q in pct[s][m]}}
-                for s in pct for m in ("fi_true", "fi_pred")]
-    summary: dict[str, Any] = {
-        "command": "sensitivity", "dataset": args.dataset, "model": args.model,
-        "percentiles": pct, "layer_fi": {"images": n, "split": "test", "class": "true label",
-                                        "fi_eps": fi_eps, "eps": fi_eps,  # eps: the old key, same value
-                                        "exact": fi_eps is None, "layers": layers},
-        "seconds": {"percentiles": round(t_pct, 1), "layer_fi": round(t_layer, 1)},
-    }
+    classes = class_names(data_spec, k)
+    study = sensitivity.sensitivity_study(model, splits, param_images=args.param_images, fi_eps=fi_eps, device=device,
+                                          batch_size=args.batch_size, class_names=classes,
+                                          names=(args.model, args.dataset))
+    summary, pct, n = study.summary, study.summary["percentiles"], len(study.y)
+    layers, img, lfi, yp = summary["layer_fi"]["layers"], study.image_fi, study.layer_fi, study.y
+    fi_rows, pct_rows = study.layer_rows, study.percentile_rows
     with runs.atomic_dir(args.out, args.overwrite, kind="sensitivity", inputs=inputs_of(args)) as tmp:
         runs.write_csv(tmp / "layer_fi.csv", fi_rows, list(fi_rows[0]))
         runs.write_csv(tmp / "percentiles.csv", pct_rows, list(pct_rows[0]))

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import InputError
 from .common import (
     PROBE,
-    attack_checks,
+    DataSpec,
+    ModelSpec,
     check_labels,
+    check_model_for,
     class_names,
     common_args,
     data_args,
@@ -29,6 +31,9 @@ from .common import (
     show_progress,
     torch_device,
 )
+
+if TYPE_CHECKING:
+    from ..pipeline import AttackRequest
 
 
 def add_parser(sub: Any) -> None:
@@ -128,122 +133,180 @@ def cmd_attack(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
-def _cmd_attack(args: argparse.Namespace) -> int:
-    import shutil
-    from dataclasses import replace
+@dataclass(frozen=True)
+class AttackCommand:
+    """``infoswarm attack`` as parsed (:func:`parse_attack`): the ``data`` and ``model`` to load,
+    the attack ``run`` (its spec's target is the text ``target``, parsed once the model gives K),
+    and the ``device`` and ``batch_size`` flags (the model check's batch size)."""
 
-    from .. import data, distributed, runs
-    from ..artifacts import AttackRun, AttackSpec
+    data: DataSpec
+    model: ModelSpec
+    run: AttackRequest
+    target: str
+    device: str
+    batch_size: int | None
+
+
+def parse_attack(args: argparse.Namespace) -> AttackCommand:
+    """The parsed flags ``args`` checked and filled (the preset's values, then the attack's
+    defaults) into an :class:`AttackCommand`; a note names the flags the attack ignores."""
+    from ..artifacts import AttackSpec
     from ..attacks import registry
-    from ..attacks.mfipso import confusion_counts
-    from ..attacks.query import is_query_only
-    from ..report.figures import gallery_figure
-    from ..runner import run_attack
+    from ..pipeline import AttackRequest
 
     _ignored_flags(args)
-    _resolve_attack(args)
-    cls = registry.attack_class(args.attack)
+    flags = _resolve_attack(args)
+    cls = registry.attack_class(flags["attack"])
     for flag in ("particles", "gallery", "chunk", "batch_size", "pixels", "budget", "steps", "confusion_min"):
-        positive(getattr(args, flag), "--" + flag.replace("_", "-"))
-    if (args.iterations or 0) < 0 or (args.restart_iterations or 0) < 0:
+        positive(flags[flag], "--" + flag.replace("_", "-"))
+    if (flags["iterations"] or 0) < 0 or (flags["restart_iterations"] or 0) < 0:
         raise InputError("--iterations and --restart-iterations must be >= 0", "pass 0 or more")
-    if args.tau < 0:
-        raise InputError(f"--tau must be >= 0, got {args.tau}", "pass e.g. --tau 0.01")
-    if args.eps is not None and not 0 < args.eps <= 1:
-        raise InputError(f"--eps must be positive and at most 1 (pixel units), got {args.eps:g}",
+    if flags["tau"] < 0:
+        raise InputError(f"--tau must be >= 0, got {flags['tau']}", "pass e.g. --tau 0.01")
+    eps = flags["eps"]
+    if eps is not None and not 0 < eps <= 1:
+        raise InputError(f"--eps must be positive and at most 1 (pixel units), got {eps:g}",
                          "pass e.g. --eps 0.15")
     params = _params(cls)
-    if args.fi_threshold is not None and "fi_threshold" not in params:
+    if flags["fi_threshold"] is not None and "fi_threshold" not in params:
         takers = [n for n in registry.names() if "fi_threshold" in _params(registry.attack_class(n))]
         raise InputError(f"--fi-threshold is an option of {', '.join(takers)}", "use --pixels with other attacks")
-    settings = _attack_settings(args)
-    run_check = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
-                                  create=False, inputs=inputs_of(args))
-    if run_check.finished and not args.overwrite:
+    spec = AttackSpec(name=flags["attack"], pixels=flags["pixels"], eps=eps, target=flags["target"],
+                      min_prob=flags["min_prob"], max_prob=flags["max_prob"], seed=flags["seed"],
+                      budget=flags["budget"], steps=flags["steps"], options=_options(flags, params))
+    run = AttackRequest(spec=spec, out=args.out, select=args.select, tau=args.tau, chunk=args.chunk,
+                        gallery=args.gallery, keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite,
+                        settings=_attack_settings(flags), inputs=tuple(inputs_of(args)), dataset=args.dataset,
+                        split=args.split, model=args.model,
+                        flags={k: v for k, v in flags.items() if k not in ("func", "json", "out", "overwrite")})
+    return AttackCommand(data=DataSpec.of(args), model=ModelSpec.of(args), run=run, target=flags["target"],
+                         device=args.device, batch_size=args.batch_size)
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from .. import data, distributed
+    from ..pipeline import attack_images
+    from ..report.figures import gallery_figure
+    from ..selection import parse_target
+
+    cmd = parse_attack(args)
+    run_check = cmd.run.open_run(create=False)
+    if run_check.finished and not cmd.run.overwrite:
         return print_finished(args, "attack", "pass --overwrite to run it again")
-    device = torch_device(args.device)
-    ctx = distributed.init(args.device)          # under torchrun: join the group, a GPU per process
+    device = torch_device(cmd.device)
+    ctx = distributed.init(cmd.device)          # under torchrun: join the group, a GPU per process
     device = torch.device(ctx.device) if ctx.active else device
     show = show_progress(args) and distributed.is_main(ctx)
-    x8, y = load_data(args)
+    x8, y = load_data(cmd.data)
     probe = data.to_float(x8[:PROBE])
-    model = load_model(args, probe, device)
-    k = args.num_classes
-    check_labels(y, k, args)
-    from ..selection import parse_target, select_images
-
-    target = parse_target(args.target, k, name="--target")
-    hw = int(x8.shape[2] * x8.shape[3])
-    if args.pixels is not None and args.pixels > hw:
-        raise InputError(f"--pixels {args.pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
-                         f"pass at most {hw}")
-    spec = AttackSpec(
-        name=args.attack, pixels=args.pixels, eps=args.eps, target="none" if target is None else target,
-        min_prob=args.min_prob, max_prob=args.max_prob, seed=args.seed, budget=args.budget, steps=args.steps,
-        options=_options(args, params))
-    attack = spec.build(model, target=target)
+    model, k = load_model(cmd.model, probe, device)
+    check_labels(y, k, cmd.data.dataset)
+    target = parse_target(cmd.target, k, name="--target")
+    check_pixels(cmd.run.spec.pixels, x8)
+    run = replace(cmd.run, spec=replace(cmd.run.spec, target="none" if target is None else target),
+                  flags={**cmd.run.flags, "num_classes": k})
+    attack = run.spec.build(model, target=target)
     attack.check_model(probe.to(device))                      # gradients, once, before any work
-    if is_query_only(model) and args.select == "fi":
+    check_selectable(model, run.select)
+    attack_checks(cmd.model, model, x8, y, device, run, target, cmd.batch_size)
+
+    def on_start(folder: Any) -> None:
+        if folder.resumed and distributed.is_main(ctx):
+            print(f"continuing the attack in {run.out} from its checkpoints", file=sys.stderr, flush=True)
+        flush_notes()
+
+    outcome = attack_images(run, attack, model, x8, y, target=target, device=device, ctx=ctx, progress=show,
+                            class_names=class_names(cmd.data, k), on_start=on_start, gallery=gallery_figure,
+                            run_check=run_check)
+    if outcome is None:  # not rank 0: rank 0 merges and writes
+        return 0
+    print_summary(args, outcome.record.summary, _lines(attack, outcome, run.out))
+    return 0
+
+
+def check_pixels(pixels: int | None, x8: torch.Tensor) -> None:
+    """Refuse --pixels above the H x W pixels of the images ``x8`` [N, C, H, W]."""
+    hw = int(x8.shape[2] * x8.shape[3])
+    if pixels is not None and pixels > hw:
+        raise InputError(f"--pixels {pixels} exceeds the {x8.shape[2]}x{x8.shape[3]} = {hw} pixels of an image",
+                         f"pass at most {hw}")
+
+
+def check_selectable(model: torch.nn.Module, select: str) -> None:
+    """Refuse --select fi with a query-only model: ranking by Fisher influence needs gradients."""
+    from ..attacks.query import is_query_only
+
+    if is_query_only(model) and select == "fi":
         raise InputError("--select fi ranks images by their Fisher influence, which needs gradients that a "
                          "query-only model (ONNX or a plain callable) does not give",
                          "pass --select all (every correctly classified image)")
-    attack_checks(args, model, x8, y, device, spec, target, spec.pixels)
-    t0 = time.perf_counter()
-    selection = select_images(model, x8, y, rule=args.select, tau=args.tau, target=target,
-                              batch_size=500, device=device, progress=show)
-    rank = selection.ranking
-    idx = distributed.broadcast_object(selection.indices, ctx)   # rank 0's list everywhere
-    if idx.numel() == 0:
-        raise InputError(f"no image passes the selection (correct and image FI >= {args.tau:g}) "
-                         f"among {len(y)}", "raise --limit or lower --tau")
-    if target == "confusion":
-        attack.confusion = confusion_counts(model, x8, y)
-    x = data.to_float(x8[idx]).to(device)
-    yy = y[idx].to(device)
-    distributed.barrier(ctx)
-    run = runs.ResumableRun(args.out, "attack", settings, overwrite=args.overwrite,
-                            inputs=inputs_of(args)) if distributed.is_main(ctx) else run_check
-    distributed.barrier(ctx)
-    if run.resumed and distributed.is_main(ctx):
-        print(f"continuing the attack in {args.out} from its checkpoints", file=sys.stderr, flush=True)
-    flush_notes()
-    res = run_attack(attack, x, yy, chunk=args.chunk, run=run, ctx=ctx, progress=show)
-    if res is None:  # not rank 0: rank 0 merges and writes
-        return 0
-    res = replace(res, seconds=time.perf_counter() - t0)
-    probs_before = torch.softmax(rank.logits[idx].double(), 1)
-    with torch.no_grad():
-        probs_after = torch.softmax(model(res.x_adv).double(), 1).cpu()
-    summary = {"command": "attack", "attack": args.attack, "attack_repr": repr(attack), "dataset": args.dataset,
-               "split": args.split, "model": args.model,
-               "candidates": len(y), "selected": int(idx.numel()), "selection_rule": args.select,
-               "tau": args.tau, "settings": {kk: v for kk, v in vars(args).items()
-                                             if kk not in ("func", "json", "out", "overwrite")}}
-    record = AttackRun.from_result(res, x, yy, idx, probs_before, probs_after, summary, spec)
-    summary = record.summary
-    names = class_names(args, k)
-    order = sorted(range(len(idx)), key=lambda j: (not bool(res.success[j]), j))[: args.gallery]
-    captions = [{"before": f"#{int(idx[j])} {names[int(yy[j])]} p={float(probs_before[j, yy[j]]):.2f}",
-                 "after": f"-> {names[int(res.pred[j])]} p={float(probs_after[j, res.pred[j]]):.2f}"
-                          + ("" if res.success[j] else " (failed)"),
-                 "diff": f"L0 {int(res.pixel_l0[j])} px, Linf {float(res.linf[j]):.3f}"} for j in order]
-    record.save(run.path, before_summary=lambda: runs.atomic_write(
-        run.path / "gallery.png", lambda p: gallery_figure(p, x[order].cpu(), res.x_adv[order].cpu(), captions)))
-    if not args.keep_checkpoints:
-        shutil.rmtree(run.path / "checkpoints", ignore_errors=True)   # the result holds everything they did
-    rule = selection.describe()
-    lines = [f"{attack!r}",
-             f"selected {int(idx.numel())} of {len(y)} images ({rule})",
-             f"success rate {summary['success_rate']:.3f} ({summary['successes']}/{summary['images']}, 95% CI "
-             f"{summary['success_ci95'][0]:.3f}-{summary['success_ci95'][1]:.3f}); misclassified "
-             f"{summary['misclassified']:.3f} ({summary['misclassified_count']}/{summary['images']}, 95% CI "
-             f"{summary['misclassified_ci95'][0]:.3f}-{summary['misclassified_ci95'][1]:.3f})",
-             f"L-inf on successes: mean "
-             f"{summary['linf_success']['mean'] or 0:.3f}, max {summary['linf_success']['max'] or 0:.3f}; "
-             f"pixels per image {summary['pixel_l0_mean']:.1f}; queries {summary['queries_mean']:.0f}",
-             f"{summary['seconds']:.1f}s; wrote {args.out}/{{adversarial.npz, results.csv, gallery.png, summary.json}}"]
-    print_summary(args, summary, lines)
-    return 0
+
+
+def attack_queries(spec: Any, pixels: int | None) -> float:
+    """Model evaluations per image of an attack spec (a gradient counted as two): the budget of
+    the query attacks, particles x (1 + iterations + restart iterations) for mfipso, 2 x steps
+    for pgd, 2 for fgsm, 2 x pixels for jsma."""
+    o = spec.options or {}
+    if spec.name == "mfipso":
+        restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
+        return float(int(o.get("particles") or 1)) * (1 + int(o.get("iterations") or 0) + restart)
+    if spec.name == "pgd":
+        return 2.0 * int(spec.steps or 1)
+    if spec.name == "fgsm":
+        return 2.0
+    if spec.name == "jsma":
+        return 2.0 * int(pixels or 10)
+    return float(spec.budget or 1)
+
+
+def attack_checks(model_spec: ModelSpec, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor,
+                  device: torch.device, request: Any, target: Any, batch_size: int | None) -> Any:
+    """Everything ``attack`` checks once its :class:`~infoswarm.pipeline.AttackRequest` is
+    built, before any work: the model check (:func:`check_model_for`, at ``batch_size``), the
+    time and memory the attack would need (a day at most, what fits), and notes on flags the
+    settings ignore and on images the target leaves out."""
+    from ..checks import check_memory, check_work
+
+    spec = request.spec
+    pixels = spec.pixels
+    mc = check_model_for(model_spec, model, x8, y, device, (500, batch_size or 1024))
+    q = attack_queries(spec, pixels)
+    n = max(1, round(len(y) * (mc.accuracy if mc.accuracy is not None else 1.0)))
+    check_work(q * n, mc.seconds_per_image, f"--attack {spec.name} on about {n} correctly classified images",
+               "lower --budget / --particles / --iterations / --steps, or attack fewer images with --limit")
+    options = spec.options or {}
+    particles = int(options.get("particles") or 1)
+    numel = int(x8[0].numel())
+    chunk = min(int(request.chunk or 64), len(y))
+    per = particles * chunk * (numel * 4 + 8 * (pixels or numel))
+    check_memory(per * 2, f"--particles {particles} on chunks of {chunk} images",
+                 "lower --particles or --chunk", device)
+    if request.select == "all" and request.tau != 0.01:
+        note("--select all attacks every correct image; --tau is ignored")
+    if spec.name in ("mfipso",) and options.get("restart") is False \
+            and options.get("restart_iterations") not in (None, 40):
+        note("--no-restart skips the restart; --restart-iterations is ignored")
+    if isinstance(target, int) and not isinstance(target, bool):
+        same = int((y == target).sum())
+        if same:
+            note(f"--target {target}: the {same} image(s) labelled {target} are left out (they are "
+                 "already that class)")
+    return mc
+
+
+def _lines(attack: Any, outcome: Any, out: str) -> list[str]:
+    """What ``attack`` prints without --json: the attack, the selection, the rates, the sizes."""
+    summary = outcome.record.summary
+    return [f"{attack!r}",
+            f"selected {len(outcome.selection)} of {outcome.candidates} images ({outcome.selection.describe()})",
+            f"success rate {summary['success_rate']:.3f} ({summary['successes']}/{summary['images']}, 95% CI "
+            f"{summary['success_ci95'][0]:.3f}-{summary['success_ci95'][1]:.3f}); misclassified "
+            f"{summary['misclassified']:.3f} ({summary['misclassified_count']}/{summary['images']}, 95% CI "
+            f"{summary['misclassified_ci95'][0]:.3f}-{summary['misclassified_ci95'][1]:.3f})",
+            f"L-inf on successes: mean "
+            f"{summary['linf_success']['mean'] or 0:.3f}, max {summary['linf_success']['max'] or 0:.3f}; "
+            f"pixels per image {summary['pixel_l0_mean']:.1f}; queries {summary['queries_mean']:.0f}",
+            f"{summary['seconds']:.1f}s; wrote {out}/{{adversarial.npz, results.csv, gallery.png, summary.json}}"]
 
 
 OWN_FLAGS: dict[str, str] = {
@@ -263,53 +326,54 @@ def _params(cls: type) -> set[str]:
     return set(inspect.signature(cls).parameters) - {"self", "model"}
 
 
-def _options(args: argparse.Namespace, params: set[str]) -> dict[str, Any]:
+def _options(flags: dict[str, Any], params: set[str]) -> dict[str, Any]:
     """The attack's own keyword arguments: the flags of :data:`OWN_FLAGS` given (or filled by a
     preset) whose keyword its constructor takes."""
     out: dict[str, Any] = {}
     for dest, kw in OWN_FLAGS.items():
-        value = getattr(args, dest, None)
+        value = flags.get(dest)
         if value is not None and kw in params:
             out[kw] = (not value) if dest == "no_restart" else value
     return out
 
 
-def _resolve_attack(args: argparse.Namespace) -> None:
-    """Fill the attack flags left at None (in place): the preset's values
+def _resolve_attack(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags ``args`` as a new dict with those left at None filled: the preset's values
     (:func:`infoswarm.presets.paper_attack`), then the attack's defaults for the shared options
-    it uses (:func:`infoswarm.attacks.registry.defaults`, its class's). Called after
-    :func:`_ignored_flags`, which reads which flags were given."""
+    it uses (:func:`infoswarm.attacks.registry.defaults`, its class's); ``args`` is left as parsed."""
     from .. import presets
     from ..attacks import registry
 
-    if args.preset == "paper":
-        if args.attack not in (None, "mfipso"):
-            raise InputError(f"--preset paper runs mfipso, not --attack {args.attack}",
+    flags = dict(vars(args))
+    if flags["preset"] == "paper":
+        if flags["attack"] not in (None, "mfipso"):
+            raise InputError(f"--preset paper runs mfipso, not --attack {flags['attack']}",
                              "drop --attack, or drop --preset")
-        args.attack = "mfipso"
-        paper = presets.paper_attack(args.dataset)
-        if args.pixels is not None:          # --pixels k replaces the paper's FI threshold
+        flags["attack"] = "mfipso"
+        paper = presets.paper_attack(flags["dataset"])
+        if flags["pixels"] is not None:          # --pixels k replaces the paper's FI threshold
             paper.pop("fi_threshold")
         flag_of = {kw: dest for dest, kw in OWN_FLAGS.items()}
         for kw, value in paper.items():
             dest = flag_of.get(kw, kw)
             if dest == "no_restart":
                 continue                     # the paper restarts: the constructor's default
-            if hasattr(args, dest) and getattr(args, dest) is None:
-                setattr(args, dest, value)
-    args.attack = args.attack or "sparse-swarm"
-    cls = registry.attack_class(args.attack)
-    defaults = registry.defaults(args.attack)
+            if dest in flags and flags[dest] is None:
+                flags[dest] = value
+    flags["attack"] = flags["attack"] or "sparse-swarm"
+    cls = registry.attack_class(flags["attack"])
+    defaults = registry.defaults(flags["attack"])
     for key in ("pixels", "eps", "budget", "steps"):
-        if key in cls.uses and getattr(args, key) is None and not (key == "pixels" and args.fi_threshold is not None):
-            setattr(args, key, defaults.get(key))
-    if args.target is None:
-        args.target = "none" if defaults.get("target") is None else str(defaults["target"])
+        if key in cls.uses and flags[key] is None and not (key == "pixels" and flags["fi_threshold"] is not None):
+            flags[key] = defaults.get(key)
+    if flags["target"] is None:
+        flags["target"] = "none" if defaults.get("target") is None else str(defaults["target"])
+    return flags
 
 
-def _attack_settings(args: argparse.Namespace) -> dict[str, Any]:
+def _attack_settings(flags: dict[str, Any]) -> dict[str, Any]:
     """What an attack run's results depend on (a rerun with other values is refused)."""
-    return {k: v for k, v in sorted(vars(args).items())
+    return {k: v for k, v in sorted(flags.items())
             if k not in ("func", "json", "out", "overwrite", "command", "gallery", "download", "data_root",
                          "num_classes", "keep_checkpoints")}
 

@@ -1,12 +1,14 @@
-"""What every command shares: the argument groups, the device, data and model loading with
-their up-front checks, notes held until the checks pass, printing the summary, the run-folder
-lock and the checks every command gets before it runs."""
+"""What every command shares: the argument groups, the typed data and model flags
+(:class:`DataSpec`, :class:`ModelSpec`), the device, data and model loading with their up-front
+checks, notes held until the checks pass, printing the summary, the run-folder lock and the
+checks every command gets before it runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,12 +30,21 @@ def common_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--out", required=out_required, help="output folder (written atomically)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    g.add_argument("--device", default="auto",
+    g.add_argument("--device", default="auto", type=_device_name,
                    help="torch device: auto (the default: cuda when a CUDA device is present, else cpu), cpu, cuda, "
                         "cuda:N")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--batch-size", type=int, default=None, help="images per batch")
     g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+
+def _device_name(text: str) -> str:
+    """--device as parsed: ``auto`` becomes the one device of the whole command (and of its child
+    commands), cuda when a CUDA device is present, else cpu; other names are checked later
+    (:func:`torch_device`)."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
 
 
 def data_args(p: argparse.ArgumentParser, default_split: str = "test") -> None:
@@ -127,20 +138,66 @@ def positive(value: int | None, flag: str) -> None:
         raise InputError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
 
 
-def load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class DataSpec:
+    """The data flags of a command (:func:`data_args`): ``dataset`` (a name or a path),
+    ``split``, ``root`` (--data-root), ``download``, ``limit`` (first N images, None: all) and
+    ``quiet`` (--json: no note on an image folder's class mapping)."""
+
+    dataset: str
+    split: str = "test"
+    root: str | None = None
+    download: bool = False
+    limit: int | None = None
+    quiet: bool = False
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, dataset: str | None = None) -> DataSpec:
+        """The spec of the parsed flags ``args`` (``dataset`` in place of --dataset when given)."""
+        return cls(dataset=dataset if dataset is not None else args.dataset, split=getattr(args, "split", "test"),
+                   root=getattr(args, "data_root", None), download=bool(getattr(args, "download", False)),
+                   limit=getattr(args, "limit", None), quiet=bool(getattr(args, "json", False)))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model flags of a command (:func:`model_args`): ``model`` (a zoo name, file.py:Class,
+    file.py:function, TorchScript or .onnx file), ``weights``, ``outputs`` ("logits" or "probs"),
+    ``mean``/``std`` (per-channel normalisation the model is wrapped with, or None) and
+    ``dataset``, the data it is used on (named in messages, checked against a zoo model's)."""
+
+    model: str
+    weights: str | None = None
+    outputs: str = "logits"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    dataset: str | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, dataset: str | None = None) -> ModelSpec:
+        """The spec of the parsed flags ``args`` (``dataset`` in place of --dataset when given)."""
+        return cls(model=str(args.model), weights=getattr(args, "weights", None),
+                   outputs=getattr(args, "outputs", "logits"), mean=getattr(args, "mean", None),
+                   std=getattr(args, "std", None),
+                   dataset=dataset if dataset is not None else getattr(args, "dataset", None))
+
+
+def load_data(spec: DataSpec, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (uint8 [N, C, H, W]) and labels (int64 [N]) of ``spec`` (its ``split``, or
+    ``split``), cut to its limit; an image folder's class mapping is noted."""
     from .. import data
 
-    positive(args.limit, "--limit")
-    x, y = data.load(args.dataset, split or args.split, root=args.data_root, download=args.download)
-    if args.limit is not None:
-        x, y = x[: args.limit], y[: args.limit]
+    positive(spec.limit, "--limit")
+    x, y = data.load(spec.dataset, split or spec.split, root=spec.root, download=spec.download)
+    if spec.limit is not None:
+        x, y = x[: spec.limit], y[: spec.limit]
     if len(x) == 0:
-        raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
-    folder = Path(args.dataset).expanduser()
-    if folder.is_dir() and not getattr(args, "json", False):
+        raise InputError(f"dataset {spec.dataset} {spec.split} has no images", "check the data")
+    folder = Path(spec.dataset).expanduser()
+    if folder.is_dir() and not spec.quiet:
         from ..data import folder_labels
 
-        sub = folder / (split or args.split)
+        sub = folder / (split or spec.split)
         labels = folder_labels(sub if sub.is_dir() else folder)
         shown = ", ".join(f"{n} -> {k}" for n, k in list(labels.items())[:12])
         note(f"image folder classes (folder -> label): {shown}"
@@ -148,13 +205,13 @@ def load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch
     return x, y
 
 
-def class_names(args: argparse.Namespace, k: int) -> tuple[str, ...]:
+def class_names(spec: DataSpec, k: int) -> tuple[str, ...]:
     """K class names: the dataset's (an image folder's folder names, shown escaped where they are
     not UTF-8), numbers for the rest."""
     from .. import data
     from ..checks import printable
 
-    names = [printable(n) for n in list(data.class_names_of(args.dataset, args.split) or ())[:k]]
+    names = [printable(n) for n in list(data.class_names_of(spec.dataset, spec.split) or ())[:k]]
     return tuple(names + [str(i) for i in range(len(names), k)])
 
 
@@ -178,29 +235,29 @@ only on bigger batches, or whose outputs look like probabilities only over many 
 before any work."""
 
 
-def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.device,
-                grad: bool = False) -> torch.nn.Module:
+def load_model(spec: ModelSpec, x_probe: torch.Tensor, device: torch.device,
+               grad: bool = False) -> tuple[torch.nn.Module, int]:
     """Load --model/--weights and check, once and up front, on a batch of up to :data:`PROBE`
     images, that it takes the dataset's images and returns finite [N, K] logits (or, with
     ``--outputs probs``, probabilities, which are then turned into log-probabilities); with
     ``grad``, that its outputs have a gradient with respect to the images. A model in train
-    mode is switched to eval mode with a note. K is kept on ``args.num_classes``."""
+    mode is switched to eval mode with a note. Returns the model and its number of classes K."""
     from .. import data, zoo
     from ..checks import LogOutputs, check_gradient, check_logits, check_outputs, set_eval
 
     x_probe = x_probe[:PROBE]
-    outputs = getattr(args, "outputs", "logits")
-    model = _open_model(args, device)
-    mean = getattr(args, "mean", None)
+    outputs = spec.outputs
+    model = _open_model(spec, device)
+    mean = spec.mean
     if mean is not None and len(mean) not in (1, x_probe.shape[1]):
-        raise InputError(f"--mean/--std give {len(mean)} values but {args.dataset} images have {x_probe.shape[1]} "
+        raise InputError(f"--mean/--std give {len(mean)} values but {spec.dataset} images have {x_probe.shape[1]} "
                          "channel(s)", "pass one value per channel (or one for all)")
-    zoo_name = str(getattr(args, "model", ""))
+    zoo_name = str(spec.model)
     if zoo_name in zoo.ZOO:              # a zoo model knows its image shape: say so before any call
         want = data.INFO[zoo.ZOO[zoo_name].dataset].shape
         got = tuple(int(s) for s in x_probe.shape[1:])
         if tuple(want) != got:
-            raise InputError(f"model {zoo_name} takes {'x'.join(map(str, want))} images, but {args.dataset} images "
+            raise InputError(f"model {zoo_name} takes {'x'.join(map(str, want))} images, but {spec.dataset} images "
                              f"are {'x'.join(map(str, got))}",
                              "use the model made for this dataset (a mismatched pair gives meaningless results)")
     set_eval(model, note)
@@ -210,41 +267,43 @@ def load_model(args: argparse.Namespace, x_probe: torch.Tensor, device: torch.de
         with torch.no_grad():
             out = model(x_probe.to(device))
     except RuntimeError as e:
-        raise InputError(f"model {args.model} cannot take {args.dataset} images of shape "
+        raise InputError(f"model {spec.model} cannot take {spec.dataset} images of shape "
                          f"{tuple(x_probe.shape[1:])} ({(str(e).splitlines() or [''])[0][:120]})",
                          "use the model made for this dataset") from None
     except Exception as e:  # a user's model can fail in any way; report it in one line
-        raise InputError(f"model {args.model} failed on {args.dataset} images of shape "
+        raise InputError(f"model {spec.model} failed on {spec.dataset} images of shape "
                          f"{tuple(x_probe.shape[1:])} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})",
                          "fix the model's forward, or use the model made for this dataset") from None
     if not isinstance(out, torch.Tensor):
-        raise InputError(f"model {args.model} returned a {type(out).__name__}, not a tensor of logits",
+        raise InputError(f"model {spec.model} returned a {type(out).__name__}, not a tensor of logits",
                          "wrap the model so that it returns one row of class logits per image")
-    args.num_classes = check_logits(out, x_probe.shape[0])
+    k = check_logits(out, x_probe.shape[0])
     check_outputs(out)  # after LogOutputs, probabilities have become log-probabilities
     if grad:
         check_gradient(model, x_probe.to(device))
-    return model
+    return model, k
 
 
-def check_model_for(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor,
+def check_model_for(spec: ModelSpec, model: torch.nn.Module, x: torch.Tensor,
                     y: torch.Tensor | None, device: torch.device, batch_sizes: tuple[int, ...] = (),
-                    images: str | None = None) -> Any:
+                    images: str | None = None, shipped: bool = True) -> Any:
     """The model check of every command (:func:`infoswarm.checks.check_model`), run once the
     model is loaded: on the first :data:`ACCURACY_IMAGES` images ``x`` (uint8 or float [N, C, H, W],
     any device) with labels ``y`` (or None), at the command's ``batch_sizes``; a zoo model must get
     its dataset's image shape, a model on a built-in dataset must have its number of classes.
+    A zoo name without --weights (``shipped``: its shipped weights, not a fresh model as in
+    ``train``) on another built-in dataset is refused.
     Notes the clean accuracy (and a warning when it is near chance). Returns the
     :class:`~infoswarm.checks.ModelCheck` (``seconds_per_image`` feeds :func:`check_work`)."""
     from .. import data, zoo
     from ..checks import check_model, printable, unit_float
     from ..stats import wilson
 
-    ds = getattr(args, "dataset", None)
-    name = str(getattr(args, "model", "the model"))
+    ds = spec.dataset
+    name = spec.model
     shape = data.INFO[zoo.ZOO[name].dataset].shape if name in zoo.ZOO else None
     classes = len(data.INFO[ds].classes) if isinstance(ds, str) and data.is_named(ds) else None
-    if (name in zoo.ZOO and getattr(args, "command", None) != "train" and not getattr(args, "weights", None)
+    if (name in zoo.ZOO and shipped and not spec.weights
             and isinstance(ds, str) and data.is_named(ds) and images is None and zoo.ZOO[name].dataset != ds):
         made = [n for n, e in zoo.ZOO.items() if e.dataset == ds]   # shipped weights, trained on another dataset
         raise InputError(f"model {name} ships weights trained on {zoo.ZOO[name].dataset}, not {ds} (a mismatched "
@@ -254,7 +313,7 @@ def check_model_for(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
     what = images or f"{printable(ds)} images"
     xf = unit_float(x[:ACCURACY_IMAGES]).to(device)
     yy = None if y is None else y[:ACCURACY_IMAGES]
-    res = check_model(model, xf, yy, batch_sizes=batch_sizes, outputs=getattr(args, "outputs", "logits"),
+    res = check_model(model, xf, yy, batch_sizes=batch_sizes, outputs=spec.outputs,
                       input_shape=shape, classes=classes, name=f"model {printable(name)}", data_name=what)
     if res.accuracy is not None:
         lo, hi = wilson(round(res.accuracy * res.images), res.images)
@@ -267,7 +326,7 @@ def check_model_for(args: argparse.Namespace, model: torch.nn.Module, x: torch.T
 
 ACCURACY_IMAGES = 256
 """Images of the model check (:func:`check_model_for`) and its clean-accuracy note."""
-def _open_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+def _open_model(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     """--model as a module on ``device``: a zoo name, file.py:Class or TorchScript file
     (:func:`infoswarm.zoo.load`), an .onnx file or file.py:function (query-only,
     :func:`infoswarm.attacks.query.as_model`), wrapped by --mean/--std."""
@@ -275,10 +334,10 @@ def _open_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
     from ..attacks.query import as_model
     from ..models import Normalized
 
-    mean, std = getattr(args, "mean", None), getattr(args, "std", None)
+    mean, std = spec.mean, spec.std
     if (mean is None) != (std is None):
         raise InputError("--mean and --std go together", "pass both, one value per channel each")
-    name, outputs = str(args.model), getattr(args, "outputs", "logits")
+    name, outputs = spec.model, spec.outputs
     query: Any = None
     if name.lower().endswith(".onnx"):
         query = name
@@ -287,22 +346,23 @@ def _open_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
         if callable(obj) and not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
             query = obj
     if query is not None:
-        if args.weights is not None:
+        if spec.weights is not None:
             raise InputError(f"--weights is not used with --model {name}", "drop --weights; it carries its own")
         model = as_model(query, "probs" if outputs == "probs" else "logits")
     else:
-        model = zoo.load(name, args.weights, device=device)
+        model = zoo.load(name, spec.weights, device=device)
     if mean is not None and std is not None:
         model = Normalized(model, mean, std).to(device).eval()
     return model
 
 
-def check_labels(y: torch.Tensor, k: int, args: argparse.Namespace) -> None:
-    """Every label must name one of the model's K classes (refused up front, never dropped)."""
+def check_labels(y: torch.Tensor, k: int, name: str) -> None:
+    """Every label of the data ``name`` (a dataset name or path, named in the message) must name
+    one of the model's K classes (refused up front, never dropped)."""
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
         bad = int(y[(y < 0) | (y >= k)][0])
         n = int(((y < 0) | (y >= k)).sum())
-        raise InputError(f"{n} label(s) of {args.dataset} (e.g. {bad}) lie outside the model's {k} classes 0..{k - 1}",
+        raise InputError(f"{n} label(s) of {name} (e.g. {bad}) lie outside the model's {k} classes 0..{k - 1}",
                          "use the model made for this dataset, or relabel the data")
 
 
@@ -316,9 +376,11 @@ def read_adversarial(path: str | None) -> dict[str, Any]:
     return read_npz(path)
 
 
-def inputs_of(args: argparse.Namespace) -> list[str]:
-    """Files and folders a command reads (never to be written into or over)."""
-    paths = [getattr(args, k, None) for k in ("dataset", "weights", "against", "adversarial")]
+def inputs_of(args: argparse.Namespace, *more: str | None) -> list[str]:
+    """Files and folders a command reads (never to be written into or over): those its flags
+    name, a named dataset's folders, and the paths ``more`` (e.g. a dataset named in a run
+    folder it reads)."""
+    paths = [getattr(args, k, None) for k in ("dataset", "weights", "against", "adversarial")] + list(more)
     dataset = getattr(args, "dataset", None)
     if isinstance(dataset, str) and dataset:       # a named dataset's folders (or the package's)
         from .. import data
@@ -372,53 +434,6 @@ def terminate_cleanly() -> None:
             signal.signal(signal.SIGTERM, handler)
     except (ValueError, OSError):
         pass
-
-
-def attack_queries(spec: Any, pixels: int | None) -> float:
-    """Model evaluations per image of an attack spec (a gradient counted as two): the budget of
-    the query attacks, particles x (1 + iterations + restart iterations) for mfipso, 2 x steps
-    for pgd, 2 for fgsm, 2 x pixels for jsma."""
-    o = spec.options or {}
-    if spec.name == "mfipso":
-        restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
-        return float(int(o.get("particles") or 1)) * (1 + int(o.get("iterations") or 0) + restart)
-    if spec.name == "pgd":
-        return 2.0 * int(spec.steps or 1)
-    if spec.name == "fgsm":
-        return 2.0
-    if spec.name == "jsma":
-        return 2.0 * int(pixels or 10)
-    return float(spec.budget or 1)
-
-
-def attack_checks(args: argparse.Namespace, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor,
-                  device: torch.device, spec: Any, target: Any, pixels: int | None) -> Any:
-    """Everything ``attack`` checks once its spec is built, before any work: the model check
-    (:func:`check_model_for`), the time and memory the attack would need (a day at most, what
-    fits), and notes on flags the settings ignore and on images the target leaves out."""
-    from ..checks import check_memory, check_work
-
-    mc = check_model_for(args, model, x8, y, device, (500, args.batch_size or 1024))
-    q = attack_queries(spec, pixels)
-    n = max(1, round(len(y) * (mc.accuracy if mc.accuracy is not None else 1.0)))
-    check_work(q * n, mc.seconds_per_image, f"--attack {spec.name} on about {n} correctly classified images",
-               "lower --budget / --particles / --iterations / --steps, or attack fewer images with --limit")
-    particles = int((spec.options or {}).get("particles") or 1)
-    numel = int(x8[0].numel())
-    chunk = min(int(getattr(args, "chunk", 64) or 64), len(y))
-    per = particles * chunk * (numel * 4 + 8 * (pixels or numel))
-    check_memory(per * 2, f"--particles {particles} on chunks of {chunk} images",
-                 "lower --particles or --chunk", device)
-    if args.select == "all" and args.tau != 0.01:
-        note("--select all attacks every correct image; --tau is ignored")
-    if spec.name in ("mfipso",) and args.no_restart and args.restart_iterations not in (None, 40):
-        note("--no-restart skips the restart; --restart-iterations is ignored")
-    if isinstance(target, int) and not isinstance(target, bool):
-        same = int((y == target).sum())
-        if same:
-            note(f"--target {target}: the {same} image(s) labelled {target} are left out (they are "
-                 "already that class)")
-    return mc
 
 
 def print_finished(args: argparse.Namespace, kind: str, fix: str) -> int:

@@ -12,6 +12,7 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -48,67 +49,40 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from .. import data, runs, training
     from ..artifacts import AttackRun
     from ..attacks import registry
-    from ..runner import run_attack
+    from ..pipeline import reattack
 
     folder = Path(args.against)
     record = AttackRun.load(folder, name="--against")
-    spec, arrays, info = record.spec, record.arrays, record.summary
+    arrays, info = record.arrays, record.summary
     names = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in names:
         if b not in registry.names():
             raise InputError(f"unknown baseline {b!r}", f"use some of {', '.join(registry.names())}")
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    args.dataset = info["dataset"]
+    model_spec = ModelSpec.of(args, dataset=info["dataset"])
     x, x_adv = arrays["x"].float().to(device), arrays["x_adv"].float().to(device)
     y, success = arrays["y"].long().to(device), arrays["success"].bool().to(device)
-    model = load_model(args, x[:PROBE], device)
-    check_labels(y, args.num_classes, argparse.Namespace(dataset=f"{folder}/adversarial.npz"))
+    model, num_classes = load_model(model_spec, x[:PROBE], device)
+    check_labels(y, num_classes, f"{folder}/adversarial.npz")
     if x.shape[1:] != x_adv.shape[1:] or len(x) == 0:
         raise InputError(f"{folder}/adversarial.npz has no usable images", "re-run the attack")
-    check_model_for(args, model, x, y, device, (1024,), images=f"images of {folder}/adversarial.npz")
+    check_model_for(model_spec, model, x, y, device, (1024,), images=f"images of {folder}/adversarial.npz")
     xt8, yt = data.load(info["dataset"], "test", root=args.data_root, download=args.download)
     t0 = time.perf_counter()
     with torch.no_grad():
         adv_acc = float((model(x_adv[success]).argmax(1) == y[success]).float().mean()) if success.any() else None
-    target_arr = arrays.get("target")
-    from ..selection import parse_target
-
-    target: Any = parse_target(spec.target, args.num_classes, name=f"{folder}/summary.json settings.target")
-    if target == "confusion":
-        target = target_arr.long().to(device) if target_arr is not None else "second"
-    own = spec.build(model, target=target, seed=args.seed)
-    budget = own.query_budget() or spec.query_budget()
-    # the paper's rule (pixels None): baselines get the run's mean pixel count
-    base_pixels = spec.pixels if spec.pixels is not None else max(1, round(float(info.get("pixel_l0_mean") or 10)))
-    # a baseline gets the run's shared options it uses; the others are its own defaults
-    specs = [replace(spec, name=b, pixels=base_pixels, options={},
-                     eps=spec.eps if registry.attack_class(b).norm == registry.attack_class(spec.name).norm else None,
-                     steps=None) for b in names if b != spec.name]
-    attacks = [(spec.name, own)] + [(sp.name, sp.build(model, target=target, seed=args.seed, budget=budget))
-                                    for sp in specs]  # all built before any runs
-    for _, attack in attacks:
-        attack.check_model(x[:PROBE])
-    rows = []
-    for name, attack in attacks:  # in chunks of 64, as `infoswarm attack` ran them; a log line per chunk
-        res = run_attack(attack, x, y, label=f"evaluate {name}")
-        assert res is not None  # one process
-        rows.append({"attack": name, "repr": repr(attack),
-                     "pixels": int(res.pixel_l0.float().mean().round())
-                     if registry.attack_class(name).norm == "l0" else None,
-                     "success_rate": float(res.success.float().mean()),
-                     "queries_mean": float(res.queries.float().mean()), "seconds": float(res.seconds)})
+    rows, budget = reattack(record, model, names, num_classes=num_classes, device=device, seed=args.seed,
+                            where=str(folder), probe=PROBE)
     summary = {"command": "evaluate", "model": args.model, "weights": args.weights, "against": str(folder),
                "dataset": info["dataset"], "images": int(len(x)),
                "clean_acc": training.accuracy(model, xt8.to(device), yt.to(device)),
                "adv_acc": adv_acc, "adversarial_images": int(success.sum()), "reattack": rows,
                "query_budget": budget, "seconds": time.perf_counter() - t0}
-    with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=inputs_of(args)) as tmp:
+    with runs.atomic_dir(args.out, args.overwrite, kind="evaluate", inputs=inputs_of(args, info["dataset"])) as tmp:
         runs.write_json(tmp / "summary.json", summary)
         runs.write_csv(tmp / "reattack.csv", rows, list(rows[0]))
     lines = [f"clean test accuracy {summary['clean_acc']:.4f}; accuracy on {int(success.sum())} adversarial images "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from .. import __version__
 from ..errors import InputError
 from .common import (
     PROBE,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -139,13 +141,13 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
                         "default) or last")
 
 
-def _settings(args: argparse.Namespace, particles: int, epochs: int, milestones: tuple[int, ...],
+def _settings(args: argparse.Namespace, method: str, particles: int, epochs: int, milestones: tuple[int, ...],
               wd: float) -> Any:
     from .. import zoo
     from ..hardening import HardenConfig, parse_protect
 
     return HardenConfig(
-        method=args.method, tau=args.tau, limit=args.limit, protect=parse_protect(args.protect),
+        method=method, tau=args.tau, limit=args.limit, protect=parse_protect(args.protect),
         pixels=args.pixels, fi_threshold=None if args.pixels else args.fi_threshold,
         eps=0.15 if args.eps is None else args.eps,
         particles=particles, iterations=args.iterations, restart_iterations=args.restart_iterations,
@@ -162,13 +164,13 @@ _SWARM_FLAGS = {"particles": None, "iterations": 10, "restart_iterations": 40, "
                 "tau": 0.01, "protect": None}
 
 
-def _harden_bounds(args: argparse.Namespace, cfg: Any, model: torch.nn.Module, x8: torch.Tensor,
-                   y: torch.Tensor, device: torch.device) -> None:
+def _harden_bounds(args: argparse.Namespace, model_spec: ModelSpec, cfg: Any, model: torch.nn.Module,
+                   x8: torch.Tensor, y: torch.Tensor, device: torch.device) -> None:
     """The model check, notes on the swarm flags a method ignores, and the time and memory the
     run would need (refused above a day, or beyond the free memory)."""
     from ..checks import check_memory, check_work
 
-    mc = check_model_for(args, model, x8, y, device, (cfg.batch_size, 500))
+    mc = check_model_for(model_spec, model, x8, y, device, (cfg.batch_size, 500))
     if cfg.method in ("pgd", "fgsm-rs", "none"):
         given = [k for k, d in _SWARM_FLAGS.items() if getattr(args, k, d) != d and k != "protect"]
         if given:
@@ -191,19 +193,18 @@ def _harden_bounds(args: argparse.Namespace, cfg: Any, model: torch.nn.Module, x
 def cmd_harden(args: argparse.Namespace) -> int:
     from .. import data, distributed, hardening, presets, runs, zoo
 
-    if args.method == "paper":
-        args.method = "fi"
-    if args.method == "sparse":
+    method = "fi" if args.method == "paper" else args.method
+    if method == "sparse":
         return _cmd_sparse(args)
     given = [f for f in SPARSE_FLAGS + ("start",) if getattr(args, f, None) is not None]
     if given:
         flag = "--from" if given[0] == "start" else "--" + given[0].replace("_", "-")
-        note(f"--method {args.method} ignores {flag} (only --method sparse uses it)")
+        note(f"--method {method} ignores {flag} (only --method sparse uses it)")
 
-    if args.model in zoo.ZOO and args.dataset is None:
-        args.dataset = zoo.ZOO[args.model].dataset
-    args.dataset = args.dataset or "mnist"
-    paper = presets.paper_harden(args.dataset, epochs=args.epochs)   # epochs, milestones, particles
+    dataset = args.dataset if args.dataset is not None or args.model not in zoo.ZOO else zoo.ZOO[args.model].dataset
+    dataset = dataset or "mnist"
+    model_spec = ModelSpec.of(args, dataset=dataset)
+    paper = presets.paper_harden(dataset, epochs=args.epochs)   # epochs, milestones, particles
     try:
         milestones = tuple(int(v) for v in args.milestones.split(",") if v.strip()) \
             if args.milestones is not None else paper["milestones"]
@@ -214,27 +215,27 @@ def cmd_harden(args: argparse.Namespace) -> int:
         zoo.ZOO[args.model].recipe.weight_decay if args.model in zoo.ZOO else 5e-4)
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
-    cfg = _settings(args, args.particles if args.particles is not None else paper["particles"],
+    cfg = _settings(args, method, args.particles if args.particles is not None else paper["particles"],
                     paper["epochs"], milestones, wd)
     ctx = distributed.init(args.device)
     nccl = ctx.active and ctx.backend == "nccl"
     device = torch.device("cuda", ctx.local_rank) if nccl else torch_device(args.device)
-    x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
-    xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    x8, y = data.load(dataset, args.split, root=args.data_root, download=args.download)
+    xt8, yt = data.load(dataset, "test", root=args.data_root, download=args.download)
     for split, xs in ((args.split, x8), ("test", xt8)):
         if len(xs) == 0:
-            raise InputError(f"dataset {args.dataset} {split} has no images", "check the data")
+            raise InputError(f"dataset {dataset} {split} has no images", "check the data")
     if tuple(x8.shape[1:]) != tuple(xt8.shape[1:]):
         raise InputError(f"train images {tuple(x8.shape[1:])} and test images {tuple(xt8.shape[1:])} of "
-                         f"{args.dataset} differ in shape", "use one image size in both splits")
-    model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
-    cfg.validate(args.num_classes, int(x8.shape[2] * x8.shape[3]))
-    check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
-    check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
-    if args.method != "pgd" and args.pgd_steps != 10:
-        note(f"--method {args.method} ignores --pgd-steps (only --method pgd uses it)")
-    _harden_bounds(args, cfg, model, x8, y, device)
-    settings = {"dataset": args.dataset, "split": args.split, "model": args.model,
+                         f"{dataset} differ in shape", "use one image size in both splits")
+    model, num_classes = load_model(model_spec, x8[:PROBE].float() / 255.0, device, grad=True)
+    cfg.validate(num_classes, int(x8.shape[2] * x8.shape[3]))
+    check_labels(y[: args.limit] if args.limit else y, num_classes, dataset)
+    check_labels(yt, num_classes, f"{dataset} test")
+    if method != "pgd" and args.pgd_steps != 10:
+        note(f"--method {method} ignores --pgd-steps (only --method pgd uses it)")
+    _harden_bounds(args, model_spec, cfg, model, x8, y, device)
+    settings = {"dataset": dataset, "split": args.split, "model": args.model,
                 "weights": args.weights, **cfg.as_dict()}
     # Checked on every rank (nothing is written until all checks pass); rank 0 creates it.
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
@@ -277,7 +278,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
     if tb is not None:
         tb.close()
     summary = record.summary
-    summary.update({"dataset": args.dataset, "model": args.model, "weights": args.weights,
+    summary.update({"dataset": dataset, "model": args.model, "weights": args.weights,
                     "infoswarm": __version__, "torch": torch.__version__,
                     "world_size": ctx.world_size})
     if distributed.is_main(ctx):
@@ -286,7 +287,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
 
         model = model.cpu().eval()
         inner = model.model if isinstance(model, LogOutputs) else model  # --outputs probs: the user's own keys
-        record.card = model_card(f"{args.model}-hardened-{cfg.method}", inner, args.dataset,
+        record.card = model_card(f"{args.model}-hardened-{cfg.method}", inner, dataset,
                                  summary["after"]["clean_acc"], base=args.model, hardening=settings)
         record.save(run.path, inner.state_dict(), {"base": args.model})   # summary.json last: finished
     distributed.barrier(ctx)
@@ -330,42 +331,45 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("--method sparse runs in one process", "run it without torchrun (use --device cuda for a GPU)")
     start = args.start
+    model_name = args.model
     if start is not None and start != "scratch":
         if start not in zoo.ZOO:
             raise InputError(f"--from {start!r} is not a zoo model", f"use scratch or one of {', '.join(zoo.ZOO)}")
         if args.weights is not None:
             raise InputError("--from starts from a zoo model's shipped weights; --weights would replace them",
                              "drop --weights, or drop --from and pass --model with --weights")
-        args.model = start
-    if start == "scratch" and args.model not in zoo.ZOO:
-        raise InputError(f"--from scratch needs a zoo architecture, not {args.model!r}",
+        model_name = start
+    if start == "scratch" and model_name not in zoo.ZOO:
+        raise InputError(f"--from scratch needs a zoo architecture, not {model_name!r}",
                          f"pass --model one of {', '.join(zoo.ZOO)}")
-    if args.model in zoo.ZOO:
-        made_for = zoo.ZOO[args.model].dataset
-        if args.dataset is None:
-            args.dataset = made_for
-        elif args.dataset != made_for and data.is_named(args.dataset):
-            raise InputError(f"{args.model} is made for {made_for}, not {args.dataset}",
-                             f"pass --dataset {made_for}, or a model made for {args.dataset}")
-    args.dataset = args.dataset or "mnist"
+    dataset = args.dataset
+    if model_name in zoo.ZOO:
+        made_for = zoo.ZOO[model_name].dataset
+        if dataset is None:
+            dataset = made_for
+        elif dataset != made_for and data.is_named(dataset):
+            raise InputError(f"{model_name} is made for {made_for}, not {dataset}",
+                             f"pass --dataset {made_for}, or a model made for {dataset}")
+    dataset = dataset or "mnist"
     for flag, value in (("--pixels", args.pixels), ("--particles", args.particles), ("--protect", args.protect)):
         if value is not None:
             note(f"--method sparse ignores {flag} (the inner attack's pixels are --k-train)")
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
     device = torch_device(args.device)
-    x8, y = data.load(args.dataset, args.split, root=args.data_root, download=args.download)
-    xt8, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    x8, y = data.load(dataset, args.split, root=args.data_root, download=args.download)
+    xt8, yt = data.load(dataset, "test", root=args.data_root, download=args.download)
     if len(y) == 0:
-        raise InputError(f"dataset {args.dataset} {args.split} has no images", "check the data")
-    model = load_model(args, x8[:PROBE].float() / 255.0, device, grad=True)
-    check_model_for(args, model, x8, y, device, (args.batch_size or 128, 500))
+        raise InputError(f"dataset {dataset} {args.split} has no images", "check the data")
+    model_spec = replace(ModelSpec.of(args, dataset=dataset), model=model_name)
+    model, num_classes = load_model(model_spec, x8[:PROBE].float() / 255.0, device, grad=True)
+    check_model_for(model_spec, model, x8, y, device, (args.batch_size or 128, 500))
     if start == "scratch":
         torch.manual_seed(args.seed)
-        model = zoo.build(args.model).to(device).eval()
-    check_labels(y[: args.limit] if args.limit else y, args.num_classes, args)
-    check_labels(yt, args.num_classes, argparse.Namespace(dataset=f"{args.dataset} test"))
-    recipe = zoo.ZOO[args.model].recipe if args.model in zoo.ZOO else None
+        model = zoo.build(model_name).to(device).eval()
+    check_labels(y[: args.limit] if args.limit else y, num_classes, dataset)
+    check_labels(yt, num_classes, f"{dataset} test")
+    recipe = zoo.ZOO[model_name].recipe if model_name in zoo.ZOO else None
     fields = {f: getattr(args, f) for f in SPARSE_FLAGS if getattr(args, f) is not None}
     cfg = SparseConfig(
         **fields, eps=1.0 if args.eps is None else args.eps, epochs=args.epochs or 5,
@@ -375,7 +379,7 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
         augment=recipe.augment if recipe else "none", crop_pad=recipe.crop_pad if recipe else 2,
         eval_images=args.eval_images, limit=args.limit, seed=args.seed)
     cfg.validate(int(x8.shape[2] * x8.shape[3]), min(args.limit or len(y), len(y)))
-    settings = {"dataset": args.dataset, "split": args.split, "model": args.model, "weights": args.weights,
+    settings = {"dataset": dataset, "split": args.split, "model": model_name, "weights": args.weights,
                 "from": start or "weights", "method": "sparse", **cfg.as_dict()}
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
                            inputs=inputs_of(args))
@@ -398,12 +402,12 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     flush_notes()
     summary = sparse_harden(model, x8, y, xt8, yt, cfg, run, log=log, epoch_log=epoch_log)
-    summary.update({"dataset": args.dataset, "model": args.model, "weights": args.weights,
+    summary.update({"dataset": dataset, "model": model_name, "weights": args.weights,
                     "infoswarm": __version__, "torch": torch.__version__, "world_size": 1})
     from ..checks import LogOutputs
 
     model = model.cpu().eval()
-    card = {"name": f"{args.model}-sparse", "base": args.model, "dataset": args.dataset,
+    card = {"name": f"{model_name}-sparse", "base": model_name, "dataset": dataset,
             "architecture": type(model).__name__, "hardening": settings,
             "test_accuracy": summary["after"]["clean_acc"], "watch_robust_accuracy": summary["after"]["val_robust"],
             "kept_epoch": summary["kept_epoch"], "train_seconds": summary["train_seconds"],
@@ -413,7 +417,7 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     c, h, w = x8.shape[1:]
     empty = {"x_adv": torch.zeros(0, c, h, w), "y": torch.zeros(0, dtype=torch.long),
              "dataset_index": torch.zeros(0, dtype=torch.long)}
-    HardenRun(summary=summary, card=card, adversarial=empty).save(run.path, inner.state_dict(), {"base": args.model})
+    HardenRun(summary=summary, card=card, adversarial=empty).save(run.path, inner.state_dict(), {"base": model_name})
     b, a = summary["before"], summary["after"]
     lines = [f"sparse: {summary['epochs_run']} epochs on {summary['train_images']} images at k_train={cfg.k_train} "
              f"({cfg.inner}), {summary['seconds_per_epoch']:.0f}s per epoch; kept epoch {summary['kept_epoch']}",
@@ -421,8 +425,8 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
              f"({cfg.eval_images} held-out training images, Sparse-RS k={cfg.eval_k}, {cfg.eval_queries} queries) "
              f"robust {100 * b['val_robust']:.1f}% -> {100 * a['val_robust']:.1f}%",
              *([f"warning: {m}" for m in summary["collapse"]]),
-             f"for a verdict: infoswarm robustness --model {args.model} --weights {args.out}/model.safetensors "
-             f"--dataset {args.dataset} --out DIR",
+             f"for a verdict: infoswarm robustness --model {model_name} --weights {args.out}/model.safetensors "
+             f"--dataset {dataset} --out DIR",
              f"wrote {args.out}/{{model.safetensors, card.json, metrics.csv, summary.json}} "
              f"({time.perf_counter() - t0:.0f}s)"]
     print_summary(args, summary, lines)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from typing import Any
 
-import torch
-
-from .. import __version__
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_labels,
     check_model_for,
     class_names,
@@ -67,7 +65,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_influence(args: argparse.Namespace) -> int:
-    from .. import data, influence, runs
+    from .. import data, runs
+    from ..artifacts import HEATMAPS, INFLUENCE_DELETION
+    from ..pipeline import InfluenceRequest, influence_scan
     from ..report.figures import heatmap_figure
 
     positive(args.top, "--top")
@@ -85,73 +85,38 @@ def cmd_influence(args: argparse.Namespace) -> int:
     choose_map(args.map, args.unit, args.window, args.fi_eps, args.fi_eps_scale)  # checks the combination first
     runs.check_out(args.out, args.overwrite, inputs_of(args))
     device = torch_device(args.device)
-    x8, y = load_data(args)
-    model = load_model(args, data.to_float(x8[:PROBE]), device, grad=True)
-    k = args.num_classes
-    check_labels(y, k, args)
-    classes = class_names(args, k)
+    model_spec, data_spec = ModelSpec.of(args), DataSpec.of(args)
+    x8, y = load_data(data_spec)
+    model, k = load_model(model_spec, data.to_float(x8[:PROBE]), device, grad=True)
+    check_labels(y, k, data_spec.dataset)
+    classes = class_names(data_spec, k)
     bs = args.batch_size or 500
-    check_model_for(args, model, x8, y, device, (bs, min(bs, 64)))
+    check_model_for(model_spec, model, x8, y, device, (bs, min(bs, 64)))
     flush_notes()
-    t0 = time.perf_counter()
-    rank = influence.rank_images(model, x8, "pred", batch_size=bs, progress=show_progress(args), device=device)
-    fi_true = influence.image_fi_from_logits(rank.logits, y)
-    t_rank = time.perf_counter() - t0
-    probs = torch.softmax(rank.logits.double(), 1)
-    pred = rank.c
-    correct = pred == y
-    top = rank.order[correct[rank.order]][: args.top]     # the most vulnerable: correctly classified images only
-    if top.numel() == 0:
-        raise InputError(f"no image of the {len(y)} is classified correctly, so none is vulnerable",
-                         "check that --model is made for --dataset")
-    t0 = time.perf_counter()
-    xt = data.to_float(x8[top]).to(device)
-    from ..artifacts import InfluenceRun
-    from ..maps import heatmaps_for_report
-
-    maps, map_info, deletion = heatmaps_for_report(model, xt, args.map_class, y[top].to(device), map_name=args.map,
-                                                   unit=args.unit, window=args.window, fi_eps=args.fi_eps,
-                                                   fi_eps_scale=args.fi_eps_scale, batch_size=min(bs, 64))
-    t_maps = time.perf_counter() - t0
-    map_cls = influence.resolve_class(rank.logits[top], args.map_class, y[top])
-    vulnerable = correct & (rank.fi >= args.tau)
-    rows = [{"index": i, "label": int(y[i]), "pred": int(pred[i]), "p_pred": float(probs[i, pred[i]]),
-             "image_fi_pred": float(rank.fi[i]), "image_fi_true": float(fi_true[i])}
-            for i in range(len(y))]
-    top_rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {
-        "command": "influence", "dataset": args.dataset, "split": args.split, "model": args.model,
-        "images": len(y), "accuracy": float(correct.float().mean()), "tau": args.tau,
-        "vulnerable_correct": int(vulnerable.sum()),
-        "vulnerable_rule": "correctly classified and image FI (pred) >= tau, i.e. p_pred <= 1/(1+tau)",
-        "image_fi_pred_quantiles": {q: float(torch.quantile(rank.fi, float(q))) for q in ("0.5", "0.9", "0.99")},
-        "map": map_info, "deletion": deletion,
-        "seconds": {"image_fi": round(t_rank, 3), "pixel_maps": round(t_maps, 3)},
-        "top": top_rows, "versions": {"infoswarm": __version__, "torch": torch.__version__},
-    }
+    request = InfluenceRequest(top=args.top, tau=args.tau, map=args.map, unit=args.unit, window=args.window,
+                               fi_eps=args.fi_eps, fi_eps_scale=args.fi_eps_scale, map_class=args.map_class,
+                               batch_size=bs, dataset=args.dataset, split=args.split, model=args.model)
+    scan = influence_scan(request, model, x8, y, device=device, progress=show_progress(args))
+    summary, top_rows = scan.record.summary, scan.record.summary["top"]
     with runs.atomic_dir(args.out, args.overwrite, kind="influence", inputs=inputs_of(args)) as tmp:
-        (tmp / "heatmaps").mkdir()
-        for r, i in enumerate(top.tolist()):
-            name = f"rank{r + 1:03d}_index{i}.png"
-            mc = int(map_cls[r])
-            title = (f"#{r + 1}: index {i}, label {classes[int(y[i])]}, pred {classes[int(pred[i])]} "
-                     f"(p={float(probs[i, pred[i]]):.3f}), image FI {float(rank.fi[i]):.3g}")
-            heatmap_figure(tmp / "heatmaps" / name, xt[r], maps[r],
-                           title, f"{map_info['name']}, f = log p[{classes[mc]}]")
-            top_rows.append({"rank": r + 1, "index": i, "label": int(y[i]), "pred": int(pred[i]),
-                             "p_pred": float(probs[i, pred[i]]), "image_fi_pred": float(rank.fi[i]),
-                             "map_class": mc, "map_max": float(maps[r].max()), "heatmap": f"heatmaps/{name}"})
-        if deletion:
+        (tmp / HEATMAPS).mkdir()
+        for r, t in enumerate(top_rows):
+            title = (f"#{r + 1}: index {t['index']}, label {classes[t['label']]}, pred {classes[t['pred']]} "
+                     f"(p={t['p_pred']:.3f}), image FI {t['image_fi_pred']:.3g}")
+            heatmap_figure(tmp / t["heatmap"], scan.x[r], scan.maps[r],
+                           title, f"{summary['map']['name']}, f = log p[{classes[t['map_class']]}]")
+        if scan.deletion:
             from ..report.analysis_figures import deletion_figure
 
-            deletion_figure(tmp / "deletion.png", deletion["curves"],
-                            f"deletion test on the {len(top)} heatmap images ({deletion['replacement']})")
-        InfluenceRun(summary=summary, rows=rows).save(tmp)   # images.csv, summary.json last
+            deletion_figure(tmp / INFLUENCE_DELETION, scan.deletion["curves"],
+                            f"deletion test on the {len(top_rows)} heatmap images ({scan.deletion['replacement']})")
+        scan.record.save(tmp)   # images.csv, summary.json last
+    t_rank, t_maps = summary["seconds"]["image_fi"], summary["seconds"]["pixel_maps"]
     lines = [
         f"{args.model} on {args.dataset} {args.split}: {len(y)} images, accuracy {summary['accuracy']:.4f}",
         f"vulnerable (correct, image FI >= {args.tau:g}): {summary['vulnerable_correct']}",
         "most vulnerable (correct): " + ", ".join(f"{t['index']} (FI {t['image_fi_pred']:.3g})" for t in top_rows[:5]),
-        f"image FI {t_rank:.1f}s, {len(top)} pixel maps {t_maps:.1f}s; wrote {args.out}/"
+        f"image FI {t_rank:.1f}s, {len(top_rows)} pixel maps {t_maps:.1f}s; wrote {args.out}/"
         "{images.csv, summary.json, heatmaps/}",
     ]
     print_summary(args, summary, lines)

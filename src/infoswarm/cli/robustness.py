@@ -11,6 +11,8 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -139,13 +141,15 @@ def _cmd(args: argparse.Namespace) -> int:
     ctx = distributed.init(args.device)
     device = torch.device(ctx.device) if ctx.active else device
     main = distributed.is_main(ctx)
-    x8, y = load_data(args)
+    model_spec = ModelSpec.of(args)
+    x8, y = load_data(DataSpec.of(args))
     _check_channels(args, int(x8.shape[1]))
     k_list, members = check_options(ks, int(x8.shape[2] * x8.shape[3]), version=args.version, attacks=attacks,
                                     budget=args.budget, chunk=args.chunk)
-    model = load_model(args, data.to_float(x8[:PROBE]), device, grad=any(m.gradient for m in members))
-    check_model_for(args, model, x8, y, device, (args.chunk,))
-    check_labels(y, args.num_classes, args)
+    model, num_classes = load_model(model_spec, data.to_float(x8[:PROBE]), device,
+                                    grad=any(m.gradient for m in members))
+    check_model_for(model_spec, model, x8, y, device, (args.chunk,))
+    check_labels(y, num_classes, f"{args.dataset}")
     x = data.to_float(x8).to(device)
     with torch.no_grad():
         from ..attacks.base import probs_of
@@ -169,7 +173,8 @@ def _cmd(args: argparse.Namespace) -> int:
     if not main:
         return 0
     summary = {"command": "robustness", "dataset": args.dataset, "split": args.split, "model": args.model,
-               "settings": {k: v for k, v in vars(args).items() if k not in ("func", "json", "out", "overwrite")}}
+               "settings": {**{k: v for k, v in vars(args).items() if k not in ("func", "json", "out", "overwrite")},
+                            "num_classes": num_classes}}
     record = RobustnessRun.from_result(res, x, y, torch.arange(len(y)), clean_pred, summary)
     summary = record.summary
     record.save(run.path, before_summary=lambda: runs.atomic_write(

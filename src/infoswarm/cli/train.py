@@ -14,6 +14,8 @@ import torch
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -53,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model not in zoo.ZOO:
         zoo.build(args.model)  # raises the unknown-name error
     entry = zoo.ZOO[args.model]
-    args.dataset = args.dataset or entry.dataset
+    dataset = args.dataset or entry.dataset
     recipe = entry.recipe
     positive(args.epochs, "--epochs")
     positive(args.batch_size, "--batch-size")
@@ -66,17 +68,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.batch_size:
         recipe = replace(recipe, batch_size=args.batch_size)
     device = torch_device(args.device)
-    x, y = load_data(args, "train")
-    xt, yt = data.load(args.dataset, "test", root=args.data_root, download=args.download)
+    x, y = load_data(DataSpec.of(args, dataset=dataset), "train")
+    xt, yt = data.load(dataset, "test", root=args.data_root, download=args.download)
     want = zoo.ZOO[args.model].dataset
     shaped = "x".join(map(str, data.INFO[want].shape))
-    if data.is_named(args.dataset) and tuple(data.INFO[want].shape) != tuple(x.shape[1:]):
-        raise InputError(f"model {args.model} takes {'x'.join(map(str, data.INFO[want].shape))} images ({want}), "
-                         f"but {args.dataset} images are {'x'.join(map(str, x.shape[1:]))}",
+    if data.is_named(dataset) and tuple(data.INFO[want].shape) != tuple(x.shape[1:]):
+        raise InputError(f"model {args.model} takes {shaped} images ({want}), "
+                         f"but {dataset} images are {'x'.join(map(str, x.shape[1:]))}",
                          "pick the model made for this dataset")
     if tuple(x.shape[1:]) != tuple(xt.shape[1:]):
         raise InputError(f"train images {tuple(x.shape[1:])} and test images {tuple(xt.shape[1:])} of "
-                         f"{args.dataset} differ in shape", "use one image size in both splits")
+                         f"{dataset} differ in shape", "use one image size in both splits")
     torch.manual_seed(args.seed)
     model = zoo.build(args.model).to(device)
     try:  # fails here, before any training, when the images do not fit the architecture
@@ -84,19 +86,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             probe = model.eval()(data.to_float(x[:PROBE]).to(device))
         model.train()
     except RuntimeError as e:
-        raise InputError(f"model {args.model} (made for {shaped} {want} images) cannot take {args.dataset} images "
+        raise InputError(f"model {args.model} (made for {shaped} {want} images) cannot take {dataset} images "
                          f"of shape {'x'.join(map(str, x.shape[1:]))} ({(str(e).splitlines() or [''])[0][:120]})",
                          "pick the model made for this dataset") from None
-    check_labels(y, int(probe.shape[1]), args)  # before any work: a label >= K would fail mid-epoch
-    check_labels(yt, int(probe.shape[1]), argparse.Namespace(dataset=f"{args.dataset} test"))
+    check_labels(y, int(probe.shape[1]), dataset)  # before any work: a label >= K would fail mid-epoch
+    check_labels(yt, int(probe.shape[1]), f"{dataset} test")
     if len(xt) and tuple(x.shape[1:]) == tuple(xt.shape[1:]):
         from ..checks import check_work
 
-        mc = check_model_for(args, model.eval(), x, None, device, (recipe.batch_size, 500))
+        mc = check_model_for(ModelSpec(model=args.model, dataset=dataset), model.eval(), x, None, device,
+                             (recipe.batch_size, 500), shipped=False)
         model.train()
         check_work(3.0 * recipe.epochs * len(x) + recipe.epochs * len(xt), mc.seconds_per_image,
                    f"training {recipe.epochs} epochs on {len(x)} images", "lower --epochs or --limit")
-    settings = {"model": args.model, "dataset": args.dataset, "recipe": training.recipe_dict(recipe),
+    settings = {"model": args.model, "dataset": dataset, "recipe": training.recipe_dict(recipe),
                 "seed": args.seed, "train_images": len(x)}
     run = runs.ResumableRun(args.out, "train", settings, overwrite=args.overwrite, create=False,
                            inputs=inputs_of(args))
@@ -134,16 +137,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                              resume=state, checkpoint=checkpoint)
     model = model.cpu().eval()
     test_acc = training.accuracy(model, xt, yt)
-    card = model_card(args.model, model, args.dataset, test_acc, train_images=len(x),
+    card = model_card(args.model, model, dataset, test_acc, train_images=len(x),
                       recipe=training.recipe_dict(recipe), seed=args.seed,
                       train_seconds=round(elapsed0 + time.perf_counter() - t0, 1),
                       threads=torch.get_num_threads(), machine=_machine())
     # one metadata key: safetensors writes several keys in no fixed order, one keeps the file bitwise repeatable
     save_model(run.path, model.state_dict(), card,
-               {"infoswarm": json.dumps({"name": args.model, "dataset": args.dataset}, sort_keys=True)})
+               {"infoswarm": json.dumps({"name": args.model, "dataset": dataset}, sort_keys=True)})
     run.write_csv("history.csv", history, list(history[0]))
     run.write_json(run.DONE, card)
-    print_summary(args, card, [f"{args.model} on {args.dataset}: test accuracy {test_acc:.4f}",
+    print_summary(args, card, [f"{args.model} on {dataset}: test accuracy {test_acc:.4f}",
                                 f"wrote {Path(args.out) / 'model.safetensors'} and card.json"])
     return 0
 

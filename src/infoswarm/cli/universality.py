@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import InputError
 from .common import (
     PROBE,
+    DataSpec,
+    ModelSpec,
     check_labels,
     check_model_for,
     common_args,
@@ -68,9 +70,10 @@ def cmd_universality(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"command": "universality", "mode": args.mode, "model": args.model}
     if args.mode == "transfer":
         adv = read_adversarial(args.adversarial)
-        model = load_model(args, adv["x"][:PROBE].float(), device)
-        check_labels(adv["y"].long(), args.num_classes, args)
-        check_model_for(args, model, adv["x"].float(), adv["y"].long(), device, (1024,),
+        model_spec = ModelSpec.of(args)
+        model, k = load_model(model_spec, adv["x"][:PROBE].float(), device)
+        check_labels(adv["y"].long(), k, f"{args.dataset}")
+        check_model_for(model_spec, model, adv["x"].float(), adv["y"].long(), device, (1024,),
                         images=f"images of {args.adversarial}")
         res = universality.transfer(model, adv["x"].float().to(device), adv["x_adv"].float().to(device),
                                     adv["y"].long().to(device), adv["success"].bool().to(device))
@@ -79,10 +82,11 @@ def cmd_universality(args: argparse.Namespace) -> int:
                  f"{res['accuracy_adversarial']:.3f} adversarial; transfer rate {res['transfer_rate']:.3f} "
                  f"of {res['source_successes_correct_here']} source successes"]
     else:
-        x8, y = load_data(args)
-        model = load_model(args, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
-        check_labels(y, args.num_classes, args)
-        mc = check_model_for(args, model, x8, y, device, (1024,))
+        model_spec = ModelSpec.of(args)
+        x8, y = load_data(DataSpec.of(args))
+        model, k = load_model(model_spec, data.to_float(x8[:PROBE]), device, grad=args.mode == "shared")
+        check_labels(y, k, f"{args.dataset}")
+        mc = check_model_for(model_spec, model, x8, y, device, (1024,))
         if args.mode == "shared":
             from ..checks import check_memory, check_work
 
@@ -109,32 +113,14 @@ def cmd_universality(args: argparse.Namespace) -> int:
             lines = [f"pattern reuse over {res['sources']} sources: mean fooling rate {res['mean_fooling_rate']:.4f}, "
                      f"best {res['max_fooling_rate']:.4f}"]
         else:
-            if len(x) < args.fit + 1:
-                raise InputError(f"only {len(x)} images for --fit {args.fit} plus a hold-out",
-                                 "raise --limit or lower --fit")
-            xf, yf = x[: args.fit], y[: args.fit]
-            xh, yh = x[args.fit: args.fit + args.holdout], y[args.fit: args.fit + args.holdout]
-            from ..progress import LogProgress
-
-            stages = LogProgress("universality", 4, "stages (fit, fit images, held-out, control)")
-            sp = universality.shared_perturbation(model, xf, yf, args.pixels, eps=args.eps, per_class=args.per_class,
-                                                  particles=args.particles, iterations=args.iterations, seed=args.seed,
-                                                  pixel_rule=args.pixel_rule)
-            stages.update(1)
-            fit = universality.fooling_rate(model, xf, yf, sp.apply(xf, yf))
-            stages.update(2)
-            held = universality.fooling_rate(model, xh, yh, sp.apply(xh, yh))
-            stages.update(3)
-            noise = universality.random_control(xh, args.pixels, args.eps, args.seed)
-            control = universality.fooling_rate(model, xh, yh, noise)
-            stages.update(4)
-            summary.update(pixels=args.pixels, eps=args.eps, per_class=args.per_class, fit_images=len(xf),
-                           holdout_images=len(xh), fit=fit, holdout=held, random_control=control,
-                           locations=sp.locations.tolist(), groups=sp.groups.tolist())
+            shared, numbers = universality.shared_study(
+                model, x, y, args.pixels, fit=args.fit, holdout=args.holdout, eps=args.eps, per_class=args.per_class,
+                particles=args.particles, iterations=args.iterations, seed=args.seed, pixel_rule=args.pixel_rule)
+            summary.update(numbers)
+            fit, held, control = numbers["fit"], numbers["holdout"], numbers["random_control"]
             lines = [f"shared {args.pixels}-pixel perturbation (eps {args.eps:g}): fooling rate "
-                     f"{fit['fooling_rate']:.4f} on {len(xf)} fit images, {held['fooling_rate']:.4f} on "
-                     f"{len(xh)} held-out images; random control {control['fooling_rate']:.4f}"]
-            shared = sp
+                     f"{fit['fooling_rate']:.4f} on {numbers['fit_images']} fit images, {held['fooling_rate']:.4f} on "
+                     f"{numbers['holdout_images']} held-out images; random control {control['fooling_rate']:.4f}"]
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     with runs.atomic_dir(args.out, args.overwrite, kind="universality", inputs=inputs_of(args)) as tmp:
         runs.write_json(tmp / "summary.json", summary)
