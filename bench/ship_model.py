@@ -69,7 +69,7 @@ def main() -> None:
     model = zoo.load(args.name)
     x, y = data.load(entry.dataset, "test")
     base = zoo.card(args.name.rsplit("-l0", 1)[0]) or {}
-    per_k = {k: {key: v.get(key) for key in ("robust", "total", "robust_accuracy", "robust_ci95")}
+    per_k = {k: {key: v.get(key) for key in ("robust", "total", "robust_accuracy", "robust_ci95", "random_control")}
              for k, v in robust["per_k"].items()}
     card = {
         "name": args.name, "architecture": type(model).__name__, "dataset": entry.dataset,
