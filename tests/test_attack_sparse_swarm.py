@@ -196,6 +196,86 @@ def test_ce_loss_reaches_a_high_target_probability(mnist):
     assert ok.any()
 
 
+class Window(nn.Module):
+    """Black 6x6 images, three classes; the target 1 wins once pixels A push class 0 down and one
+    pixel of B pushes class 2 below it (3 pixels: p_1 ≈ 0.79), but p_1 ≥ 0.9 needs all of A ∪ B
+    (p_1 ≈ 0.95): the search has to keep going past the decision boundary to the one 4-pixel set.
+    Decoys D have the steepest gradient on the clean image but saturate at once, so a map drawn
+    there (the gain prior's greedy start) points at D; at an incumbent holding D it points at A, B."""
+
+    A, B, D = (3, 14), (22, 33), (8, 27)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.flatten(1)
+        s_a, s_b, s_d = f[:, list(self.A)].sum(1), f[:, list(self.B)].sum(1), f[:, list(self.D)].sum(1)
+        pull = 1e-3 * f.sum(1)                               # every pixel has a gradient
+        return torch.stack([3 - 3 * s_a - 8 * s_d.clamp(max=0.1), pull, 1.5 - 3 * s_b - 8 * s_d.clamp(max=0.1)], 1)
+
+
+@pytest.mark.parametrize("prior", ["gain", "uniform"])
+def test_window_pushes_past_the_boundary_to_min_prob(prior):
+    """Targeted with min_prob: every reported success has p_target ≥ min_prob (and the target
+    wins), and the search gets there although crossing the boundary needs one pixel fewer;
+    without min_prob a search from random starts stops at the boundary (p_target < 0.9; the gain
+    prior's greedy start lands on A ∪ B at once here)."""
+    model = Window().eval()
+    x = torch.zeros(6, 1, 6, 6)
+    y = torch.zeros(6, dtype=torch.long)
+    t = torch.ones(6, dtype=torch.long)
+    res = SparseSwarm(model, pixels=4, budget=3000, target=t, min_prob=0.9, prior=prior)(x, y)
+    p = probs_of(model, res.x_adv)
+    assert torch.all(res.success)
+    assert torch.all(p.argmax(1) == 1) and torch.all(p[:, 1] >= 0.9)
+    assert all(sorted(res.indices[i].tolist()) == sorted(Window.A + Window.B) for i in range(6))
+    if prior == "gain":                          # the greedy start took the decoys: the map was redrawn
+        assert torch.all(res.queries > 1) and bool((res.grad_evals > 1).any())
+    if prior == "uniform":
+        plain = SparseSwarm(model, pixels=4, budget=3000, target=t, prior=prior)(x, y)
+        assert torch.all(plain.success) and bool((probs_of(model, plain.x_adv)[:, 1] < 0.9).any())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_window_successes_respect_min_prob_on_a_tiny_model(tiny, seed):
+    """A tiny random model, random targets: success is exactly argmax = target and p ≥ min_prob
+    (re-checked here), the budget holds, and the gain map is refreshed at the incumbent (more
+    than one backward pass) only in the window run; chunked calls equal one call."""
+    model, x = tiny(channels=1, size=5, classes=4, act="relu", seed=seed, n=8)
+    with torch.no_grad():
+        model.fc.weight.mul_(7.5)                    # confident enough for p ≥ 0.9 to be reachable
+        y = model(x).argmax(1)
+    t = (y + 1 + torch.arange(8) % 3) % 4
+    att = SparseSwarm(model, pixels=4, budget=200, target=t, min_prob=0.9)
+    res = att(x, y)
+    p = probs_of(model, res.x_adv)
+    ok = (p.argmax(1) == t) & (p.gather(1, t.view(-1, 1)).view(-1) >= 0.9)
+    assert torch.equal(res.success, ok) and bool(ok.any()) and not bool(ok.all())
+    assert bool(((p.argmax(1) == t) & ~ok).any())    # some reach the target below 0.9: not counted
+    assert torch.all(res.queries <= 200) and torch.all(res.pixel_l0 <= 4)
+    # the map is redrawn at the incumbent (at most once per window_refresh steps) in long runs only
+    assert torch.all(res.grad_evals >= 1) and bool((res.grad_evals > 1).any())
+    assert torch.all(res.grad_evals <= 1 + res.queries // att.window_refresh)
+    plain = SparseSwarm(model, pixels=4, budget=200, target=t)(x, y)
+    assert torch.all(plain.grad_evals <= 1)
+    parts = [att(x[i: i + 3], y[i: i + 3], target=t[i: i + 3], offset=i) for i in (0, 3, 6)]
+    assert torch.equal(torch.cat([r.x_adv for r in parts]), res.x_adv)
+    assert torch.equal(torch.cat([r.queries for r in parts]), res.queries)
+    assert torch.equal(torch.cat([r.grad_evals for r in parts]), res.grad_evals)
+
+
+def test_window_leaves_the_least_useful_pixels():
+    """_useful marks the k − window_leave pixels of largest first-order contribution to
+    log p_target (gradient × (value − clean)); only the others may leave."""
+    att = SparseSwarm(Window(), pixels=4)
+    att.window_leave = 2
+    g = torch.tensor([[[1.0, -2.0, 0.5, 3.0, 0.0, 1.0]]], dtype=torch.float64)        # [1, C=1, HW=6]
+    x0 = torch.zeros(1, 1, 6, dtype=torch.float64)
+    loc = torch.tensor([[[0, 1, 2, 3]]])
+    val = torch.tensor([[[[1.0], [1.0], [1.0], [1.0]]]])                               # contributions 1, −2, 0.5, 3
+    assert att._useful(g, x0, loc, val).tolist() == [[[1.0, 0.0, 0.0, 1.0]]]
+    att.window_leave = 4
+    assert att._useful(g, x0, loc, val) == 0.0
+
+
 def test_refine_removes_pixels_that_are_not_needed():
     model = Needle()
     x = torch.zeros(4, 1, 8, 8)

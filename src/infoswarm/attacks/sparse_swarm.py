@@ -38,6 +38,17 @@ logit units (untargeted z_y − max_{j≠y} z_j; targeted max_{j≠t} z_j − z_
 relu(log p* − log p_t) for ``min_prob`` = p* and relu(log p_t − log max_prob): it keeps ranking
 candidates where probabilities saturate.
 
+Probability window (``min_prob`` set, "gain" prior): reaching the target is not the end, and
+the search then climbs p_target one swap at a time, where a map drawn at the clean image is stale
+(the class to push down is no longer the true one) and a uniform choice of the leaving pixel
+mostly throws out a pixel that carries the image. So in these runs the gain map (and its corner
+codes) is recomputed at the image's incumbent every ``window_refresh`` steps (20) when the
+incumbent has improved since its last map (one backward pass each, counted in ``grad_evals``),
+and from the first such map on the leaving pixels are drawn among the ``window_leave`` (10) least
+useful of the k by the map's first-order estimate of what each contributes to log p_target
+(gradient × (value − clean value)). Untargeted images and runs without ``min_prob`` are
+unchanged.
+
 Stopping and budget: an image stops at the first step in which one of its particles succeeds;
 the successful particle is returned. Queries per image: every candidate evaluated (the start
 included), never above ``budget`` (the last step evaluates only as many particles as remain in
@@ -96,7 +107,9 @@ class SparseSwarm(Attack):
         eps: L∞ bound in [0,1] pixel units; perturbed entries go to x − eps or x + eps clipped
             to [0, 1]; 1.0 = pure L0 (values 0 or 1).
         target: None (untargeted), "second" (most probable wrong class), or class indices.
-        min_prob, max_prob: success also needs the judged class's probability in this window.
+        min_prob, max_prob: success also needs the judged class's probability in this window
+            (targeted with min_prob and the "gain" prior: the map follows the incumbent and the
+            least useful pixels leave; see "Probability window" in the module docstring).
         particles: swarm size (≥ 1; one query per particle per step; small swarms do best).
         prior: where fresh locations are drawn: "uniform" (no gradients), "gain", "saliency",
             "fi", "fi-eps" (gradient priors; not for query-only models), or "auto" (default):
@@ -164,6 +177,10 @@ class SparseSwarm(Attack):
         self.social, self.p_init, self.refine = float(social), float(p_init), bool(refine)
         self.loss, self.values = loss, values
         self.greedy_values = 0.5
+        self.window_refresh = 20
+        """Window runs (min_prob set, "gain" prior): steps between refreshes of the gain map at the incumbent."""
+        self.window_leave = 10
+        """Window runs: the leaving pixels are drawn among this many least useful ones (k or more: uniform)."""
 
     @property
     def budget(self) -> int:
@@ -173,13 +190,14 @@ class SparseSwarm(Attack):
     # ---------------------------------------------------------------------------------------
 
     def _log_prior(self, x: torch.Tensor, cls: torch.Tensor, classes: int, up: torch.Tensor | None = None,
-                   lo: torch.Tensor | None = None, hi: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+                   lo: torch.Tensor | None = None, hi: torch.Tensor | None = None,
+                   grad_out: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         """log prior over locations [N, H·W] (float64), backward passes per image, and (for the
         "gain" prior) the corner code [N, H·W] each location's linearised gain is measured at.
 
         ``up`` [N] bool: raise log p_cls (targeted) or lower it (untargeted); ``lo``/``hi`` the
-        box [N, C, H, W] (needed by "gain")."""
+        box [N, C, H, W] (needed by "gain"); ``grad_out``: a list that receives ∂ log p_cls/∂x
+        [N, C, H·W] (float64; "saliency" and "gain")."""
         n, c, h, w = x.shape
         if self.prior == "uniform":
             return torch.zeros(n, h * w, dtype=torch.float64, device=x.device), 0, None
@@ -190,6 +208,8 @@ class SparseSwarm(Attack):
                 logp = torch.log_softmax(padded_logits(self.model, xa).double(), -1)
                 (g,) = torch.autograd.grad(logp.gather(1, cls.view(-1, 1)).sum(), xa)
             passes = 1
+            if grad_out is not None:
+                grad_out.append(g.double().reshape(n, c, h * w))
             if self.prior == "saliency":
                 s = g.double().square().sum(1).sqrt().flatten(1)
             else:
@@ -257,6 +277,13 @@ class SparseSwarm(Attack):
         greedy_code: torch.Tensor | None = None
         grad_evals = torch.zeros(n, dtype=torch.long, device=dev)
         todo = (~done).nonzero().view(-1)
+        # probability window: the gain map follows the incumbent, the least useful pixels leave
+        wimg = target >= 0                                                # targeted images only
+        window = self.prior == "gain" and self.criterion.min_prob is not None and bool(wimg.any())
+        gmap = torch.zeros(n, c, hw, dtype=torch.float64, device=dev) if window else None
+        mapped = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)   # best loss at the last map
+        # (the first map at an incumbent is drawn at step window_refresh; until then the leaving
+        # pixels stay uniform: the clean image's gradient misjudges what the start's pixels carry)
         if todo.numel() and self.prior != "uniform":
             with torch.enable_grad():
                 lw, passes, gcode = self._log_prior(x[todo], cls[todo], clean.shape[1], (target[todo] >= 0),
@@ -305,6 +332,20 @@ class SparseSwarm(Attack):
                 break
             step += 1
             p = min(P, budget - used)
+            if gmap is not None and greedy_code is not None and step % self.window_refresh == 0:
+                best_now = loss[idx].min(1).values
+                ri = idx[(best_now < mapped[idx]) & wimg[idx]]                # improved since the last map
+                if ri.numel():
+                    gb0 = loss[ri].argmin(1)
+                    x_inc = torch.minimum(torch.maximum(_apply(x[ri], loc[ri, gb0], val[ri, gb0]), lo[ri]), hi[ri])
+                    grads: list[torch.Tensor] = []
+                    with torch.enable_grad():
+                        lw, passes, gcode = self._log_prior(x_inc, cls[ri], clean.shape[1], (target[ri] >= 0),
+                                                            lo[ri], hi[ri], grads)
+                    assert gcode is not None
+                    logw[ri], greedy_code[ri], gmap[ri] = lw.to(dev), gcode.to(dev), grads[0].to(dev)
+                    grad_evals[ri] += passes
+                    mapped[ri] = loss[ri].min(1).values
             b = idx.numel()
             m = max(int(alpha_schedule(max(used, 1), budget, self.p_init) * k), 1)
             move = hw > k
@@ -316,9 +357,14 @@ class SparseSwarm(Attack):
             u = uniforms(kk, step, 0, (p, k + nl + n_val(m)))
             u_val = u[..., k + nl:]
             cur_loc, cur_val, cur_loss = loc[idx, :p], val[idx, :p], loss[idx]
+            # window runs: 1 for a pixel among the most useful (it leaves last), else 0
+            useful: torch.Tensor | float = 0.0
+            if gmap is not None and step > self.window_refresh:
+                mapped_i = wimg[idx] & torch.isfinite(mapped[idx])
+                useful = self._useful(gmap[idx], xf[idx], cur_loc, cur_val) * mapped_i.view(-1, 1, 1)
             if P == 1:
                 # one particle: it is the global best; which leave is uniform, which enter from the prior
-                slots = u[..., :k].topk(m, dim=2, largest=False).indices
+                slots = (u[..., :k] + useful).topk(m, dim=2, largest=False).indices
                 if move:
                     sc = u[..., k: k + hw].clone() if self.prior == "uniform" else \
                         logw.index_select(0, idx).unsqueeze(1) + _gumbel(u[..., k: k + hw])
@@ -333,7 +379,7 @@ class SparseSwarm(Attack):
                 g_mask = torch.zeros(b, hw, dtype=torch.bool, device=dev).scatter_(1, g_loc, True)
                 # which leave: uniform among the slots the global best does not hold, those last
                 held = g_mask.gather(1, cur_loc.reshape(b, p * k)).view(b, p, k).double()
-                slots = (u[..., :k] + held).topk(m, dim=2, largest=False).indices
+                slots = (u[..., :k] + held + useful).topk(m, dim=2, largest=False).indices
                 if move:
                     # which enter: global-best locations (offered with prob. social), else the prior
                     g_map = torch.zeros(b, hw, c, dtype=x.dtype, device=dev).scatter_(
@@ -368,6 +414,21 @@ class SparseSwarm(Attack):
             bloc = self._refine(x, y, target, bloc, bval, loss.min(1).values < 0, queries, keys)
         x_adv = torch.minimum(torch.maximum(_apply(x, bloc, bval), lo), hi)
         return self._finish(x, x_adv, y, target, queries, indices=bloc, grad_evals=grad_evals)
+
+    def _useful(self, g: torch.Tensor, x0: torch.Tensor, loc: torch.Tensor, val: torch.Tensor) -> torch.Tensor | float:
+        """[b, p, k] float64: 1 for the pixels outside the ``window_leave`` least useful of each
+        particle, by the first-order contribution to log p_target Σ_channels g · (value − clean)
+        (g [b, C, H·W] the map's gradient, x0 [b, C, H·W] the clean images, loc [b, p, k], val
+        [b, p, k, C]); 0.0 when every pixel may leave."""
+        b, p, k = loc.shape
+        c = g.shape[1]
+        if self.window_leave >= k:
+            return 0.0
+        at = loc.reshape(b, 1, p * k).expand(-1, c, -1)
+        d = val.reshape(b, p * k, c).transpose(1, 2).double() - x0.gather(2, at).double()
+        contrib = (g.gather(2, at) * d).sum(1).view(b, p, k)
+        rank = contrib.argsort(dim=2, stable=True).argsort(dim=2)
+        return (rank >= self.window_leave).double()
 
     def _refine(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, loc: torch.Tensor,
                 val: torch.Tensor, won: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
