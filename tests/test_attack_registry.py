@@ -102,3 +102,20 @@ def test_the_registry_reads_the_new_row(registered):
     assert registered in registry.names() and registry.defaults(registered) == StepLinf.defaults
     attack = registry.build(registered, torch.nn.Flatten())
     assert (attack.eps, attack.budget) == (0.1, 4) and attack.needs_gradient()
+
+
+def test_every_attack_states_its_work_per_image_without_a_name_list():
+    """The commands bound a run's time by ``Attack.work_per_image()``: each registered attack
+    answers from its own configuration (no list of names in the CLI), a gradient pass counts
+    twice, and more budget or pixels means more work."""
+    from infoswarm.attacks import registry
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    for name in registry.names():
+        a = registry.build(name, model)
+        w = a.work_per_image()
+        q = a.query_budget()
+        assert w >= 1.0 and w == float(q or 1) * (2.0 if a.gradients == "always" else 1.0), name
+    small, big = registry.build("jsma", model, pixels=2), registry.build("jsma", model, pixels=20)
+    assert big.work_per_image() > small.work_per_image() and small.query_budget() == 2 * 1 + 1
+    assert registry.build("sparse-rs", model, budget=5000).work_per_image() == 5000.0

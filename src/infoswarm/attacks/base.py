@@ -281,6 +281,13 @@ class Attack:
         q = getattr(self, "budget", None)
         return int(q) if isinstance(q, int) else None
 
+    def work_per_image(self) -> float:
+        """Model evaluations per image at most, a pass with a gradient counted as two (forward
+        and backward): what the commands bound a run's time by. From :meth:`query_budget` (1
+        where the attack has no cap), doubled for attacks that take a gradient at every query."""
+        q = self.query_budget()
+        return float(q if q is not None else 1) * (2.0 if self.gradients == "always" else 1.0)
+
     def check_model(self, x: torch.Tensor | None = None) -> None:
         """Refuse, in one line, a model this attack cannot use: a query-only model (a callable
         or an ONNX file) when :meth:`needs_gradient`; with probe images ``x`` [N,C,H,W], also a

@@ -77,6 +77,11 @@ class JSMA(Attack):
         super().__init__(model, target=target, min_prob=min_prob, max_prob=max_prob)
         self.pixels, self.theta = pixels, float(theta)
 
+    def query_budget(self) -> int:
+        """One forward pass per saliency step (pixels × the moves that saturate a location), plus
+        the final judgement."""
+        return self.pixels * max(1, math.ceil(min(self.eps, 1.0) / abs(self.theta) - 1e-9)) + 1
+
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, offset: torch.Tensor,
              call: Call) -> AttackResult:
         n, c, h, w = x.shape

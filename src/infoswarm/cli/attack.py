@@ -208,7 +208,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     attack = run.spec.build(model, target=target)
     attack.check_model(probe.to(device))                      # gradients, once, before any work
     check_selectable(model, run.select)
-    attack_checks(cmd.model, model, x8, y, device, run, target, cmd.batch_size)
+    attack_checks(cmd.model, model, x8, y, device, run, target, cmd.batch_size, attack)
 
     def on_start(folder: Any) -> None:
         if folder.resumed and distributed.is_main(ctx):
@@ -242,25 +242,8 @@ def check_selectable(model: torch.nn.Module, select: str) -> None:
                          "pass --select all (every correctly classified image)")
 
 
-def attack_queries(spec: Any, pixels: int | None) -> float:
-    """Model evaluations per image of an attack spec (a gradient counted as two): the budget of
-    the query attacks, particles x (1 + iterations + restart iterations) for mfipso, 2 x steps
-    for pgd, 2 for fgsm, 2 x pixels for jsma."""
-    o = spec.options or {}
-    if spec.name == "mfipso":
-        restart = int(o.get("restart_iterations") or 0) if o.get("restart", True) else 0
-        return float(int(o.get("particles") or 1)) * (1 + int(o.get("iterations") or 0) + restart)
-    if spec.name == "pgd":
-        return 2.0 * int(spec.steps or 1)
-    if spec.name == "fgsm":
-        return 2.0
-    if spec.name == "jsma":
-        return 2.0 * int(pixels or 10)
-    return float(spec.budget or 1)
-
-
 def attack_checks(model_spec: ModelSpec, model: torch.nn.Module, x8: torch.Tensor, y: torch.Tensor,
-                  device: torch.device, request: Any, target: Any, batch_size: int | None) -> Any:
+                  device: torch.device, request: Any, target: Any, batch_size: int | None, attack: Any) -> Any:
     """Everything ``attack`` checks once its :class:`~infoswarm.pipeline.AttackRequest` is
     built, before any work: the model check (:func:`check_model_for`, at ``batch_size``), the
     time and memory the attack would need (a day at most, what fits), and notes on flags the
@@ -270,7 +253,7 @@ def attack_checks(model_spec: ModelSpec, model: torch.nn.Module, x8: torch.Tenso
     spec = request.spec
     pixels = spec.pixels
     mc = check_model_for(model_spec, model, x8, y, device, (500, batch_size or 1024))
-    q = attack_queries(spec, pixels)
+    q = attack.work_per_image()
     n = max(1, round(len(y) * (mc.accuracy if mc.accuracy is not None else 1.0)))
     check_work(q * n, mc.seconds_per_image, f"--attack {spec.name} on about {n} correctly classified images",
                "lower --budget / --particles / --iterations / --steps, or attack fewer images with --limit")
@@ -283,8 +266,7 @@ def attack_checks(model_spec: ModelSpec, model: torch.nn.Module, x8: torch.Tenso
                  "lower --particles or --chunk", device)
     if request.select == "all" and request.tau != 0.01:
         note("--select all attacks every correct image; --tau is ignored")
-    if spec.name in ("mfipso",) and options.get("restart") is False \
-            and options.get("restart_iterations") not in (None, 40):
+    if getattr(attack, "restart", None) is False and options.get("restart_iterations") not in (None, 40):
         note("--no-restart skips the restart; --restart-iterations is ignored")
     if isinstance(target, int) and not isinstance(target, bool):
         same = int((y == target).sum())
