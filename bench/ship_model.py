@@ -31,7 +31,8 @@ def main() -> None:
     p.add_argument("--name", required=True, help="zoo name (an entry of infoswarm.zoo.ZOO)")
     p.add_argument("--harden", action="append", required=True,
                    help="harden run folder(s), in training order; FOLDER:last takes the last epoch's weights "
-                        "from its checkpoint (what --keep last keeps) instead of the kept epoch's")
+                        "from its checkpoint (what --keep last keeps) instead of the kept epoch's, also of a run "
+                        "stopped before its last epoch (the card says so: stopped_early)")
     p.add_argument("--command", action="append", default=None,
                    help="the command of each stage, where its folder has no card.json (a run made by the same "
                         "library call from a script)")
@@ -42,7 +43,16 @@ def main() -> None:
     weights: dict[str, torch.Tensor] | None = None
     for i, spec in enumerate(args.harden):
         folder, _, which = spec.partition(":")
-        summary = json.loads((Path(folder) / "summary.json").read_text())
+        if (Path(folder) / "summary.json").is_file():
+            summary = json.loads((Path(folder) / "summary.json").read_text())
+        elif which == "last":        # a run stopped after an epoch: its settings and its checkpoint's history
+            state = torch.load(Path(folder) / "checkpoints" / "train.pt", weights_only=True)
+            settings = json.loads((Path(folder) / "run.json").read_text())["settings"]
+            summary = {"settings": settings, "epochs_run": state["epoch"], "stopped": True,
+                       "train_seconds": sum(r["seconds"] for r in state["history"]), "history": state["history"],
+                       "before": None, "after": None}
+        else:
+            raise SystemExit(f"{folder} has no summary.json (an unfinished run): pass {folder}:last")
         card_file = Path(folder) / "card.json"
         command = json.loads(card_file.read_text()).get("command") if card_file.is_file() else args.command[i]
         after, kept = summary["after"], summary.get("kept_epoch")
@@ -56,6 +66,7 @@ def main() -> None:
             weights = None
         stages.append({"command": command, "settings": summary["settings"], "weights": which or "kept",
                        "epochs_run": summary.get("epochs_run"), "kept_epoch": kept,
+                       "stopped_early": bool(summary.get("stopped")),
                        "train_seconds": summary.get("train_seconds"), "collapse": summary.get("collapse", []),
                        "history": summary.get("history"), "watch_before": summary["before"], "watch_after": after})
     robust = json.loads((Path(args.robustness) / "summary.json").read_text())
