@@ -113,7 +113,7 @@ def test_cli_modes_and_bad_input(tmp_path, capsys):
         assert json.loads((tmp_path / mode / "summary.json").read_text())["mode"] == mode
     capsys.readouterr()
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    for extra, needle in ([["--mode", "reuse"], "needs --adversarial"],
+    for extra, needle in ([["--mode", "reuse"], "no --adversarial was given"],
                           [["--mode", "transfer", "--adversarial", tmp_path / "junk.npz"], "cannot read"],
                           [["--mode", "shared", "--fit", 500], "raise --limit"]):
         code = cli.main([str(a) for a in base + extra + ["--out", tmp_path / "bad"]])
