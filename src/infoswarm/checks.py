@@ -211,6 +211,15 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
 
 
+def check_input_shape(input_shape: Sequence[int] | None, shape: Sequence[int], name: str, data_name: str) -> None:
+    """Refuse images of ``shape`` (C, H, W) for a model that takes ``input_shape`` (None: any)."""
+    got = tuple(int(s) for s in shape)
+    if input_shape is not None and tuple(input_shape) != got:
+        raise InputError(f"{name} takes {'x'.join(map(str, input_shape))} images, but {data_name} are "
+                         f"{'x'.join(map(str, got))}",
+                         "use the model made for this dataset (a mismatched pair gives meaningless results)")
+
+
 def check_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
                 batch_sizes: Iterable[int] = (), outputs: str = "logits",
                 input_shape: Sequence[int] | None = None, classes: int | None = None,
@@ -249,10 +258,7 @@ def check_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None 
     check_model_object(model)
     check_images(x)
     shape = tuple(int(s) for s in x.shape[1:])
-    if input_shape is not None and tuple(input_shape) != shape:
-        want = "x".join(str(s) for s in input_shape)
-        raise InputError(f"{name} takes {want} images, but {data_name} are {'x'.join(map(str, shape))}",
-                         "use the model made for this dataset (a mismatched pair gives meaningless results)")
+    check_input_shape(input_shape, shape, name, data_name)
     if outputs not in ("logits", "probs"):
         raise InputError(f"unknown outputs={outputs!r}", 'use "logits" or "probs"')
 

@@ -243,7 +243,7 @@ def load_model(spec: ModelSpec, x_probe: torch.Tensor, device: torch.device,
     ``grad``, that its outputs have a gradient with respect to the images. A model in train
     mode is switched to eval mode with a note. Returns the model and its number of classes K."""
     from .. import data, zoo
-    from ..checks import LogOutputs, check_gradient, check_logits, check_outputs, set_eval
+    from ..checks import LogOutputs, check_gradient, check_input_shape, check_logits, check_outputs, set_eval
 
     x_probe = x_probe[:PROBE]
     outputs = spec.outputs
@@ -252,14 +252,9 @@ def load_model(spec: ModelSpec, x_probe: torch.Tensor, device: torch.device,
     if mean is not None and len(mean) not in (1, x_probe.shape[1]):
         raise InputError(f"--mean/--std give {len(mean)} values but {spec.dataset} images have {x_probe.shape[1]} "
                          "channel(s)", "pass one value per channel (or one for all)")
-    zoo_name = str(spec.model)
-    if zoo_name in zoo.ZOO:              # a zoo model knows its image shape: say so before any call
-        want = data.INFO[zoo.ZOO[zoo_name].dataset].shape
-        got = tuple(int(s) for s in x_probe.shape[1:])
-        if tuple(want) != got:
-            raise InputError(f"model {zoo_name} takes {'x'.join(map(str, want))} images, but {spec.dataset} images "
-                             f"are {'x'.join(map(str, got))}",
-                             "use the model made for this dataset (a mismatched pair gives meaningless results)")
+    if spec.model in zoo.ZOO:            # a zoo model knows its image shape: say so before any call
+        check_input_shape(data.INFO[zoo.ZOO[spec.model].dataset].shape, x_probe.shape[1:], f"model {spec.model}",
+                          f"{spec.dataset} images")
     set_eval(model, note)
     if outputs == "probs" and not getattr(model, "query_only", False):
         model = LogOutputs(model).eval()
