@@ -33,7 +33,7 @@ def _changed(x: torch.Tensor, xa: torch.Tensor) -> torch.Tensor:
     return (xa != x).any(1).flatten(1).sum(1)
 
 
-@pytest.mark.parametrize("kind", ["one-step", "swap", "pgd0"])
+@pytest.mark.parametrize("kind", ["one-step", "swap", "pgd0", "spgd"])
 @pytest.mark.parametrize("eps", [1.0, 0.2])
 def test_inner_attack_changes_at_most_k_pixels_inside_the_box(setup, kind, eps):
     net, x, y = setup
@@ -44,8 +44,11 @@ def test_inner_attack_changes_at_most_k_pixels_inside_the_box(setup, kind, eps):
     assert int(_changed(x, xa).max()) <= k
     assert bool(((xa - x).abs() <= eps + 1e-6).all()) and bool(((xa >= 0) & (xa <= 1)).all())
     assert torch.allclose(ce0, F.cross_entropy(net(x), y, reduction="none"), atol=1e-5)
-    assert passes["backward"] == (1 if kind != "pgd0" else 4)
-    assert passes["forward"] == {"one-step": 1, "swap": 5, "pgd0": 5}[kind]
+    assert passes["backward"] == (1 if kind in ("one-step", "swap") else 4)
+    if kind == "spgd":                       # projected: 1 + 3 + 1 forward; continuous: 3 more judgements
+        assert passes["forward"] in (5, 8)
+    else:
+        assert passes["forward"] == {"one-step": 1, "swap": 5, "pgd0": 5}[kind]
 
 
 def test_one_step_with_gain_prior_picks_the_largest_first_order_gain(setup):
@@ -83,6 +86,22 @@ def test_multi_step_inner_attacks_never_lower_the_loss_of_their_start(setup, kin
         l1 = F.cross_entropy(net(more), y, reduction="none")
     assert bool((l1 >= l0 - 1e-5).all())
     assert float(l1.mean()) > float(l0.mean())                    # the search finds better locations
+
+
+def test_spgd_beats_random_locations_in_both_variants(setup):
+    net, x, y = setup
+    seen = set()
+    for seed in range(6):                                  # the variant is drawn per call: both occur
+        gen = torch.Generator().manual_seed(seed)
+        rand, _, _ = inner.inner_attack(net, x, y, 5, kind="one-step", prior="uniform", random_frac=1.0, gen=gen)
+        gen = torch.Generator().manual_seed(seed)
+        xa, passes, _ = inner.inner_attack(net, x, y, 5, kind="spgd", steps=8, prior="uniform", gen=gen)
+        seen.add(passes["forward"])
+        with torch.no_grad():
+            lr_ = F.cross_entropy(net(rand), y, reduction="none")
+            ls = F.cross_entropy(net(xa), y, reduction="none")
+        assert float(ls.mean()) > float(lr_.mean())
+    assert seen == {1 + 8 + 1, 1 + 16 + 1}
 
 
 def test_bad_k_is_refused(setup):

@@ -26,6 +26,16 @@ cross-entropy of the true label, which the attack raises):
   ``alpha``·D on the L1-normalised gradient, then the exact projection onto k pixels in the box,
   :func:`infoswarm.attacks.pgd0.project_l0`); one forward and one backward pass each; the
   iterate of highest loss is returned.
+* ``"spgd"`` — ``steps`` sparse-PGD steps (DESIGN §6, as sAT's inner attack; after Zhong, Liu &
+  Huang 2024, our own compact version without restarts): the perturbation is a value tensor in
+  the box (started at v*, so the one-step pass is not wasted) and a mask of logits u over the H·W
+  locations (started from the prior: uniform noise, or the gain's log plus noise); the model sees
+  the value at the k locations of largest u. Each batch uses one of the two gradient variants,
+  drawn from ``gen`` with equal odds: through the projected mask (straight-through; one forward
+  and one backward pass per step) or through the continuous mask σ(u) (one more forward pass per
+  step to judge the projected image). Values step by 0.25 of the box's width along the sign of
+  their gradient; u steps by 0.25·√(H·W) along its L2-normalised gradient. The judged image of
+  highest loss is returned; its changed values lie anywhere in the box (not only at corners).
 
 Objectives (:func:`objective`): ``"ce"`` (cross-entropy on the adversarial images, with label
 smoothing), ``"trades"`` (cross-entropy on the clean images + β·KL(p_clean ‖ p_adv), with label
@@ -34,6 +44,7 @@ smoothing on the clean term), each with optional per-image weights.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -42,8 +53,9 @@ from torch import nn
 
 from .attacks.pgd0 import project_l0
 
-InnerKind = Literal["one-step", "swap", "pgd0"]
-INNER: tuple[str, ...] = ("one-step", "swap", "pgd0")
+InnerKind = Literal["one-step", "swap", "pgd0", "spgd"]
+INNER: tuple[str, ...] = ("one-step", "swap", "pgd0", "spgd")
+SPGD_STEP = 0.25
 PriorKind = Literal["gain", "uniform"]
 PRIORS: tuple[str, ...] = ("gain", "uniform")
 ObjectiveKind = Literal["ce", "trades"]
@@ -168,7 +180,64 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
         passes["forward"] += 1
         take = lc > best_loss
         return torch.where(take.view(-1, 1, 1, 1), cur, best).detach(), passes, loss0
+    if kind == "spgd":
+        noise = torch.rand(b, hw, generator=gen, dtype=torch.float64).to(x.device)
+        # logistic noise, shifted so that σ(u) has median k / (H·W): the continuous image starts near
+        # the mass of k pixels (the top-k, and so the projected variant, ignore the shift)
+        u = (torch.log(noise / (1 - noise)).clamp(-30, 30) + math.log(k / max(hw - k, 1))).to(x.dtype)
+        if prior == "gain":
+            u = u + torch.log((score / score.sum(1, keepdim=True).clamp(min=1e-30)).clamp(min=1e-12)).to(x.dtype)
+        projected = bool(torch.rand(1, generator=gen).item() < 0.5)
+        return _spgd(model, x, y, k, steps, lo, hi, v, u.view(b, 1, h, w), projected, passes, loss0)
     raise ValueError(f"unknown inner attack {kind!r}")
+
+
+def _top_mask(u: torch.Tensor, k: int) -> torch.Tensor:
+    """0/1 mask [B, 1, H, W] of the k largest entries of u [B, 1, H, W] per image."""
+    idx = u.flatten(1).topk(k, dim=1).indices
+    return torch.zeros_like(u.flatten(1)).scatter_(1, idx, 1.0).view_as(u)
+
+
+def _spgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int, lo: torch.Tensor,
+          hi: torch.Tensor, val: torch.Tensor, u: torch.Tensor, projected: bool, passes: dict[str, int],
+          loss0: torch.Tensor) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
+    """The "spgd" inner attack's loop (see the module docstring); val [B, C, H, W] in [lo, hi],
+    u [B, 1, H, W] the mask logits."""
+    b = x.shape[0]
+    hw = x.shape[2] * x.shape[3]
+    width = hi - lo
+    best = _write(x, val, u.flatten(1).topk(k, dim=1).indices)
+    best_loss = torch.full((b,), -float("inf"), device=x.device)
+    for _ in range(steps):
+        val_ = val.detach().requires_grad_(True)
+        u_ = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            hard = _top_mask(u_.detach(), k)
+            soft = torch.sigmoid(u_)
+            mask = hard + soft - soft.detach() if projected else soft
+            loss = F.cross_entropy(model(x + mask * (val_ - x)), y, reduction="none")
+            gv, gu = torch.autograd.grad(loss.sum(), (val_, u_))
+        passes["forward"] += 1
+        passes["backward"] += 1
+        judged = x + hard * (val - x)
+        if projected:
+            lj = loss.detach()
+        else:
+            with torch.no_grad():
+                lj = F.cross_entropy(model(judged), y, reduction="none")
+            passes["forward"] += 1
+        take = lj > best_loss
+        best = torch.where(take.view(-1, 1, 1, 1), judged, best)
+        best_loss = torch.where(take, lj, best_loss)
+        val = torch.minimum(torch.maximum(val + SPGD_STEP * width * gv.sign(), lo), hi).detach()
+        norm = gu.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+        u = (u + SPGD_STEP * hw ** 0.5 * gu / norm).detach()
+    with torch.no_grad():
+        judged = x + _top_mask(u, k) * (val - x)
+        lj = F.cross_entropy(model(judged), y, reduction="none")
+    passes["forward"] += 1
+    take = lj > best_loss
+    return torch.where(take.view(-1, 1, 1, 1), judged, best).detach(), passes, loss0
 
 
 def rank_weights(score: torch.Tensor, strength: float) -> torch.Tensor:

@@ -5,7 +5,7 @@ pixels makes adversarial images, and the model takes one SGD step on a smoothed 
 (:func:`infoswarm.inner.objective`: TRADES with β and label smoothing by default, or
 cross-entropy on the adversarial images). This is sAT / sTRADES (DESIGN §6) with cheap inner
 attacks: one backward pass ("one-step"), plus a few forward-only swap steps ("swap"), or a few
-L0-PGD steps ("pgd0").
+L0-PGD steps ("pgd0"), or sparse-PGD steps from random locations ("spgd").
 
 Catastrophic overfitting is watched, not hoped against: after every epoch the robust accuracy
 of a fixed held-out set (the last ``holdout`` images of the training split, never trained on)
@@ -54,7 +54,7 @@ KEEP = ("best", "last")
 class SparseConfig:
     """Settings of a sparse adversarial training run.
 
-    Inner attack: ``k_train`` pixels (1..H·W), ``inner`` ("one-step", "swap", "pgd0") with
+    Inner attack: ``k_train`` pixels (1..H·W), ``inner`` ("one-step", "swap", "pgd0", "spgd") with
     ``inner_steps`` steps, ``eps`` (L∞ box of the changed entries in [0, 1] units; 1 = pure L0),
     ``random_frac`` (share of the k locations drawn uniformly), ``prior`` ("gain" or "uniform"),
     ``alpha`` (PGD0 step). Objective: ``objective`` ("trades" or "ce"), ``beta`` (≥ 0),

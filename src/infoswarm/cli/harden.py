@@ -110,8 +110,9 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k-train", type=int, default=None, help="pixels of the inner attack (default 40)")
     g.add_argument("--inner", default=None, choices=INNER,
                    help="inner attack: one-step (one backward pass), swap (one-step, then --inner-steps "
-                        "forward-only swap steps; default), pgd0 (one-step, then --inner-steps L0-PGD steps)")
-    g.add_argument("--inner-steps", type=int, default=None, help="steps of swap or pgd0 (default 4)")
+                        "forward-only swap steps; default), pgd0 (one-step, then --inner-steps L0-PGD steps), "
+                        "spgd (--inner-steps sparse-PGD steps from random locations)")
+    g.add_argument("--inner-steps", type=int, default=None, help="steps of swap, pgd0 or spgd (default 4)")
     g.add_argument("--random-frac", type=float, default=None,
                    help="share of the k_train locations drawn at random (default 0.5; 0 = all by gain, "
                         "which makes one-step training collapse)")
