@@ -276,6 +276,136 @@ def test_window_leaves_the_least_useful_pixels():
     assert att._useful(g, x0, loc, val) == 0.0
 
 
+# --- gradients inside the search: refreshed maps, guided swaps, a sparse-PGD seed, their cost ---
+
+class Recorder(SparseSwarm):
+    """Keeps the images each gain map was drawn at and the log prior it gave."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = []
+
+    def _log_prior(self, x, *a, **kw):
+        out = super()._log_prior(x, *a, **kw)
+        self.calls.append((x.detach().clone(), out[0].clone()))
+        return out
+
+
+class Decoy(nn.Module):
+    """Black 6x6 images, two classes, true class 0: a white pixel of A lowers z_0 by 1.5 (one is
+    enough once D is white); the decoys D are steeper (8) on the clean image but saturate at once
+    (they lower z_0 by 0.8 at most, not enough alone)."""
+
+    A, D = (3, 14), (8, 27)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.flatten(1)
+        s_a, s_d = f[:, list(self.A)].sum(1), f[:, list(self.D)].sum(1)
+        z0 = 2 - 1.5 * s_a - 8 * s_d.clamp(max=0.1)
+        return torch.stack([z0, 1e-3 * f.sum(1)], 1)
+
+
+def test_refresh_redraws_the_gain_map_at_the_incumbent():
+    """Untargeted on Decoy: the clean image's map points at the decoys D (the greedy start takes
+    them); a map redrawn at an incumbent that holds one (saturated, no gradient left) points at
+    A instead. Each redraw is one backward pass in grad_evals, at most one per ``refresh`` steps;
+    without refresh there is only the clean map."""
+    model = Decoy().eval()
+    x = torch.zeros(8, 1, 6, 6)
+    y = torch.zeros(8, dtype=torch.long)
+    att = Recorder(model, pixels=2, budget=200, refresh=2)
+    res = att(x, y)
+    first_x, first_lw = att.calls[0]
+    assert torch.equal(first_x, x)
+    assert all(sorted(first_lw[i].topk(2).indices.tolist()) == sorted(Decoy.D) for i in range(8))
+    assert len(att.calls) > 1
+    tops = []
+    for xi, lw in att.calls[1:]:
+        assert torch.all((xi != 0).flatten(1).any(1))                     # drawn at incumbents
+        held_d = (xi.flatten(1)[:, list(Decoy.D)] > 0).any(1)             # D saturated: no gradient
+        tops += lw.argmax(1)[held_d].tolist()
+    assert tops and all(t in Decoy.A for t in tops)
+    assert torch.all(res.success)
+    assert torch.all(res.grad_evals >= 1) and bool((res.grad_evals > 1).any())
+    assert torch.all(res.grad_evals <= 1 + res.queries // 2)
+    plain = Recorder(model, pixels=2, budget=200)
+    plain(x, y)
+    assert len(plain.calls) == 1
+
+
+def test_grad_cost_charges_every_backward_pass_to_the_budget(tiny):
+    """With grad_cost = r, queries + r · grad_evals never exceed the budget, an image that fails
+    spends all it can (queries = ⌊budget − r · grad_evals⌋), and chunked calls equal one call."""
+    model, x = tiny(channels=1, size=6, classes=4, act="relu", seed=3, n=9)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    for kw in (dict(refresh=3), dict(refresh=3, leave=0.5), dict()):
+        att = SparseSwarm(model, pixels=2, budget=60, eps=0.3, grad_cost=2.5, **kw)
+        res = att(x, y)
+        cost = res.queries.double() + 2.5 * res.grad_evals.double()
+        assert torch.all(cost <= 60)
+        fail = ~res.success
+        assert bool(fail.any())
+        assert torch.equal(res.queries[fail], torch.floor(60 - 2.5 * res.grad_evals[fail].double()).long())
+        if kw:
+            assert bool((res.grad_evals > 1).any())
+        else:
+            assert torch.all(res.grad_evals == 1) and torch.all(res.queries[fail] == 57)
+        parts = [att(x[i: i + 3], y[i: i + 3], offset=i) for i in (0, 3, 6)]
+        for a in ("x_adv", "queries", "grad_evals", "indices"):
+            assert torch.equal(torch.cat([getattr(r, a) for r in parts]), getattr(res, a))
+
+
+def test_leave_keeps_the_most_useful_pixels_per_image():
+    """_useful with a per-image count: image 0 may lose only its least useful pixel, image 1 its
+    three least useful; the map is signed towards success (an untargeted run stores −∇ log p_y)."""
+    att = SparseSwarm(Window(), pixels=4)
+    g = torch.tensor([[[1.0, -2.0, 0.5, 3.0, 0.0, 1.0]], [[1.0, -2.0, 0.5, 3.0, 0.0, 1.0]]], dtype=torch.float64)
+    x0 = torch.zeros(2, 1, 6, dtype=torch.float64)
+    loc = torch.tensor([[[0, 1, 2, 3]], [[0, 1, 2, 3]]])
+    val = torch.ones(2, 1, 4, 1)                                                       # contributions 1, −2, 0.5, 3
+    useful = att._useful(g, x0, loc, val, torch.tensor([1, 3]))
+    assert useful.tolist() == [[[1.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 0.0, 1.0]]]
+    assert att._useful(g, x0, loc, val, torch.tensor([4, 5])) == 0.0
+
+
+@pytest.mark.parametrize("kw", [dict(leave=0.5), dict(refresh=5, leave=0.5), dict(spgd_steps=8),
+                                dict(spgd_steps=8, grad_cost=1.5, refresh=5)])
+def test_gradient_options_keep_the_contract(tiny, kw):
+    """Every option: sparsity, box and budget hold (sPGD's passes included), successes re-verify,
+    the backward passes are counted (a seed: at most spgd_steps − 1 besides the prior's one),
+    chunked calls equal one call."""
+    model, x = tiny(channels=3, size=5, classes=4, act="relu", seed=1, n=8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    att = SparseSwarm(model, pixels=2, budget=50, eps=0.3, **kw)
+    res = att(x, y)
+    assert torch.all(res.pixel_l0 <= 2) and torch.all(res.linf <= 0.3 + 1e-6)
+    assert torch.all(res.x_adv >= 0) and torch.all(res.x_adv <= 1)
+    assert torch.all(res.queries + att.grad_cost * res.grad_evals.double() <= 50)
+    assert torch.equal(res.success, fresh_success(model, res))
+    assert bool(res.success.any()) and not bool(res.success.all())
+    if "spgd_steps" in kw:
+        assert torch.all(res.grad_evals >= 1) and torch.all(res.queries >= 2)     # sPGD's first judgement, the seed
+        if "refresh" not in kw:
+            assert torch.all(res.grad_evals <= 1 + kw["spgd_steps"] - 1)
+    parts = [att(x[i: i + 3], y[i: i + 3], offset=i) for i in (0, 3, 6)]
+    for a in ("x_adv", "queries", "grad_evals", "indices"):
+        assert torch.equal(torch.cat([getattr(r, a) for r in parts]), getattr(res, a))
+
+
+def test_spgd_seed_starts_where_sparse_pgd_ended():
+    """Needle: sPGD's gradient leads to the SET pixels, so a seeded run succeeds at its first
+    swarm query (queries = sPGD's forward passes + 1), even from a uniform prior."""
+    x = torch.zeros(3, 1, 8, 8)
+    y = torch.zeros(3, dtype=torch.long)
+    res = SparseSwarm(Needle().eval(), pixels=3, budget=100, prior="uniform", spgd_steps=30)(x, y)
+    assert torch.all(res.success)
+    assert all(sorted(res.indices[i].tolist()) == sorted(Needle.SET) for i in range(3))
+    assert torch.all(res.queries <= 31) and torch.all(res.grad_evals >= 1)
+    assert torch.all(res.queries == res.grad_evals + 2)     # judged steps + the seed's query; no prior pass
+
+
 def test_refine_removes_pixels_that_are_not_needed():
     model = Needle()
     x = torch.zeros(4, 1, 8, 8)
@@ -391,6 +521,11 @@ def test_onnx_bad_files(tmp_path):
     (dict(target="magic"), "unknown target"),
     (dict(loss="hinge"), "unknown loss"),
     (dict(values="gray"), "unknown values"),
+    (dict(refresh=-1), "refresh must be a non-negative integer"),
+    (dict(refresh=5, prior="uniform"), "follow the \"gain\" map"),
+    (dict(leave=1.5), "leave must lie in [0, 1]"),
+    (dict(grad_cost=2000), "grad_cost must lie in [0, budget)"),
+    (dict(spgd_steps=1000), "spgd_steps must be an integer in [0, budget)"),
 ])
 def test_bad_arguments(kwargs, needle):
     with pytest.raises(InputError) as e:

@@ -49,6 +49,27 @@ useful of the k by the map's first-order estimate of what each contributes to lo
 (gradient × (value − clean value)). Untargeted images and runs without ``min_prob`` are
 unchanged.
 
+Gradients inside the search (issue 21; off by default — measured in BENCHMARKS.md, section
+swarm-gradients, at equal cost in forward-equivalents):
+
+* ``refresh = m``: the gain map and its corner codes are redrawn at the image's incumbent (the
+  best particle) every m steps when its loss has improved since the last map, for every image
+  (untargeted: c = the true class, pushed down; targeted: the target, pushed up); the image's
+  own pixels get no gain there (they sit at their corner already). Window images keep
+  ``window_refresh``.
+* ``leave = f``: gradient-guided swaps: the leaving pixels are drawn among the ⌈f·k⌉ least useful
+  of the particle by the latest map (first-order contribution towards success, as in window
+  runs), the others leave last; entering pixels come from the (refreshed) gain prior as always.
+  Before the first refresh the clean image's map is used.
+* ``spgd_steps = T``: particle 0 starts where a projected sPGD run (:class:`.spgd.SPGD`, T
+  steps, its own counter-based streams) ended: its changed pixels with sPGD's values (in the
+  box, not necessarily corners), filled up to k from the greedy start; an image sPGD breaks is
+  done after one more query.
+* ``grad_cost = r``: every backward pass takes r queries from the budget, so a variant that
+  spends more gradients gets fewer queries: queries ≤ ⌊budget − r · grad_evals⌋ per image (an
+  image stops when its next step no longer fits, and a map is redrawn only when a step still
+  fits after it). The step schedule (α) stays that of the whole budget.
+
 Stopping and budget: an image stops at the first step in which one of its particles succeeds;
 the successful particle is returned. Queries per image: every candidate evaluated (the start
 included), never above ``budget`` (the last step evaluates only as many particles as remain in
@@ -72,6 +93,7 @@ file (onnxruntime, ``pip install infoswarm[onnx]``); see :mod:`.query`.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -87,6 +109,7 @@ from .base import Attack, Call, TargetSpec
 from .query import ModelLike, Outputs, as_model, is_query_only
 from .result import AttackResult
 from .sparse_rs import SparseRS, alpha_schedule
+from .spgd import SPGD
 
 Prior = Literal["auto", "uniform", "saliency", "gain", "fi", "fi-eps"]
 PRIORS = ("auto", "uniform", "saliency", "gain", "fi", "fi-eps")
@@ -125,6 +148,17 @@ class SparseSwarm(Attack):
             class) or "paper" (the paper's saturating probability gap; for ablations).
         values: "corner" (default; each perturbed channel at x − eps or x + eps clipped to
             [0, 1]) or "continuous" (uniform in that box; for ablations).
+        refresh: steps between redraws of the gain map at the image's incumbent, when it has
+            improved since the last map (one backward pass each; 0 = never, the default; "gain"
+            prior only). See "Gradients inside the search" in the module docstring.
+        leave: with the "gain" prior, the leaving pixels are drawn among the ⌈leave·k⌉ least
+            useful of the particle by the latest map (0 = uniform, the default; in [0, 1]).
+        grad_cost: forward passes one backward pass costs; each backward pass then takes that
+            many queries from ``budget`` (queries ≤ ⌊budget − grad_cost · grad_evals⌋), so that
+            variants with more gradients compare at equal cost (0 = not charged, the default).
+        spgd_steps: particle 0 starts where a projected sparse-PGD run of this many steps
+            ended (its forward passes count as queries, its backward passes in grad_evals; 0 =
+            no seed, the default).
         outputs: "logits" or "probs" — what ``model`` returns.
         seed: seed of the counter-based random streams.
         batch_size: candidate images per model call.
@@ -132,7 +166,7 @@ class SparseSwarm(Attack):
     Call ``attack(x, y, target=None, offset=0)`` (the contract of :class:`.Attack`) ->
     :class:`AttackResult`; ``indices`` [N, k] holds the
     perturbed locations h·W + w (−1 for removed pixels and for images returned unchanged),
-    ``grad_evals`` [N] the backward passes spent on the prior.
+    ``grad_evals`` [N] the backward passes (the prior, refreshed maps, an sPGD seed).
     """
 
     uses = ("pixels", "eps", "budget")
@@ -142,13 +176,14 @@ class SparseSwarm(Attack):
     def needs_gradient(self) -> bool:
         """Every prior but "uniform" (the default "auto" is "gain" for a torch module) takes a
         backward pass."""
-        return self.prior != "uniform"
+        return self.prior != "uniform" or self.spgd_steps > 0
 
     def __init__(self, model: ModelLike, pixels: int = 10, budget: int = 1000, eps: float = 1.0,
                  target: TargetSpec = None, min_prob: float | None = None, max_prob: float | None = None,
                  particles: int = 1, prior: Prior = "auto", prior_mix: float = 0.5,
                  fi_eps: float = 1e-3, social: float = 0.5, p_init: float = 0.3, refine: bool = False,
-                 loss: LossKind = "margin", values: Values = "corner",
+                 loss: LossKind = "margin", values: Values = "corner", refresh: int = 0, leave: float = 0.0,
+                 grad_cost: float = 0.0, spgd_steps: int = 0,
                  outputs: Outputs = "logits", seed: int = 0, batch_size: int = 4096) -> None:
         _check_common(pixels, eps, batch_size, Criterion(min_prob, max_prob))
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -165,6 +200,17 @@ class SparseSwarm(Attack):
             if not isinstance(v, (int, float)) or not ((0 <= v) if lo_ok else (0 < v)) or v > 1:
                 raise InputError(f"{name} must lie in {'[0' if lo_ok else '(0'}, 1], got {v!r}",
                                  f"pass e.g. {name}=0.5")
+        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0:
+            raise InputError(f"refresh must be a non-negative integer (steps; 0 = never), got {refresh!r}",
+                             "pass e.g. refresh=25")
+        if isinstance(leave, bool) or not isinstance(leave, (int, float)) or not 0 <= leave <= 1:
+            raise InputError(f"leave must lie in [0, 1] (0 = off), got {leave!r}", "pass e.g. leave=0.5")
+        if isinstance(spgd_steps, bool) or not isinstance(spgd_steps, int) or not 0 <= spgd_steps < budget:
+            raise InputError(f"spgd_steps must be an integer in [0, budget), got {spgd_steps!r}",
+                             "pass e.g. spgd_steps=20 (0 = no sparse-PGD seed)")
+        if isinstance(grad_cost, bool) or not isinstance(grad_cost, (int, float)) or not 0 <= grad_cost < budget:
+            raise InputError(f"grad_cost must lie in [0, budget), got {grad_cost!r}",
+                             "pass the cost of a backward pass in forward passes, e.g. grad_cost=1.2")
         super().__init__(as_model(model, outputs), target=target, min_prob=min_prob, max_prob=max_prob, seed=seed,
                          batch_size=batch_size)
         if prior == "auto":
@@ -172,6 +218,12 @@ class SparseSwarm(Attack):
         if prior != "uniform" and is_query_only(self.model):
             raise InputError(f'prior "{prior}" needs gradients, which a query-only model does not give',
                              'use prior="uniform", or pass the model as a torch nn.Module')
+        if spgd_steps and is_query_only(self.model):
+            raise InputError("spgd_steps= needs gradients, which a query-only model does not give",
+                             "leave spgd_steps=0, or pass the model as a torch nn.Module")
+        if (refresh or leave) and prior != "gain":
+            raise InputError(f'refresh= and leave= follow the "gain" map; prior "{prior}" has none',
+                             'use prior="gain" (the default for torch models), or leave them at 0')
         self.pixels, self.queries, self.eps = pixels, budget, float(eps)
         self.particles, self.prior, self.prior_mix, self.fi_eps = particles, prior, float(prior_mix), fi_eps
         self.social, self.p_init, self.refine = float(social), float(p_init), bool(refine)
@@ -181,6 +233,8 @@ class SparseSwarm(Attack):
         """Window runs (min_prob set, "gain" prior): steps between refreshes of the gain map at the incumbent."""
         self.window_leave = 10
         """Window runs: the leaving pixels are drawn among this many least useful ones (k or more: uniform)."""
+        self.refresh, self.leave, self.grad_cost = refresh, float(leave), float(grad_cost)
+        self.spgd_steps = spgd_steps
 
     @property
     def budget(self) -> int:
@@ -280,19 +334,34 @@ class SparseSwarm(Attack):
         # probability window: the gain map follows the incumbent, the least useful pixels leave
         wimg = target >= 0                                                # targeted images only
         window = self.prior == "gain" and self.criterion.min_prob is not None and bool(wimg.any())
-        gmap = torch.zeros(n, c, hw, dtype=torch.float64, device=dev) if window else None
+        win = wimg & window                                               # the images the window rules
+        # per image: steps between maps at the incumbent (0: never), pixels the leaving ones are drawn among
+        period = torch.where(win, self.window_refresh, self.refresh).to(dev)
+        n_leave = math.ceil(self.leave * k) if self.leave > 0 else k
+        leave_n = torch.where(win, self.window_leave, n_leave).to(dev)
+        guided = window or self.leave > 0                                 # some leaving pixels follow a map
+        gmap = torch.zeros(n, c, hw, dtype=torch.float64, device=dev) if guided else None
+        has_map = torch.zeros(n, dtype=torch.bool, device=dev)            # gmap holds a map of the image
+        sign = torch.where(target >= 0, 1.0, -1.0).to(dev, torch.float64).view(-1, 1, 1)  # gmap: towards success
         mapped = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)   # best loss at the last map
-        # (the first map at an incumbent is drawn at step window_refresh; until then the leaving
-        # pixels stay uniform: the clean image's gradient misjudges what the start's pixels carry)
+        # (window images: the first map at an incumbent is drawn at step window_refresh; until then
+        # the leaving pixels stay uniform: the clean image's gradient misjudges what the start's
+        # pixels carry; with ``leave`` the other images start from the clean image's map)
         if todo.numel() and self.prior != "uniform":
+            grads0: list[torch.Tensor] = []
             with torch.enable_grad():
                 lw, passes, gcode = self._log_prior(x[todo], cls[todo], clean.shape[1], (target[todo] >= 0),
-                                                    lo[todo], hi[todo])
+                                                    lo[todo], hi[todo], grads0 if self.leave > 0 else None)
             logw[todo] = lw.to(dev)
             if gcode is not None:
                 greedy_code = torch.full((n, hw), -1, dtype=torch.long, device=dev)
                 greedy_code[todo] = gcode.to(dev)
             grad_evals[todo] = passes
+            if gmap is not None and grads0:
+                start_map = todo[~win[todo]]
+                gmap[start_map] = grads0[0].to(dev)[~win[todo]] * sign[start_map]
+                has_map[start_map] = True
+        spent = torch.zeros(n, dtype=torch.bool, device=dev)              # out of budget (grad_cost)
         loc = torch.zeros(n, P, k, dtype=torch.long, device=dev)
         val = torch.zeros(n, P, k, c, dtype=x.dtype, device=dev)
         loss = torch.full((n, P), float("inf"), dtype=torch.float64, device=dev)
@@ -321,20 +390,36 @@ class SparseSwarm(Attack):
                 loc[idx, 0] = g_loc
                 g_code = greedy_code[idx].gather(1, g_loc).unsqueeze(1)
                 val[idx, 0] = fresh(idx, g_loc.unsqueeze(1), u[:, :1, hw:], g_code)[:, 0]
+            if self.spgd_steps:                     # particle 0 starts where a short sPGD run ended
+                loc[idx, 0], val[idx, 0], fwd, bwd = self._spgd_seed(x[idx], y[idx], target[idx], keys[idx], lo[idx],
+                                                                     hi[idx], loc[idx, 0], val[idx, 0])
+                queries[idx] += fwd
+                grad_evals[idx] += bwd
             lv, ok = evaluate(idx, loc[idx, :p0], val[idx, :p0])
             loss[idx, :p0] = lv
             done[idx] |= ok.any(1)
             used = p0
         step = 0
         while used < budget:
-            idx = (~done).nonzero().view(-1)
+            idx = (~done & ~spent).nonzero().view(-1)
             if idx.numel() == 0:
                 break
             step += 1
             p = min(P, budget - used)
-            if gmap is not None and greedy_code is not None and step % self.window_refresh == 0:
+            if self.grad_cost > 0 or self.spgd_steps:   # per-image budgets (backward passes charged, sPGD's passes)
+                fits = queries[idx] + p <= self._cap(grad_evals[idx])
+                spent[idx[~fits]] = True
+                idx = idx[fits]
+                if idx.numel() == 0:
+                    used += p
+                    continue
+            if greedy_code is not None and bool((period[idx] > 0).any()):
                 best_now = loss[idx].min(1).values
-                ri = idx[(best_now < mapped[idx]) & wimg[idx]]                # improved since the last map
+                due = (period[idx] > 0) & (step % period[idx].clamp(min=1) == 0)
+                due &= best_now < mapped[idx]                              # improved since the last map
+                if self.grad_cost > 0:              # and a step still fits after paying for the map
+                    due &= queries[idx] + p <= self._cap(grad_evals[idx] + 1)
+                ri = idx[due]
                 if ri.numel():
                     gb0 = loss[ri].argmin(1)
                     x_inc = torch.minimum(torch.maximum(_apply(x[ri], loc[ri, gb0], val[ri, gb0]), lo[ri]), hi[ri])
@@ -343,7 +428,10 @@ class SparseSwarm(Attack):
                         lw, passes, gcode = self._log_prior(x_inc, cls[ri], clean.shape[1], (target[ri] >= 0),
                                                             lo[ri], hi[ri], grads)
                     assert gcode is not None
-                    logw[ri], greedy_code[ri], gmap[ri] = lw.to(dev), gcode.to(dev), grads[0].to(dev)
+                    logw[ri], greedy_code[ri] = lw.to(dev), gcode.to(dev)
+                    if gmap is not None:
+                        gmap[ri] = grads[0].to(dev) * sign[ri]
+                        has_map[ri] = True
                     grad_evals[ri] += passes
                     mapped[ri] = loss[ri].min(1).values
             b = idx.numel()
@@ -357,11 +445,11 @@ class SparseSwarm(Attack):
             u = uniforms(kk, step, 0, (p, k + nl + n_val(m)))
             u_val = u[..., k + nl:]
             cur_loc, cur_val, cur_loss = loc[idx, :p], val[idx, :p], loss[idx]
-            # window runs: 1 for a pixel among the most useful (it leaves last), else 0
+            # window runs and ``leave``: 1 for a pixel among the most useful (it leaves last), else 0
             useful: torch.Tensor | float = 0.0
-            if gmap is not None and step > self.window_refresh:
-                mapped_i = wimg[idx] & torch.isfinite(mapped[idx])
-                useful = self._useful(gmap[idx], xf[idx], cur_loc, cur_val) * mapped_i.view(-1, 1, 1)
+            mapped_i = has_map[idx] & (~win[idx] | (step > self.window_refresh))
+            if gmap is not None and bool(mapped_i.any()):
+                useful = self._useful(gmap[idx], xf[idx], cur_loc, cur_val, leave_n[idx]) * mapped_i.view(-1, 1, 1)
             if P == 1:
                 # one particle: it is the global best; which leave is uniform, which enter from the prior
                 slots = (u[..., :k] + useful).topk(m, dim=2, largest=False).indices
@@ -411,33 +499,73 @@ class SparseSwarm(Attack):
         untouched = queries == 0
         bloc = torch.where(untouched.unsqueeze(1), torch.full_like(bloc, -1), bloc)
         if self.refine:
-            bloc = self._refine(x, y, target, bloc, bval, loss.min(1).values < 0, queries, keys)
+            bloc = self._refine(x, y, target, bloc, bval, loss.min(1).values < 0, queries, keys,
+                                self._cap(grad_evals))
         x_adv = torch.minimum(torch.maximum(_apply(x, bloc, bval), lo), hi)
         return self._finish(x, x_adv, y, target, queries, indices=bloc, grad_evals=grad_evals)
 
-    def _useful(self, g: torch.Tensor, x0: torch.Tensor, loc: torch.Tensor, val: torch.Tensor) -> torch.Tensor | float:
-        """[b, p, k] float64: 1 for the pixels outside the ``window_leave`` least useful of each
-        particle, by the first-order contribution to log p_target Σ_channels g · (value − clean)
-        (g [b, C, H·W] the map's gradient, x0 [b, C, H·W] the clean images, loc [b, p, k], val
+    def _spgd_seed(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, keys: torch.Tensor,
+                   lo: torch.Tensor, hi: torch.Tensor, loc0: torch.Tensor, val0: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A projected sPGD run of ``spgd_steps`` steps on images x [b, C, H, W]; its best judged
+        image becomes a particle: (locations [b, k], values [b, k, C], forward passes [b],
+        backward passes [b]). Its changed pixels keep sPGD's values (inside the box, not
+        necessarily corners); when it changed fewer than k, the particle's own start (loc0 [b, k],
+        val0 [b, k, C]) fills the rest."""
+        b, c, h, w = x.shape
+        hw, k = h * w, self.pixels
+        sp = SPGD(self.model, pixels=k, eps=self.eps, iterations=self.spgd_steps, variant="projected",
+                  min_prob=self.criterion.min_prob, max_prob=self.criterion.max_prob, seed=self.seed,
+                  batch_size=self.batch_size)
+        img, _, _, fwd, bwd = sp._sweep(x, y, target, keys, lo, hi, False, stream=40)
+        xf, imf = x.reshape(b, c, hw), img.reshape(b, c, hw)
+        chg = (imf != xf).any(1)                                          # [b, hw], at most k
+        own = torch.zeros(b, hw, dtype=torch.float64, device=x.device).scatter_(1, loc0, 1.0)
+        order = torch.arange(hw, device=x.device, dtype=torch.float64) * 1e-9   # ties: the lower location
+        loc = (2 * chg.double() + own - order).topk(k, dim=1).indices     # [b, k]
+        own_val = torch.zeros(b, hw, c, dtype=val0.dtype, device=x.device).scatter_(
+            1, loc0.unsqueeze(-1).expand(-1, -1, c), val0)
+        seed_val = imf.gather(2, loc.unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)   # [b, k, C]
+        val = torch.where(chg.gather(1, loc).unsqueeze(-1), seed_val,
+                          own_val.gather(1, loc.unsqueeze(-1).expand(-1, -1, c)))
+        return loc, val.to(val0.dtype), fwd, bwd
+
+    def _cap(self, grad_evals: torch.Tensor) -> torch.Tensor:
+        """Queries an image may spend after ``grad_evals`` backward passes: the budget less
+        ``grad_cost`` per pass (rounded down; the budget itself when grad_cost = 0)."""
+        if self.grad_cost == 0:
+            return torch.full_like(grad_evals, self.queries)
+        return torch.floor(self.queries - self.grad_cost * grad_evals.double() + 1e-9).long()
+
+    def _useful(self, g: torch.Tensor, x0: torch.Tensor, loc: torch.Tensor, val: torch.Tensor,
+                leave: torch.Tensor | None = None) -> torch.Tensor | float:
+        """[b, p, k] float64: 1 for the pixels outside the ``leave`` [b] (default: ``window_leave``)
+        least useful of each particle, by the first-order contribution to the goal
+        Σ_channels g · (value − clean) (g [b, C, H·W] the map's gradient of log p_c, signed so that
+        it points towards success, x0 [b, C, H·W] the clean images, loc [b, p, k], val
         [b, p, k, C]); 0.0 when every pixel may leave."""
         b, p, k = loc.shape
         c = g.shape[1]
-        if self.window_leave >= k:
+        if leave is None:
+            leave = torch.full((b,), self.window_leave, dtype=torch.long, device=loc.device)
+        if bool((leave >= k).all()):
             return 0.0
         at = loc.reshape(b, 1, p * k).expand(-1, c, -1)
         d = val.reshape(b, p * k, c).transpose(1, 2).double() - x0.gather(2, at).double()
         contrib = (g.gather(2, at) * d).sum(1).view(b, p, k)
         rank = contrib.argsort(dim=2, stable=True).argsort(dim=2)
-        return (rank >= self.window_leave).double()
+        return (rank >= leave.view(-1, 1, 1)).double()
 
     def _refine(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, loc: torch.Tensor,
-                val: torch.Tensor, won: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+                val: torch.Tensor, won: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor,
+                cap: torch.Tensor) -> torch.Tensor:
         """Drop pixels (loc → −1) of successful images while they stay adversarial, one try per
-        query and pixel in a random order, within the budget; updates ``queries`` in place."""
+        query and pixel in a random order, within the budget (``cap`` [N] queries per image);
+        updates ``queries`` in place."""
         n, k = loc.shape
         order = torch.argsort(uniforms(keys, 1 << 40, 5, (k,)), dim=1)    # [N, k]
         for r in range(k):
-            idx = (won & (queries < self.queries)).nonzero().view(-1)
+            idx = (won & (queries < cap)).nonzero().view(-1)
             if idx.numel() == 0:
                 break
             slot = order[idx, r]
