@@ -33,7 +33,8 @@ A method ``sparse-swarm:loss=ce;particles=4`` runs SparseSwarm with those option
 relative to a forward pass is measured on each model first (32 test images, forward under
 no_grad against forward + backward to the input, interleaved, median of 20, median of three
 rounds), sparse-swarm gets
-budget − ⌈r⌉ queries (one backward pass for its prior), pgd0 ⌊budget / (1 + r)⌋ (each step is a
+the budget with ``grad_cost=r``: each of its backward passes (its prior, and any map refreshed at
+the incumbent) takes r queries from it (one map: ⌊budget − r⌋ queries), pgd0 ⌊budget / (1 + r)⌋ (each step is a
 forward and a backward pass), spgd its fixed steps; the tables then give forward and backward
 passes and forward-equivalents (forwards + r · backwards) per image.
 
@@ -47,7 +48,6 @@ The peers (torchattacks OnePixel, ART PixelAttack) run in their own environment:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -142,15 +142,23 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
             "l0_mean": float(res.pixel_l0.double().mean())}
 
 
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def variant(name: str) -> tuple[str, dict[str, Any]]:
     """``"sparse-swarm:loss=ce;particles=4"`` -> ("sparse-swarm", {"loss": "ce", "particles": 4}):
-    a registered attack with non-default constructor options (integers are converted; the
-    registry refuses an option the attack does not take)."""
+    a registered attack with non-default constructor options (integers and decimals are
+    converted; the registry refuses an option the attack does not take)."""
     base, _, opts = name.partition(":")
     kw: dict[str, Any] = {}
     for item in filter(None, opts.split(";")):
         key, _, value = item.partition("=")
-        kw[key] = int(value) if value.isdigit() else value
+        kw[key] = int(value) if value.isdigit() else float(value) if _is_float(value) else value
     if kw and base not in registry.names():
         raise SystemExit(f"options after ':' are for registered attacks ({', '.join(registry.names())}), not {base}")
     return base, kw
@@ -189,12 +197,21 @@ def backward_ratio(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def equal_cost_budget(name: str, budget: float, r: float) -> int:
-    """Queries for ``name`` so that it spends about ``budget`` forward-equivalents per image."""
+    """Queries for ``name`` so that it spends about ``budget`` forward-equivalents per image
+    (sparse-swarm: the whole budget, with ``grad_cost=r`` charging each backward pass to it, see
+    :func:`equal_cost_options`)."""
     if name == "sparse-swarm":
-        return max(1, int(budget - math.ceil(r)))
+        return max(1, int(budget))
     if name == "pgd0":
         return max(2, int(budget // (1 + r)))
     return int(budget)
+
+
+def equal_cost_options(name: str, r: float) -> dict[str, Any]:
+    """Constructor options that make ``name`` pay for its backward passes out of its budget:
+    sparse-swarm's ``grad_cost`` (r forward passes per backward pass, so one prior map leaves
+    ⌊budget − r⌋ queries, and every refreshed map r fewer)."""
+    return {"grad_cost": r} if name == "sparse-swarm" else {}
 
 
 def cost_cells(r: dict[str, Any], ratio: float) -> list[str]:
@@ -213,18 +230,19 @@ HEADER = ["success (n/N = rate [95 % Wilson CI])", "misclassified (n/N [CI])", "
           "mean queries (failures at budget)", "grad evals / image", "s / image", "forward share"]
 
 
-def images_of(spec: str, n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
-    """``spec``: a zoo name, or ``label=zoo-name:weights.safetensors``."""
+def images_of(spec: str, n: int, skip: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
+    """``spec``: a zoo name, or ``label=zoo-name:weights.safetensors``; the first n correctly
+    classified test images after the first ``skip`` of them (a separate set for pilot runs)."""
     arch, weights = spec, None
     if "=" in spec:
         arch, weights = spec.split("=", 1)[1].split(":", 1)
     model = zoo.load(arch, weights).eval()
     ds = zoo.ZOO[arch].dataset
     x8, y = data.load(ds, "test")
-    x = data.to_float(x8[: 4 * n])
-    y = y[: 4 * n]
+    x = data.to_float(x8[: 4 * (n + skip)])
+    y = y[: 4 * (n + skip)]
     ok = probs_of(model, x).argmax(1) == y
-    return model, x[ok][:n], y[ok][:n], ds
+    return model, x[ok][skip: skip + n], y[ok][skip: skip + n], ds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="mnist-cnn,fashion-cnn",
                     help="zoo names or label=zoo-name:weights.safetensors, comma-separated")
     ap.add_argument("--images", type=int, default=100, help="correctly classified test images per model")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="leave out the first SKIP correctly classified images (pilot runs on other images)")
     ap.add_argument("--ks", default="1,5,10,20")
     ap.add_argument("--budgets", "--budget", dest="budgets", default="1000", help="queries per image, comma-separated")
     ap.add_argument("--modes", default="untargeted,targeted", help=f"comma-separated of {', '.join(MODES)}")
@@ -255,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     blocks: list[str] = []
     for spec in ([] if args.ablation else args.models.split(",")):
-        model, x, y, ds = images_of(spec, args.images)
+        model, x, y, ds = images_of(spec, args.images, args.skip)
         label = spec.split("=", 1)[0]
         counted = Counted(model).eval()
         ratio = backward_ratio(model, x) if args.equal_cost else 0.0
@@ -276,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                     for name in args.methods.split(","):
                         base, kw = variant(name)
                         q = equal_cost_budget(base, budget, ratio) if args.equal_cost else budget
+                        if args.equal_cost:
+                            kw = {**equal_cost_options(base, ratio), **kw}
                         r = run(base, counted, model, x, y, k, q, target, args.seed, min_prob, **kw)
                         print(label, mode, budget, r, flush=True)
                         rows.append([k, name, *(cost_cells(r, ratio) if args.equal_cost else row_cells(r))])
@@ -310,13 +332,14 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, starte
           blocks: list[str], done: bool) -> None:
     """(Re)write the section (``attack``, or ``attack-ablation``); a run in progress says so."""
     minutes = (time.perf_counter() - started) / 60
+    after = f" after the first {args.skip}" if args.skip else ""
     state = f"Whole run: {minutes:.0f} min." if done else f"PARTIAL: {minutes:.0f} min so far, run still going."
     body = "\n".join([
         "### SparseSwarm ablation (`bench/attack.py --ablation`)" if args.ablation else
         f"## Sparse attacks at equal k and budget (`bench/attack.py`, section {args.section or 'attack'})", "",
         f"Machine: {machine}. {state}",
         f"Command: `{command_line('bench/attack.py', argv)}`.",
-        f"Images: the first {args.images} correctly classified test images of each model's dataset; pixel "
+        f"Images: the first {args.images} correctly classified test images of each model's dataset{after}; pixel "
         "values free in [0, 1] (eps = 1, pure L0); one run per cell (seed "
         f"{args.seed}). Success is re-checked by the benchmark: untargeted = misclassified, targeted = a "
         "random target ≠ label (seeded) is predicted, and at most k pixel locations changed. "
@@ -325,8 +348,8 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, starte
         "corners, no search. Grad evals are backward passes (PGD0: every step; SparseSwarm: its prior; "
         "sPGD: its steps, its queries being forward passes only; JSMA: none counted, its Jacobians are in its "
         "queries)." + (" Equal cost (`--equal-cost`): the budget is in forward-equivalents per image "
-                       "(forward passes + r · backward passes, r measured per model); sparse-swarm gets budget − ⌈r⌉ "
-                       "queries, pgd0 ⌊budget / (1 + r)⌋ steps, spgd its 300 steps per variant whatever the budget, "
+                       "(forward passes + r · backward passes, r measured per model); sparse-swarm pays r queries "
+                       "per backward pass out of the budget (`grad_cost`; one map: ⌊budget − r⌋ queries), pgd0 ⌊budget / (1 + r)⌋ steps, spgd its 300 steps per variant whatever the budget, "
                        "so its cost column is what it spent." if args.equal_cost else ""),
         "", *[b + "\n" for b in blocks]])
     replace_section(args.out, args.section or ("attack-ablation" if args.ablation else "attack"), body)
