@@ -139,7 +139,8 @@ def run(name: str, counted: Counted, model: nn.Module, x: torch.Tensor, y: torch
             "mean_q_fail_at_budget": float(torch.where(succ, q, torch.full_like(q, cap)).mean()),
             "max_q": int(q.max()), "grad_evals": float(res.grad_evals.double().mean()),
             "s_per_image": wall / n, "forward_share": counted.forward_seconds / wall if wall else float("nan"),
-            "l0_mean": float(res.pixel_l0.double().mean())}
+            "l0_mean": float(res.pixel_l0.double().mean()),
+            "per_image": "".join("1" if s else "0" for s in succ.tolist())}   # for paired comparisons
 
 
 def _is_float(value: str) -> bool:
