@@ -54,7 +54,10 @@ def test_sparsity_box_budget_and_reverified_success(mnist, k, eps, particles, bu
     assert torch.equal(res.success, fresh_success(model, res))
     # an image that failed spent the whole budget
     assert torch.all(res.queries[~res.success] == budget)
-    assert torch.equal(res.grad_evals, (res.queries > 0).long())   # default prior: saliency, 1 backward
+    # default: the gain prior (one backward pass), redrawn at the incumbent at most every 25 steps
+    ran = res.queries > 0
+    assert torch.all(res.grad_evals[~ran] == 0) and torch.all(res.grad_evals[ran] >= 1)
+    assert torch.all(res.grad_evals <= 1 + res.queries // 25)
 
 
 @pytest.mark.realdata
@@ -254,7 +257,7 @@ def test_window_successes_respect_min_prob_on_a_tiny_model(tiny, seed):
     # the map is redrawn at the incumbent (at most once per window_refresh steps) in long runs only
     assert torch.all(res.grad_evals >= 1) and bool((res.grad_evals > 1).any())
     assert torch.all(res.grad_evals <= 1 + res.queries // att.window_refresh)
-    plain = SparseSwarm(model, pixels=4, budget=200, target=t)(x, y)
+    plain = SparseSwarm(model, pixels=4, budget=200, target=t, refresh=0, leave=0)(x, y)
     assert torch.all(plain.grad_evals <= 1)
     parts = [att(x[i: i + 3], y[i: i + 3], target=t[i: i + 3], offset=i) for i in (0, 3, 6)]
     assert torch.equal(torch.cat([r.x_adv for r in parts]), res.x_adv)
@@ -328,7 +331,7 @@ def test_refresh_redraws_the_gain_map_at_the_incumbent():
     assert torch.all(res.success)
     assert torch.all(res.grad_evals >= 1) and bool((res.grad_evals > 1).any())
     assert torch.all(res.grad_evals <= 1 + res.queries // 2)
-    plain = Recorder(model, pixels=2, budget=200)
+    plain = Recorder(model, pixels=2, budget=200, refresh=0)
     plain(x, y)
     assert len(plain.calls) == 1
 
@@ -339,7 +342,7 @@ def test_grad_cost_charges_every_backward_pass_to_the_budget(tiny):
     model, x = tiny(channels=1, size=6, classes=4, act="relu", seed=3, n=9)
     with torch.no_grad():
         y = model(x).argmax(1)
-    for kw in (dict(refresh=3), dict(refresh=3, leave=0.5), dict()):
+    for kw in (dict(refresh=3), dict(refresh=3, leave=0.5), dict(refresh=0, leave=0)):
         att = SparseSwarm(model, pixels=2, budget=60, eps=0.3, grad_cost=2.5, **kw)
         res = att(x, y)
         cost = res.queries.double() + 2.5 * res.grad_evals.double()
@@ -347,13 +350,26 @@ def test_grad_cost_charges_every_backward_pass_to_the_budget(tiny):
         fail = ~res.success
         assert bool(fail.any())
         assert torch.equal(res.queries[fail], torch.floor(60 - 2.5 * res.grad_evals[fail].double()).long())
-        if kw:
+        if kw["refresh"]:
             assert bool((res.grad_evals > 1).any())
         else:
             assert torch.all(res.grad_evals == 1) and torch.all(res.queries[fail] == 57)
         parts = [att(x[i: i + 3], y[i: i + 3], offset=i) for i in (0, 3, 6)]
         for a in ("x_adv", "queries", "grad_evals", "indices"):
             assert torch.equal(torch.cat([getattr(r, a) for r in parts]), getattr(res, a))
+
+
+def test_defaults_follow_the_incumbent_with_the_gain_prior():
+    """refresh = 25 and leave = 0.5 by default with the gain prior (measured in BENCHMARKS.md,
+    swarm-gradients); other priors and query-only models keep one map (or none)."""
+    model = TinyNet().eval()
+    att = SparseSwarm(model)
+    assert att.prior == "gain" and (att.refresh, att.leave, att.grad_cost, att.spgd_steps) == (25, 0.5, 0.0, 0)
+    for prior in ("uniform", "saliency", "fi"):
+        other = SparseSwarm(model, prior=prior)
+        assert (other.refresh, other.leave) == (0, 0.0)
+    blind = SparseSwarm(lambda x: model(x).detach())
+    assert blind.prior == "uniform" and (blind.refresh, blind.leave) == (0, 0.0)
 
 
 def test_leave_keeps_the_most_useful_pixels_per_image():
@@ -369,7 +385,7 @@ def test_leave_keeps_the_most_useful_pixels_per_image():
     assert att._useful(g, x0, loc, val, torch.tensor([4, 5])) == 0.0
 
 
-@pytest.mark.parametrize("kw", [dict(leave=0.5), dict(refresh=5, leave=0.5), dict(spgd_steps=8),
+@pytest.mark.parametrize("kw", [dict(leave=0.5, refresh=0), dict(refresh=5, leave=0.5), dict(spgd_steps=8, refresh=0),
                                 dict(spgd_steps=8, grad_cost=1.5, refresh=5)])
 def test_gradient_options_keep_the_contract(tiny, kw):
     """Every option: sparsity, box and budget hold (sPGD's passes included), successes re-verify,
@@ -387,7 +403,7 @@ def test_gradient_options_keep_the_contract(tiny, kw):
     assert bool(res.success.any()) and not bool(res.success.all())
     if "spgd_steps" in kw:
         assert torch.all(res.grad_evals >= 1) and torch.all(res.queries >= 2)     # sPGD's first judgement, the seed
-        if "refresh" not in kw:
+        if not kw["refresh"]:
             assert torch.all(res.grad_evals <= 1 + kw["spgd_steps"] - 1)
     parts = [att(x[i: i + 3], y[i: i + 3], offset=i) for i in (0, 3, 6)]
     for a in ("x_adv", "queries", "grad_evals", "indices"):
