@@ -104,6 +104,22 @@ def test_spgd_beats_random_locations_in_both_variants(setup):
     assert seen == {1 + 8 + 1, 1 + 16 + 1}
 
 
+def test_prior_both_keeps_the_stronger_of_uniform_and_gain_per_image(setup):
+    net, x, y = setup
+    runs = {}
+    for prior in ("uniform", "gain", "both"):
+        runs[prior] = inner.inner_attack(net, x, y, 6, kind="swap", steps=3, prior=prior,
+                                         gen=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)        # "both" draws the uniform run first, then the gain run
+    xu, _, _ = inner.inner_attack(net, x, y, 6, kind="swap", steps=3, prior="uniform", gen=gen)
+    xg, _, _ = inner.inner_attack(net, x, y, 6, kind="swap", steps=3, prior="gain", gen=gen)
+    xb, passes, _ = runs["both"]
+    with torch.no_grad():
+        lu, lg, lb = (F.cross_entropy(net(v), y, reduction="none") for v in (xu, xg, xb))
+    assert torch.equal(lb, torch.maximum(lu, lg))
+    assert passes == {"forward": 2 * 5 + 2, "backward": 2}
+
+
 def test_bad_k_is_refused(setup):
     net, x, y = setup
     for k in (0, 65):

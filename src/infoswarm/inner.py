@@ -37,6 +37,10 @@ cross-entropy of the true label, which the attack raises):
   their gradient; u steps by 0.25·√(H·W) along its L2-normalised gradient. The judged image of
   highest loss is returned; its changed values lie anywhere in the box (not only at corners).
 
+``prior="both"`` runs the attack twice, with uniform and with gain locations, and keeps per image
+the result of higher loss (the passes of both runs and two judging forward passes are counted):
+a model trained on it sees both the randomly and the gradient-placed perturbations.
+
 Objectives (:func:`objective`): ``"ce"`` (cross-entropy on the adversarial images, with label
 smoothing), ``"trades"`` (cross-entropy on the clean images + β·KL(p_clean ‖ p_adv), with label
 smoothing on the clean term), each with optional per-image weights.
@@ -56,8 +60,8 @@ from .attacks.pgd0 import project_l0
 InnerKind = Literal["one-step", "swap", "pgd0", "spgd"]
 INNER: tuple[str, ...] = ("one-step", "swap", "pgd0", "spgd")
 SPGD_STEP = 0.25
-PriorKind = Literal["gain", "uniform"]
-PRIORS: tuple[str, ...] = ("gain", "uniform")
+PriorKind = Literal["gain", "uniform", "both"]
+PRIORS: tuple[str, ...] = ("gain", "uniform", "both")
 ObjectiveKind = Literal["ce", "trades"]
 OBJECTIVES: tuple[str, ...] = ("ce", "trades")
 
@@ -126,6 +130,17 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
     hw = h * w
     if not 1 <= k <= hw:
         raise ValueError(f"k={k} must lie in 1..{hw}")
+    if prior == "both":              # per image, the stronger of the uniform and the gain run
+        xu, pu, loss0 = inner_attack(model, x, y, k, kind=kind, steps=steps, eps=eps, random_frac=random_frac,
+                                     prior="uniform", alpha=alpha, gen=gen)
+        xg, pg, _ = inner_attack(model, x, y, k, kind=kind, steps=steps, eps=eps, random_frac=random_frac,
+                                 prior="gain", alpha=alpha, gen=gen)
+        with torch.no_grad():
+            lu = F.cross_entropy(model(xu), y, reduction="none")
+            lg = F.cross_entropy(model(xg), y, reduction="none")
+        both = {key: pu[key] + pg[key] for key in pu}
+        both["forward"] += 2
+        return torch.where((lg > lu).view(-1, 1, 1, 1), xg, xu), both, loss0
     lo, hi = _box(x, eps)
     loss0, g = _ce_grad(model, x, y)
     score, v = gain(g, x, lo, hi)
