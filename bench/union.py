@@ -1,0 +1,72 @@
+"""Image-by-image comparisons from a `bench/attack.py` log (nothing typed by hand).
+
+    python bench/union.py LOG --model mnist-cnn-l0 --k 10 --a sparse-swarm@10000 --b spgd@1000 --b sparse-rs@10000
+
+Each result line of the log carries, per image, whether the method broke it (``per_image``: a
+0/1 string over the same images for every method of a model). Prints, for one model and k: the
+images broken by A, by the union of the B methods (an ensemble run in sequence breaks exactly
+this union), by A only and by the union only, with an exact two-sided McNemar (sign) test on the
+discordant images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import re
+
+
+def _lines(path: str) -> list[tuple[str, str, dict]]:
+    out = []
+    pat = re.compile(r"^(\S+) (\S+) (\d+) (\{.*\})$")
+    for line in open(path, encoding="utf-8"):
+        m = pat.match(line.strip())
+        if not m:
+            continue
+        d = ast.literal_eval(re.sub(r"\bnan\b", "None", m.group(4)))
+        if "per_image" in d:
+            out.append((m.group(1), m.group(2), d))
+    return out
+
+
+def _pick(rows: list[tuple[str, str, dict]], model: str, k: int, spec: str) -> str:
+    method, _, budget = spec.partition("@")
+    hits = [d["per_image"] for mod, _, d in rows
+            if mod == model and d["method"] == method and d["k"] == k and (not budget or d["budget"] == int(budget))]
+    if not hits:
+        raise SystemExit(f"no line for {model}, k={k}, {spec} in the log")
+    return hits[-1]
+
+
+def sign_test(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for b and c discordant images."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("log")
+    p.add_argument("--model", required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--a", required=True, help="METHOD@BUDGET")
+    p.add_argument("--b", action="append", required=True, help="METHOD@BUDGET (repeat: their union)")
+    args = p.parse_args()
+    rows = _lines(args.log)
+    a = _pick(rows, args.model, args.k, args.a)
+    bs = [_pick(rows, args.model, args.k, s) for s in args.b]
+    union = ["1" if any(b[i] == "1" for b in bs) else "0" for i in range(len(a))]
+    only_a = sum(1 for x, u in zip(a, union) if x == "1" and u == "0")
+    only_u = sum(1 for x, u in zip(a, union) if x == "0" and u == "1")
+    n = len(a)
+    print(f"{args.model} k={args.k}: {args.a} broke {a.count('1')}/{n}; union of {' + '.join(args.b)} "
+          f"broke {union.count('1')}/{n}; only {args.a}: {only_a}, only the union: {only_u} "
+          f"(McNemar p = {sign_test(only_a, only_u):.3g})")
+
+
+if __name__ == "__main__":
+    main()
