@@ -118,7 +118,8 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
                         "which makes one-step training collapse)")
     g.add_argument("--prior", default=None, choices=PRIORS,
                    help="where the inner attack puts its locations: uniform (default; measured best, RESULTS.md) "
-                        "or gain (first-order gain at the best corner)")
+                        "gain (first-order gain at the best corner), or both (per image the stronger of the two "
+                        "runs; measured worse than uniform)")
     g.add_argument("--objective", default=None, choices=OBJECTIVES,
                    help="trades (CE on clean + beta * KL(clean || adversarial); default) or ce (on adversarial)")
     g.add_argument("--beta", type=float, default=None, help="TRADES trade-off weight (default 3)")
