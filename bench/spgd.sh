@@ -2,9 +2,9 @@
 # SparseSwarm against sparse-PGD (issue 21): SparseSwarm at 1,000 forward-equivalents per image,
 # the sPGD cascade at 300 steps per variant, PGD0 at 1,000 forward-equivalents and the random
 # control, k = 10/5/20, untargeted, on the shipped models (bench/attack.py --equal-cost).
-# Sized for 2 CPU cores shared with several other jobs (the recorded run had a few per cent of a
-# core per stream): 50 MNIST, 30 Fashion-MNIST and 30 CIFAR-10 images (N_MNIST, N_FASHION,
-# N_CIFAR) instead of the issue's 200 / 100. Three streams run side by side, each writing its own
+# The issue's sizes: 200 MNIST and Fashion-MNIST, 100 CIFAR-10 images (N_MNIST, N_FASHION, N_CIFAR;
+# the first recorded run, on a machine shared with several jobs, used 50 / 30 / 30). Three streams
+# run side by side, each writing its own
 # file; the sections are then copied into BENCHMARKS.md (bench/merge_sections.py). The
 # PGD-trained MNIST model is not shipped: set PGD_MODEL to its weights (mnist-cnn architecture)
 # to add it.
@@ -12,9 +12,9 @@ set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/bench-spgd}
 PGD_MODEL=${PGD_MODEL:-runs/mnist-pgd/model.safetensors}
-N_MNIST=${N_MNIST:-50}
-N_FASHION=${N_FASHION:-30}
-N_CIFAR=${N_CIFAR:-30}
+N_MNIST=${N_MNIST:-200}
+N_FASHION=${N_FASHION:-200}
+N_CIFAR=${N_CIFAR:-100}
 mkdir -p "$OUT"
 A="$PY bench/attack.py --equal-cost --budgets 1000 --ks 10,5,20 --modes untargeted --methods sparse-swarm,spgd,pgd0,random"
 stream_a() {
