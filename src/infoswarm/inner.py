@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks.pgd0 import project_l0
+from .attacks.spgd import top_k_mask
 
 InnerKind = Literal["one-step", "swap", "pgd0", "spgd"]
 INNER: tuple[str, ...] = ("one-step", "swap", "pgd0", "spgd")
@@ -207,12 +208,6 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
     raise ValueError(f"unknown inner attack {kind!r}")
 
 
-def _top_mask(u: torch.Tensor, k: int) -> torch.Tensor:
-    """0/1 mask [B, 1, H, W] of the k largest entries of u [B, 1, H, W] per image."""
-    idx = u.flatten(1).topk(k, dim=1).indices
-    return torch.zeros_like(u.flatten(1)).scatter_(1, idx, 1.0).view_as(u)
-
-
 def _spgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int, lo: torch.Tensor,
           hi: torch.Tensor, val: torch.Tensor, u: torch.Tensor, projected: bool, passes: dict[str, int],
           loss0: torch.Tensor) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
@@ -227,7 +222,7 @@ def _spgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int
         val_ = val.detach().requires_grad_(True)
         u_ = u.detach().requires_grad_(True)
         with torch.enable_grad():
-            hard = _top_mask(u_.detach(), k)
+            hard = top_k_mask(u_.detach(), k).to(x.dtype)
             soft = torch.sigmoid(u_)
             mask = hard + soft - soft.detach() if projected else soft
             loss = F.cross_entropy(model(x + mask * (val_ - x)), y, reduction="none")
@@ -248,7 +243,7 @@ def _spgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int
         norm = gu.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
         u = (u + SPGD_STEP * hw ** 0.5 * gu / norm).detach()
     with torch.no_grad():
-        judged = x + _top_mask(u, k) * (val - x)
+        judged = x + top_k_mask(u, k).to(x.dtype) * (val - x)
         lj = F.cross_entropy(model(judged), y, reduction="none")
     passes["forward"] += 1
     take = lj > best_loss

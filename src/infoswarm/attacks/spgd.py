@@ -107,7 +107,7 @@ _U_MAX = 30.0
 """|u| is kept below this (σ(30) = 1 − 1e-13: the mask's logits never overflow)."""
 
 
-def _top_k(u: torch.Tensor, k: int) -> torch.Tensor:
+def top_k_mask(u: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask [N,1,H,W] of the k largest entries of u [N,1,H,W] per image (the support)."""
     flat = u.flatten(1)
     return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True).view_as(u)
@@ -237,7 +237,7 @@ class SPGD(Attack):
             if a.numel() == 0:
                 break
             xa, ya, ta = x[a], y[a], target[a]
-            adv = torch.where(_top_k(u[a], k), (xa + p[a]).clamp(lo[a], hi[a]), xa)
+            adv = torch.where(top_k_mask(u[a], k), (xa + p[a]).clamp(lo[a], hi[a]), xa)
             last = it == self.iterations - 1
             with torch.enable_grad():
                 xg = adv.clone().requires_grad_(not unprojected and not last)
