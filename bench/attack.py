@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                         if args.equal_cost:
                             kw = {**equal_cost_options(base, ratio), **kw}
                         r = run(base, counted, model, x, y, k, q, target, args.seed, min_prob, **kw)
-                        print(label, mode, budget, r, flush=True)
+                        print(label, mode, budget, {**r, "method": name}, flush=True)   # the variant's full name
                         rows.append([k, name, *(cost_cells(r, ratio) if args.equal_cost else row_cells(r))])
                         write(args, argv, machine, started, blocks + [title + md_table(head, rows)], done=False)
                 blocks.append(title + md_table(head, rows))

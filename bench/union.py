@@ -2,7 +2,9 @@
 
     python bench/union.py LOG --model mnist-cnn-l0 --k 10 --a sparse-swarm@10000 --b spgd@1000 --b sparse-rs@10000
 
-Each result line of the log carries, per image, whether the method broke it (``per_image``: a
+METHOD is the name given to ``--methods`` (with its options, e.g. ``sparse-swarm:refresh=0;leave=0``;
+logs written before that name was logged carry the base name only), BUDGET the ``--budgets``
+value of the run. Each result line of the log carries, per image, whether the method broke it (``per_image``: a
 0/1 string over the same images for every method of a model). Prints, for one model and k: the
 images broken by A, by the union of the B methods (an ensemble run in sequence breaks exactly
 this union), by A only and by the union only, with an exact two-sided McNemar (sign) test on the
@@ -17,7 +19,7 @@ import math
 import re
 
 
-def _lines(path: str) -> list[tuple[str, str, dict]]:
+def _lines(path: str) -> list[tuple[str, int, dict]]:
     out = []
     pat = re.compile(r"^(\S+) (\S+) (\d+) (\{.*\})$")
     for line in open(path, encoding="utf-8"):
@@ -26,14 +28,14 @@ def _lines(path: str) -> list[tuple[str, str, dict]]:
             continue
         d = ast.literal_eval(re.sub(r"\bnan\b", "None", m.group(4)))
         if "per_image" in d:
-            out.append((m.group(1), m.group(2), d))
+            out.append((m.group(1), int(m.group(3)), d))
     return out
 
 
-def _pick(rows: list[tuple[str, str, dict]], model: str, k: int, spec: str) -> str:
+def _pick(rows: list[tuple[str, int, dict]], model: str, k: int, spec: str) -> str:
     method, _, budget = spec.partition("@")
-    hits = [d["per_image"] for mod, _, d in rows
-            if mod == model and d["method"] == method and d["k"] == k and (not budget or d["budget"] == int(budget))]
+    hits = [d["per_image"] for mod, nominal, d in rows      # nominal: the run's --budgets value
+            if mod == model and d["method"] == method and d["k"] == k and (not budget or nominal == int(budget))]
     if not hits:
         raise SystemExit(f"no line for {model}, k={k}, {spec} in the log")
     return hits[-1]
