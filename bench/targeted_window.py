@@ -30,18 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attack import fmt_rate, images_of  # noqa: E402
 
-from infoswarm.attacks import SparseRS, SparseSwarm  # noqa: E402
+from infoswarm.attacks import SPGD, SparseRS, SparseSwarm  # noqa: E402
 from infoswarm.attacks.base import probs_of  # noqa: E402
 
 from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
 
 METHODS = ("sparse-swarm", "window-off", "sparse-rs", "random")
+EXTRA = ("uniform", "spgd")
 LABELS = {"sparse-swarm": "sparse-swarm", "window-off": "sparse-swarm, window off (before the fix)",
-          "sparse-rs": "sparse-rs", "random": "random (control)"}
+          "sparse-rs": "sparse-rs", "random": "random (control)", "uniform": "sparse-swarm, uniform prior",
+          "spgd": "sPGD cascade"}
 
 
 def build(name: str, model: torch.nn.Module, k: int, budget: int, target: torch.Tensor, min_prob: float,
-          seed: int) -> Any:
+          seed: int, spgd_iterations: int = 3000) -> Any:
     w: dict[str, Any] = dict(pixels=k, eps=1.0, target=target, min_prob=min_prob, seed=seed)
     if name == "sparse-swarm":
         return SparseSwarm(model, budget=budget, **w)
@@ -53,7 +55,11 @@ def build(name: str, model: torch.nn.Module, k: int, budget: int, target: torch.
         return SparseRS(model, budget=budget, **w)
     if name == "random":
         return SparseSwarm(model, budget=1, prior="uniform", **w)
-    raise SystemExit(f"unknown method {name!r}; use {', '.join(METHODS)}")
+    if name == "uniform":
+        return SparseSwarm(model, budget=budget, prior="uniform", **w)
+    if name == "spgd":                              # white-box reference: its own step count, not the budget
+        return SPGD(model, iterations=spgd_iterations, **w)
+    raise SystemExit(f"unknown method {name!r}; use {', '.join(METHODS + EXTRA)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-prob", type=float, default=0.9)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spgd-iterations", type=int, default=3000, help="steps per sPGD variant (method spgd)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--section", default="targeted-window")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
@@ -76,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     t = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
     k, n = args.pixels, len(x)
     rows: list[list[Any]] = []
+    misses: list[str] = []
     started = time.perf_counter()
     for name in args.methods.split(","):
-        att = build(name, model, k, args.budget, t, args.min_prob, args.seed)
+        att = build(name, model, k, args.budget, t, args.min_prob, args.seed, args.spgd_iterations)
         t0 = time.perf_counter()
         res = att(x, y)
         wall = time.perf_counter() - t0
@@ -96,13 +104,16 @@ def main(argv: list[str] | None = None) -> int:
                      fmt_rate(int(((pred != y) & l0_ok).sum()), n), med, f"{res.grad_evals.double().mean():.1f}",
                      fails, f"{wall:.0f}", f"{wall / n:.2f}"])
         print(rows[-1], flush=True)
-        write(args, argv, machine, rows, started, ds, n, done=False)
-    write(args, argv, machine, rows, started, ds, n, done=True)
+        miss = (~hit).nonzero().view(-1).tolist()
+        misses.append(f"- {LABELS[name]}: " + (", ".join(f"{int(y[i])}→{int(t[i])} ({pt[i].item():.2f})" for i in miss)
+                                               if name != "random" and miss else ("none" if not miss else "all")))
+        write(args, argv, machine, rows, started, ds, n, done=False, misses=misses)
+    write(args, argv, machine, rows, started, ds, n, done=True, misses=misses)
     return 0
 
 
 def write(args: argparse.Namespace, argv: list[str] | None, machine: str, rows: list[list[Any]], started: float,
-          ds: str, n: int, done: bool) -> None:
+          ds: str, n: int, done: bool, misses: list[str] | None = None) -> None:
     minutes = (time.perf_counter() - started) / 60
     state = f"Whole run: {minutes:.1f} min." if done else f"PARTIAL: {minutes:.1f} min so far, run still going."
     head = ["method", f"target hit with p ≥ {args.min_prob} (n/N = rate [95 % Wilson CI])",
@@ -119,8 +130,12 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, rows: 
         "default attack with the window rule disabled (the gain map stays the clean image's, the leaving "
         "pixel is uniform), i.e. the behaviour before the fix; `random` is the control (k random locations "
         "at random corners, one query). Backward passes are outside the query budget (SparseSwarm's "
-        "prior and, with the window, its refreshes at the incumbent).", "",
-        md_table(head, rows)])
+        "prior and, with the window, its refreshes at the incumbent). Extra rows when asked: `uniform` (the default "
+        f"attack with the uniform prior: queries only), `spgd` (the sPGD cascade, {args.spgd_iterations} steps per "
+        "variant, a white-box reference that does not follow the query budget).", "",
+        md_table(head, rows), "",
+        "The misses of each method (label→target, and p_target on the returned image):", "",
+        *(misses or [])])
     replace_section(args.out, args.section, body)
 
 

@@ -39,6 +39,39 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` for x [N, C, H, W] (2×2 windows, stride 2, an odd last row or
+    column dropped): the same values, bit for bit (a maximum is exact). On the CPU, when no
+    gradient flows through x (the attacks' queries run under ``torch.no_grad``), it takes the
+    elementwise maximum of the four strided views instead, which the CPU kernels of torch 2.13
+    run 8–40× faster than ``max_pool2d`` at one thread (BENCHMARKS.md, section speed-pooling).
+    With a gradient it calls ``max_pool2d``, whose gradient goes to the first maximum of each
+    window (an elementwise maximum would split it between ties)."""
+    if x.requires_grad or x.device.type != "cpu" or x.dim() != 4:
+        return F.max_pool2d(x, 2)
+    n, c, h, w = x.shape
+    x = x[:, :, : h - h % 2, : w - w % 2]
+    v = x.reshape(n, c, h // 2, 2, w - w % 2)
+    r = torch.maximum(v[:, :, :, 0], v[:, :, :, 1]).reshape(n, c, h // 2, w // 2, 2)
+    return torch.maximum(r[..., 0], r[..., 1])
+
+
+def global_max(x: torch.Tensor) -> torch.Tensor:
+    """``F.adaptive_max_pool2d(x, 1).flatten(1)`` [N, C] for x [N, C, H, W], bit for bit; without a
+    gradient through x on the CPU an ``amax`` over H and W (faster there, as :func:`max_pool2`)."""
+    if x.requires_grad or x.device.type != "cpu":
+        return F.adaptive_max_pool2d(x, 1).flatten(1)
+    return x.amax(dim=(2, 3))
+
+
+class MaxPool2(nn.Module):
+    """2×2 max-pooling with stride 2 as a layer (:func:`max_pool2`; no parameters, like
+    ``nn.MaxPool2d(2)``, so state dicts are unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool2(x)
+
+
 class Normalized(nn.Module):
     """``model`` taking standardised images, seen as a model taking [0, 1] images [N, C, H, W]:
     ``model(Normalize(mean, std)(x))`` (torchattacks' ``set_normalization_used``, Foolbox's and
@@ -75,8 +108,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize(x)
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = max_pool2(F.relu(self.bn1(self.conv1(x))))
+        x = max_pool2(F.relu(self.bn2(self.conv2(x))))
         x = self.dropout(F.relu(self.fc1(x.flatten(1))))
         return self.fc2(x)
 
@@ -155,7 +188,7 @@ class CifarCNN(nn.Module):
         cin = stem
         for w in widths:
             conv, bn = _conv_bn(cin, w)
-            layers += [conv, nn.MaxPool2d(2), bn, nn.ReLU(inplace=True),
+            layers += [conv, MaxPool2(), bn, nn.ReLU(inplace=True),
                        *_conv_bn(w, w), nn.ReLU(inplace=True)]
             cin = w
         self.features = nn.Sequential(*layers)
@@ -163,4 +196,4 @@ class CifarCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.normalize(x))
-        return self.fc(F.adaptive_max_pool2d(x, 1).flatten(1))
+        return self.fc(global_max(x))
