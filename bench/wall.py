@@ -66,7 +66,7 @@ def runner(name: str, model: torch.nn.Module, k: int, budget: int, rs_src: str |
         if not rs_src:
             raise SystemExit("official-sparse-rs needs --rs-src DIR (a checkout of github.com/fra31/sparse-rs)")
         sys.path.insert(0, str(Path(rs_src).resolve()))
-        from rs_attacks import RSAttack  # type: ignore[import-not-found]
+        from rs_attacks import RSAttack
 
         def predict(xb: torch.Tensor) -> torch.Tensor:
             return model(xb)
