@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from infoswarm import cli, data
 
@@ -107,6 +108,7 @@ def bad_cases(tmp_path, grey_npz):
         "unknown dataset": (["influence", "--dataset", "imagenet-1k", "--out", tmp_path / "o"], "unknown dataset"),
         "unknown model": (base + ["--model", "vgg99", "--out", tmp_path / "o"], "unknown model"),
         "limit zero": (base + ["--limit", 0, "--out", tmp_path / "o"], "--limit must be positive"),
+        "threads zero": (base + ["--threads", 0, "--out", tmp_path / "o"], "--threads must be a positive"),
         "out is a file": (base + ["--out", tmp_path / "afile"], "is a file"),
         "out not empty": (base + ["--out", tmp_path / "full"], "already holds files"),
         "corrupt weights": (base + ["--weights", tmp_path / "bad.safetensors", "--out", tmp_path / "o"],
@@ -126,7 +128,7 @@ def bad_cases(tmp_path, grey_npz):
     }
 
 
-CASES = ["unknown dataset", "unknown model", "limit zero", "out is a file", "out not empty",
+CASES = ["unknown dataset", "unknown model", "limit zero", "threads zero", "out is a file", "out not empty",
          "corrupt weights", "missing weights", "wrong image shape", "float npz", "corrupt npz",
          "bad eps", "bad window", "no cuda", "train unknown model"]
 
@@ -154,3 +156,33 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     res = subprocess.run([str(exe), "influence", "--dataset", "nope", "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("command, flag, env, want", [
+    ("attack", None, {}, 1), ("robustness", None, {}, 1), ("demo", None, {}, 1),
+    ("train", None, {}, None), ("harden", None, {}, None),
+    ("attack", None, {"OMP_NUM_THREADS": "2"}, None), ("attack", 3, {}, 3), ("train", 2, {}, 2)])
+def test_thread_defaults(command, flag, env, want):
+    import argparse
+
+    from infoswarm.cli.common import apply_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = apply_threads(argparse.Namespace(command=command, threads=flag), env)
+        assert got == want
+        assert torch.get_num_threads() == (want or 2)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_main_restores_the_thread_count(tmp_path, grey_npz, capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run(["influence", "--dataset", grey_npz, "--model", "mnist-cnn", "--limit", 2, "--threads", 1,
+             "--out", tmp_path / "i"], capsys)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -25,6 +25,7 @@ from ..runs import forget_checkpoints
 from . import analysis, attack, demo, evaluate, harden, influence, report, robustness, train, universality
 from .common import (
     Parser,
+    apply_threads,
     check_numbers,
     clear_notes,
     damaged_checkpoint,
@@ -65,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     terminate_cleanly()
     safe_streams()
     forget_checkpoints()
+    threads = torch.get_num_threads()   # restored on return: main() also runs in-process (demo, tests)
     try:
         check_numbers(args)
+        apply_threads(args)
         torch.manual_seed(args.seed)
         with run_lock(args):
             status = int(args.func(args) or 0)
@@ -87,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted; no half-written output was left (attack, train and harden runs keep "
               "their checkpoints: run the same command to continue)", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

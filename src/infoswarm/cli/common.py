@@ -35,6 +35,11 @@ def common_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
                         "cuda:N")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    g.add_argument("--threads", type=int, default=None,
+                   help="intra-op CPU threads (default: 1 for attack, robustness and demo: results bit for bit the "
+                        "same across chunkings and machines' loads, and no slowdown when other programs hold the "
+                        "cores, BENCHMARKS.md section cli-cpu; torch's own choice for the other commands; "
+                        "OMP_NUM_THREADS, when set, replaces either default)")
     g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
 
@@ -398,6 +403,30 @@ def check_numbers(args: argparse.Namespace) -> None:
     seed = getattr(args, "seed", 0)
     if isinstance(seed, int) and not 0 <= seed < 2 ** 63:
         raise InputError(f"--seed must lie in 0 .. 2^63-1, got {seed}", "pass e.g. --seed 0")
+
+
+ONE_THREAD_COMMANDS = ("attack", "robustness", "demo")
+"""Commands that run on one intra-op thread unless --threads or OMP_NUM_THREADS says otherwise:
+their attacks make many small model calls (the tail of hard images), which a second thread
+barely speeds up on a quiet machine and slows 2.5-fold when another program holds the other
+core (BENCHMARKS.md, section cli-cpu)."""
+
+
+def apply_threads(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int | None:
+    """Set torch's intra-op thread count from ``--threads`` (or the command's default, see
+    :data:`ONE_THREAD_COMMANDS`); returns the count set, or None when torch's own stays."""
+    import os
+
+    env = os.environ if environ is None else environ
+    n = getattr(args, "threads", None)
+    if n is None:
+        if getattr(args, "command", None) not in ONE_THREAD_COMMANDS or env.get("OMP_NUM_THREADS"):
+            return None
+        n = 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"--threads must be a positive whole number, got {n}", "pass --threads 1 or more")
+    torch.set_num_threads(n)
+    return n
 
 
 def run_lock(args: argparse.Namespace) -> Any:
