@@ -1,10 +1,10 @@
-"""Benchmark: CPU time of a 60-image CLI attack at the default thread count, quiet and with the
+"""Benchmark: CPU time of a 60-image CLI attack at one thread and at one per core, quiet and with the
 other cores busy (issue 21, part 3: small tail batches must not pay for thread wake-ups).
 
 Runs ``infoswarm attack --dataset mnist --model mnist-cnn --select all --limit N --out DIR`` (the
 default attack: SparseSwarm, k = 10, 1,000 queries) as a child process, ``--repeats`` times per
-setting, for each thread setting (the default: torch's own choice, one per core; and
-``OMP_NUM_THREADS=1``) and each load (quiet; ``busy``: one pure-Python busy loop per core but
+setting, for each thread setting (the command's default, one thread since the change this
+measured; and ``--threads N`` with N = the cores, torch's own choice before) and each load (quiet; ``busy``: one pure-Python busy loop per core but
 one, started before and stopped after each run). Reports the child's wall, user and system CPU
 seconds (medians) and sys / user.
 
@@ -37,13 +37,12 @@ def _child_cpu() -> tuple[float, float]:
 def run_once(exe: str, images: int, threads: str) -> tuple[float, float, float]:
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
-    if threads != "default":
-        env["OMP_NUM_THREADS"] = threads
+    flag = [] if threads == "default" else ["--threads", threads]
     with tempfile.TemporaryDirectory() as tmp:
         u0, s0 = _child_cpu()
         t0 = time.perf_counter()
         subprocess.run([exe, "attack", "--dataset", "mnist", "--model", "mnist-cnn", "--select", "all",
-                        "--limit", str(images), "--out", str(Path(tmp) / "run")], env=env, check=True,
+                        "--limit", str(images), "--out", str(Path(tmp) / "run"), *flag], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         u1, s1 = _child_cpu()
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     busy_n = max((os.cpu_count() or 2) - 1, 1)
     rows: list[list[Any]] = []
     for load in ("quiet", "busy"):
-        for threads in ("default", "1"):
+        for threads in ("default", str(os.cpu_count() or 2)):
             got = []
             for _ in range(args.repeats):
                 hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy_n)] \
@@ -82,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine}.", f"Command: `{command_line('bench/cli_cpu.py', argv)}`.", "",
         f"`infoswarm attack --dataset mnist --model mnist-cnn --select all --limit {args.images}` (SparseSwarm, "
         "k = 10, 1,000 queries), a fresh process each time (import and data loading included). `busy`: "
-        f"{busy_n} pure-Python busy loop(s) on the other core(s) during the run. Threads `default`: torch's own "
-        f"choice. Medians over {args.repeats} runs; the last column lists every run's ratio.", "",
+        f"{busy_n} pure-Python busy loop(s) on the other core(s) during the run. Threads `default`: the command's "
+        "default (one thread); a number: `--threads N` (N = the cores: torch's own choice, the default before). "
+        f"Medians over {args.repeats} runs; the last column lists every run's ratio.", "",
         md_table(["load", "threads", "wall s", "user s", "sys s", "sys / user", "sys / user per run"], rows)])
     replace_section(args.out, args.section, body)
     return 0

@@ -7,7 +7,10 @@
 # run side by side, each writing its own
 # file; the sections are then copied into BENCHMARKS.md (bench/merge_sections.py). The
 # PGD-trained MNIST model is not shipped: set PGD_MODEL to its weights (mnist-cnn architecture)
-# to add it.
+# to add it; bench/results.sh's recipe makes them in about 8 minutes:
+#   infoswarm harden --dataset mnist --model mnist-cnn --limit 6000 --particles 100 --iterations 10 \
+#     --restart-iterations 20 --eval-images 64 --lr 0.01 --method pgd --epochs 1 --milestones 1 \
+#     --pgd-steps 5 --out runs/mnist-pgd
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/bench-spgd}
