@@ -408,7 +408,7 @@ def check_numbers(args: argparse.Namespace) -> None:
 ONE_THREAD_COMMANDS = ("attack", "robustness", "demo")
 """Commands that run on one intra-op thread unless --threads or OMP_NUM_THREADS says otherwise:
 their attacks make many small model calls (the tail of hard images), which a second thread
-barely speeds up on a quiet machine and slows 2.5-fold when another program holds the other
+does not speed up on a quiet 2-core machine and slows twofold when another program holds the other
 core (BENCHMARKS.md, section cli-cpu)."""
 
 
