@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from pathlib import Path
+
+from infoswarm.stats import mcnemar
 
 
 def load(folder: str) -> dict[int, dict[str, str]]:
     with open(Path(folder) / "robustness.csv", newline="", encoding="utf-8") as f:
         return {int(r["index"]): r for r in csv.DictReader(f)}
-
-
-def mcnemar(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value for b and c discordant pairs."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, j) for j in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import re
+
+from infoswarm.stats import mcnemar
 
 
 def _lines(path: str) -> list[tuple[str, int, dict]]:
@@ -41,15 +42,6 @@ def _pick(rows: list[tuple[str, int, dict]], model: str, k: int, spec: str) -> s
     return hits[-1]
 
 
-def sign_test(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value for b and c discordant images."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("log")
@@ -67,7 +59,7 @@ def main() -> None:
     n = len(a)
     print(f"{args.model} k={args.k}: {args.a} broke {a.count('1')}/{n}; union of {' + '.join(args.b)} "
           f"broke {union.count('1')}/{n}; only {args.a}: {only_a}, only the union: {only_u} "
-          f"(McNemar p = {sign_test(only_a, only_u):.3g})")
+          f"(McNemar p = {mcnemar(only_a, only_u):.3g})")
 
 
 if __name__ == "__main__":

@@ -35,3 +35,15 @@ def rate_text(count: int, n: int, rate: float, interval: Sequence[float], label:
         return f"{count}/{n} = {percent(rate)} [{percent(lo)}, {percent(hi)}]"
     lo_text, hi_text = ("–" if math.isnan(v) else f"{100 * v:.1f}" for v in (lo, hi))
     return f"{count}/{n} = {percent(rate)} [{label} {lo_text}, {hi_text}]"
+
+
+def mcnemar(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for paired outcomes with b pairs (successes of the first
+    only) and c pairs (of the second only): 2 · P(X ≤ min(b, c)) for X ~ Binomial(b + c, 1/2),
+    capped at 1; 1.0 when there is no discordant pair."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b} and {c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, j) for j in range(min(b, c) + 1)) / 2 ** n)
