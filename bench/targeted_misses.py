@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attack import fmt_rate, images_of  # noqa: E402
+from targeted_window import targets_for, window_hits  # noqa: E402
 
 from infoswarm.attacks import SparseSwarm  # noqa: E402
-from infoswarm.attacks.base import probs_of  # noqa: E402
 
 from common import REPO, command_line, machine_line, md_table, replace_section  # noqa: E402
 
@@ -50,18 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_line()
     started = time.perf_counter()
     model, x, y, ds = images_of(args.model, args.images)
-    g = torch.Generator().manual_seed(args.seed)
-    t = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
+    t = targets_for(y, args.seed)
     k, B, n = args.pixels, args.budget, len(x)
 
-    def hits(res: Any, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = probs_of(model, res.x_adv.clamp(0, 1))
-        pt = p.gather(1, ts.view(-1, 1)).view(-1)
-        ok = (p.argmax(1) == ts) & (pt >= args.min_prob) & ((res.x_adv != xs).any(1).flatten(1).sum(1) <= k)
+    def hits(res: Any, xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ok, _, _, pt = window_hits(model, res.x_adv, xs, ys, ts, k, args.min_prob)
         return ok, pt
 
     w = dict(pixels=k, eps=1.0, min_prob=args.min_prob)
-    first, _ = hits(SparseSwarm(model, target=t, budget=B, seed=args.seed, **w)(x, y), x, t)
+    first, _ = hits(SparseSwarm(model, target=t, budget=B, seed=args.seed, **w)(x, y), x, y, t)
     miss = (~first).nonzero().view(-1)
     xs, ys, ts = x[miss], y[miss], t[miss]
     m = len(miss)
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             att = SparseSwarm(model, target=ts, budget=budget, seed=seed, **w, **opts)
             if "w_refresh" in kw:
                 att.window_refresh, att.window_leave = kw["w_refresh"], kw["w_leave"]
-            ok, pt = hits(att(xs, ys), xs, ts)
+            ok, pt = hits(att(xs, ys), xs, ys, ts)
             got |= ok
             best = torch.maximum(best, pt.double())
         rows.append([name, fmt_rate(int(got.sum()), m), f"{best.max().item():.2f}",

@@ -62,6 +62,24 @@ def build(name: str, model: torch.nn.Module, k: int, budget: int, target: torch.
     raise SystemExit(f"unknown method {name!r}; use {', '.join(METHODS + EXTRA)}")
 
 
+def targets_for(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """bench/attack.py's target rule: a random class ≠ the label per image, (y + randint(1, 10)) % 10
+    from a generator seeded with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return (y + torch.randint(1, 10, y.shape, generator=g)) % 10
+
+
+def window_hits(model: torch.nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                k: int, min_prob: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Re-checked on the returned images x_adv [N, C, H, W] (clean x, labels y, targets t): (hit [N]:
+    argmax = target, p_target ≥ min_prob and at most k changed locations; reach [N]: the target
+    predicted, at most k changed; misclassified [N]: argmax ≠ label, at most k changed; p_target [N])."""
+    p = probs_of(model, x_adv.clamp(0, 1))
+    pred, pt = p.argmax(1), p.gather(1, t.view(-1, 1)).view(-1)
+    l0_ok = (x_adv != x).any(1).flatten(1).sum(1) <= k
+    return (pred == t) & (pt >= min_prob) & l0_ok, (pred == t) & l0_ok, (pred != y) & l0_ok, pt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="mnist-cnn")
@@ -79,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     machine = machine_line()
     model, x, y, ds = images_of(args.model, args.images)
-    g = torch.Generator().manual_seed(args.seed)
-    t = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
+    t = targets_for(y, args.seed)
     k, n = args.pixels, len(x)
     rows: list[list[Any]] = []
     misses: list[str] = []
@@ -90,18 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = att(x, y)
         wall = time.perf_counter() - t0
-        p = probs_of(model, res.x_adv.clamp(0, 1))
-        pred, pt = p.argmax(1), p.gather(1, t.view(-1, 1)).view(-1)
-        l0_ok = (res.x_adv != x).any(1).flatten(1).sum(1) <= k
-        hit = (pred == t) & (pt >= args.min_prob) & l0_ok
-        reach = (pred == t) & l0_ok
+        hit, reach, wrong, pt = window_hits(model, res.x_adv, x, y, t, k, args.min_prob)
         q = res.queries.double()
         med = f"{q[hit].median().item():.0f}" if hit.any() else "—"
         fail_pt = pt[~hit]
         fails = (f"{fail_pt.median().item():.2f} (reach the target: {int(reach[~hit].sum())})"
                  if len(fail_pt) else "—")
         rows.append([LABELS[name], fmt_rate(int(hit.sum()), n), fmt_rate(int(reach.sum()), n),
-                     fmt_rate(int(((pred != y) & l0_ok).sum()), n), med, f"{res.grad_evals.double().mean():.1f}",
+                     fmt_rate(int(wrong.sum()), n), med, f"{res.grad_evals.double().mean():.1f}",
                      fails, f"{wall:.0f}", f"{wall / n:.2f}"])
         print(rows[-1], flush=True)
         miss = (~hit).nonzero().view(-1).tolist()

@@ -65,7 +65,9 @@ def runner(name: str, model: torch.nn.Module, k: int, budget: int, rs_src: str |
     elif name == "official-sparse-rs":
         if not rs_src:
             raise SystemExit("official-sparse-rs needs --rs-src DIR (a checkout of github.com/fra31/sparse-rs)")
-        sys.path.insert(0, str(Path(rs_src).resolve()))
+        src = str(Path(rs_src).resolve())
+        if src not in sys.path:
+            sys.path.insert(0, src)
         from rs_attacks import RSAttack
 
         def predict(xb: torch.Tensor) -> torch.Tensor:

@@ -43,8 +43,9 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     """``F.max_pool2d(x, 2)`` for x [N, C, H, W] (2×2 windows, stride 2, an odd last row or
     column dropped): the same values, bit for bit (a maximum is exact). On the CPU, when no
     gradient flows through x (the attacks' queries run under ``torch.no_grad``), it takes the
-    elementwise maximum of the four strided views instead, which the CPU kernels of torch 2.13
-    run 8–40× faster than ``max_pool2d`` at one thread (BENCHMARKS.md, section speed-pooling).
+    elementwise maximum of the four strided views instead, which torch 2.13's CPU kernels run
+    faster than ``max_pool2d`` at one thread: whole forward passes of the zoo models 1.1–1.9×
+    faster (BENCHMARKS.md, section speed-pooling).
     With a gradient it calls ``max_pool2d``, whose gradient goes to the first maximum of each
     window (an elementwise maximum would split it between ties)."""
     if x.requires_grad or x.device.type != "cpu" or x.dim() != 4:
