@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attack import images_of  # noqa: E402
+from attack import fmt_rate, images_of  # noqa: E402
 
 from infoswarm import models  # noqa: E402
 from infoswarm.attacks import SparseSwarm  # noqa: E402
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         same = (torch.equal(res["slow"].x_adv, res["fast"].x_adv)
                 and torch.equal(res["slow"].queries, res["fast"].queries))
         s = {k: statistics.median(v) for k, v in w.items()}
-        att_rows.append([spec, len(x), int(res["fast"].success.sum()), f"{s['slow']:.1f}", f"{s['fast']:.1f}",
+        att_rows.append([spec, len(x), fmt_rate(int(res["fast"].success.sum()), len(x)), f"{s['slow']:.1f}", f"{s['fast']:.1f}",
                          f"{s['slow'] / s['fast']:.2f}", "yes" if same else "**NO**"])
         print(att_rows[-1], flush=True)
         use(FAST)
@@ -122,8 +122,9 @@ def write(args: argparse.Namespace, argv: list[str] | None, machine: str, fwd_ro
         "Forward passes under `torch.no_grad` (uniform random images with a flat band, ms per call):", "",
         md_table(["model", "batch", "before ms", "after ms", "speed-up", "same logits"], fwd_rows), "",
         f"SparseSwarm (defaults, k = 10, untargeted, {args.budget} queries) on the first correctly classified "
-        "test images:", "",
-        md_table(["model", "images", "broken", "before s", "after s", "speed-up", "same result"], att_rows)])
+        "test images (a speed table: the success rates with their random control are in sections wall and "
+        "attack-spgd-*):", "",
+        md_table(["model", "images", "misclassified (n/N = rate [95 % Wilson CI])", "before s", "after s", "speed-up", "same result"], att_rows)])
     replace_section(args.out, args.section, body)
 
 
