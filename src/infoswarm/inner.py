@@ -37,8 +37,9 @@ cross-entropy of the true label, which the attack raises):
   their gradient; u steps by 0.25·√(H·W) along its L2-normalised gradient. The judged image of
   highest loss is returned; its changed values lie anywhere in the box (not only at corners).
 
-``prior="both"`` runs the attack twice, with uniform and with gain locations, and keeps per image
-the result of higher loss (the passes of both runs and two judging forward passes are counted):
+``prior="both"`` runs the attack twice from one clean gradient, with uniform and with gain
+locations, and keeps per image the result of higher loss (the shared gradient pass once, the
+passes of both runs and two judging forward passes are counted):
 a model trained on it sees both the randomly and the gradient-placed perturbations.
 
 Objectives (:func:`objective`): ``"ce"`` (cross-entropy on the adversarial images, with label
@@ -131,25 +132,34 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
     hw = h * w
     if not 1 <= k <= hw:
         raise ValueError(f"k={k} must lie in 1..{hw}")
-    if prior == "both":              # per image, the stronger of the uniform and the gain run
-        xu, pu, loss0 = inner_attack(model, x, y, k, kind=kind, steps=steps, eps=eps, random_frac=random_frac,
-                                     prior="uniform", alpha=alpha, gen=gen)
-        xg, pg, _ = inner_attack(model, x, y, k, kind=kind, steps=steps, eps=eps, random_frac=random_frac,
-                                 prior="gain", alpha=alpha, gen=gen)
+    loss0, g = _ce_grad(model, x, y)
+    if prior == "both":              # per image, the stronger of the uniform and the gain run (one gradient)
+        xu, pu = _from_grad(model, x, y, k, g, kind, steps, eps, random_frac, "uniform", alpha, gen)
+        xg, pg = _from_grad(model, x, y, k, g, kind, steps, eps, random_frac, "gain", alpha, gen)
         with torch.no_grad():
             lu = F.cross_entropy(model(xu), y, reduction="none")
             lg = F.cross_entropy(model(xg), y, reduction="none")
-        both = {key: pu[key] + pg[key] for key in pu}
+        both = {key: pu[key] + pg[key] - 1 for key in pu}       # the shared gradient pass counted once
         both["forward"] += 2
         return torch.where((lg > lu).view(-1, 1, 1, 1), xg, xu), both, loss0
+    xa, passes = _from_grad(model, x, y, k, g, kind, steps, eps, random_frac, prior, alpha, gen)
+    return xa, passes, loss0
+
+
+def _from_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, g: torch.Tensor, kind: InnerKind,
+               steps: int, eps: float, random_frac: float, prior: PriorKind, alpha: float, gen: torch.Generator
+               ) -> tuple[torch.Tensor, dict[str, int]]:
+    """:func:`inner_attack` for one prior ("gain" or "uniform") from the clean images' CE
+    gradient g [B, C, H, W] (its forward and backward pass are counted in the passes)."""
+    b, c, h, w = x.shape
+    hw = h * w
     lo, hi = _box(x, eps)
-    loss0, g = _ce_grad(model, x, y)
     score, v = gain(g, x, lo, hi)
     loc = one_step_support(score, k, random_frac, prior, gen)
     xa = _write(x, v, loc)
     passes = {"forward": 1, "backward": 1}
     if kind == "one-step" or steps <= 0:
-        return xa.detach(), passes, loss0
+        return xa.detach(), passes
     if kind == "swap":
         with torch.no_grad():
             cur = F.cross_entropy(model(xa), y, reduction="none")
@@ -177,7 +187,7 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
             loc = torch.where(better.view(-1, 1), cand, loc)
             xa = torch.where(better.view(-1, 1, 1, 1), xc, xa)
             cur = torch.where(better, lc, cur)
-        return xa.detach(), passes, loss0
+        return xa.detach(), passes
     if kind == "pgd0":
         best, best_loss = xa.detach(), torch.full((b,), -float("inf"), device=x.device)
         cur = xa.detach()
@@ -195,7 +205,7 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
             lc = F.cross_entropy(model(cur), y, reduction="none")
         passes["forward"] += 1
         take = lc > best_loss
-        return torch.where(take.view(-1, 1, 1, 1), cur, best).detach(), passes, loss0
+        return torch.where(take.view(-1, 1, 1, 1), cur, best).detach(), passes
     if kind == "spgd":
         noise = torch.rand(b, hw, generator=gen, dtype=torch.float64).to(x.device)
         # logistic noise, shifted so that σ(u) has median k / (H·W): the continuous image starts near
@@ -204,13 +214,13 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
         if prior == "gain":
             u = u + torch.log((score / score.sum(1, keepdim=True).clamp(min=1e-30)).clamp(min=1e-12)).to(x.dtype)
         projected = bool(torch.rand(1, generator=gen).item() < 0.5)
-        return _spgd(model, x, y, k, steps, lo, hi, v, u.view(b, 1, h, w), projected, passes, loss0)
+        return _spgd(model, x, y, k, steps, lo, hi, v, u.view(b, 1, h, w), projected, passes)
     raise ValueError(f"unknown inner attack {kind!r}")
 
 
 def _spgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int, lo: torch.Tensor,
-          hi: torch.Tensor, val: torch.Tensor, u: torch.Tensor, projected: bool, passes: dict[str, int],
-          loss0: torch.Tensor) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
+          hi: torch.Tensor, val: torch.Tensor, u: torch.Tensor, projected: bool, passes: dict[str, int]
+          ) -> tuple[torch.Tensor, dict[str, int]]:
     """The "spgd" inner attack's loop (see the module docstring); val [B, C, H, W] in [lo, hi],
     u [B, 1, H, W] the mask logits."""
     b = x.shape[0]
@@ -247,7 +257,7 @@ def _spgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int
         lj = F.cross_entropy(model(judged), y, reduction="none")
     passes["forward"] += 1
     take = lj > best_loss
-    return torch.where(take.view(-1, 1, 1, 1), judged, best).detach(), passes, loss0
+    return torch.where(take.view(-1, 1, 1, 1), judged, best).detach(), passes
 
 
 def rank_weights(score: torch.Tensor, strength: float) -> torch.Tensor:

@@ -536,7 +536,7 @@ class SparseSwarm(Attack):
         sp = SPGD(self.model, pixels=k, eps=self.eps, iterations=self.spgd_steps, variant="projected",
                   min_prob=self.criterion.min_prob, max_prob=self.criterion.max_prob, seed=self.seed,
                   batch_size=self.batch_size)
-        img, _, _, fwd, bwd = sp._sweep(x, y, target, keys, lo, hi, False, stream=40)
+        img, _, _, fwd, bwd = sp.sweep(x, y, target, keys, lo, hi, False, stream=40)
         xf, imf = x.reshape(b, c, hw), img.reshape(b, c, hw)
         chg = (imf != xf).any(1)                                          # [b, hw], at most k
         own = torch.zeros(b, hw, dtype=torch.float64, device=x.device).scatter_(1, loc0, 1.0)

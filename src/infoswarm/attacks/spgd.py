@@ -197,7 +197,7 @@ class SPGD(Attack):
             idx = (~done).nonzero().view(-1)
             if idx.numel() == 0:
                 break
-            img, ok, obj, q, g = self._sweep(x[idx], y[idx], target[idx], keys[idx], lo[idx], hi[idx],
+            img, ok, obj, q, g = self.sweep(x[idx], y[idx], target[idx], keys[idx], lo[idx], hi[idx],
                                              unprojected, stream=4 * v)
             queries[idx] += q
             grads[idx] += g
@@ -206,13 +206,16 @@ class SPGD(Attack):
             best_obj[idx[better]] = obj[better]
             done[idx[ok]] = True
 
-    def _sweep(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, keys: torch.Tensor,
-               lo: torch.Tensor, hi: torch.Tensor, unprojected: bool, stream: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sweep(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, keys: torch.Tensor,
+              lo: torch.Tensor, hi: torch.Tensor, unprojected: bool, stream: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One sPGD run of ``self.iterations`` steps on images x [n,C,H,W] (all still unbroken).
 
-        Returns (image [n,C,H,W]: the first success, else the best judged image; success [n];
-        its objective [n] (float64); forward passes [n]; backward passes [n])."""
+        ``keys`` [n] are the images' counter-based stream keys (:func:`._rng.image_keys`), lo/hi
+        [n,C,H,W] the box, ``stream`` the stream id of the starting draws (the attack's own
+        variants use 4·variant; :class:`.SparseSwarm`'s sPGD seed uses 40). Returns (image
+        [n,C,H,W]: the first success, else the best judged image; success [n]; its objective [n]
+        (float64); forward passes [n]; backward passes [n])."""
         n, c, h, w = x.shape
         dev, k, crit = x.device, self.pixels, self.criterion
         width = hi - lo
