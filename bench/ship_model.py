@@ -1,12 +1,14 @@
 """Ship a hardened model into the zoo: weights and a card made from its runs.
 
     python bench/ship_model.py --name mnist-cnn-l0 --harden RUN [--harden RUN2 ...] --robustness ROBUST_RUN
+    python bench/ship_model.py --name cifar10-cnn-l0 --extend --harden NEW_RUN --robustness ROBUST_RUN
 
 Copies the last harden run's ``model.safetensors`` to ``src/infoswarm/weights/NAME.safetensors``
 and writes ``NAME.json``: the base model's recipe (the architecture's training), every harden
 stage's command, settings, epochs and seconds, the test accuracy measured here on the whole test
 split, and the robust accuracy per k read from the ``infoswarm robustness`` run (with its image
-count, version and command). Nothing is typed by hand: every number comes from a file a command
+count, version and command). ``--extend`` keeps the stages of the zoo's current card (for weights
+whose earlier run folders are gone) and appends the new ones. Nothing is typed by hand: every number comes from a file a command
 wrote, or from a measurement made by this script.
 """
 
@@ -36,10 +38,12 @@ def main() -> None:
     p.add_argument("--command", action="append", default=None,
                    help="the command of each stage, where its folder has no card.json (a run made by the same "
                         "library call from a script)")
+    p.add_argument("--extend", action="store_true",
+                   help="the --harden runs continued the zoo's current weights: keep its card's stages before them")
     p.add_argument("--robustness", required=True, help="infoswarm robustness run folder of the final weights")
     args = p.parse_args()
     entry = zoo.ZOO[args.name]
-    stages = []
+    stages = list((zoo.card(args.name) or {}).get("hardening", [])) if args.extend else []
     weights: dict[str, torch.Tensor] | None = None
     for i, spec in enumerate(args.harden):
         folder, _, which = spec.partition(":")
