@@ -42,8 +42,15 @@ def main() -> None:
                    help="the --harden runs continued the zoo's current weights: keep its card's stages before them")
     p.add_argument("--robustness", required=True, help="infoswarm robustness run folder of the final weights")
     args = p.parse_args()
+    if args.name not in zoo.ZOO:
+        raise SystemExit(f"unknown zoo name {args.name!r}; use one of {', '.join(zoo.ZOO)}")
     entry = zoo.ZOO[args.name]
-    stages = list((zoo.card(args.name) or {}).get("hardening", [])) if args.extend else []
+    stages: list[dict] = []
+    if args.extend:
+        current = zoo.card(args.name)
+        if current is None:
+            raise SystemExit(f"--extend: {args.name} has no card to extend; ship it without --extend")
+        stages = list(current.get("hardening", []))
     weights: dict[str, torch.Tensor] | None = None
     for i, spec in enumerate(args.harden):
         folder, _, which = spec.partition(":")
