@@ -23,6 +23,10 @@ Defences (``--variants``):
 
 Example (the reduced run of RESULTS.md):
   python bench/hardening.py --dataset mnist --model mnist-cnn --limit 6000 --epochs 1 --out RESULTS.md
+
+``--export DIR`` trains nothing: it writes the weights each finished variant's row measured (its
+kept epoch; the start's weights where a variant rolled back to them) to ``DIR/<variant>.safetensors``,
+for a verdict with ``infoswarm robustness --model <the --model> --weights DIR/<variant>.safetensors``.
 """
 
 from __future__ import annotations
@@ -125,6 +129,32 @@ def verdict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ks: list[i
     return out
 
 
+def export(names: list[str], work: Path, model_name: str, dest: Path) -> None:
+    """Write the weights each finished variant's row measured to ``dest/<variant>.safetensors``
+    (its kept epoch: the checkpoint's best weights, its last ones, or the start's when it rolled
+    back to epoch 0)."""
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        cache = work / f"{name}.json"
+        if not cache.is_file():
+            raise SystemExit(f"{name}: no finished run in {work} (run the benchmark first)")
+        info, _ = json.loads(cache.read_text())
+        state = torch.load(work / name / "checkpoints" / "train.pt", weights_only=True)
+        kept = info["kept_epoch"]
+        if kept == 0:
+            weights = zoo.load(model_name).state_dict()
+        elif kept == state["epoch"]:
+            weights = state["model"]
+        elif state.get("best_epoch") == kept:
+            weights = state["best_model"]
+        else:
+            raise SystemExit(f"{name}: kept epoch {kept} is in neither the checkpoint's last nor its best weights")
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(dest / f"{name}.safetensors"))
+        print(f"{name}: kept epoch {kept} of {info['epochs']} -> {dest / (name + '.safetensors')}")
+
+
 def cell(count: int, n: int) -> str:
     return rate_text(count, n, count / n, wilson(count, n))
 
@@ -148,11 +178,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", default="bench/runs/hardening")
     p.add_argument("--out", default=None, help="RESULTS.md to write the section into (else print only)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="train nothing: write each finished variant's measured weights to DIR/<variant>.safetensors")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     ks = [int(v) for v in args.ks.split(",")]
     work = Path(args.work) / args.dataset
+    if args.export:
+        export(args.variants.split(","), work, args.model, Path(args.export))
+        return
     x8, y = data.load(args.dataset, "train")
     xt8, yt = data.load(args.dataset, "test")
     xe, ye = xt8[: args.eval_images].float() / 255, yt[: args.eval_images]
