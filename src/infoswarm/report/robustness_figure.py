@@ -44,6 +44,7 @@ def robustness_curves_png(curves: Sequence[tuple[str, Mapping[str, Any]]]) -> by
     import io
 
     fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
+    ax.set_xticks(sorted({0, *(int(k) for _, summary in curves for k in summary["ks"])}))
     for label, summary in curves:
         ks = [int(k) for k in summary["ks"]]
         per_k = summary["per_k"]
