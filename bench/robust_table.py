@@ -3,14 +3,15 @@
     python bench/robust_table.py --section robust-models --out RESULTS.md \\
         --run "mnist-cnn (start)=runs/robust-mnist-base" --run "mnist-cnn-l0=runs/robust-mnist-l0" ...
 
-Each ``LABEL=FOLDER`` becomes a row: images, version and members, clean accuracy, robust accuracy
+Each ``LABEL=FOLDER`` becomes a row (``LABEL=FOLDER+FOLDER2``: verdicts of the same weights on the
+same images at different k, merged into one row): images, version and members, clean accuracy, robust accuracy
 at each k with its count, 95 % Wilson interval, what each member added and the random control
 (one random k-pixel perturbation per image; runs older than the control say so), the warnings, and the
 verdict's wall time; written between the section's markers (``results:NAME``) of ``--out``.
 
 ``--train "LABEL=PATH[,PATH...]"`` adds the training columns to that row: clean accuracy on the
-whole test split and the epochs, seconds per epoch and total seconds of the defence, summed over
-the stages named in training order. A PATH is a harden run folder (its ``summary.json``), a zoo
+whole test split and the epochs, seconds per epoch and total seconds of the defence (with the
+offline methods' attack phase), summed over the stages named in training order. A PATH is a harden run folder (its ``summary.json``), a zoo
 card (``src/infoswarm/weights/NAME.json``: its ``hardening`` stages; a card without them gives the
 clean accuracy only) or a variant of ``bench/hardening.py`` (``WORK/DATASET/VARIANT.json`` beside
 its checkpoint). ``--figure PNG`` draws every row's robust accuracy against k (k = 0: clean
@@ -45,8 +46,8 @@ def main() -> None:
     args = p.parse_args()
     runs = []
     for spec in args.run:
-        label, _, folder = spec.partition("=")
-        runs.append((label, json.loads((Path(folder) / "summary.json").read_text())))
+        label, _, folders = spec.partition("=")
+        runs.append((label, merged([json.loads((Path(f) / "summary.json").read_text()) for f in folders.split("+")])))
     train = {}
     for spec in args.train:
         label, _, paths = spec.partition("=")
@@ -97,6 +98,23 @@ def main() -> None:
         replace_section(args.out, args.section, body, kind="results")
 
 
+def merged(summaries: list[dict]) -> dict:
+    """One row from verdicts of the same weights on the same images at different k (``F1+F2``):
+    their per-k figures, seconds and warnings together; refused when images, version, members or
+    clean counts differ."""
+    first = summaries[0]
+    for other in summaries[1:]:
+        for key in ("images", "version", "members", "clean_correct", "dataset", "split"):
+            if other.get(key) != first.get(key):
+                raise SystemExit(f"cannot merge verdicts with different {key}: {first.get(key)} vs {other.get(key)}")
+    out = dict(first)
+    out["per_k"] = {k: v for s in summaries for k, v in s["per_k"].items()}
+    out["ks"] = sorted({int(k) for k in out["per_k"]})
+    out["seconds"] = sum(s.get("seconds", 0) for s in summaries)
+    out["warnings"] = [w for s in summaries for w in s.get("warnings", [])]
+    return out
+
+
 def training_info(paths: list[Path]) -> dict:
     """Clean test accuracy (of the last stage) and the epochs and seconds summed over ``paths``
     (harden run folders, zoo cards, or bench/hardening.py variant files, in training order)."""
@@ -106,7 +124,9 @@ def training_info(paths: list[Path]) -> dict:
     for path in paths:
         if path.is_dir():                       # infoswarm harden run
             summ = json.loads((path / "summary.json").read_text())
-            clean, epochs, seconds = summ["after"]["clean_acc"], epochs + summ["epochs_run"], seconds + summ["train_seconds"]
+            clean = summ["after"]["clean_acc"]
+            epochs += summ.get("epochs_run", summ.get("epochs")) or 0
+            seconds += summ["train_seconds"] + (summ.get("attack_seconds") or 0.0)   # the offline methods' attack phase
         elif path.suffix == ".json" and isinstance(json.loads(path.read_text()), dict):     # zoo card
             card = json.loads(path.read_text())
             clean = card["test_accuracy"]
