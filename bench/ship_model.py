@@ -10,7 +10,7 @@ stage's command, settings, epochs and seconds, the test accuracy measured here o
 split, and the robust accuracy per k read from the ``infoswarm robustness`` run (with its image
 count, version and command). ``--robustness`` may be given more than once (e.g. a ``quick`` and a
 ``standard`` verdict): the card keeps each under ``verdicts``, and its headline ``robust_accuracy``
-is the strongest (``standard`` before ``quick``, then the most images). Every verdict is checked
+is the strongest (``standard`` before ``quick``, then the most images, then the most k). Every verdict is checked
 against the weights being shipped before anything is written: the model must classify the
 verdict's clean images as the verdict says, and misclassify each adversarial image it reports as
 a break (a verdict of other weights is refused in one line). ``--extend`` keeps the stages of the
@@ -189,9 +189,10 @@ def check_verdict(model: torch.nn.Module, verdict: dict) -> None:
 
 def headline(verdicts: list[dict]) -> dict:
     """The card's ``robust_accuracy`` and ``robustness`` from the strongest verdict (``standard``
-    before ``quick``, then the most images), and every verdict under ``verdicts``."""
+    before ``quick``, then the most images, then the most k), and every verdict under ``verdicts``."""
     rank = {"standard": 1, "quick": 0}
-    best = max(verdicts, key=lambda v: (rank.get(v["robustness"].get("version"), -1), v["robustness"].get("images", 0)))
+    best = max(verdicts, key=lambda v: (rank.get(v["robustness"].get("version"), -1), v["robustness"].get("images", 0),
+                                        len(v["robust_accuracy"])))
     return {"robust_accuracy": best["robust_accuracy"], "robustness": best["robustness"],
             "verdicts": [{k: v[k] for k in ("robustness", "robust_accuracy")} for v in verdicts]}
 
