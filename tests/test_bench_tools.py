@@ -1,0 +1,88 @@
+"""The benchmark scripts that turn verdicts into cards and tables: ``bench/ship_model.py`` refuses
+a verdict measured on other weights and headlines the strongest one; ``bench/robust_table.py``
+merges verdicts of the same images at different k and refuses to merge others. Generated data
+and untrained networks only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from infoswarm.models import SmallCNN
+
+
+def _bench(name):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    return SmallCNN(1, 10, 28, (0.1307,), (0.3081,)).eval()
+
+
+def _verdict(tmp_path, model, version="standard", images=24):
+    """A verdict folder as `infoswarm robustness` writes it, made honestly for ``model``: labels
+    are its own predictions (all clean-correct); at k = 10 every image gets one pixel set to 1
+    and is reported broken exactly when ``model`` then misclassifies it."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(images, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        xa = x.clone()
+        xa[:, 0, :4, :4] = 1.0
+        broken = model(xa).argmax(1) != y
+    folder = tmp_path / f"v-{version}-{images}"
+    folder.mkdir()
+    np.savez(folder / "adversarial.npz", x=x.numpy(), y=y.numpy(), x_adv_k10=xa.numpy(), broken_k10=broken.numpy())
+    per_k = {"10": {"robust": int((~broken).sum()), "total": images, "robust_accuracy": float((~broken).float().mean()),
+                    "robust_ci95": [0.0, 1.0], "random_control": None}}
+    summary = {"command": "robustness", "version": version, "images": images, "members": ["swarm-gain"],
+               "warnings": [], "seconds": 1.0, "per_k": per_k, "clean_correct": images, "dataset": "mnist",
+               "split": "test", "settings": {"dataset": "mnist", "split": "test", "limit": images, "ks": "10",
+                                             "version": version, "seed": 0, "eps": 1.0}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder, int(broken.sum())
+
+
+def test_ship_model_accepts_the_verdict_of_its_weights_and_refuses_another_models(tmp_path):
+    ship = _bench("ship_model")
+    model, other = _net(0), _net(1)
+    folder, n_broken = _verdict(tmp_path, model)
+    verdict = ship.read_verdict(str(folder), "mnist-cnn-l0")
+    assert verdict["robustness"]["cli"].startswith("infoswarm robustness --model mnist-cnn-l0 --dataset mnist")
+    ship.check_verdict(model, verdict)                       # its own weights: no complaint
+    with pytest.raises(SystemExit, match="does not match these weights"):
+        ship.check_verdict(other, verdict)                   # other weights disagree on labels and breaks
+
+
+def test_ship_model_headlines_standard_before_quick_then_images_then_ks(tmp_path):
+    ship = _bench("ship_model")
+    model = _net(0)
+    quick = ship.read_verdict(str(_verdict(tmp_path, model, "quick", 40)[0]), "m")
+    std_small = ship.read_verdict(str(_verdict(tmp_path, model, "standard", 20)[0]), "m")
+    std_big = ship.read_verdict(str(_verdict(tmp_path, model, "standard", 30)[0]), "m")
+    head = ship.headline([quick, std_small, std_big])
+    assert head["robustness"]["version"] == "standard" and head["robustness"]["images"] == 30
+    assert [v["robustness"]["images"] for v in head["verdicts"]] == [40, 20, 30]
+
+
+def test_robust_table_merges_verdicts_of_the_same_images_only(tmp_path):
+    table = _bench("robust_table")
+    base = {"images": 50, "version": "standard", "members": ["a"], "clean_correct": 47, "dataset": "cifar10",
+            "split": "test", "seconds": 10.0, "warnings": [], "per_k": {"10": {"robust": 18}, "20": {"robust": 6}}}
+    k5 = {**base, "seconds": 5.0, "per_k": {"5": {"robust": 30}}}
+    both = table.merged([base, k5])
+    assert both["ks"] == [5, 10, 20] and both["per_k"]["5"]["robust"] == 30 and both["seconds"] == 15.0
+    with pytest.raises(SystemExit, match="images"):
+        table.merged([base, {**k5, "images": 100}])
+    with pytest.raises(SystemExit, match="clean_correct"):
+        table.merged([base, {**k5, "clean_correct": 46}])
