@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -25,6 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 _T0 = time.perf_counter()          # when this module was imported: about when the script started
 SYS_USER_LIMIT = 0.15              # the guard's ceiling on system CPU time / user CPU time
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; run `make bench`.\n"
+
+
+def fail(message: str) -> NoReturn:
+    """Refuse bad input as the CLI does: one line on stderr (no traceback) and exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def markers(name: str, kind: str = "bench") -> tuple[str, str]:

@@ -49,7 +49,7 @@ from infoswarm.runs import ResumableRun  # noqa: E402
 from infoswarm.sparse_hardening import SparseConfig, sparse_harden  # noqa: E402
 from infoswarm.stats import rate_text, wilson  # noqa: E402
 
-from common import machine_line, replace_section  # noqa: E402  (bench/ is not a package)
+from common import fail, machine_line, replace_section  # noqa: E402  (bench/ is not a package)
 
 SMOOTH = dict(objective="trades", beta=3.0, label_smoothing=0.1, random_frac=0.5, prior="gain")
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -132,14 +132,17 @@ def verdict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ks: list[i
 def export(names: list[str], work: Path, model_name: str, dest: Path) -> None:
     """Write the weights each finished variant's row measured to ``dest/<variant>.safetensors``
     (its kept epoch: the checkpoint's best weights, its last ones, or the start's when it rolled
-    back to epoch 0)."""
+    back to epoch 0). Every variant is resolved before anything is written, and an existing file
+    is never replaced."""
     from safetensors.torch import save_file
 
-    dest.mkdir(parents=True, exist_ok=True)
+    found: list[tuple[str, dict[str, torch.Tensor], str]] = []
     for name in names:
-        cache = work / f"{name}.json"
+        cache, out = work / f"{name}.json", dest / f"{name}.safetensors"
         if not cache.is_file():
-            raise SystemExit(f"{name}: no finished run in {work} (run the benchmark first)")
+            fail(f"{name}: no finished run in {work} (run the benchmark first)")
+        if out.exists():
+            fail(f"{out} exists: export into an empty or new folder")
         info, _ = json.loads(cache.read_text())
         state = torch.load(work / name / "checkpoints" / "train.pt", weights_only=True)
         kept = info["kept_epoch"]
@@ -150,9 +153,12 @@ def export(names: list[str], work: Path, model_name: str, dest: Path) -> None:
         elif state.get("best_epoch") == kept:
             weights = state["best_model"]
         else:
-            raise SystemExit(f"{name}: kept epoch {kept} is in neither the checkpoint's last nor its best weights")
+            fail(f"{name}: kept epoch {kept} is in neither the checkpoint's last nor its best weights")
+        found.append((name, weights, f"kept epoch {kept} of {info['epochs']}"))
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, weights, what in found:
         save_file({k: v.contiguous() for k, v in weights.items()}, str(dest / f"{name}.safetensors"))
-        print(f"{name}: kept epoch {kept} of {info['epochs']} -> {dest / (name + '.safetensors')}")
+        print(f"{name}: {what} -> {dest / (name + '.safetensors')}")
 
 
 def cell(count: int, n: int) -> str:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infoswarm.stats import rate_text, wilson  # noqa: E402
 
-from common import replace_section  # noqa: E402
+from common import fail, replace_section  # noqa: E402
 
 
 def main() -> None:
@@ -47,12 +47,16 @@ def main() -> None:
     runs = []
     for spec in args.run:
         label, _, folders = spec.partition("=")
+        missing = [f for f in folders.split("+") if not (Path(f) / "summary.json").is_file()]
+        if missing or not label:
+            fail(f"--run {spec!r}: give LABEL=FOLDER of a finished `infoswarm robustness` run "
+                 f"({'no summary.json in ' + missing[0] if missing else 'no label'})")
         runs.append((label, merged([json.loads((Path(f) / "summary.json").read_text()) for f in folders.split("+")])))
     train = {}
     for spec in args.train:
         label, _, paths = spec.partition("=")
         if label not in {lab for lab, _ in runs}:
-            raise SystemExit(f"--train {label!r}: no --run has that label")
+            fail(f"--train {label!r}: no --run has that label")
         train[label] = training_info([Path(q) for q in paths.split(",")])
     ks = sorted({int(k) for _, s in runs for k in s["per_k"]})
     extra = " clean (whole test split) | epochs | s / epoch | training |" if train else ""
@@ -106,7 +110,7 @@ def merged(summaries: list[dict]) -> dict:
     for other in summaries[1:]:
         for key in ("images", "version", "members", "clean_correct", "dataset", "split"):
             if other.get(key) != first.get(key):
-                raise SystemExit(f"cannot merge verdicts with different {key}: {first.get(key)} vs {other.get(key)}")
+                fail(f"cannot merge verdicts with different {key}: {first.get(key)} vs {other.get(key)}")
     out = dict(first)
     out["per_k"] = {k: v for s in summaries for k, v in s["per_k"].items()}
     out["ks"] = sorted({int(k) for k in out["per_k"]})
@@ -122,6 +126,8 @@ def training_info(paths: list[Path]) -> dict:
 
     clean, epochs, seconds = None, 0, 0.0
     for path in paths:
+        if not path.exists() or (path.is_dir() and not (path / "summary.json").is_file()):
+            fail(f"{path}: not found, or a harden run without summary.json (an unfinished run)")
         if path.is_dir():                       # infoswarm harden run
             summ = json.loads((path / "summary.json").read_text())
             clean = summ["after"]["clean_acc"]
@@ -139,13 +145,13 @@ def training_info(paths: list[Path]) -> dict:
             kept = info["kept_epoch"]
             rows = {r["epoch"]: r for r in state["history"]}
             if kept == 0:
-                raise SystemExit(f"{path}: the variant rolled back to its start; give the start's row instead")
+                fail(f"{path}: the variant rolled back to its start; give the start's row instead")
             clean = rows[kept]["test_acc"]
             epochs, seconds = epochs + info["epochs"], seconds + info["train_seconds"]
         else:
-            raise SystemExit(f"{path}: not a harden run folder, a zoo card or a bench/hardening.py variant file")
+            fail(f"{path}: not a harden run folder, a zoo card or a bench/hardening.py variant file")
     if clean is None:
-        raise SystemExit(f"{', '.join(map(str, paths))}: no clean accuracy found")
+        fail(f"{', '.join(map(str, paths))}: no clean accuracy found")
     return {"clean": float(clean), "epochs": epochs, "seconds": seconds}
 
 

@@ -30,9 +30,12 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infoswarm import __version__, data, training, zoo  # noqa: E402
+
+from common import fail  # noqa: E402  (bench/ is not a package)
 
 
 def main() -> None:
@@ -54,21 +57,21 @@ def main() -> None:
                         "add them to its card")
     args = p.parse_args()
     if args.name not in zoo.ZOO:
-        raise SystemExit(f"unknown zoo name {args.name!r}; use one of {', '.join(zoo.ZOO)}")
+        fail(f"unknown zoo name {args.name!r}; use one of {', '.join(zoo.ZOO)}")
     entry = zoo.ZOO[args.name]
     verdicts = [read_verdict(folder, args.name) for folder in args.robustness]
     if args.add_verdict:
         if args.harden or args.extend:
-            raise SystemExit("--add-verdict ships no weights: leave out --harden and --extend")
+            fail("--add-verdict ships no weights: leave out --harden and --extend")
         add_verdicts(args.name, verdicts)
         return
     if not args.harden:
-        raise SystemExit("name the harden run(s) with --harden (or use --add-verdict to add a verdict to the card)")
+        fail("name the harden run(s) with --harden (or use --add-verdict to add a verdict to the card)")
     stages: list[dict] = []
     if args.extend:
         current = zoo.card(args.name)
         if current is None:
-            raise SystemExit(f"--extend: {args.name} has no card to extend; ship it without --extend")
+            fail(f"--extend: {args.name} has no card to extend; ship it without --extend")
         stages = list(current.get("hardening", []))
     weights: dict[str, torch.Tensor] | None = None
     for i, spec in enumerate(args.harden):
@@ -82,7 +85,7 @@ def main() -> None:
                        "train_seconds": sum(r["seconds"] for r in state["history"]), "history": state["history"],
                        "before": None, "after": None}
         else:
-            raise SystemExit(f"{folder} has no summary.json (an unfinished run): pass {folder}:last")
+            fail(f"{folder} has no summary.json (an unfinished run): pass {folder}:last")
         card_file = Path(folder) / "card.json"
         command = json.loads(card_file.read_text()).get("command") if card_file.is_file() else args.command[i]
         after, kept = summary["after"], summary.get("kept_epoch")
@@ -115,7 +118,6 @@ def main() -> None:
         tmp.unlink()
         raise
     tmp.replace(dest)
-    model = zoo.load(args.name)
     x, y = data.load(entry.dataset, "test")
     base = zoo.card(args.name.rsplit("-l0", 1)[0]) or {}
     card = {
@@ -127,9 +129,17 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, 2 shared CPU cores", "torch": torch.__version__,
         "infoswarm": __version__,
     }
-    dest.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    write_card(args.name, card)
     print(json.dumps({"name": args.name, "test_accuracy": card["test_accuracy"], "robust": card["robust_accuracy"]},
                      indent=1))
+
+
+def write_card(name: str, card: dict) -> None:
+    """Replace the zoo card of ``name`` atomically (a temporary file, then a rename)."""
+    path = zoo.weights_path(name).with_suffix(".json")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def read_verdict(folder: str, name: str) -> dict:
@@ -137,11 +147,11 @@ def read_verdict(folder: str, name: str) -> dict:
     figures, the command line that reproduces it on the zoo model ``name``, and the folder (for
     the check against the weights)."""
     path = Path(folder) / "summary.json"
-    if not path.is_file():
-        raise SystemExit(f"{folder} has no summary.json: name a finished `infoswarm robustness` run")
+    if not path.is_file() or not (Path(folder) / "adversarial.npz").is_file():
+        fail(f"{folder} has no summary.json and adversarial.npz: name a finished `infoswarm robustness` run")
     robust = json.loads(path.read_text())
     if robust.get("command") != "robustness":
-        raise SystemExit(f"{folder} is not an `infoswarm robustness` run (its summary says {robust.get('command')!r})")
+        fail(f"{folder} is not an `infoswarm robustness` run (its summary says {robust.get('command')!r})")
     per_k = {k: {key: v.get(key) for key in ("robust", "total", "robust_accuracy", "robust_ci95", "random_control")}
              for k, v in robust["per_k"].items()}
     info = {k: robust.get(k) for k in ("version", "images", "limit", "members", "command", "warnings", "seconds")
@@ -183,7 +193,7 @@ def check_verdict(model: torch.nn.Module, verdict: dict) -> None:
         disagree += int((broken & right & (adv > 1e-4)).sum())   # a reported break the model resists
         disagree += int((~broken & wrong_clean).sum())           # reported robust, but clean-misclassified
     if len(y) != int(verdict["robustness"].get("images", len(y))) or disagree:
-        raise SystemExit(f"{verdict['folder']}: the verdict does not match these weights ({disagree} of its "
+        fail(f"{verdict['folder']}: the verdict does not match these weights ({disagree} of its "
                          f"per-image calls disagree with them): measure the weights being shipped")
 
 
@@ -201,7 +211,7 @@ def add_verdicts(name: str, verdicts: list[dict]) -> None:
     """Check ``verdicts`` against the zoo's current weights of ``name`` and add them to its card."""
     card = zoo.card(name)
     if card is None:
-        raise SystemExit(f"{name} has no card: ship it with --harden first")
+        fail(f"{name} has no card: ship it with --harden first")
     model = zoo.load(name)
     for verdict in verdicts:
         check_verdict(model, verdict)
@@ -213,10 +223,7 @@ def add_verdicts(name: str, verdicts: list[dict]) -> None:
 
     merged = [{**v, "folder": ""} for v in [o for o in old if not any(same(o, n) for n in new)] + new]
     card.update(headline(merged))
-    path = zoo.weights_path(name).with_suffix(".json")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_card(name, card)
     print(json.dumps({"name": name, "robustness": card["robustness"], "robust": card["robust_accuracy"]}, indent=1))
 
 

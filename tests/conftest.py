@@ -129,3 +129,19 @@ def own_model(tmp_path_factory) -> dict[str, Any]:
         y = model(x8.float() / 255).argmax(1)
     np.savez(d / "data.npz", x=x8.numpy(), y=y.numpy())
     return {"dir": d, "model": f"{d}/net.py:Net", "weights": d / "net.pt", "data": d / "data.npz"}
+
+
+@pytest.fixture
+def bench_module():
+    """A loader for a script of ``bench/`` (not a package) as a module: ``bench_module("maps")``."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -483,21 +483,10 @@ def test_influence_report_states_the_map_and_shows_deletion(tmp_path):
 # bench/sensitivity_results.py: the percentile interval
 
 
-def _bench_module(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_quantile_interval_covers_about_95_percent():
+def test_quantile_interval_covers_about_95_percent(bench_module):
     """Draws from U(0, 1): the interval of the q-quantile must contain q in about 95 % of samples
     (a normal-approximation interval; 400 draws of 400 values)."""
-    qi = _bench_module("sensitivity_results").quantile_interval
+    qi = bench_module("sensitivity_results").quantile_interval
     g = torch.Generator().manual_seed(0)
     for q in (0.75, 0.9, 0.99):
         hits = 0
@@ -511,7 +500,7 @@ def test_quantile_interval_covers_about_95_percent():
     assert lo < 499.5 < hi and hi - lo < 80
 
 
-def test_default_map_is_what_the_stored_benchmark_says():
+def test_default_map_is_what_the_stored_benchmark_says(bench_module):
     """The default heatmap and the reason the report prints agree with tests/fixtures/maps_results.json:
     the default is best or tied with the best in the most settings, the counts quoted are the
     stored ones, and every setting it does not win is named with the winner's AUC."""
@@ -521,7 +510,7 @@ def test_default_map_is_what_the_stored_benchmark_says():
     path = Path(__file__).resolve().parent / "fixtures" / "maps_results.json"
     if not path.is_file():
         pytest.skip("no stored benchmark results")
-    bm = _bench_module("maps")
+    bm = bench_module("maps")
     results = json.loads(path.read_text())["results"]
     t = bm.tally(results)
     total = {m: t["deletion"][m] + t["insertion"][m] for m in maps.MAPS}
