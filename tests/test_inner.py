@@ -88,6 +88,16 @@ def test_multi_step_inner_attacks_never_lower_the_loss_of_their_start(setup, kin
     assert float(l1.mean()) > float(l0.mean())                    # the search finds better locations
 
 
+@pytest.mark.parametrize("m0,steps", [(15, 48), (15, 4), (5, 4), (1, 3), (3, 8), (10, 2)])
+def test_swap_size_halves_from_m0_to_one_location(m0, steps):
+    sizes = [inner.swap_size(s, steps, m0) for s in range(steps)]
+    assert sizes[0] == m0
+    assert all(a >= b for a, b in zip(sizes, sizes[1:]))
+    assert all(b in (a, a // 2) or b == a >> 2 for a, b in zip(sizes, sizes[1:]))
+    if steps >= m0.bit_length():              # enough steps for every halving: the search ends on single swaps
+        assert sizes[-1] == 1
+
+
 def test_spgd_beats_random_locations_in_both_variants(setup):
     net, x, y = setup
     seen = set()

@@ -120,6 +120,14 @@ def one_step_support(score: torch.Tensor, k: int, random_frac: float, prior: Pri
     return torch.cat([top, _gumbel_topk(rest, n_rand, gen)], 1)
 
 
+def swap_size(step: int, steps: int, m0: int) -> int:
+    """Locations swapped at swap step ``step`` (0-based) of ``steps``: ``m0`` halved
+    ⌊log2 m0⌋ times in equal stretches of the steps, so the last stretch swaps one location
+    (m0 = 15: 15, 7, 3, 1); coarse moves first, single-location refinements at the end."""
+    halvings = max(m0, 1).bit_length() - 1
+    return max(1, m0 >> (step * (halvings + 1) // max(steps, 1)))
+
+
 def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, kind: InnerKind = "one-step",
                  steps: int = 0, eps: float = 1.0, random_frac: float = 0.5, prior: PriorKind = "gain",
                  alpha: float = 0.1, gen: torch.Generator
@@ -171,7 +179,7 @@ def _from_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, g: to
             logw = torch.zeros(b, hw, dtype=torch.float64, device=x.device)
         m0 = max(1, -(-k // 4))
         for s in range(steps):
-            m = max(1, min(m0 >> (2 * s // max(steps, 1)), hw - k)) if hw > k else 0
+            m = min(swap_size(s, steps, m0), hw - k) if hw > k else 0
             if m == 0:
                 break
             u = torch.rand(b, k, generator=gen, dtype=torch.float64).to(x.device)
