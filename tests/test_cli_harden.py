@@ -243,6 +243,8 @@ def test_sparse_method_trains_watches_and_writes_a_harden_run(npz, tmp_path, cap
     (["--from", "cifar10-cnn"], "cifar10-cnn is made for cifar10, not mnist"),
     (["--from", "resnet-9000"], "--from 'resnet-9000' is not a zoo model"),
     (["--holdout", "600"], "--holdout 600 must leave training images"),
+    (["--watch", "pgd0"], "--watch pgd0 must name one or more of sparse-rs, swarm-gain, swarm-uniform"),
+    (["--watch", "sparse-rs,sparse-rs"], "must name one or more of"),
 ])
 def test_bad_sparse_input_writes_nothing(extra, message, tmp_path, capsys) -> None:
     out = tmp_path / "never"

@@ -168,8 +168,41 @@ def test_keep_best_returns_the_best_epochs_weights(world, tmp_path, monkeypatch)
     ({"holdout": 360}, "holdout"), ({"eval_k": 0}, "eval_k"), ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"on_collapse": "panic"}, "on_collapse"), ({"epochs": 0}, "epochs"), ({"random_frac": 1.5}, "random_frac"),
     ({"eps": 0.0}, "eps"), ({"fi_weight": -1.0}, "fi_weight"), ({"milestones": (9,)}, "milestones"),
+    ({"watch": ()}, "watch"), ({"watch": ("pgd0",)}, "watch"), ({"watch": ("sparse-rs", "sparse-rs")}, "watch"),
 ])
 def test_bad_settings_are_one_line_input_errors(change, word):
     cfg = SparseConfig(**{**CFG.as_dict(), **change})
     with pytest.raises(InputError, match=word):
         cfg.validate(64, 360)
+
+
+def test_the_watch_runs_its_attacks_in_turn_and_never_reports_more_than_one_of_them(world):
+    """The default watch (Sparse-RS, then SparseSwarm's gain prior on what it left) reports at most
+    Sparse-RS's robust accuracy, and the clean accuracy does not depend on the attacks."""
+    x8, y, _, _ = world
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    x = x8[:40].float() / 255
+    yy = y[:40]
+    c1, rs = sparse_hardening.robust_accuracy_on(model, x, yy, 2, 30, attacks=("sparse-rs",))
+    c2, both = sparse_hardening.robust_accuracy_on(model, x, yy, 2, 30, attacks=("sparse-rs", "swarm-gain"))
+    c3, _ = sparse_hardening.robust_accuracy_on(model, x, yy, 2, 30, attacks=("swarm-gain",))
+    assert c1 == c2 == c3 > 0
+    assert both <= rs
+    assert 0.0 <= both <= c1
+    assert SparseConfig().watch == ("sparse-rs", "swarm-gain")
+    assert SparseConfig().watch_text() == "sparse-rs then swarm-gain, 300 queries each"
+
+
+def test_runs_recorded_before_the_watch_setting_resume_with_the_old_watch(world, tmp_path):
+    """A run folder whose run.json has no ``watch`` (recorded before the setting existed) resumes
+    with --watch sparse-rs (what it ran with) and is refused, one line, with another watch."""
+    old = {k: v for k, v in CFG.as_dict().items() if k != "watch"}
+    ResumableRun(tmp_path / "old", "harden", old)
+    legacy = {"watch": list(sparse_hardening.LEGACY_WATCH)}
+    same = SparseConfig(**{**CFG.as_dict(), "watch": ("sparse-rs",)})
+    assert ResumableRun(tmp_path / "old", "harden", same.as_dict(), legacy=legacy).resumed
+    with pytest.raises(InputError, match=r"watch was \['sparse-rs'\], now \['sparse-rs', 'swarm-gain'\]"):
+        ResumableRun(tmp_path / "old", "harden", CFG.as_dict(), legacy=legacy)
+    # a legacy key the new settings do not hold is no difference
+    assert ResumableRun(tmp_path / "old", "harden", old, legacy={**legacy, "other": 1}).resumed

@@ -323,7 +323,9 @@ class ResumableRun:
     artefacts are written atomically and ``summary.json`` last, so a folder with a
     ``summary.json`` is a finished run and one without it is an unfinished one, never mistaken
     for finished. Opening a folder that holds another run's files, or this kind of run with
-    other settings, raises :class:`InputError` and leaves the folder untouched.
+    other settings, raises :class:`InputError` and leaves the folder untouched. ``legacy`` maps
+    a setting added after runs were recorded to the value those runs had: a run recorded without
+    the key resumes when the key has that value now.
     """
 
     MARKER = "run.json"
@@ -331,7 +333,8 @@ class ResumableRun:
 
     def __init__(self, path: str | os.PathLike[str], kind: str, settings: Mapping[str, Any],
                  overwrite: bool = False, create: bool = True,
-                 inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+                 inputs: Iterable[str | os.PathLike[str] | None] = (),
+                 legacy: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path).expanduser()
         self.kind = kind
         self.settings = json.loads(json.dumps(dict(settings), sort_keys=True, default=_jsonable))
@@ -355,15 +358,17 @@ class ResumableRun:
             if old.get("kind") != kind:
                 raise InputError(f"--out {out} holds a {old.get('kind', 'different')} run, not a {kind} run",
                                  "choose a new folder or pass --overwrite")
-            diff = sorted(k for k in set(old.get("settings", {})) | set(self.settings)
-                          if old.get("settings", {}).get(k) != self.settings.get(k))
+            since = {k: v for k, v in (legacy or {}).items() if k in self.settings}
+            recorded = json.loads(json.dumps({**since, **old.get("settings", {})}, sort_keys=True,
+                                             default=_jsonable))
+            diff = sorted(k for k in set(recorded) | set(self.settings) if recorded.get(k) != self.settings.get(k))
             if diff:
                 def shown(settings: Mapping[str, Any], key: str) -> str:
                     return repr(settings[key]) if key in settings else "not set"
 
                 k = diff[0]
                 raise InputError(f"resume settings differ from those of the unfinished run in {out}: {k} was "
-                                 f"{shown(old.get('settings', {}), k)}, now {shown(self.settings, k)}"
+                                 f"{shown(recorded, k)}, now {shown(self.settings, k)}"
                                  + (f" (and {len(diff) - 1} more: {', '.join(diff[1:4])}"
                                     + (", ..." if len(diff) > 4 else "") + ")" if len(diff) > 1 else ""),
                                  "rerun with the original settings, or choose a new --out / pass --overwrite")

@@ -9,12 +9,13 @@ L0-PGD steps ("pgd0"), or sparse-PGD steps from random locations ("spgd").
 
 Catastrophic overfitting is watched, not hoped against: after every epoch the robust accuracy
 of a fixed held-out set (the last ``holdout`` images of the training split, never trained on)
-under a multi-step *query* attack (Sparse-RS at ``eval_k`` pixels, ``eval_queries`` queries: a
-gradient-free attack cannot be fooled by a masked gradient) goes to the history
-(``val_robust``) and the log; a drop of more than ``collapse_drop`` below the best epoch is
-reported in one line and, with ``on_collapse="stop"`` or ``"rollback"``, ends training
-("rollback" also restores the best epoch's weights). With ``keep="best"`` (default) the model
-returned is the epoch of highest ``val_robust``.
+under a small ensemble goes to the history (``val_robust``) and the log: by default Sparse-RS
+(a *query* attack: a masked gradient cannot fool it) and then SparseSwarm with its gain prior
+(the member that breaks most images in the ``standard`` verdict) on the images Sparse-RS left,
+each at ``eval_k`` pixels with ``eval_queries`` queries (``watch``); a drop of more than
+``collapse_drop`` below the best epoch is reported in one line and, with ``on_collapse="stop"``
+or ``"rollback"``, ends training ("rollback" also restores the best epoch's weights). With
+``keep="best"`` (default) the model returned is the epoch of highest ``val_robust``.
 
 Influence's part (the paper's idea that vulnerable images and pixels matter most), each with
 its uniform counterpart for ablations: ``fi_weight`` > 0 weighs each image's loss by its rank
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,6 +49,10 @@ from .zoo import Recipe
 
 ON_COLLAPSE = ("warn", "stop", "rollback")
 KEEP = ("best", "last")
+WATCH_ATTACKS = ("sparse-rs", "swarm-gain", "swarm-uniform")
+"""The attacks the watch set can run, in the order given (each on the images the earlier left)."""
+LEGACY_WATCH = ("sparse-rs",)
+"""The watch of runs recorded before ``watch`` was a setting (a resumed old run has this one)."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,9 @@ class SparseConfig:
     β (a model that is not yet robust starts with a large KL term: without the ramp the first
     steps wreck a fine-tuned model's clean accuracy), ``batch_size``, ``weight_decay``,
     ``augment``/``crop_pad`` as the zoo recipe. Watch: ``holdout`` images, ``eval_images`` of
-    them attacked at ``eval_k`` pixels with ``eval_queries`` queries after every epoch,
-    ``collapse_drop``, ``on_collapse``, ``keep``."""
+    them attacked at ``eval_k`` pixels with ``eval_queries`` queries per attack after every epoch
+    by the attacks ``watch`` (names of :data:`WATCH_ATTACKS`, in order), ``collapse_drop``,
+    ``on_collapse``, ``keep``."""
 
     k_train: int = 40
     inner: str = "swap"
@@ -93,6 +99,7 @@ class SparseConfig:
     eval_images: int = 200
     eval_k: int = 10
     eval_queries: int = 300
+    watch: tuple[str, ...] = ("sparse-rs", "swarm-gain")
     collapse_drop: float = 0.15
     on_collapse: str = "warn"
     keep: str = "best"
@@ -114,6 +121,10 @@ class SparseConfig:
             raise InputError(f"unknown objective {self.objective!r}", f"use one of {', '.join(inner.OBJECTIVES)}")
         if self.on_collapse not in ON_COLLAPSE:
             raise InputError(f"unknown on_collapse {self.on_collapse!r}", f"use one of {', '.join(ON_COLLAPSE)}")
+        bad_watch = [a for a in self.watch if a not in WATCH_ATTACKS]
+        if not self.watch or bad_watch or len(set(self.watch)) != len(self.watch):
+            raise InputError(f"watch={','.join(self.watch) or '(empty)'} must name one or more of "
+                             f"{', '.join(WATCH_ATTACKS)}, each once", "pass e.g. watch=sparse-rs,swarm-gain")
         if self.keep not in KEEP:
             raise InputError(f"unknown keep {self.keep!r}", f"use one of {', '.join(KEEP)}")
         if not (self.beta >= 0):
@@ -155,23 +166,43 @@ class SparseConfig:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["watch"] = list(self.watch)
         return d
+
+    def watch_text(self) -> str:
+        """The watch attack in words, e.g. ``sparse-rs then swarm-gain, 300 queries each``."""
+        return " then ".join(self.watch) + f", {self.eval_queries} queries" + (" each" if len(self.watch) > 1 else "")
 
 
 def robust_accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, queries: int,
-                       seed: int = 0) -> tuple[float, float]:
+                       seed: int = 0, attacks: Sequence[str] = LEGACY_WATCH) -> tuple[float, float]:
     """(clean accuracy, robust accuracy) of ``model`` on float images x [N, C, H, W] in [0, 1]
-    under Sparse-RS at k pixels (pure L0, ``queries`` queries, untargeted): robust = correct on
-    the clean image and not broken. The model is left in eval mode."""
+    under ``attacks`` (names of :data:`WATCH_ATTACKS`) run in order, each on the images the
+    earlier ones left, at k pixels (pure L0, ``queries`` queries each, untargeted): robust =
+    correct on the clean image and broken by none. ``sparse-rs`` is Sparse-RS with p_init 0.8;
+    ``swarm-gain`` / ``swarm-uniform`` SparseSwarm with its gain / uniform prior. The model is
+    left in eval mode."""
+    from .attacks import registry
+
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(x[i: i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    correct = pred == y
-    if not bool(correct.any()):
+    left = pred == y
+    if not bool(left.any()):
         return 0.0, 0.0
-    res = SparseRS(model, pixels=k, budget=queries, seed=seed, p_init=0.8)(x[correct], y[correct])
-    robust = int((~res.success).sum())
-    return float(correct.float().mean()), robust / len(y)
+    clean = float(left.float().mean())
+    for name in attacks:
+        if not bool(left.any()):
+            break
+        if name == "sparse-rs":
+            attack: Any = SparseRS(model, pixels=k, budget=queries, seed=seed, p_init=0.8)
+        else:
+            attack = registry.build("sparse-swarm", model, pixels=k, budget=queries, seed=seed,
+                                    prior=name.split("-", 1)[1])
+        idx = left.nonzero().flatten()
+        res = attack(x[idx], y[idx])
+        left[idx[res.success.to(idx.device)]] = False
+    return clean, int(left.sum()) / len(y)
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
@@ -232,7 +263,7 @@ def sparse_harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torc
     recipe = cfg.recipe()
 
     def watch(net: nn.Module) -> tuple[float, float]:
-        return robust_accuracy_on(net, xv, yv, cfg.eval_k, cfg.eval_queries, seed=cfg.seed)
+        return robust_accuracy_on(net, xv, yv, cfg.eval_k, cfg.eval_queries, seed=cfg.seed, attacks=cfg.watch)
 
     state = run.load("train.pt")
     torch.manual_seed(cfg.seed)
@@ -248,7 +279,7 @@ def sparse_harden(model: nn.Module, x8: torch.Tensor, y: torch.Tensor, xt8: torc
         collapse: list[str] = []
         start = 0
         log(f"before: test accuracy {100 * before['clean_acc']:.2f} %, watch set {len(yv)} images: clean "
-            f"{100 * v_clean:.1f} %, robust at k={cfg.eval_k} {100 * v_rob:.1f} % (Sparse-RS, {cfg.eval_queries} q)")
+            f"{100 * v_clean:.1f} %, robust at k={cfg.eval_k} {100 * v_rob:.1f} % ({cfg.watch_text()})")
     else:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

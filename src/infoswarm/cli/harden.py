@@ -91,15 +91,21 @@ def add_parser(sub: Any) -> None:
 
 
 SPARSE_FLAGS = ("k_train", "inner", "inner_steps", "random_frac", "prior", "objective", "beta", "label_smoothing",
-                "fi_weight", "fi_control", "holdout", "eval_k", "eval_queries", "collapse_drop", "on_collapse", "keep")
+                "fi_weight", "fi_control", "holdout", "eval_k", "eval_queries", "watch", "collapse_drop", "on_collapse",
+                "keep")
 """The flags only ``--method sparse`` reads (their dests); the same names as the fields of
 :class:`~infoswarm.sparse_hardening.SparseConfig`."""
+
+
+def _parse_watch(text: str) -> tuple[str, ...]:
+    """``--watch a,b`` as a tuple of names (checked by :meth:`SparseConfig.validate`)."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def sparse_args(p: argparse.ArgumentParser) -> None:
     """The ``--method sparse`` options (defaults: :class:`~infoswarm.sparse_hardening.SparseConfig`)."""
     from ..inner import INNER, OBJECTIVES, PRIORS
-    from ..sparse_hardening import KEEP, ON_COLLAPSE
+    from ..sparse_hardening import KEEP, ON_COLLAPSE, WATCH_ATTACKS
 
     g = p.add_argument_group(
         "sparse training (--method sparse: every batch, an inner L0 attack at --k-train pixels; the model trains "
@@ -132,7 +138,12 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
                    help="last training images held out as the watch set (default 1000)")
     g.add_argument("--eval-k", type=int, default=None, help="pixels of the per-epoch watch attack (default 10)")
     g.add_argument("--eval-queries", type=int, default=None,
-                   help="queries of the per-epoch watch attack, Sparse-RS (default 300)")
+                   help="queries of each per-epoch watch attack (default 300)")
+    g.add_argument("--watch", default=None, type=_parse_watch, metavar="A,B",
+                   help="the watch attacks, each on the images the earlier left: "
+                        f"{', '.join(WATCH_ATTACKS)} (default sparse-rs,swarm-gain: the query attack a masked "
+                        "gradient cannot fool, then the standard verdict's strongest member; runs recorded before "
+                        "this option watched with sparse-rs alone)")
     g.add_argument("--collapse-drop", type=float, default=None,
                    help="a fall of watch-set robust accuracy larger than this below the best epoch is reported "
                         "as catastrophic overfitting (default 0.15)")
@@ -328,7 +339,7 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
 
     from .. import data, runs, zoo
     from ..artifacts import HardenRun
-    from ..sparse_hardening import SparseConfig, sparse_harden
+    from ..sparse_hardening import LEGACY_WATCH, SparseConfig, sparse_harden
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("--method sparse runs in one process", "run it without torchrun (use --device cuda for a GPU)")
@@ -383,13 +394,15 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     cfg.validate(int(x8.shape[2] * x8.shape[3]), min(args.limit or len(y), len(y)))
     settings = {"dataset": dataset, "split": args.split, "model": model_name, "weights": args.weights,
                 "from": start or "weights", "method": "sparse", **cfg.as_dict()}
+    legacy = {"watch": list(LEGACY_WATCH)}
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
-                           inputs=inputs_of(args))
+                           inputs=inputs_of(args), legacy=legacy)
     if run.finished and not args.overwrite:
         print(f"{args.out} is a finished harden run with these settings; nothing to do "
               "(pass --overwrite to run it again)", file=sys.stderr)
         return 0
-    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=inputs_of(args))
+    run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, inputs=inputs_of(args),
+                            legacy=legacy)
 
     def log(msg: str) -> None:
         if not args.json:
@@ -424,7 +437,7 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     lines = [f"sparse: {summary['epochs_run']} epochs on {summary['train_images']} images at k_train={cfg.k_train} "
              f"({cfg.inner}), {summary['seconds_per_epoch']:.0f}s per epoch; kept epoch {summary['kept_epoch']}",
              f"clean test accuracy {100 * b['clean_acc']:.2f}% -> {100 * a['clean_acc']:.2f}%; watch set "
-             f"({cfg.eval_images} held-out training images, Sparse-RS k={cfg.eval_k}, {cfg.eval_queries} queries) "
+             f"({cfg.eval_images} held-out training images, k={cfg.eval_k}, {cfg.watch_text()}) "
              f"robust {100 * b['val_robust']:.1f}% -> {100 * a['val_robust']:.1f}%",
              *([f"warning: {m}" for m in summary["collapse"]]),
              f"for a verdict: infoswarm robustness --model {model_name} --weights {args.out}/model.safetensors "
