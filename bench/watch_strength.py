@@ -44,11 +44,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     try:
-        watches = [tuple(w.split(",")) for w in args.watch]
-        for w in watches:
-            SparseConfig(watch=w, eval_k=args.k).validate(10**9, 10**9)
         model = zoo.load(args.model, weights=args.weights).eval()
         x8, y8 = load(args.dataset, "train")[:2]
+        watches = [tuple(w.split(",")) for w in args.watch]
+        for w in watches:              # the checks harden makes: k within the image, known attacks, a real holdout
+            SparseConfig(watch=w, eval_k=args.k, holdout=args.holdout,
+                         eval_queries=args.queries).validate(int(x8.shape[2] * x8.shape[3]), len(y8))
     except InputError as e:
         fail(str(e))
     n_train = len(y8) - args.holdout

@@ -85,3 +85,18 @@ def test_robust_table_merges_verdicts_of_the_same_images_only(bench_module, caps
     with pytest.raises(SystemExit) as e:
         table.merged([base, {**k5, "clean_correct": 46}])
     assert _refused(capsys, e, "different clean_correct")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--k", "1000", "--watch", "sparse-rs"], "eval_k=1000 must lie in 1..784"),
+    (["--watch", "pgd0"], "watch=pgd0 must name one or more of"),
+])
+def test_watch_strength_refuses_bad_input_in_one_line(bench_module, capsys, monkeypatch, argv, message):
+    import sys
+
+    bench = bench_module("watch_strength")
+    monkeypatch.setattr(sys, "argv", ["watch_strength.py", "--model", "mnist-cnn", "--dataset", "mnist", *argv])
+    with pytest.raises(SystemExit) as e:
+        bench.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
