@@ -144,19 +144,19 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
     lo, hi = _box(x, eps)
     score, v = gain(g, x, lo, hi)
     if prior == "both":              # per image, the stronger of the uniform and the gain run (one gradient)
-        xu, pu = _from_grad(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, "uniform", alpha, gen)
-        xg, pg = _from_grad(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, "gain", alpha, gen)
+        xu, pu = _from_gain(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, "uniform", alpha, gen)
+        xg, pg = _from_gain(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, "gain", alpha, gen)
         with torch.no_grad():
             lu = F.cross_entropy(model(xu), y, reduction="none")
             lg = F.cross_entropy(model(xg), y, reduction="none")
         both = {key: pu[key] + pg[key] - 1 for key in pu}       # the shared gradient pass counted once
         both["forward"] += 2
         return torch.where((lg > lu).view(-1, 1, 1, 1), xg, xu), both, loss0
-    xa, passes = _from_grad(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, prior, alpha, gen)
+    xa, passes = _from_gain(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, prior, alpha, gen)
     return xa, passes, loss0
 
 
-def _from_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, score: torch.Tensor, v: torch.Tensor,
+def _from_gain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, score: torch.Tensor, v: torch.Tensor,
                lo: torch.Tensor, hi: torch.Tensor, kind: InnerKind, steps: int, random_frac: float,
                prior: PriorKind, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, int]]:
     """:func:`inner_attack` for one prior ("gain" or "uniform") from the gain map of the clean
