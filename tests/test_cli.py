@@ -186,3 +186,21 @@ def test_main_restores_the_thread_count(tmp_path, grey_npz, capsys):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("rank, printed", [(None, True), ("0", True), ("1", False), ("x", True)])
+def test_held_notes_print_once_under_torchrun(monkeypatch, capsys, rank, printed) -> None:
+    """Every torchrun rank runs the same checks; only rank 0 prints their notes, and each rank
+    drops what it held (a later flush prints nothing old)."""
+    from infoswarm.cli import common
+
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    common.note("a model switched to eval mode")
+    common.flush_notes()
+    err = capsys.readouterr().err
+    assert ("note: a model switched to eval mode" in err) is printed
+    common.flush_notes()
+    assert capsys.readouterr().err == ""

@@ -175,6 +175,8 @@ def test_torchrun_gives_the_single_process_verdict(tmp_path, mnist_present):
     assert single.returncode == 0, single.stderr[-3000:]
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert multi.stdout.count("clean accuracy") == 1                     # only rank 0 prints
+    assert multi.stderr.count("note: clean accuracy") == 1               # ... its notes too
+    assert single.stderr.count("note: clean accuracy") == 1
     with np.load(one / "adversarial.npz") as a, np.load(two / "adversarial.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         for k in a.files:

@@ -245,6 +245,7 @@ def test_torchrun_attack_equals_single_process(tmp_path, digits):
     assert single.returncode == 0, err1[-3000:]
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert multi.stdout.count("selected 60 of 60") == 1                  # only rank 0 prints
+    assert multi.stderr.count("note: clean accuracy") == 1 == err1.count("note: clean accuracy")   # notes too
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name not in ("one", "two")]   # no leftovers
     with np.load(one / "adversarial.npz") as a, np.load(two / "adversarial.npz") as b:

@@ -126,10 +126,23 @@ def note(msg: str, kind: str = "note") -> None:
 
 
 def flush_notes() -> None:
-    """Print the held notes on stderr (called when the real work starts, and at the end)."""
-    for line in _NOTES:
-        print(line, file=sys.stderr, flush=True)
+    """Print the held notes on stderr (called when the real work starts, and at the end). Under
+    ``torchrun`` only rank 0 prints them: every rank runs the same checks, so the other ranks'
+    notes are copies (the RANK variable is read because the process group may not exist yet)."""
+    if _rank() == 0:
+        for line in _NOTES:
+            print(line, file=sys.stderr, flush=True)
     _NOTES.clear()
+
+
+def _rank() -> int:
+    """This process's torchrun rank (0 outside torchrun or when RANK is not a number)."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def clear_notes() -> None:
