@@ -100,3 +100,37 @@ def test_watch_strength_refuses_bad_input_in_one_line(bench_module, capsys, monk
         bench.main()
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def _csv_run(folder, robust_k10, images=None):
+    """A verdict folder with robustness.csv (one row per image, robust at k = 10 as given) and,
+    when ``images`` is given, the adversarial.npz that stores them."""
+    folder.mkdir()
+    lines = ["index,clean_correct,broken_k10"] + [f"{i},1,{0 if r else 1}" for i, r in enumerate(robust_k10)]
+    (folder / "robustness.csv").write_text("\n".join(lines) + "\n")
+    if images is not None:
+        np.savez(folder / "adversarial.npz", x=images)
+    return folder
+
+
+def test_paired_verdicts_aligns_slices_by_start_and_checks_the_images(tmp_path, bench_module, capsys):
+    paired = bench_module("paired_verdicts")
+    x = np.arange(6 * 4, dtype=np.float32).reshape(6, 1, 2, 2)
+    whole = _csv_run(tmp_path / "whole", [1, 1, 0, 0, 1, 1], x)                # test images 0-5
+    first = _csv_run(tmp_path / "first", [1, 0, 0], x[:3])                     # images 0-2
+    rest = _csv_run(tmp_path / "rest", [1, 0, 0], x[3:])                       # images 3-5, indices 0-2
+    assert paired.main([str(whole), f"{first}+{rest}@3"]) == 0
+    out = capsys.readouterr().out
+    assert "6 shared images" in out and "k=10: robust 4 vs 2; only in the first 3, only in the second 1" in out
+    with pytest.raises(SystemExit) as e:                                       # forgot @3: images differ
+        paired.main([str(whole), str(rest)])
+    assert _refused(capsys, e, "test image 0 differs")
+    with pytest.raises(SystemExit) as e:                                       # overlapping runs on one side
+        paired.main([str(whole), f"{first}+{rest}@2"])
+    assert _refused(capsys, e, "appears twice")
+    with pytest.raises(SystemExit) as e:
+        paired.main([str(whole), f"{rest}@x"])
+    assert _refused(capsys, e, "START after @ must be an integer")
+    with pytest.raises(SystemExit) as e:
+        paired.main([str(whole), str(tmp_path / "missing")])
+    assert _refused(capsys, e, "has no robustness.csv")
