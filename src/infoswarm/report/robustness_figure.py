@@ -43,7 +43,7 @@ def robustness_curves_png(curves: Sequence[tuple[str, Mapping[str, Any]]]) -> by
     intervals; ``curves`` holds (label, summary.json of a robustness run) pairs."""
     import io
 
-    fig, ax = plt.subplots(figsize=(5.6 + (2.6 if len(curves) > 3 else 0), 3.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
     ax.set_xticks(sorted({0, *(int(k) for _, summary in curves for k in summary["ks"])}))
     for label, summary in curves:
         ks = [int(k) for k in summary["ks"]]
@@ -58,13 +58,11 @@ def robustness_curves_png(curves: Sequence[tuple[str, Mapping[str, Any]]]) -> by
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    if len(curves) > 3:              # many curves: the legend beside the axes, not over them
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    else:
-        ax.legend(fontsize=7)
+    # the legend under the axes, never over the curves (labels are often long); the saved image
+    # grows to hold it
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.2), borderaxespad=0, frameon=False)
     ax.set_title("robust accuracy vs k, every robustness run (95 % CI)", fontsize=9)
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return buf.getvalue()
