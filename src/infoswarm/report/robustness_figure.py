@@ -12,24 +12,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def robustness_curve_figure(path: Path | str, summary: Mapping[str, Any], title: str = "") -> None:
-    """Save robust accuracy (%) against k (pixels), from k = 0 (clean accuracy), with the 95 %
-    Wilson interval of each k as an error bar; ``summary`` is a robustness run's summary.json
-    (``clean_accuracy``, ``clean_ci95``, ``ks``, ``per_k``)."""
-    ks: Sequence[int] = [int(k) for k in summary["ks"]]
+def _curve_points(summary: Mapping[str, Any]) -> tuple[list[int], list[float], list[list[float]]]:
+    """k values from 0 (clean), robust accuracy (%) at each, and the error bars (below, above; %)
+    of each 95 % Wilson interval, from a robustness run's summary.json."""
+    ks = [int(k) for k in summary["ks"]]
     per_k = summary["per_k"]
-    xs = [0] + list(ks)
     acc = [float(summary["clean_accuracy"])] + [float(per_k[str(k)]["robust_accuracy"]) for k in ks]
     ci = [list(summary["clean_ci95"])] + [list(per_k[str(k)]["robust_ci95"]) for k in ks]
     lo = [max(0.0, 100 * (a - c[0])) for a, c in zip(acc, ci)]     # Wilson bounds are clipped to [0, 1]
     hi = [max(0.0, 100 * (c[1] - a)) for a, c in zip(acc, ci)]
-    fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=100)
-    ax.errorbar(xs, [100 * a for a in acc], yerr=[lo, hi], marker="o", capsize=3, color="#1f4e79")
+    return [0, *ks], [100 * a for a in acc], [lo, hi]
+
+
+def _label_axes(ax: Any) -> None:
     ax.set_xlabel("k (pixels changed; 0 = clean)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_xticks(xs)
     ax.grid(alpha=0.3)
+
+
+def robustness_curve_figure(path: Path | str, summary: Mapping[str, Any], title: str = "") -> None:
+    """Save robust accuracy (%) against k (pixels), from k = 0 (clean accuracy), with the 95 %
+    Wilson interval of each k as an error bar; ``summary`` is a robustness run's summary.json
+    (``clean_accuracy``, ``clean_ci95``, ``ks``, ``per_k``)."""
+    xs, acc, bars = _curve_points(summary)
+    fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=100)
+    ax.errorbar(xs, acc, yerr=bars, marker="o", capsize=3, color="#1f4e79")
+    _label_axes(ax)
+    ax.set_xticks(xs)
     n = summary.get("images", "?")
     ax.set_title(title or f"robust accuracy vs k ({n} images, 95 % CI)", fontsize=9)
     fig.tight_layout()
@@ -46,18 +56,10 @@ def robustness_curves_png(curves: Sequence[tuple[str, Mapping[str, Any]]]) -> by
     fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
     ax.set_xticks(sorted({0, *(int(k) for _, summary in curves for k in summary["ks"])}))
     for label, summary in curves:
-        ks = [int(k) for k in summary["ks"]]
-        per_k = summary["per_k"]
-        acc = [float(summary["clean_accuracy"])] + [float(per_k[str(k)]["robust_accuracy"]) for k in ks]
-        ci = [list(summary["clean_ci95"])] + [list(per_k[str(k)]["robust_ci95"]) for k in ks]
-        lo = [max(0.0, 100 * (a - c[0])) for a, c in zip(acc, ci)]
-        hi = [max(0.0, 100 * (c[1] - a)) for a, c in zip(acc, ci)]
-        ax.errorbar([0, *ks], [100 * a for a in acc], yerr=[lo, hi], marker="o", capsize=3,
+        xs, acc, bars = _curve_points(summary)
+        ax.errorbar(xs, acc, yerr=bars, marker="o", capsize=3,
                     label=f"{label} ({summary.get('images', '?')} images)")
-    ax.set_xlabel("k (pixels changed; 0 = clean)")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
+    _label_axes(ax)
     # the legend under the axes, never over the curves (labels are often long); the saved image
     # grows to hold it
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.2), borderaxespad=0, frameon=False)
