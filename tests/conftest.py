@@ -58,6 +58,20 @@ def mnist_test_digits(n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return zoo.load("mnist-cnn"), data.to_float(x8[:n]), y[:n]
 
 
+def mnist_npz(path: Any, n_train: int, n_test: int) -> Any:
+    """Write the first n_train MNIST training and n_test test digits to ``path`` as a user .npz
+    dataset (uint8 x_train / y_train / x_test / y_test, the official layout) and return ``path``."""
+    import numpy as np
+
+    from infoswarm import data
+
+    x, y = data.load("mnist", "train")
+    xt, yt = data.load("mnist", "test")
+    np.savez(path, x_train=x[:n_train].numpy(), y_train=y[:n_train].numpy(),
+             x_test=xt[:n_test].numpy(), y_test=yt[:n_test].numpy())
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_thread_module():
     """:func:`one_thread` for a whole module of many small model calls (use it with

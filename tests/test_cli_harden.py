@@ -18,10 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from infoswarm import data, training, zoo
+from infoswarm import training, zoo
 from infoswarm.artifacts import HardenRun
 from infoswarm.cli import main
 from infoswarm.hardening import HardenConfig
+
+from conftest import mnist_npz
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -29,12 +31,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory) -> Path:
     """1,200 MNIST training and 300 test images as a user .npz dataset."""
-    x, y = data.load("mnist", "train")
-    xt, yt = data.load("mnist", "test")
-    path = tmp_path_factory.mktemp("data") / "mini.npz"
-    np.savez(path, x_train=x[:1200].numpy(), y_train=y[:1200].numpy(),
-             x_test=xt[:300].numpy(), y_test=yt[:300].numpy())
-    return path
+    return Path(mnist_npz(tmp_path_factory.mktemp("data") / "mini.npz", 1200, 300))
 
 
 def _args(npz: Path, out: Path, *extra: str) -> list[str]:

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from infoswarm import data, runs
+from infoswarm import runs
 from infoswarm.cli import main
+
+from conftest import mnist_npz
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -27,12 +29,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory) -> Path:
     """300 MNIST training and 100 test images as a user .npz dataset."""
-    x, y = data.load("mnist", "train")
-    xt, yt = data.load("mnist", "test")
-    path = tmp_path_factory.mktemp("data") / "mini.npz"
-    np.savez(path, x_train=x[:300].numpy(), y_train=y[:300].numpy(),
-             x_test=xt[:100].numpy(), y_test=yt[:100].numpy())
-    return path
+    return Path(mnist_npz(tmp_path_factory.mktemp("data") / "mini.npz", 300, 100))
 
 
 def attack_args(npz: Path, out: Path) -> list[str]:
