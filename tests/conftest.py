@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,7 +59,7 @@ def mnist_test_digits(n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return zoo.load("mnist-cnn"), data.to_float(x8[:n]), y[:n]
 
 
-def mnist_npz(path: Any, n_train: int, n_test: int) -> Any:
+def mnist_npz(path: Path, n_train: int, n_test: int) -> Path:
     """Write the first n_train MNIST training and n_test test digits to ``path`` as a user .npz
     dataset (uint8 x_train / y_train / x_test / y_test, the official layout) and return ``path``."""
     import numpy as np

@@ -31,7 +31,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory) -> Path:
     """1,200 MNIST training and 300 test images as a user .npz dataset."""
-    return Path(mnist_npz(tmp_path_factory.mktemp("data") / "mini.npz", 1200, 300))
+    return mnist_npz(tmp_path_factory.mktemp("data") / "mini.npz", 1200, 300)
 
 
 def _args(npz: Path, out: Path, *extra: str) -> list[str]:

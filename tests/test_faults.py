@@ -29,7 +29,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory) -> Path:
     """300 MNIST training and 100 test images as a user .npz dataset."""
-    return Path(mnist_npz(tmp_path_factory.mktemp("data") / "mini.npz", 300, 100))
+    return mnist_npz(tmp_path_factory.mktemp("data") / "mini.npz", 300, 100)
 
 
 def attack_args(npz: Path, out: Path) -> list[str]:
