@@ -3,7 +3,9 @@
 Reads each run's ``robustness.csv`` (one row per test image: ``index``, ``clean_correct`` and
 ``broken_kK`` per k) and, for every k both sides measured, counts the images robust in each
 (correctly classified and not broken at k), the images robust in only one of them, and the exact
-two-sided McNemar p-value of that split (binomial, p = 1/2).
+two-sided McNemar p-value of that split (binomial, p = 1/2), and the images robust in both (the
+robust count of the union of the two runs' attacks, when both sides are the same model under
+different attacks).
 
 Each side is one run folder or several joined by ``+`` (verdicts of the same weights on other
 images), each optionally ``FOLDER@START``: the run's image i is test image START + i (a run on an
@@ -83,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         rb = [b[i][0]["clean_correct"] == "1" and b[i][0][key] == "0" for i in common]
         only_a = sum(x and not y for x, y in zip(ra, rb))
         only_b = sum(y and not x for x, y in zip(ra, rb))
+        both = sum(x and y for x, y in zip(ra, rb))
         print(f"k={k}: robust {sum(ra)} vs {sum(rb)}; only in the first {only_a}, only in the second {only_b}; "
-              f"McNemar p = {mcnemar(only_a, only_b):.3f}")
+              f"McNemar p = {mcnemar(only_a, only_b):.3f}; robust in both {both}")
     return 0
 
 

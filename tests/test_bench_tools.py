@@ -122,6 +122,7 @@ def test_paired_verdicts_aligns_slices_by_start_and_checks_the_images(tmp_path, 
     assert paired.main([str(whole), f"{first}+{rest}@3"]) == 0
     out = capsys.readouterr().out
     assert "6 shared images" in out and "k=10: robust 4 vs 2; only in the first 3, only in the second 1" in out
+    assert "robust in both 1" in out
     with pytest.raises(SystemExit) as e:                                       # forgot @3: images differ
         paired.main([str(whole), str(rest)])
     assert _refused(capsys, e, "test image 0 differs")

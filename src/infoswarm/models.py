@@ -57,6 +57,48 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(r[..., 0], r[..., 1])
 
 
+def median_filter(x: torch.Tensor, size: int = 3) -> torch.Tensor:
+    """The median of each size×size window around every pixel, per channel: x [N, C, H, W]
+    → the same shape and dtype; ``size`` odd ≥ 1 (1 returns x); the image's edge rows and
+    columns are repeated outward. The gradient goes to each window's median element
+    (``torch.median``'s), so gradient attacks still see the filter.
+
+    As a model's first layer against k-pixel attacks: a changed pixel survives the filter only
+    where changed pixels make up more than half of its window, so isolated changes are erased
+    and an attack has to spend its k pixels on clusters or stroke edges."""
+    if size < 1 or size % 2 == 0:
+        raise InputError(f"median filter size must be odd and at least 1, got {size}", "use 3 (or 5)")
+    if size == 1:
+        return x
+    if size == 3 and not x.requires_grad and x.device.type == "cpu" and x.dim() == 4:
+        return _median3_network(x)
+    n, c, h, w = x.shape
+    r = size // 2
+    p = F.pad(x, (r, r, r, r), mode="replicate")
+    windows = p.unfold(2, size, 1).unfold(3, size, 1).reshape(n, c, h, w, size * size)
+    return windows.median(dim=-1).values
+
+
+def _median3_network(x: torch.Tensor) -> torch.Tensor:
+    """:func:`median_filter` at size 3 without a gradient: the nine shifted views of the padded
+    image through a 19-exchange sorting network that leaves the median of nine values at
+    position 4 (the classic "median of 9" network of image filters; exchange (a, b) puts the
+    smaller value at a, by elementwise minimum and maximum). The same values
+    bit for bit (a median selects one of the nine) and faster on the CPU than the median over
+    unfolded windows, for the attacks' queries (no gradient)."""
+    h, w = x.shape[2], x.shape[3]
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    v = [p[:, :, t // 3:t // 3 + h, t % 3:t % 3 + w] for t in range(9)]
+    first = [1, 4, 7, 0, 3, 6, 1, 4, 7, 0, 5, 4, 3, 1, 2, 4, 4, 6, 4]
+    second = [2, 5, 8, 1, 4, 7, 2, 5, 8, 3, 8, 7, 6, 4, 5, 7, 2, 4, 2]
+    for t in range(19):
+        a, b = first[t], second[t]
+        lo = torch.minimum(v[a], v[b])
+        v[b] = torch.maximum(v[a], v[b])
+        v[a] = lo
+    return v[4]
+
+
 def global_max(x: torch.Tensor) -> torch.Tensor:
     """``F.adaptive_max_pool2d(x, 1).flatten(1)`` [N, C] for x [N, C, H, W], bit for bit; without a
     gradient through x on the CPU an ``amax`` over H and W (faster there, as :func:`max_pool2`)."""
@@ -93,11 +135,16 @@ class Normalized(nn.Module):
 
 class SmallCNN(nn.Module):
     """Two conv blocks (32 and 64 filters, 3x3, batch norm, ReLU, 2x2 max-pool) and a
-    128-unit hidden layer: the zoo's ``mnist-cnn`` and ``fashion-cnn`` (1x28x28 inputs)."""
+    128-unit hidden layer: the zoo's ``mnist-cnn`` and ``fashion-cnn`` (1x28x28 inputs).
+    ``median`` (odd) > 1: a ``median``×``median`` :func:`median_filter` first
+    (``mnist-cnn-median``); it has no weights, so the state dict is the same either way."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28,
-                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)) -> None:
+                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,), median: int = 0) -> None:
         super().__init__()
+        if median != 0:
+            median_filter(torch.zeros(1, 1, 1, 1), median)   # checks the size (odd, ≥ 1)
+        self.median = median
         self.normalize = Normalize(mean, std)
         self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(32)
@@ -108,6 +155,8 @@ class SmallCNN(nn.Module):
         self.fc2 = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.median > 1:
+            x = median_filter(x, self.median)
         x = self.normalize(x)
         x = max_pool2(F.relu(self.bn1(self.conv1(x))))
         x = max_pool2(F.relu(self.bn2(self.conv2(x))))
