@@ -4,7 +4,8 @@
         --run "mnist-cnn (start)=runs/robust-mnist-base" --run "mnist-cnn-l0=runs/robust-mnist-l0" ...
 
 Each ``LABEL=FOLDER`` becomes a row (``LABEL=FOLDER+FOLDER2``: verdicts of the same weights on the
-same images at different k, merged into one row): images, version and members, clean accuracy, robust accuracy
+same images at different k, merged into one row): images, version (or the ``--budget`` that replaced
+its budgets) and members, clean accuracy, robust accuracy
 at each k with its count, 95 % Wilson interval, what each member added and the random control
 (one random k-pixel perturbation per image; runs older than the control say so), the warnings, and the
 verdict's wall time; written between the section's markers (``results:NAME``) of ``--out``.
@@ -86,7 +87,9 @@ def main() -> None:
                       f" {t['clean']:.2%} | ".replace("%", " %") + (f"{t['epochs']} | {t['seconds'] / t['epochs']:.0f} | "
                                                                    f"{t['seconds'] / 60:.0f} min |"
                                                                    if t["epochs"] else "– | – | – |"))
-        lines.append(f"| {label} | {n}, {s['version']} ({', '.join(s['members'])}) | "
+        budget = (s.get("settings") or {}).get("budget")
+        version = f"{budget:,} queries per member" if budget else s["version"]
+        lines.append(f"| {label} | {n}, {version} ({', '.join(s['members'])}) | "
                      f"{rate_text(s['clean_correct'], n, s['clean_correct'] / n, wilson(s['clean_correct'], n))} |"
                      + tcells + " " + " | ".join(cells) + f" | {warn} | {s.get('seconds', 0) / 60:.0f} min |")
     if args.figure:

@@ -87,6 +87,26 @@ def test_robust_table_merges_verdicts_of_the_same_images_only(bench_module, caps
     assert _refused(capsys, e, "different clean_correct")
 
 
+def test_robust_table_names_a_budget_that_replaced_the_versions(tmp_path, bench_module, monkeypatch, capsys):
+    import sys
+
+    table = bench_module("robust_table")
+    folder, _ = _verdict(tmp_path, _net(0))
+    screen = tmp_path / "screen"
+    screen.mkdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["per_k"]["10"]["attacks"] = [{"name": "swarm-gain", "added": 3}]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    summary["settings"]["budget"] = 2000
+    (screen / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(sys, "argv", ["robust_table.py", "--section", "s", "--run", f"verdict={folder}",
+                                      "--run", f"screen={screen}"])
+    table.main()
+    rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert "24, standard (swarm-gain)" in rows["| verdict"]
+    assert "24, 2,000 queries per member (swarm-gain)" in rows["| screen"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--k", "1000", "--watch", "sparse-rs"], "eval_k=1000 must lie in 1..784"),
     (["--watch", "pgd0"], "watch=pgd0 must name one or more of"),
