@@ -21,6 +21,19 @@ def test_architectures_map_unit_images_to_logits(name, shape):
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
+def test_the_median_entry_is_mnist_cnn_behind_a_median_filter_with_the_same_state_dict():
+    plain, front = zoo.build("mnist-cnn").eval(), zoo.build("mnist-cnn-median").eval()
+    front.load_state_dict(plain.state_dict())
+    x = torch.zeros(2, 1, 28, 28)
+    x[:, :, 10:18, 13:15] = 1.0                     # a stroke
+    dotted = x.clone()
+    dotted[:, :, 3, 3] = dotted[:, :, 20, 6] = 1.0   # two isolated pixels: the filter erases them
+    with torch.no_grad():
+        assert torch.equal(front(dotted), front(x))
+        assert not torch.equal(plain(dotted), plain(x))
+    assert zoo.ZOO["mnist-cnn-median"].dataset == "mnist"
+
+
 def test_resnet32_has_the_papers_depth():
     model = PreActResNet(32)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]

@@ -63,9 +63,11 @@ def median_filter(x: torch.Tensor, size: int = 3) -> torch.Tensor:
     columns are repeated outward. The gradient goes to each window's median element
     (``torch.median``'s), so gradient attacks still see the filter.
 
-    As a model's first layer against k-pixel attacks: a changed pixel survives the filter only
-    where changed pixels make up more than half of its window, so isolated changes are erased
-    and an attack has to spend its k pixels on clusters or stroke edges."""
+    As a model's first layer against k-pixel attacks: on a flat background a changed pixel
+    survives the filter only where changed pixels make up more than half of its window, so
+    isolated changes are erased and an attack has to spend its k pixels on clusters or next to
+    strokes. Measured on MNIST, that costs the attacks queries but not success (RESULTS.md, "A
+    median filter in front")."""
     if size < 1 or size % 2 == 0:
         raise InputError(f"median filter size must be odd and at least 1, got {size}", "use 3 (or 5)")
     if size == 1:

@@ -9,6 +9,11 @@ returns logits [N, K]. Names:
 * ``mnist-cnn-l0``, ``cifar10-cnn-l0``: the same architectures hardened against k-pixel attacks
   by online sparse adversarial training (``infoswarm harden --method sparse``; their cards give
   the command, its time and the robust accuracy measured by ``infoswarm robustness``);
+* ``mnist-cnn-median``: ``mnist-cnn``'s network behind a 3×3 median filter
+  (:func:`~infoswarm.models.median_filter`, no weights of its own, so any ``mnist-cnn`` weights
+  load into it); no shipped weights: ``mnist-cnn-l0``'s weights behind the filter, fine-tuned
+  through it, were no more robust under the ``standard`` ensemble (RESULTS.md, "A median filter
+  in front");
 * ``cifar10-resnet32``: the paper's pre-activation ResNet-32 on 3x32x32 (no shipped weights:
   its 180-epoch recipe wants a GPU);
 * ``path/to/file.py:ClassName`` with ``weights=`` a ``.safetensors`` file or a ``.pt``/``.pth``
@@ -99,6 +104,13 @@ ZOO: dict[str, ZooEntry] = {
         recipe=Recipe(epochs=6, lr=0.05, weight_decay=5e-4, augment="none"),
         notes="mnist-cnn fine-tuned with online sparse adversarial training (harden --method sparse); "
               "the card holds the exact command and settings.",
+    ),
+    "mnist-cnn-median": ZooEntry(
+        build=lambda: SmallCNN(1, 10, 28, (0.1307,), (0.3081,), median=3),
+        dataset="mnist",
+        recipe=Recipe(epochs=6, lr=0.05, weight_decay=5e-4, augment="none"),
+        notes="mnist-cnn's network behind a 3x3 median filter; no shipped weights (measured no more robust "
+              "than mnist-cnn-l0 under the standard ensemble: RESULTS.md).",
     ),
     "cifar10-cnn-l0": ZooEntry(
         build=lambda: CifarCNN(10),
