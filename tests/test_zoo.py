@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from infoswarm import data, training, zoo
 from infoswarm.errors import InputError
-from infoswarm.models import PreActResNet
+from infoswarm.models import PreActResNet, SmallCNN
 
 
 @pytest.mark.parametrize("name,shape", [("mnist-cnn", (1, 28, 28)), ("fashion-cnn", (1, 28, 28)),
@@ -32,6 +32,20 @@ def test_the_median_entry_is_mnist_cnn_behind_a_median_filter_with_the_same_stat
         assert torch.equal(front(dotted), front(x))
         assert not torch.equal(plain(dotted), plain(x))
     assert zoo.ZOO["mnist-cnn-median"].dataset == "mnist"
+
+
+def test_the_wide_entry_doubles_filters_and_hidden_units_and_the_default_is_unchanged():
+    wide = zoo.build("mnist-cnn-wide")
+    shapes = {k: tuple(v.shape) for k, v in wide.state_dict().items()}
+    assert shapes["conv1.weight"] == (64, 1, 3, 3) and shapes["conv2.weight"] == (128, 64, 3, 3)
+    assert shapes["fc1.weight"] == (256, 128 * 7 * 7) and shapes["fc2.weight"] == (10, 256)
+    plain = {k: tuple(v.shape) for k, v in zoo.build("mnist-cnn").state_dict().items()}
+    assert plain["conv2.weight"] == (64, 32, 3, 3) and plain["fc1.weight"] == (128, 64 * 7 * 7)
+    assert plain.keys() == shapes.keys()
+    assert wide.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    for bad in ({"widths": (32,)}, {"widths": (0, 64)}, {"hidden": 0}):
+        with pytest.raises(InputError, match="two positive widths"):
+            SmallCNN(**bad)
 
 
 def test_resnet32_has_the_papers_depth():

@@ -136,25 +136,31 @@ class Normalized(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks (32 and 64 filters, 3x3, batch norm, ReLU, 2x2 max-pool) and a
-    128-unit hidden layer: the zoo's ``mnist-cnn`` and ``fashion-cnn`` (1x28x28 inputs).
-    ``median`` (odd) > 1: a ``median``×``median`` :func:`median_filter` first
-    (``mnist-cnn-median``); it has no weights, so the state dict is the same either way."""
+    """Two conv blocks (``widths`` filters, by default 32 and 64; 3x3, batch norm, ReLU, 2x2
+    max-pool) and a ``hidden``-unit layer (128): the zoo's ``mnist-cnn`` and ``fashion-cnn``
+    (1x28x28 inputs); ``mnist-cnn-wide`` doubles all three. ``median`` (odd) > 1: a
+    ``median``×``median`` :func:`median_filter` first (``mnist-cnn-median``); it has no
+    weights, so the state dict is the same either way."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28,
-                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,), median: int = 0) -> None:
+                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,), median: int = 0,
+                 widths: Sequence[int] = (32, 64), hidden: int = 128) -> None:
         super().__init__()
         if median != 0:
             median_filter(torch.zeros(1, 1, 1, 1), median)   # checks the size (odd, ≥ 1)
+        if len(widths) != 2 or min(widths) < 1 or hidden < 1:
+            raise InputError(f"SmallCNN needs two positive widths and a positive hidden size, got widths="
+                             f"{list(widths)} hidden={hidden}", "e.g. widths=(32, 64), hidden=128")
+        w1, w2 = int(widths[0]), int(widths[1])
         self.median = median
         self.normalize = Normalize(mean, std)
-        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.fc1 = nn.Linear(64 * (size // 4) ** 2, 128)
+        self.conv1 = nn.Conv2d(in_channels, w1, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
+        self.conv2 = nn.Conv2d(w1, w2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(w2)
+        self.fc1 = nn.Linear(w2 * (size // 4) ** 2, hidden)
         self.dropout = nn.Dropout(0.3)
-        self.fc2 = nn.Linear(128, num_classes)
+        self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.median > 1:

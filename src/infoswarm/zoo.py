@@ -9,6 +9,8 @@ returns logits [N, K]. Names:
 * ``mnist-cnn-l0``, ``cifar10-cnn-l0``: the same architectures hardened against k-pixel attacks
   by online sparse adversarial training (``infoswarm harden --method sparse``; their cards give
   the command, its time and the robust accuracy measured by ``infoswarm robustness``);
+* ``mnist-cnn-wide``: :class:`~infoswarm.models.SmallCNN` with twice the filters and hidden
+  units (64, 128; 256), for sparse adversarial training (no shipped weights yet);
 * ``mnist-cnn-median``: ``mnist-cnn``'s network behind a 3×3 median filter
   (:func:`~infoswarm.models.median_filter`, no weights of its own, so any ``mnist-cnn`` weights
   load into it); no shipped weights: ``mnist-cnn-l0``'s weights behind the filter, fine-tuned
@@ -104,6 +106,13 @@ ZOO: dict[str, ZooEntry] = {
         recipe=Recipe(epochs=6, lr=0.05, weight_decay=5e-4, augment="none"),
         notes="mnist-cnn fine-tuned with online sparse adversarial training (harden --method sparse); "
               "the card holds the exact command and settings.",
+    ),
+    "mnist-cnn-wide": ZooEntry(
+        build=lambda: SmallCNN(1, 10, 28, (0.1307,), (0.3081,), widths=(64, 128), hidden=256),
+        dataset="mnist",
+        recipe=Recipe(epochs=6, lr=0.05, weight_decay=5e-4, augment="none"),
+        notes="mnist-cnn with twice the filters and hidden units (64, 128; 256): the 'slightly wider' "
+              "network for sparse adversarial training; no shipped weights yet.",
     ),
     "mnist-cnn-median": ZooEntry(
         build=lambda: SmallCNN(1, 10, 28, (0.1307,), (0.3081,), median=3),
