@@ -68,8 +68,7 @@ def median_filter(x: torch.Tensor, size: int = 3) -> torch.Tensor:
     isolated changes are erased and an attack has to spend its k pixels on clusters or next to
     strokes. Measured on MNIST, that costs the attacks queries but not success (RESULTS.md, "A
     median filter in front")."""
-    if size < 1 or size % 2 == 0:
-        raise InputError(f"median filter size must be odd and at least 1, got {size}", "use 3 (or 5)")
+    _check_median_size(size)
     if size == 1:
         return x
     if size == 3 and not x.requires_grad and x.device.type == "cpu" and x.dim() == 4:
@@ -79,6 +78,12 @@ def median_filter(x: torch.Tensor, size: int = 3) -> torch.Tensor:
     p = F.pad(x, (r, r, r, r), mode="replicate")
     windows = p.unfold(2, size, 1).unfold(3, size, 1).reshape(n, c, h, w, size * size)
     return windows.median(dim=-1).values
+
+
+def _check_median_size(size: int) -> None:
+    """One-line :class:`InputError` unless ``size`` is odd and ≥ 1."""
+    if size < 1 or size % 2 == 0:
+        raise InputError(f"median filter size must be odd and at least 1, got {size}", "use 3 (or 5)")
 
 
 def _median3_network(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +152,7 @@ class SmallCNN(nn.Module):
                  widths: Sequence[int] = (32, 64), hidden: int = 128) -> None:
         super().__init__()
         if median != 0:
-            median_filter(torch.zeros(1, 1, 1, 1), median)   # checks the size (odd, ≥ 1)
+            _check_median_size(median)
         if len(widths) != 2 or min(widths) < 1 or hidden < 1:
             raise InputError(f"SmallCNN needs two positive widths and a positive hidden size, got widths="
                              f"{list(widths)} hidden={hidden}", "e.g. widths=(32, 64), hidden=128")
