@@ -1,13 +1,16 @@
 """How strong is each inner attack of `harden --method sparse` against a model?
 
     python bench/inner_strength.py --model mnist-cnn-l0 --dataset mnist --images 512 \\
-        --attack swap:8:60:uniform --attack pgd0:8:20:uniform --attack spgd:8:20:uniform
+        --attack swap:8:60:uniform --attack pgd0:8:20:uniform --attack spgd:8:20:uniform \\
+        --attack swap:96:20:uniform:far --peers 100
 
-Each ``--attack KIND:STEPS:K:PRIOR`` runs :func:`infoswarm.inner.inner_attack` once on the first
+Each ``--attack KIND:STEPS:K:PRIOR[:CORNER]`` (CORNER ``gradient``, the default, or ``far``) runs :func:`infoswarm.inner.inner_attack` once on the first
 ``--images`` test images (one batch, seed 0) and prints the share of correctly classified images
 it misleads, n/N with a 95 % Wilson interval, its passes per image and its wall time, beside the
 random control (K random locations per image, each channel at a random corner 0 or 1; printed for
-every K named). A model that
+every K named). ``--peers Q`` adds, for every K named, the evaluation's query attacks at Q queries
+(Sparse-RS with p_init 0.8, SparseSwarm with its uniform and its gain prior; seed 0): the inner
+attacks' yardstick at a like number of forward passes. A model that
 resists its own training attack but not a stronger one learns little more from the former.
 """
 
@@ -23,6 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infoswarm import inner, zoo  # noqa: E402
+from infoswarm.attacks import registry  # noqa: E402
+from infoswarm.attacks.sparse_rs import SparseRS  # noqa: E402
 from infoswarm.data.loader import load, to_float  # noqa: E402
 from infoswarm.stats import rate_text, wilson  # noqa: E402
 
@@ -33,7 +38,8 @@ def main() -> None:
     p.add_argument("--weights", default=None)
     p.add_argument("--dataset", required=True)
     p.add_argument("--images", type=int, default=512)
-    p.add_argument("--attack", action="append", required=True, help="KIND:STEPS:K:PRIOR")
+    p.add_argument("--attack", action="append", required=True, help="KIND:STEPS:K:PRIOR[:CORNER]")
+    p.add_argument("--peers", type=int, default=0, help="queries of the peer query attacks per K (0: none)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,11 +58,24 @@ def main() -> None:
         with torch.no_grad():
             fooled = int(((model(torch.where(mask > 0, corners, x)).argmax(1) != y) & ok).sum())
         print(f"random control, {k} pixels: misleads {rate_text(fooled, n, fooled / n, wilson(fooled, n))}")
+    for k in sorted({int(spec.split(":")[2]) for spec in args.attack}) if args.peers > 0 else ():
+        for name in ("sparse-rs", "swarm-uniform", "swarm-gain"):
+            t = time.perf_counter()
+            if name == "sparse-rs":
+                attack: object = SparseRS(model, pixels=k, budget=args.peers, seed=0, p_init=0.8)
+            else:
+                attack = registry.build("sparse-swarm", model, pixels=k, budget=args.peers, seed=0,
+                                        prior=name.split("-")[1])
+            idx = ok.nonzero().flatten()
+            fooled = int(attack(x[idx], y[idx]).success.sum())  # type: ignore[operator]
+            print(f"{name}, {k} pixels, {args.peers} queries: misleads "
+                  f"{rate_text(fooled, n, fooled / n, wilson(fooled, n))}; {time.perf_counter() - t:.1f} s")
     for spec in args.attack:
-        kind, steps, k, prior = spec.split(":")
+        kind, steps, k, prior, *rest = spec.split(":")
         t = time.perf_counter()
         xa, passes, _ = inner.inner_attack(model, x, y, int(k), kind=kind, steps=int(steps),  # type: ignore[arg-type]
-                                           prior=prior, gen=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+                                           prior=prior, corner=rest[0] if rest else "gradient",  # type: ignore[arg-type]
+                                           gen=torch.Generator().manual_seed(0))
         dt = time.perf_counter() - t
         with torch.no_grad():
             fooled = int(((model(xa).argmax(1) != y) & ok).sum())

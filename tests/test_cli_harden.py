@@ -237,6 +237,7 @@ def test_sparse_method_trains_watches_and_writes_a_harden_run(npz, tmp_path, cap
     (["--k-train", "785"], "--k-train 785 must lie in 1..784"),
     (["--beta", "-1"], "beta must be >= 0"),
     (["--inner", "fgsm"], "invalid choice: 'fgsm'"),
+    (["--corner", "near"], "invalid choice: 'near'"),
     (["--from", "cifar10-cnn"], "cifar10-cnn is made for cifar10, not mnist"),
     (["--from", "resnet-9000"], "--from 'resnet-9000' is not a zoo model"),
     (["--holdout", "600"], "--holdout 600 must leave training images"),

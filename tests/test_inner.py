@@ -67,6 +67,72 @@ def test_one_step_with_gain_prior_picks_the_largest_first_order_gain(setup):
         assert torch.equal(xa[i].flatten(1)[:, top[i]], v[i].flatten(1)[:, top[i]])
 
 
+def _binary_world() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(3)
+    net = Net(1).eval()
+    x = (torch.rand(40, 1, 8, 8) > 0.7).float()          # near-binary images, as MNIST's
+    return net, x, torch.randint(0, 5, (40,))
+
+
+@pytest.mark.parametrize("kind", ["one-step", "swap"])
+def test_far_corners_change_every_chosen_location_where_gradient_corners_waste_some(kind):
+    """On binary images the gradient's corner is the pixel itself wherever the gradient points
+    out of the box: uniformly drawn locations there do not change. The far corner always does."""
+    net, x, y = _binary_world()
+    k = 12
+    kw = dict(kind=kind, steps=6, prior="uniform", random_frac=0.5)
+    xg, _, _ = inner.inner_attack(net, x, y, k, corner="gradient", gen=torch.Generator().manual_seed(0), **kw)
+    xf, _, _ = inner.inner_attack(net, x, y, k, corner="far", gen=torch.Generator().manual_seed(0), **kw)
+    assert bool((_changed(x, xf) == k).all())
+    assert bool((xf[xf != x] == 1 - x[xf != x]).all())               # flipped: 0 -> 1, 1 -> 0
+    assert int(_changed(x, xg).max()) <= k and float(_changed(x, xg).float().mean()) < k - 1
+
+
+def test_far_gain_counts_only_channels_the_far_move_helps(setup):
+    net, x, y = setup
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(net(xg), y, reduction="sum"), xg)
+    lo, hi = torch.zeros_like(x), torch.ones_like(x)
+    score, v = inner.gain(g, x, lo, hi, "far")
+    assert torch.equal(v, (x < 0.5).float())
+    brute = torch.tensor([sum(max(0.0, float(g[i, c, a, b] * (v[i, c, a, b] - x[i, c, a, b])))
+                             for c in range(x.shape[1])) for i in range(2) for a in range(8) for b in range(8)])
+    assert torch.allclose(score[:2].flatten().double(), brute.double(), atol=1e-6)
+    assert bool((score >= 0).all())
+    with pytest.raises(ValueError, match="corner"):
+        inner.inner_attack(net, x, y, 3, corner="near", gen=torch.Generator())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prior", ["uniform", "gain"])
+def test_swarm_inner_attack_is_sparse_swarm_within_k_pixels_and_its_budget(prior):
+    """The "swarm" inner attack: at most k changed locations at corners, at least as often
+    misleading as one random k-pixel draw, within its query budget, seeded from ``gen``."""
+    net, x, y = _binary_world()
+    with torch.no_grad():
+        y = net(x).argmax(1)                                  # every image starts correct
+    k, budget = 6, 30
+    xa, passes, ce0 = inner.inner_attack(net, x, y, k, kind="swarm", steps=budget, prior=prior,
+                                         gen=torch.Generator().manual_seed(0))
+    assert int(_changed(x, xa).max()) <= k and bool(((xa == 0) | (xa == 1)).all())
+    assert torch.allclose(ce0, F.cross_entropy(net(x), y, reduction="none"), atol=1e-5)
+    assert 1 <= passes["forward"] <= budget + 1
+    assert (passes["backward"] == 0) if prior == "uniform" else (passes["backward"] >= 1)  # the gain map
+    with torch.no_grad():
+        fooled = int((net(xa).argmax(1) != y).sum())
+        g = torch.Generator().manual_seed(5)
+        loc = torch.rand(len(x), 64, generator=g).topk(k, dim=1).indices
+        rand = inner._write(x, 1 - x, loc)
+        fooled_random = int((net(rand).argmax(1) != y).sum())
+    assert fooled >= fooled_random and fooled > 0
+    again, _, _ = inner.inner_attack(net, x, y, k, kind="swarm", steps=budget, prior=prior,
+                                     gen=torch.Generator().manual_seed(0))
+    assert torch.equal(again, xa)
+    with pytest.raises(ValueError, match="prior"):
+        inner.inner_attack(net, x, y, k, kind="swarm", steps=budget, prior="both", gen=torch.Generator())
+    with pytest.raises(ValueError, match="steps"):
+        inner.inner_attack(net, x, y, k, kind="swarm", steps=0, gen=torch.Generator())
+
+
 def test_uniform_prior_and_random_share_do_not_follow_the_gradient(setup):
     net, x, y = setup
     a, _, _ = inner.inner_attack(net, x, y, 4, kind="one-step", random_frac=0.0, prior="uniform",

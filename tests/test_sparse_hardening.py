@@ -165,6 +165,8 @@ def test_keep_best_returns_the_best_epochs_weights(world, tmp_path, monkeypatch)
 @pytest.mark.parametrize("change, word", [
     ({"k_train": 0}, "k_train"), ({"k_train": 65}, "k_train"), ({"beta": -1.0}, "beta"),
     ({"inner": "fgsm"}, "inner attack"), ({"prior": "fi"}, "prior"), ({"objective": "mse"}, "objective"),
+    ({"corner": "near"}, "corner"), ({"inner": "swarm", "prior": "both"}, "swarm"),
+    ({"inner": "swarm", "inner_steps": 0}, "swarm"),
     ({"holdout": 360}, "holdout"), ({"eval_k": 0}, "eval_k"), ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"on_collapse": "panic"}, "on_collapse"), ({"epochs": 0}, "epochs"), ({"random_frac": 1.5}, "random_frac"),
     ({"eps": 0.0}, "eps"), ({"fi_weight": -1.0}, "fi_weight"), ({"milestones": (9,)}, "milestones"),
@@ -206,3 +208,33 @@ def test_runs_recorded_before_the_watch_setting_resume_with_the_old_watch(world,
         ResumableRun(tmp_path / "old", "harden", CFG.as_dict(), legacy=legacy)
     # a legacy key the new settings do not hold is no difference
     assert ResumableRun(tmp_path / "old", "harden", old, legacy={**legacy, "other": 1}).resumed
+
+
+def test_runs_recorded_before_the_corner_setting_resume_with_gradient_corners(tmp_path):
+    """A run folder without ``corner`` (recorded before the setting) was trained with the
+    gradient's corners: it resumes with corner=gradient and is refused, one line, with far."""
+    old = {k: v for k, v in CFG.as_dict().items() if k != "corner"}
+    ResumableRun(tmp_path / "old", "harden", old)
+    legacy = {"watch": list(sparse_hardening.LEGACY_WATCH), "corner": "gradient"}
+    assert CFG.corner == "gradient"
+    assert ResumableRun(tmp_path / "old", "harden", CFG.as_dict(), legacy=legacy).resumed
+    far = SparseConfig(**{**CFG.as_dict(), "corner": "far"})
+    with pytest.raises(InputError, match=r"corner was 'gradient', now 'far'"):
+        ResumableRun(tmp_path / "old", "harden", far.as_dict(), legacy=legacy)
+
+
+@pytest.mark.parametrize("change", [{"inner": "swarm", "inner_steps": 8}, {"corner": "far"}])
+def test_the_swarm_inner_attack_and_far_corners_train_and_record_their_passes(world, tmp_path, change):
+    x8, y, xt8, yt = world
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    cfg = SparseConfig(**{**CFG.as_dict(), **change})
+    summary = sparse_harden(model, x8, y, xt8, yt, cfg, _run(tmp_path, "s", cfg))
+    assert summary["settings"]["inner"] == change.get("inner", "swap")
+    assert summary["settings"]["corner"] == change.get("corner", "gradient")
+    assert summary["after"]["clean_acc"] > 0.5                       # it learnt the bars
+    for r in summary["history"]:
+        if cfg.inner == "swarm":                                     # queries (≤ 8) plus the clean pass
+            assert 1 <= r["inner_forward"] <= 9 and r["inner_backward"] == 0
+        else:
+            assert r["inner_forward"] == 4 and r["inner_backward"] == 1

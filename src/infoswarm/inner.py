@@ -11,7 +11,11 @@ Inner attacks (the model is put in eval mode by the caller; the attack loss is t
 cross-entropy of the true label, which the attack raises):
 
 * ``"one-step"`` — one backward pass. Each location's first-order *gain* is
-  Σ_channels |∂CE/∂x| · |v* − x| with v* the corner of the box the gradient points to; the
+  Σ_channels |∂CE/∂x| · |v* − x| with v* the corner of the box the gradient points to
+  (``corner="gradient"``), or Σ_channels max(0, ∂CE/∂x · (v* − x)) with v* the corner farthest
+  from x (``corner="far"``: every chosen location really changes; on near-binary images such as
+  MNIST the gradient's corner is x itself for about a third of uniformly drawn locations, which
+  wastes them); the
   ``k − ⌊random_frac·k⌋`` locations of largest gain (``prior="gain"``) or as many uniformly
   random ones (``prior="uniform"``) are set to v*, and the remaining ⌊random_frac·k⌋ locations
   are drawn uniformly among the rest (also at v*). Keeping random locations matters: a purely
@@ -37,6 +41,13 @@ cross-entropy of the true label, which the attack raises):
   their gradient; u steps by 0.25·√(H·W) along its L2-normalised gradient. The judged image of
   highest loss is returned; its changed values lie anywhere in the box (not only at corners).
 
+* ``"swarm"`` — SparseSwarm (:class:`infoswarm.attacks.SparseSwarm`, the evaluation's strongest
+  member) with a budget of ``steps`` queries per image, its margin loss, corners other than the
+  pixel's own (the far corner on grey images) and its ``prior`` ("uniform", or "gain": its
+  gradient map, refreshed at the incumbent); an image stops at its first misclassification, so
+  the passes reported are the mean over the batch (rounded up). Its seed is drawn from ``gen``.
+  ``corner``, ``random_frac`` and ``alpha`` do not apply; ``prior="both"`` is not offered.
+
 ``prior="both"`` runs the attack twice from one clean gradient, with uniform and with gain
 locations, and keeps per image the result of higher loss (the shared gradient pass once, the
 passes of both runs and two judging forward passes are counted):
@@ -59,11 +70,13 @@ from torch import nn
 from .attacks.pgd0 import project_l0
 from .attacks.spgd import top_k_mask
 
-InnerKind = Literal["one-step", "swap", "pgd0", "spgd"]
-INNER: tuple[str, ...] = ("one-step", "swap", "pgd0", "spgd")
+InnerKind = Literal["one-step", "swap", "pgd0", "spgd", "swarm"]
+INNER: tuple[str, ...] = ("one-step", "swap", "pgd0", "spgd", "swarm")
 SPGD_STEP = 0.25
 PriorKind = Literal["gain", "uniform", "both"]
 PRIORS: tuple[str, ...] = ("gain", "uniform", "both")
+CornerKind = Literal["gradient", "far"]
+CORNERS: tuple[str, ...] = ("gradient", "far")
 ObjectiveKind = Literal["ce", "trades"]
 OBJECTIVES: tuple[str, ...] = ("ce", "trades")
 
@@ -81,9 +94,15 @@ def _ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.
     return loss.detach(), g
 
 
-def gain(g: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gain(g: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+         corner: CornerKind = "gradient") -> tuple[torch.Tensor, torch.Tensor]:
     """First-order gain of each location [B, H·W] (≥ 0) when its channels move to the corner
-    v* [B, C, H, W] the gradient g points to (hi where g > 0, else lo)."""
+    v* [B, C, H, W]: the one the gradient g points to (hi where g > 0, else lo; ``"gradient"``),
+    or the one farthest from x (hi where hi − x > x − lo, else lo; ``"far"``, whose gain counts
+    only the channels that the move helps to first order)."""
+    if corner == "far":
+        v = torch.where(hi - x > x - lo, hi, lo)
+        return (g * (v - x)).clamp(min=0).sum(1).flatten(1), v
     v = torch.where(g > 0, hi, lo)
     return (g.abs() * (v - x).abs()).sum(1).flatten(1), v
 
@@ -130,19 +149,24 @@ def swap_size(step: int, steps: int, m0: int) -> int:
 
 def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, kind: InnerKind = "one-step",
                  steps: int = 0, eps: float = 1.0, random_frac: float = 0.5, prior: PriorKind = "gain",
-                 alpha: float = 0.1, gen: torch.Generator
+                 alpha: float = 0.1, corner: CornerKind = "gradient", gen: torch.Generator
                  ) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
     """Adversarial versions [B, C, H, W] of a batch x (see the module docstring), the passes
     spent per image (``{"forward": …, "backward": …}``) and the clean images' cross-entropy [B]
     (from the first pass; exp(CE) − 1 is the image FI of the true class). ``steps`` is ignored by
-    "one-step"; ``gen`` is a CPU generator (all randomness comes from it)."""
+    "one-step"; ``corner`` chooses the values written (see the module docstring); ``gen`` is a
+    CPU generator (all randomness comes from it)."""
     b, c, h, w = x.shape
     hw = h * w
     if not 1 <= k <= hw:
         raise ValueError(f"k={k} must lie in 1..{hw}")
+    if corner not in CORNERS:
+        raise ValueError(f"unknown corner {corner!r}")
+    if kind == "swarm":
+        return _swarm(model, x, y, k, steps, eps, prior, gen)
     loss0, g = _ce_grad(model, x, y)
     lo, hi = _box(x, eps)
-    score, v = gain(g, x, lo, hi)
+    score, v = gain(g, x, lo, hi, corner)
     if prior == "both":              # per image, the stronger of the uniform and the gain run (one gradient)
         xu, pu = _from_gain(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, "uniform", alpha, gen)
         xg, pg = _from_gain(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, "gain", alpha, gen)
@@ -154,6 +178,25 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
         return torch.where((lg > lu).view(-1, 1, 1, 1), xg, xu), both, loss0
     xa, passes = _from_gain(model, x, y, k, score, v, lo, hi, kind, steps, random_frac, prior, alpha, gen)
     return xa, passes, loss0
+
+
+def _swarm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int, eps: float, prior: PriorKind,
+           gen: torch.Generator) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
+    """The "swarm" inner attack (see the module docstring): SparseSwarm at ``steps`` queries."""
+    from .attacks.sparse_swarm import SparseSwarm
+
+    if prior not in ("uniform", "gain"):
+        raise ValueError(f'the swarm inner attack takes prior "uniform" or "gain", not {prior!r}')
+    if steps < 1:
+        raise ValueError("the swarm inner attack needs steps >= 1 (its query budget per image)")
+    with torch.no_grad():
+        loss0 = F.cross_entropy(model(x), y, reduction="none")
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+    res = SparseSwarm(model, pixels=k, budget=steps, eps=eps, prior=prior, seed=seed)(x, y)
+    grad = res.grad_evals if res.grad_evals is not None else torch.zeros(1)
+    passes = {"forward": 1 + math.ceil(float(res.queries.double().mean())),
+              "backward": math.ceil(float(grad.double().mean()))}
+    return res.x_adv.to(x.dtype).detach(), passes, loss0
 
 
 def _from_gain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, score: torch.Tensor, v: torch.Tensor,

@@ -62,7 +62,8 @@ class SparseConfig:
     Inner attack: ``k_train`` pixels (1..H·W), ``inner`` ("one-step", "swap", "pgd0", "spgd") with
     ``inner_steps`` steps, ``eps`` (L∞ box of the changed entries in [0, 1] units; 1 = pure L0),
     ``random_frac`` (share of the k locations drawn uniformly), ``prior`` ("gain" or "uniform"),
-    ``alpha`` (PGD0 step). Objective: ``objective`` ("trades" or "ce"), ``beta`` (≥ 0),
+    ``alpha`` (PGD0 step), ``corner`` ("gradient" or "far": the values written, see
+    :mod:`infoswarm.inner`). Objective: ``objective`` ("trades" or "ce"), ``beta`` (≥ 0),
     ``label_smoothing`` in [0, 1), ``fi_weight`` (≥ 0) and ``fi_control``. Optimiser: SGD
     Nesterov ``momentum``, ``lr`` with a cosine schedule to 0 over ``epochs`` (or steps ×``gamma``
     at ``milestones``), ramped up linearly from 0 over the first ``warmup`` epochs together with
@@ -80,6 +81,7 @@ class SparseConfig:
     random_frac: float = 0.5
     prior: str = "uniform"
     alpha: float = 0.1
+    corner: str = "gradient"
     objective: str = "trades"
     beta: float = 3.0
     label_smoothing: float = 0.1
@@ -117,6 +119,12 @@ class SparseConfig:
             raise InputError(f"unknown inner attack {self.inner!r}", f"use one of {', '.join(inner.INNER)}")
         if self.prior not in inner.PRIORS:
             raise InputError(f"unknown prior {self.prior!r}", f"use one of {', '.join(inner.PRIORS)}")
+        if self.inner == "swarm" and (self.prior not in ("uniform", "gain") or self.inner_steps < 1):
+            raise InputError(f"the swarm inner attack needs prior uniform or gain and inner_steps >= 1 (its queries), "
+                             f"got prior {self.prior!r}, inner_steps {self.inner_steps}",
+                             "pass e.g. --prior uniform --inner-steps 100")
+        if self.corner not in inner.CORNERS:
+            raise InputError(f"unknown corner {self.corner!r}", f"use one of {', '.join(inner.CORNERS)}")
         if self.objective not in inner.OBJECTIVES:
             raise InputError(f"unknown objective {self.objective!r}", f"use one of {', '.join(inner.OBJECTIVES)}")
         if self.on_collapse not in ON_COLLAPSE:
@@ -216,7 +224,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, y
     model.eval()
     xa, passes, ce0 = inner.inner_attack(model, xb, yb, cfg.k_train, kind=cfg.inner,  # type: ignore[arg-type]
                                          steps=cfg.inner_steps, eps=cfg.eps, random_frac=cfg.random_frac,
-                                         prior=cfg.prior, alpha=cfg.alpha, gen=gen)  # type: ignore[arg-type]
+                                         prior=cfg.prior, alpha=cfg.alpha, corner=cfg.corner,  # type: ignore[arg-type]
+                                         gen=gen)
     weights = None
     if cfg.fi_weight > 0:
         score = torch.rand(len(yb), generator=gen).to(xb.device) if cfg.fi_control else ce0

@@ -90,9 +90,9 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_harden, dataset=None)
 
 
-SPARSE_FLAGS = ("k_train", "inner", "inner_steps", "random_frac", "prior", "objective", "beta", "label_smoothing",
-                "fi_weight", "fi_control", "holdout", "eval_k", "eval_queries", "watch", "collapse_drop", "on_collapse",
-                "keep")
+SPARSE_FLAGS = ("k_train", "inner", "inner_steps", "random_frac", "prior", "corner", "objective", "beta",
+                "label_smoothing", "fi_weight", "fi_control", "holdout", "eval_k", "eval_queries", "watch",
+                "collapse_drop", "on_collapse", "keep")
 """The flags only ``--method sparse`` reads (their dests); the same names as the fields of
 :class:`~infoswarm.sparse_hardening.SparseConfig`."""
 
@@ -104,7 +104,7 @@ def _parse_watch(text: str) -> tuple[str, ...]:
 
 def sparse_args(p: argparse.ArgumentParser) -> None:
     """The ``--method sparse`` options (defaults: :class:`~infoswarm.sparse_hardening.SparseConfig`)."""
-    from ..inner import INNER, OBJECTIVES, PRIORS
+    from ..inner import CORNERS, INNER, OBJECTIVES, PRIORS
     from ..sparse_hardening import KEEP, ON_COLLAPSE, WATCH_ATTACKS
 
     g = p.add_argument_group(
@@ -117,8 +117,10 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inner", default=None, choices=INNER,
                    help="inner attack: one-step (one backward pass), swap (one-step, then --inner-steps "
                         "forward-only swap steps; default), pgd0 (one-step, then --inner-steps L0-PGD steps), "
-                        "spgd (--inner-steps sparse-PGD steps from random locations)")
-    g.add_argument("--inner-steps", type=int, default=None, help="steps of swap, pgd0 or spgd (default 4)")
+                        "spgd (--inner-steps sparse-PGD steps from random locations), swarm (SparseSwarm with "
+                        "--prior uniform or gain at --inner-steps queries per image)")
+    g.add_argument("--inner-steps", type=int, default=None,
+                   help="steps of swap, pgd0 or spgd, queries per image of swarm (default 4)")
     g.add_argument("--random-frac", type=float, default=None,
                    help="share of the k_train locations drawn at random (default 0.5; 0 = all by gain, "
                         "which makes one-step training collapse)")
@@ -126,6 +128,11 @@ def sparse_args(p: argparse.ArgumentParser) -> None:
                    help="where the inner attack puts its locations: uniform (default; measured best, RESULTS.md) "
                         "gain (first-order gain at the best corner), or both (per image the stronger of the two "
                         "runs; measured worse than uniform)")
+    g.add_argument("--corner", default=None, choices=CORNERS,
+                   help="the value written at each location: gradient (the box corner the clean gradient "
+                        "points to; default, the zoo models' recipe) or far (the corner farthest from the pixel: "
+                        "every location changes; on near-binary images such as MNIST the gradient's corner is "
+                        "the pixel itself at about a third of random locations)")
     g.add_argument("--objective", default=None, choices=OBJECTIVES,
                    help="trades (CE on clean + beta * KL(clean || adversarial); default) or ce (on adversarial)")
     g.add_argument("--beta", type=float, default=None, help="TRADES trade-off weight (default 3)")
@@ -394,7 +401,7 @@ def _cmd_sparse(args: argparse.Namespace) -> int:
     cfg.validate(int(x8.shape[2] * x8.shape[3]), min(args.limit or len(y), len(y)))
     settings = {"dataset": dataset, "split": args.split, "model": model_name, "weights": args.weights,
                 "from": start or "weights", "method": "sparse", **cfg.as_dict()}
-    legacy = {"watch": list(LEGACY_WATCH)}
+    legacy = {"watch": list(LEGACY_WATCH), "corner": "gradient"}
     run = runs.ResumableRun(args.out, "harden", settings, overwrite=args.overwrite, create=False,
                            inputs=inputs_of(args), legacy=legacy)
     if run.finished and not args.overwrite:
