@@ -6,7 +6,8 @@
 
 Each ``--attack KIND:STEPS:K:PRIOR[:CORNER]`` (CORNER ``gradient``, the default, or ``far``) runs :func:`infoswarm.inner.inner_attack` once on the first
 ``--images`` test images (one batch, seed 0) and prints the share of correctly classified images
-it misleads, n/N with a 95 % Wilson interval, its passes per image and its wall time, beside the
+it misleads, n/N with a 95 % Wilson interval, the pixels it changed per image (mean; at most K),
+its passes per image and its wall time, beside the
 random control (K random locations per image, each channel at a random corner 0 or 1; printed for
 every K named). ``--peers Q`` adds, for every K named, the evaluation's query attacks at Q queries
 (Sparse-RS with p_init 0.8, SparseSwarm with its uniform and its gain prior; seed 0): the inner
@@ -79,8 +80,9 @@ def main() -> None:
         dt = time.perf_counter() - t
         with torch.no_grad():
             fooled = int(((model(xa).argmax(1) != y) & ok).sum())
+        changed = float((xa != x).any(1).flatten(1).sum(1).double().mean())
         print(f"{spec}: misleads {rate_text(fooled, n, fooled / n, wilson(fooled, n))} of the correct images; "
-              f"passes per image {passes}; {dt:.1f} s")
+              f"pixels changed per image {changed:.1f} (mean); passes per image {passes}; {dt:.1f} s")
 
 
 if __name__ == "__main__":
