@@ -27,9 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infoswarm import inner, zoo  # noqa: E402
-from infoswarm.attacks import registry  # noqa: E402
-from infoswarm.attacks.sparse_rs import SparseRS  # noqa: E402
 from infoswarm.data.loader import load, to_float  # noqa: E402
+from infoswarm.sparse_hardening import WATCH_ATTACKS, watch_attack  # noqa: E402
 from infoswarm.stats import rate_text, wilson  # noqa: E402
 
 
@@ -60,15 +59,10 @@ def main() -> None:
             fooled = int(((model(torch.where(mask > 0, corners, x)).argmax(1) != y) & ok).sum())
         print(f"random control, {k} pixels: misleads {rate_text(fooled, n, fooled / n, wilson(fooled, n))}")
     for k in sorted({int(spec.split(":")[2]) for spec in args.attack}) if args.peers > 0 else ():
-        for name in ("sparse-rs", "swarm-uniform", "swarm-gain"):
+        for name in WATCH_ATTACKS:
             t = time.perf_counter()
-            if name == "sparse-rs":
-                attack: object = SparseRS(model, pixels=k, budget=args.peers, seed=0, p_init=0.8)
-            else:
-                attack = registry.build("sparse-swarm", model, pixels=k, budget=args.peers, seed=0,
-                                        prior=name.split("-")[1])
             idx = ok.nonzero().flatten()
-            fooled = int(attack(x[idx], y[idx]).success.sum())  # type: ignore[operator]
+            fooled = int(watch_attack(name, model, k, args.peers, seed=0)(x[idx], y[idx]).success.sum())
             print(f"{name}, {k} pixels, {args.peers} queries: misleads "
                   f"{rate_text(fooled, n, fooled / n, wilson(fooled, n))}; {time.perf_counter() - t:.1f} s")
     for spec in args.attack:

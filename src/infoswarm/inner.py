@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks.pgd0 import project_l0
+from .attacks.sparse_swarm import SparseSwarm
 from .attacks.spgd import top_k_mask
 
 InnerKind = Literal["one-step", "swap", "pgd0", "spgd", "swarm"]
@@ -183,8 +184,6 @@ def inner_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, 
 def _swarm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, steps: int, eps: float, prior: PriorKind,
            gen: torch.Generator) -> tuple[torch.Tensor, dict[str, int], torch.Tensor]:
     """The "swarm" inner attack (see the module docstring): SparseSwarm at ``steps`` queries."""
-    from .attacks.sparse_swarm import SparseSwarm
-
     if prior not in ("uniform", "gain"):
         raise ValueError(f'the swarm inner attack takes prior "uniform" or "gain", not {prior!r}')
     if steps < 1:

@@ -182,6 +182,17 @@ class SparseConfig:
         return " then ".join(self.watch) + f", {self.eval_queries} queries" + (" each" if len(self.watch) > 1 else "")
 
 
+def watch_attack(name: str, model: nn.Module, k: int, queries: int, seed: int = 0) -> Any:
+    """The watch attack ``name`` (of :data:`WATCH_ATTACKS`) at k pixels, pure L0, ``queries``
+    queries per image, untargeted: Sparse-RS with p_init 0.8, or SparseSwarm with its gain /
+    uniform prior."""
+    from .attacks import registry
+
+    if name == "sparse-rs":
+        return SparseRS(model, pixels=k, budget=queries, seed=seed, p_init=0.8)
+    return registry.build("sparse-swarm", model, pixels=k, budget=queries, seed=seed, prior=name.split("-", 1)[1])
+
+
 def robust_accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, queries: int,
                        seed: int = 0, attacks: Sequence[str] = LEGACY_WATCH) -> tuple[float, float]:
     """(clean accuracy, robust accuracy) of ``model`` on float images x [N, C, H, W] in [0, 1]
@@ -190,8 +201,6 @@ def robust_accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: in
     correct on the clean image and broken by none. ``sparse-rs`` is Sparse-RS with p_init 0.8;
     ``swarm-gain`` / ``swarm-uniform`` SparseSwarm with its gain / uniform prior. The model is
     left in eval mode."""
-    from .attacks import registry
-
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(x[i: i + 500]).argmax(1) for i in range(0, len(x), 500)])
@@ -202,11 +211,7 @@ def robust_accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: in
     for name in attacks:
         if not bool(left.any()):
             break
-        if name == "sparse-rs":
-            attack: Any = SparseRS(model, pixels=k, budget=queries, seed=seed, p_init=0.8)
-        else:
-            attack = registry.build("sparse-swarm", model, pixels=k, budget=queries, seed=seed,
-                                    prior=name.split("-", 1)[1])
+        attack = watch_attack(name, model, k, queries, seed)
         idx = left.nonzero().flatten()
         res = attack(x[idx], y[idx])
         left[idx[res.success.to(idx.device)]] = False
